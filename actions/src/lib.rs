@@ -1,0 +1,30 @@
+//! Baton's runbook model and the means to carry it out: validated names, the inventory, the
+//! closed action catalog, plan resolution (pure), and the executors behind one trait.
+//!
+//! Invariant: nothing here takes free text from chat. A plan is resolved from the inventory and
+//! a pool name that must match it; every action parameter is a validated type.
+
+pub mod catalog;
+pub mod executor;
+pub mod inventory;
+pub mod names;
+pub mod plan;
+pub mod simulated;
+
+pub use catalog::{Action, DnsVia, Target};
+pub use executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
+pub use inventory::{DnsProvider, Federation, Inventory, Pool};
+pub use names::{Fqdn, NameError, PoolName, SiteName};
+pub use plan::{Plan, PlanError, PlanHash, Step, StepKind};
+
+/// Every action id of the catalog.
+pub const ACTION_IDS: &[&str] = &[
+    "health",
+    "services.stop",
+    "services.start",
+    "route.set",
+    "dns.set_a",
+    "dns.ensure_srv",
+    "port.check",
+    "verify",
+];

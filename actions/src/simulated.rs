@@ -1,0 +1,301 @@
+//! The simulated executor: carries out every action of the catalog in-process, with a delay per
+//! action and injected failures, keeping a durable record of every execution in a SQLite file.
+//!
+//! It honours idempotency keys the way `baton-agent` does: a key already executed returns the
+//! recorded outcome and executes nothing again, also after a restart. Tests count executions
+//! from the record (`executions` table) to prove that nothing ran twice across crashes.
+
+use crate::catalog::Action;
+use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Makes matching actions fail: `ACTION[@HOST][:TIMES]`, e.g. `services.start@edge2b:1` fails
+/// the first execution of `services.start` on edge2b and lets the next one succeed. Without
+/// `:TIMES` every matching execution fails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailureRule {
+    pub action: String,
+    /// A host's short name or FQDN; `None` matches every host.
+    pub host: Option<String>,
+    pub times: Option<u32>,
+}
+
+impl FromStr for FailureRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FailureRule, String> {
+        let (rest, times) = match s.rsplit_once(':') {
+            Some((rest, n)) => {
+                (rest, Some(n.parse::<u32>().map_err(|_| format!("'{n}' in '{s}' is not a number of failures"))?))
+            }
+            None => (s, None),
+        };
+        let (action, host) = match rest.split_once('@') {
+            Some((a, h)) => (a, Some(h.to_ascii_lowercase())),
+            None => (rest, None),
+        };
+        if !crate::ACTION_IDS.contains(&action) {
+            return Err(format!("unknown action '{action}' (actions: {})", crate::ACTION_IDS.join(", ")));
+        }
+        Ok(FailureRule { action: action.to_string(), host, times })
+    }
+}
+
+impl FailureRule {
+    fn matches(&self, action: &Action) -> bool {
+        if self.action != action.id() {
+            return false;
+        }
+        match (&self.host, action.target()) {
+            (None, _) => true,
+            (Some(h), crate::Target::Agent(host)) => host.as_str() == h || host.short() == h,
+            (Some(h), crate::Target::Bot) => action.where_short() == *h,
+        }
+    }
+}
+
+/// How the simulation behaves.
+#[derive(Clone, Debug, Default)]
+pub struct SimulationConfig {
+    /// How long each action takes unless `delays` names its action id.
+    pub default_delay: Duration,
+    pub delays: BTreeMap<String, Duration>,
+    pub failures: Vec<FailureRule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimulationError {
+    #[error("cannot open the simulation record {path}: {source}")]
+    Open { path: String, source: rusqlite::Error },
+}
+
+/// The in-process executor used by `baton demo` and by tests of the engine.
+pub struct SimulatedExecutor {
+    db: Mutex<Connection>,
+    in_flight: Mutex<HashSet<IdempotencyKey>>,
+    config: SimulationConfig,
+}
+
+const SCHEMA: &str = "
+    PRAGMA journal_mode = WAL;
+    PRAGMA synchronous = FULL;
+    CREATE TABLE IF NOT EXISTS outcomes (
+        key TEXT PRIMARY KEY,
+        outcome TEXT NOT NULL,
+        elapsed_ms INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS executions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        action TEXT NOT NULL,
+        place TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+    );
+";
+
+impl SimulatedExecutor {
+    /// Opens (or creates) the durable record at `path`.
+    pub fn open(path: &Path, config: SimulationConfig) -> Result<SimulatedExecutor, SimulationError> {
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.busy_timeout(Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| SimulationError::Open { path: path.display().to_string(), source })?;
+        Ok(SimulatedExecutor { db: Mutex::new(conn), in_flight: Mutex::new(HashSet::new()), config })
+    }
+
+    fn recorded(&self, key: &IdempotencyKey) -> Option<ActionReport> {
+        let db = self.db.lock().expect("the simulation lock is never held across a panic");
+        let row: Option<(String, i64)> = db
+            .query_row("SELECT outcome, elapsed_ms FROM outcomes WHERE key = ?1", [key.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .unwrap_or(None);
+        row.and_then(|(json, elapsed)| {
+            let outcome = serde_json::from_str(&json).ok()?;
+            Some(ActionReport { outcome, elapsed_ms: u64::try_from(elapsed).unwrap_or(0), replayed: true })
+        })
+    }
+
+    fn failures_so_far(&self, action: &Action) -> u32 {
+        let db = self.db.lock().expect("the simulation lock is never held across a panic");
+        db.query_row(
+            "SELECT COUNT(*) FROM executions WHERE action = ?1 AND place = ?2 AND ok = 0",
+            params![action.id(), action.where_short()],
+            |r| r.get::<_, u32>(0),
+        )
+        .unwrap_or(0)
+    }
+
+    fn record(&self, key: &IdempotencyKey, action: &Action, report: &ActionReport) -> rusqlite::Result<()> {
+        let mut db = self.db.lock().expect("the simulation lock is never held across a panic");
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
+            params![key.as_str(), action.id(), action.where_short(), report.outcome.is_ok()],
+        )?;
+        let json = serde_json::to_string(&report.outcome).expect("an outcome is plain data and always serializes");
+        tx.execute(
+            "INSERT INTO outcomes (key, outcome, elapsed_ms) VALUES (?1, ?2, ?3)",
+            params![key.as_str(), json, i64::try_from(report.elapsed_ms).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()
+    }
+
+    fn delay_for(&self, action: &Action) -> Duration {
+        self.config.delays.get(action.id()).copied().unwrap_or(self.config.default_delay)
+    }
+
+    fn simulate(&self, action: &Action) -> ActionOutcome {
+        for rule in self.config.failures.iter().filter(|r| r.matches(action)) {
+            if rule.times.is_none_or(|n| self.failures_so_far(action) < n) {
+                return ActionOutcome::Failed { error: format!("simulated failure of {} on {}", action.id(), action.where_short()) };
+            }
+        }
+        let detail = match action {
+            Action::Health { .. } => "agent answers (simulated)".to_string(),
+            Action::ServicesStop { .. } => "services stopped".to_string(),
+            Action::ServicesStart { .. } => "services running".to_string(),
+            Action::RouteSet { edge_pool, .. } => format!("route now EdgeServer:{edge_pool}"),
+            Action::DnsSetA { name, address, .. } => format!("{name} A {address} confirmed"),
+            Action::DnsEnsureSrv { name, .. } => format!("{name} SRV present once"),
+            Action::PortCheck { .. } => "refused (reachable, nothing listening yet)".to_string(),
+            Action::Verify { .. } => "SRV ok, s2s stream ok (simulated)".to_string(),
+        };
+        ActionOutcome::Ok { detail }
+    }
+}
+
+/// Removes a key from the in-flight set when the execution ends, however it ends.
+struct InFlight<'a>(&'a Mutex<HashSet<IdempotencyKey>>, IdempotencyKey);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut set) = self.0.lock() {
+            set.remove(&self.1);
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for SimulatedExecutor {
+    async fn execute(&self, request: ActionRequest) -> ActionReport {
+        let ActionRequest { key, action, timeout } = request;
+        // Wait while another request with the same key is executing: like the agent's
+        // "running" answer, polled until the outcome is recorded.
+        let guard = loop {
+            if let Some(report) = self.recorded(&key) {
+                return report;
+            }
+            let claimed = self.in_flight.lock().expect("the in-flight lock is never held across a panic").insert(key.clone());
+            if claimed {
+                break InFlight(&self.in_flight, key.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if let Some(report) = self.recorded(&key) {
+            return report;
+        }
+        let started = Instant::now();
+        let delay = self.delay_for(&action);
+        let outcome = if delay > timeout {
+            tokio::time::sleep(timeout).await;
+            ActionOutcome::Failed {
+                error: format!("timed out after {}s; the simulated action was stopped", timeout.as_secs_f32()),
+            }
+        } else {
+            tokio::time::sleep(delay).await;
+            self.simulate(&action)
+        };
+        let report = ActionReport {
+            outcome,
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            replayed: false,
+        };
+        if let Err(e) = self.record(&key, &action, &report) {
+            tracing::error!(key = %key, error = %e, "simulation could not record an execution");
+        }
+        drop(guard);
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::Fqdn;
+
+    fn stop(host: &str) -> Action {
+        Action::ServicesStop { host: Fqdn::parse(host).expect("valid") }
+    }
+
+    fn count(path: &Path) -> i64 {
+        let c = Connection::open(path).expect("opens");
+        c.query_row("SELECT COUNT(*) FROM executions", [], |r| r.get(0)).expect("counts")
+    }
+
+    #[tokio::test]
+    async fn a_key_executes_once_even_across_reopen_and_concurrent_requests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.sqlite");
+        let cfg = SimulationConfig { default_delay: Duration::from_millis(50), ..Default::default() };
+        let sim = std::sync::Arc::new(SimulatedExecutor::open(&path, cfg.clone()).expect("opens"));
+        let key = IdempotencyKey::new("s", 1, 1, 0, "edge2a", 1);
+        let req = ActionRequest { key: key.clone(), action: stop("edge2a.contoso.com"), timeout: Duration::from_secs(5) };
+        let (a, b) = tokio::join!(sim.execute(req.clone()), sim.execute(req.clone()));
+        assert!(a.outcome.is_ok() && b.outcome.is_ok());
+        assert!(a.replayed != b.replayed, "exactly one of two concurrent requests executes");
+        drop(sim);
+        let again = SimulatedExecutor::open(&path, cfg).expect("reopens");
+        let c = again.execute(req).await;
+        assert!(c.replayed);
+        assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_injected_and_timeouts_fail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.sqlite");
+        let cfg = SimulationConfig {
+            default_delay: Duration::from_millis(1),
+            delays: [("services.start".to_string(), Duration::from_secs(60))].into(),
+            failures: vec!["services.stop@edge2b:1".parse().expect("valid rule")],
+        };
+        let sim = SimulatedExecutor::open(&path, cfg).expect("opens");
+        let run = |attempt, host: &str| ActionRequest {
+            key: IdempotencyKey::new("s", 1, 1, 0, host, attempt),
+            action: stop(&format!("{host}.contoso.com")),
+            timeout: Duration::from_secs(5),
+        };
+        assert!(sim.execute(run(1, "edge2a")).await.outcome.is_ok());
+        let failed = sim.execute(run(1, "edge2b")).await;
+        assert_eq!(failed.outcome, ActionOutcome::Failed { error: "simulated failure of services.stop on edge2b".into() });
+        assert!(sim.execute(run(2, "edge2b")).await.outcome.is_ok(), "fails once, then succeeds");
+        let slow = ActionRequest {
+            key: IdempotencyKey::new("s", 1, 6, 0, "edge2a", 1),
+            action: Action::ServicesStart { host: Fqdn::parse("edge2a.contoso.com").expect("valid") },
+            timeout: Duration::from_millis(30),
+        };
+        let timed_out = sim.execute(slow).await;
+        assert_eq!(timed_out.outcome.text(), "timed out after 0.03s; the simulated action was stopped");
+    }
+
+    #[test]
+    fn failure_rules_parse() {
+        assert_eq!(
+            "services.start@Edge2B:2".parse::<FailureRule>(),
+            Ok(FailureRule { action: "services.start".into(), host: Some("edge2b".into()), times: Some(2) })
+        );
+        assert!("rm@edge2b".parse::<FailureRule>().expect_err("unknown").starts_with("unknown action 'rm'"));
+        assert!("verify:x".parse::<FailureRule>().is_err());
+    }
+}
