@@ -29,6 +29,12 @@ pub enum Action {
     /// `Start-CsWindowsService` on an Edge server.
     #[serde(rename = "services.start")]
     ServicesStart { host: Fqdn },
+    /// `Get-CsWindowsService` on an Edge server: reads the services' state, changes nothing.
+    #[serde(rename = "services.status")]
+    ServicesStatus { host: Fqdn },
+    /// `Get-CsSite <site>` on the management host: reads the site's XMPP federation route.
+    #[serde(rename = "route.get")]
+    RouteGet { host: Fqdn, site: SiteName },
     /// `Set-CsSite <site> -XmppFederationRoute EdgeServer:<pool>` on the management host.
     #[serde(rename = "route.set")]
     RouteSet { host: Fqdn, site: SiteName, edge_pool: Fqdn },
@@ -62,6 +68,8 @@ impl Action {
             Action::Health { .. } => "health",
             Action::ServicesStop { .. } => "services.stop",
             Action::ServicesStart { .. } => "services.start",
+            Action::ServicesStatus { .. } => "services.status",
+            Action::RouteGet { .. } => "route.get",
             Action::RouteSet { .. } => "route.set",
             Action::DnsSetA { .. } => "dns.set_a",
             Action::DnsEnsureSrv { .. } => "dns.ensure_srv",
@@ -75,6 +83,7 @@ impl Action {
     pub fn default_timeout(&self) -> std::time::Duration {
         let secs = match self {
             Action::Health { .. } | Action::PortCheck { .. } => 10,
+            Action::ServicesStatus { .. } | Action::RouteGet { .. } => 60,
             Action::ServicesStop { .. } | Action::ServicesStart { .. } => 300,
             Action::RouteSet { .. } => 120,
             Action::DnsSetA { .. } | Action::DnsEnsureSrv { .. } | Action::Verify { .. } => 30,
@@ -87,6 +96,8 @@ impl Action {
             Action::Health { host }
             | Action::ServicesStop { host }
             | Action::ServicesStart { host }
+            | Action::ServicesStatus { host }
+            | Action::RouteGet { host, .. }
             | Action::RouteSet { host, .. } => Target::Agent(host.clone()),
             Action::DnsSetA { dns: DnsVia::Agent { host, .. }, .. }
             | Action::DnsEnsureSrv { dns: DnsVia::Agent { host, .. }, .. } => Target::Agent(host.clone()),
@@ -123,8 +134,10 @@ impl Action {
             Action::Health { .. } => "GET /v1/health".to_string(),
             Action::ServicesStop { .. } => "Stop-CsWindowsService".to_string(),
             Action::ServicesStart { .. } => "Start-CsWindowsService".to_string(),
+            Action::ServicesStatus { .. } => "Get-CsWindowsService".to_string(),
+            Action::RouteGet { site, .. } => format!("Get-CsSite -Identity {site}"),
             Action::RouteSet { site, edge_pool, .. } => {
-                format!("Set-CsSite -Identity {site} -XmppFederationRoute EdgeServer:{edge_pool}")
+                format!("Set-CsSite -Identity {site} -XmppFederationRoute {}", xmpp_route(edge_pool))
             }
             Action::DnsSetA { dns: DnsVia::Rfc2136 { zone, .. }, name, address, ttl } => {
                 format!("update zone {zone}: delete {name} A; add {name} {ttl} A {address}")
@@ -158,8 +171,14 @@ fn socket(address: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(address, port).to_string()
 }
 
+/// The XMPP federation route of an Edge pool as `Set-CsSite -XmppFederationRoute` takes it: the
+/// pool's service identity, `EdgeServer:<pool fqdn>`.
+pub fn xmpp_route(edge_pool: &Fqdn) -> String {
+    format!("EdgeServer:{edge_pool}")
+}
+
 /// `xmpp` for `xmpp.contoso.com` in zone `contoso.com`; `@` for the apex.
-fn relative(name: &Fqdn, zone: &Fqdn) -> String {
+pub(crate) fn relative(name: &Fqdn, zone: &Fqdn) -> String {
     let n = name.as_str();
     if n == zone.as_str() {
         return "@".to_string();
@@ -216,5 +235,13 @@ mod tests {
         let p = Action::PortCheck { address: "2001:db8::1".parse().expect("valid"), port: 5269 };
         assert_eq!(p.command_line(), "TCP connect [2001:db8::1]:5269");
         assert_eq!(p.where_short(), "bot");
+        let status = Action::ServicesStatus { host: fqdn("edge2a.contoso.com") };
+        assert_eq!((status.id(), status.command_line().as_str()), ("services.status", "Get-CsWindowsService"));
+        let get = Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site: SiteName::parse("Site2").expect("valid") };
+        assert_eq!(get.command_line(), "Get-CsSite -Identity Site2");
+        assert_eq!(get.target(), Target::Agent(fqdn("mgmt1.contoso.com")));
+        for a in [status, get] {
+            assert!(crate::ACTION_IDS.contains(&a.id()), "{} is listed", a.id());
+        }
     }
 }

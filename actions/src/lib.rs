@@ -4,12 +4,17 @@
 //! Invariant: nothing here takes free text from chat. A plan is resolved from the inventory and
 //! a pool name that must match it; every action parameter is a validated type.
 
+pub mod agent;
 pub mod catalog;
+pub mod dispatcher;
 pub mod executor;
 pub mod inventory;
 pub mod names;
+pub mod pki;
 pub mod plan;
+pub mod protocol;
 pub mod simulated;
+pub mod tls;
 
 pub use catalog::{Action, DnsVia, Target};
 pub use executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
@@ -22,6 +27,8 @@ pub const ACTION_IDS: &[&str] = &[
     "health",
     "services.stop",
     "services.start",
+    "services.status",
+    "route.get",
     "route.set",
     "dns.set_a",
     "dns.ensure_srv",

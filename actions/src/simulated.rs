@@ -165,6 +165,8 @@ impl SimulatedExecutor {
             Action::Health { .. } => "agent answers (simulated)".to_string(),
             Action::ServicesStop { .. } => "services stopped".to_string(),
             Action::ServicesStart { .. } => "services running".to_string(),
+            Action::ServicesStatus { .. } => "services running (simulated)".to_string(),
+            Action::RouteGet { site, .. } => format!("{site} route unknown (simulated)"),
             Action::RouteSet { edge_pool, .. } => format!("route now EdgeServer:{edge_pool}"),
             Action::DnsSetA { name, address, .. } => format!("{name} A {address} confirmed"),
             Action::DnsEnsureSrv { name, .. } => format!("{name} SRV present once"),

@@ -1,0 +1,1 @@
+Write-Result ([ordered]@{ site = $P.site; route = (Read-Route) })

@@ -1,0 +1,2 @@
+Start-CsWindowsService -Confirm:$false | Out-Null
+Write-Result ([ordered]@{ services = (Get-Services) })

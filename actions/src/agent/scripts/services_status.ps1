@@ -1,0 +1,1 @@
+Write-Result ([ordered]@{ services = (Get-Services) })

@@ -1,0 +1,2 @@
+Stop-CsWindowsService -Confirm:$false | Out-Null
+Write-Result ([ordered]@{ services = (Get-Services) })
