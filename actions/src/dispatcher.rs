@@ -1,0 +1,326 @@
+//! The bot's client for `baton-agent`: an [`Executor`] for every action whose target is an agent.
+//! Mutual TLS with the bot's certificate (agents verified against the CA, by host name), an
+//! address per host, bounded connect and request times, retries with backoff on transport
+//! errors (the same idempotency key, so a retry never executes twice), and polling while the
+//! agent answers `running`. Every failure names the host.
+
+use crate::catalog::{Action, Target};
+use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
+use crate::names::{Fqdn, shown};
+use crate::protocol::{self, ActionAnswer, ActionCall, ErrorBody, Health};
+use crate::tls::TlsError;
+use async_trait::async_trait;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use std::collections::BTreeMap;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tracing::{debug, warn};
+
+/// Where the agents are and how hard to try.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    /// The CA that agents' certificates must chain to (PEM).
+    pub ca: PathBuf,
+    /// The bot's client certificate and key (PEM).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The address of each agent. The TLS server name is always the host's FQDN.
+    pub agents: BTreeMap<Fqdn, SocketAddr>,
+    /// Bound on the TCP connect and on the TLS handshake, each.
+    pub connect_timeout: Duration,
+    /// Bound on one exchange beyond the time the agent may hold it (`poll_wait`).
+    pub request_timeout: Duration,
+    /// How long the agent may hold one exchange before answering `running`.
+    pub poll_wait: Duration,
+    /// Transport attempts before the action fails (at least 1).
+    pub attempts: u32,
+    /// The pause after the first failed attempt; it doubles up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl DispatcherConfig {
+    /// A configuration with the default times: 3 s connect, 10 s request, 10 s poll wait, 4
+    /// attempts with backoff from 250 ms to 4 s.
+    pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf, agents: BTreeMap<Fqdn, SocketAddr>) -> DispatcherConfig {
+        DispatcherConfig {
+            ca,
+            cert,
+            key,
+            agents,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(10),
+            poll_wait: Duration::from_secs(10),
+            attempts: 4,
+            backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(4),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("{host}: no agent address is configured for this host")]
+    UnknownHost { host: Fqdn },
+    #[error("{host}: agent unreachable after {attempts} attempts: {last}")]
+    Unreachable { host: Fqdn, attempts: u32, last: String },
+    #[error("{host}: TLS with the agent failed: {why}")]
+    Handshake { host: Fqdn, why: String },
+    #[error("{host}: the agent refused the request ({status}): {message}")]
+    Refused { host: Fqdn, status: u16, message: String },
+    #[error("{host}: the agent's answer is unreadable: {why}")]
+    BadAnswer { host: Fqdn, why: String },
+    #[error("{host}: no final answer from the agent within {}", humantime::format_duration(*waited))]
+    NoAnswer { host: Fqdn, waited: Duration },
+}
+
+/// The client. Cheap to share behind an `Arc`; every call opens its own connection.
+pub struct Dispatcher {
+    config: DispatcherConfig,
+    connector: TlsConnector,
+}
+
+/// Why one exchange failed: worth another attempt, or not.
+enum Attempt {
+    Retry(String),
+    Fail(DispatchError),
+}
+
+/// Finds a rustls error in an error's chain (also inside `io::Error`, whose `source` skips it).
+fn rustls_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(r) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return Some(r);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Dispatcher {
+    /// Loads the bot's certificate, key and the CA.
+    pub fn new(config: DispatcherConfig) -> Result<Dispatcher, DispatchError> {
+        let tls = crate::tls::client_config(&config.cert, &config.key, &config.ca)?;
+        Ok(Dispatcher { config, connector: TlsConnector::from(tls) })
+    }
+
+    pub fn config(&self) -> &DispatcherConfig {
+        &self.config
+    }
+
+    fn address(&self, host: &Fqdn) -> Result<SocketAddr, DispatchError> {
+        self.config.agents.get(host).copied().ok_or_else(|| DispatchError::UnknownHost { host: host.clone() })
+    }
+
+    /// One HTTP exchange on a fresh mutual-TLS connection.
+    async fn exchange(&self, host: &Fqdn, method: Method, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
+        let address = self.address(host).map_err(Attempt::Fail)?;
+        let c = &self.config;
+        let tls_failure = |e: &(dyn StdError + 'static), fallback: String| match rustls_cause(e) {
+            Some(r) => Attempt::Fail(DispatchError::Handshake { host: host.clone(), why: r.to_string() }),
+            None => Attempt::Retry(fallback),
+        };
+        let tcp = match tokio::time::timeout(c.connect_timeout, TcpStream::connect(address)).await {
+            Err(_) => return Err(Attempt::Retry(format!("connecting to {address} timed out after {:?}", c.connect_timeout))),
+            Ok(Err(e)) => return Err(Attempt::Retry(format!("cannot connect to {address}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(host.as_str().to_string())
+            .map_err(|e| Attempt::Fail(DispatchError::Handshake { host: host.clone(), why: e.to_string() }))?;
+        let tls = match tokio::time::timeout(c.connect_timeout, self.connector.connect(name, tcp)).await {
+            Err(_) => return Err(Attempt::Retry(format!("TLS handshake with {address} timed out"))),
+            Ok(Err(e)) => return Err(tls_failure(&e, format!("TLS handshake with {address}: {e}"))),
+            Ok(Ok(s)) => s,
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| tls_failure(&e, format!("HTTP with {address}: {e}")))?;
+        let driver = tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Attempt::Fail(DispatchError::BadAnswer { host: host.clone(), why: e.to_string() }))?;
+        let exchange = async {
+            let response = sender.send_request(request).await.map_err(|e| tls_failure(&e, format!("request to {address}: {e}")))?;
+            let status = response.status().as_u16();
+            let body = Limited::new(response.into_body(), protocol::MAX_BODY)
+                .collect()
+                .await
+                .map_err(|e| Attempt::Retry(format!("reading the answer of {address}: {e}")))?;
+            Ok((status, body.to_bytes()))
+        };
+        let result = match tokio::time::timeout(c.poll_wait + c.request_timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(Attempt::Retry(format!("no answer from {address} within {:?}", c.poll_wait + c.request_timeout))),
+        };
+        driver.abort();
+        result
+    }
+
+    /// Runs exchanges until one succeeds or the attempts are used up.
+    async fn with_retries(&self, host: &Fqdn, method: Method, path: &str, body: &[u8]) -> Result<Bytes, DispatchError> {
+        let c = &self.config;
+        let mut backoff = c.backoff;
+        let mut failures = 0;
+        loop {
+            let last = match self.exchange(host, method.clone(), path, body.to_vec()).await {
+                Ok((200, body)) => return Ok(body),
+                Ok((status, body)) => {
+                    let message = ErrorBody::decode(&body)
+                        .map(|b| b.message)
+                        .unwrap_or_else(|_| shown(&String::from_utf8_lossy(&body)));
+                    if status < 500 {
+                        return Err(DispatchError::Refused { host: host.clone(), status, message });
+                    }
+                    format!("the agent answered {status}: {message}")
+                }
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => why,
+            };
+            failures += 1;
+            if failures >= c.attempts.max(1) {
+                return Err(DispatchError::Unreachable { host: host.clone(), attempts: failures, last });
+            }
+            warn!(host = %host, attempt = failures, error = %last, backoff = ?backoff, "agent exchange failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(c.max_backoff);
+        }
+    }
+
+    /// `GET /v1/health` on `host`'s agent, which must say it serves `host`.
+    pub async fn health(&self, host: &Fqdn) -> Result<Health, DispatchError> {
+        let body = self.with_retries(host, Method::GET, protocol::HEALTH_PATH, &[]).await?;
+        let health = Health::decode(&body).map_err(|e| DispatchError::BadAnswer { host: host.clone(), why: e.to_string() })?;
+        if health.host != *host {
+            return Err(DispatchError::BadAnswer { host: host.clone(), why: format!("the agent there serves {}", health.host) });
+        }
+        Ok(health)
+    }
+
+    /// Carries out one action on `host`'s agent and returns its final answer (`ok` or
+    /// `failed`), polling while it is `running`.
+    pub async fn call(
+        &self,
+        host: &Fqdn,
+        key: &IdempotencyKey,
+        action: &Action,
+        timeout: Duration,
+    ) -> Result<ActionAnswer, DispatchError> {
+        let c = &self.config;
+        let body = ActionCall::new(key.clone(), action.clone(), timeout, c.poll_wait).encode();
+        // The agent kills the action at its timeout; allow for the exchanges around it.
+        let give_up = timeout + c.poll_wait + c.request_timeout + c.max_backoff * c.attempts.max(1);
+        let started = Instant::now();
+        loop {
+            let exchanged = Instant::now();
+            let bytes = self.with_retries(host, Method::POST, protocol::ACTIONS_PATH, &body).await?;
+            let answer =
+                ActionAnswer::decode(&bytes).map_err(|e| DispatchError::BadAnswer { host: host.clone(), why: e.to_string() })?;
+            if answer.key() != key {
+                return Err(DispatchError::BadAnswer { host: host.clone(), why: format!("the answer is for key {}", answer.key()) });
+            }
+            match answer {
+                ActionAnswer::Running { elapsed_ms, .. } => {
+                    debug!(host = %host, key = %key, elapsed_ms, "action still running; polling");
+                    if started.elapsed() > give_up {
+                        return Err(DispatchError::NoAnswer { host: host.clone(), waited: started.elapsed() });
+                    }
+                    // An agent that answers at once must not make this a busy loop.
+                    let floor = Duration::from_millis(200);
+                    if exchanged.elapsed() < floor {
+                        tokio::time::sleep(floor - exchanged.elapsed()).await;
+                    }
+                }
+                done => return Ok(done),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for Dispatcher {
+    async fn execute(&self, request: ActionRequest) -> ActionReport {
+        let started = Instant::now();
+        let (outcome, replayed) = match &request.action {
+            Action::Health { host } => match self.health(host).await {
+                Ok(h) => (ActionOutcome::Ok { detail: format!("{} answers ({} actions)", h.agent_version, h.actions.len()) }, false),
+                Err(e) => (ActionOutcome::Failed { error: e.to_string() }, false),
+            },
+            action => match action.target() {
+                Target::Agent(host) => match self.call(&host, &request.key, action, request.timeout).await {
+                    Ok(ActionAnswer::Ok { detail, replayed, .. }) => (ActionOutcome::Ok { detail }, replayed),
+                    Ok(ActionAnswer::Failed { error, replayed, .. }) => {
+                        (ActionOutcome::Failed { error: format!("{host}: {error}") }, replayed)
+                    }
+                    Ok(ActionAnswer::Running { .. }) => {
+                        (ActionOutcome::Failed { error: format!("{host}: the action was still running") }, false)
+                    }
+                    Err(e) => (ActionOutcome::Failed { error: e.to_string() }, false),
+                },
+                Target::Bot => {
+                    (ActionOutcome::Failed { error: format!("{} runs on the bot, not through an agent", action.id()) }, false)
+                }
+            },
+        };
+        ActionReport { outcome, elapsed_ms: millis(started.elapsed()), replayed }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_hosts_and_unreachable_agents_fail_naming_the_host() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edge = Fqdn::parse("edge2a.contoso.com").expect("valid");
+        let files = crate::pki::init(dir.path(), std::slice::from_ref(&edge), &crate::pki::PkiOptions::default()).expect("pki");
+        // A port that was free a moment ago: nothing listens there.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("address");
+        let mut config = DispatcherConfig::new(files.ca_cert, files.bot_cert, files.bot_key, [(edge.clone(), free)].into());
+        config.backoff = Duration::from_millis(10);
+        config.attempts = 3;
+        let d = Dispatcher::new(config).expect("dispatcher");
+        let err = d.health(&edge).await.expect_err("nothing listens").to_string();
+        assert!(err.starts_with("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:"), "{err}");
+        let other = Fqdn::parse("edge9.contoso.com").expect("valid");
+        let report = d
+            .execute(ActionRequest {
+                key: IdempotencyKey::new("s", 1, 1, 0, "edge9", 1),
+                action: Action::ServicesStop { host: other },
+                timeout: Duration::from_secs(1),
+            })
+            .await;
+        assert_eq!(report.outcome.text(), "edge9.contoso.com: no agent address is configured for this host");
+        let bot = d
+            .execute(ActionRequest {
+                key: IdempotencyKey::new("s", 1, 6, 0, "bot", 1),
+                action: Action::PortCheck { address: "203.0.113.20".parse().expect("ip"), port: 5269 },
+                timeout: Duration::from_secs(1),
+            })
+            .await;
+        assert_eq!(bot.outcome.text(), "port.check runs on the bot, not through an agent");
+    }
+}

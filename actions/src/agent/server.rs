@@ -274,12 +274,12 @@ impl Inner {
                 self.running.lock().expect("the running map is never held across a panic").insert(key.clone(), (started, rx.clone()));
                 info!(key = %key, action = action.id(), subject = %peer.subject, timeout = ?timeout, "action started");
                 self.tasks.spawn(self.clone().execute(key.clone(), action.clone(), invocation, timeout, tx));
-                Ok(wait(key, started, rx, call.wait(), false).await)
+                Ok(wait(key, started, rx, call.wait()).await)
             }
             Begin::Running { since } => {
                 let entry = self.running.lock().expect("the running map is never held across a panic").get(key).cloned();
                 match entry {
-                    Some((started, rx)) => Ok(wait(key, started, rx, call.wait(), true).await),
+                    Some((started, rx)) => Ok(wait(key, started, rx, call.wait()).await),
                     // The execution ended between the journal read and now: read its answer.
                     None => {
                         let (journal, k, a) = (self.journal.clone(), key.clone(), action.clone());
@@ -336,18 +336,15 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Waits up to `wait` for the answer of a running key; `running` when it is not there yet.
+/// Waits up to `wait` for the answer of a running key; `running` when it is not there yet. An
+/// answer that arrives while waiting is the live execution's, not a replay (a poll, or a
+/// duplicate of the same call, gets the same answer as the first caller).
 async fn wait(
     key: &IdempotencyKey,
     started: Instant,
     mut rx: watch::Receiver<Option<ActionAnswer>>,
     wait: Duration,
-    replay: bool,
 ) -> ActionAnswer {
     let answer = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await.ok().and_then(|r| r.ok().and_then(|a| a.clone()));
-    match answer {
-        Some(a) if replay => a.replayed(),
-        Some(a) => a,
-        None => ActionAnswer::Running { key: key.clone(), elapsed_ms: millis(started.elapsed()) },
-    }
+    answer.unwrap_or_else(|| ActionAnswer::Running { key: key.clone(), elapsed_ms: millis(started.elapsed()) })
 }

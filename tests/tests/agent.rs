@@ -1,0 +1,456 @@
+//! The agent and the dispatcher end to end: real `baton-agent` processes on 127.0.0.1 with
+//! certificates made per test, the `command` executor and the Lync simulator.
+
+use anyhow::Result;
+use baton_actions::agent::INTERRUPTED;
+use baton_actions::inventory::{DnsProvider, Federation, Inventory, Pool};
+use baton_actions::protocol::ActionAnswer;
+use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
+use baton_e2e::agents::{AgentSpec, Fleet, gone_within, raw_request, sim_state};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn fqdn(s: &str) -> Fqdn {
+    Fqdn::parse(s).expect("test names are valid")
+}
+
+fn key(s: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(s).expect("test keys are valid")
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+}
+
+fn stop(host: &str) -> Action {
+    Action::ServicesStop { host: fqdn(host) }
+}
+
+fn request(k: &str, action: Action, timeout: Duration) -> ActionRequest {
+    ActionRequest { key: key(k), action, timeout }
+}
+
+/// The Contoso inventory with Windows DNS on the management host, so that every step of the
+/// runbook but the port check and the verification runs through an agent.
+fn contoso() -> Inventory {
+    let pool = |name: &str, site: &str, address: &str, servers: &[&str]| Pool {
+        name: PoolName::parse(name).expect("valid"),
+        site: SiteName::parse(site).expect("valid"),
+        fqdn: fqdn(&format!("{}.contoso.com", name.to_ascii_lowercase())),
+        external_address: address.parse().expect("valid"),
+        servers: servers.iter().map(|s| fqdn(s)).collect(),
+    };
+    Inventory {
+        sites: vec![SiteName::parse("Site1").expect("valid"), SiteName::parse("Site2").expect("valid")],
+        pools: vec![
+            pool("EdgePool1", "Site1", "203.0.113.10", &["edge1a.contoso.com", "edge1b.contoso.com"]),
+            pool("EdgePool2", "Site2", "203.0.113.20", &["edge2a.contoso.com", "edge2b.contoso.com"]),
+        ],
+        management_host: fqdn("mgmt1.contoso.com"),
+        federation: Federation {
+            domain: fqdn("contoso.com"),
+            host: fqdn("xmpp.contoso.com"),
+            srv: fqdn("_xmpp-server._tcp.contoso.com"),
+            port: 5269,
+            srv_priority: 10,
+            srv_weight: 10,
+            ttl: 300,
+        },
+        dns: DnsProvider::Agent { host: fqdn("mgmt1.contoso.com"), zone: fqdn("contoso.com") },
+    }
+}
+
+/// One line describing the simulated hosts: each edge's services, each site's route, the
+/// federation host's A records and the SRV records.
+fn hosts_line(fleet: &Fleet) -> Result<String> {
+    let mut parts = Vec::new();
+    for host in ["edge2a.contoso.com", "edge2b.contoso.com"] {
+        let state = fleet.sim(&fqdn(host))?;
+        let services = state["services"].as_object().cloned().unwrap_or_default();
+        let mut statuses: Vec<&str> = services.values().filter_map(Value::as_str).collect();
+        statuses.dedup();
+        parts.push(format!("{} {}", &host[..6], statuses.join("/")));
+    }
+    let mgmt = fleet.sim(&fqdn("mgmt1.contoso.com"))?;
+    let sites = mgmt["sites"].as_object().cloned().unwrap_or_default();
+    let routes: Vec<String> = sites.iter().map(|(s, r)| format!("{s}={}", r.as_str().unwrap_or("-"))).collect();
+    parts.push(routes.join(" "));
+    parts.push(format!("A {}", mgmt["dns"]["xmpp.contoso.com"]["a"]));
+    parts.push(format!("SRV {}", mgmt["dns"]["_xmpp-server._tcp.contoso.com"]["srv"]));
+    Ok(parts.join(" | "))
+}
+
+fn outcome_line(action: &Action, report: &ActionReport) -> String {
+    let status = if report.outcome.is_ok() { "ok" } else { "FAILED" };
+    format!("{} {status} {}", action.where_short(), report.outcome.text())
+}
+
+#[test]
+fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> Result<()> {
+    let mut mgmt = AgentSpec::new("mgmt1.contoso.com");
+    let mut state = sim_state(&[("Site1", Some("EdgeServer:edgepool1.contoso.com")), ("Site2", None)]);
+    state["dns"] = json!({ "xmpp.contoso.com": { "a": ["203.0.113.10"] } });
+    mgmt.sim_state = Some(state);
+    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com"), AgentSpec::new("edge2b.contoso.com"), mgmt])?;
+    let dispatcher = fleet.dispatcher()?;
+    let rt = runtime();
+    let plan = baton_actions::plan::resolve(&contoso(), "EdgePool2", Some(&PoolName::parse("EdgePool1")?))?;
+
+    let mut transcript = format!("before: {}\n", hosts_line(&fleet)?);
+    let mut keys = Vec::new();
+    for (i, step) in plan.steps.iter().enumerate() {
+        // The step fans out in parallel over its agent actions; bot actions belong to the bot.
+        let requests: Vec<ActionRequest> = step
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| matches!(a.target(), Target::Agent(_)))
+            .map(|(j, a)| ActionRequest {
+                key: IdempotencyKey::new("e2e", 7, i, j, &a.where_short(), 1),
+                action: a.clone(),
+                timeout: Duration::from_secs(30),
+            })
+            .collect();
+        if requests.is_empty() {
+            transcript.push_str(&format!("{}. {}: runs on the bot\n", i + 1, step.kind.title()));
+            continue;
+        }
+        let reports = rt.block_on(futures::future::join_all(requests.iter().map(|r| dispatcher.execute(r.clone()))));
+        let lines: Vec<String> = requests.iter().zip(&reports).map(|(r, rep)| outcome_line(&r.action, rep)).collect();
+        transcript.push_str(&format!("{}. {}: {}\n   {}\n", i + 1, step.kind.title(), lines.join("; "), hosts_line(&fleet)?));
+        keys.extend(requests.iter().filter(|r| !matches!(r.action, Action::Health { .. })).map(|r| (r.action.target(), r.key.clone())));
+    }
+    expect_test::expect![[r#"
+        before: edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
+        1. precheck: edge2a ok baton-agent 0.1.0 answers (7 actions); edge2b ok baton-agent 0.1.0 answers (7 actions); mgmt1 ok baton-agent 0.1.0 answers (7 actions)
+           edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
+        2. services: edge2a ok 5 services stopped; edge2b ok 5 services stopped
+           edge2a Stopped | edge2b Stopped | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
+        3. route: mgmt1 ok Site2 route (none) -> EdgeServer:edgepool2.contoso.com (-XmppFederationRoute)
+           edge2a Stopped | edge2b Stopped | Site1=EdgeServer:edgepool1.contoso.com Site2=EdgeServer:edgepool2.contoso.com | A ["203.0.113.10"] | SRV null
+        4. dns A: mgmt1 ok xmpp.contoso.com A 203.0.113.20 confirmed
+           edge2a Stopped | edge2b Stopped | Site1=EdgeServer:edgepool1.contoso.com Site2=EdgeServer:edgepool2.contoso.com | A ["203.0.113.20"] | SRV null
+        5. dns SRV: mgmt1 ok _xmpp-server._tcp.contoso.com SRV -> xmpp.contoso.com:5269 created, present once
+           edge2a Stopped | edge2b Stopped | Site1=EdgeServer:edgepool1.contoso.com Site2=EdgeServer:edgepool2.contoso.com | A ["203.0.113.20"] | SRV [{"port":5269,"priority":10,"target":"xmpp.contoso.com","weight":10}]
+        6. port: runs on the bot
+        7. services: edge2a ok 5 services running; edge2b ok 5 services running
+           edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=EdgeServer:edgepool2.contoso.com | A ["203.0.113.20"] | SRV [{"port":5269,"priority":10,"target":"xmpp.contoso.com","weight":10}]
+        8. verify: runs on the bot
+    "#]]
+    .assert_eq(&transcript);
+
+    // Every action ran exactly once, under its own key, on its own host.
+    for (target, k) in &keys {
+        let Target::Agent(host) = target else { unreachable!("only agent actions were sent") };
+        assert_eq!(fleet.executions_of(host, k.as_str())?, 1, "{k} on {host}");
+    }
+    assert_eq!(fleet.executions(&fqdn("edge2a.contoso.com"))?.len(), 2);
+    assert_eq!(fleet.executions(&fqdn("mgmt1.contoso.com"))?.len(), 3);
+
+    // The read-only actions see the new state, and running the SRV step again adds nothing.
+    let site2 = SiteName::parse("Site2")?;
+    let reads = [
+        request("e2e/read/1", Action::ServicesStatus { host: fqdn("edge2b.contoso.com") }, Duration::from_secs(10)),
+        request("e2e/read/2", Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site: site2 }, Duration::from_secs(10)),
+        request("e2e/read/3", plan.steps[4].actions[0].clone(), Duration::from_secs(10)),
+    ];
+    let texts: Vec<String> =
+        reads.iter().map(|r| rt.block_on(dispatcher.execute(r.clone())).outcome.text().to_string()).collect();
+    assert_eq!(
+        texts,
+        [
+            "5 of 5 services running",
+            "Site2 XMPP federation route EdgeServer:edgepool2.contoso.com",
+            "_xmpp-server._tcp.contoso.com SRV -> xmpp.contoso.com:5269 already present, present once",
+        ]
+    );
+    assert_eq!(fleet.sim(&fqdn("mgmt1.contoso.com"))?["dns"]["_xmpp-server._tcp.contoso.com"]["srv"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+fn valid_call(k: &str, action: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({ "protocol": 1, "key": k, "action": action, "timeout_ms": 10000, "wait_ms": 5000 }))
+        .expect("json serializes")
+}
+
+#[test]
+fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let edge2b = fqdn("edge2b.contoso.com");
+    let edge2c = fqdn("edge2c.contoso.com");
+    let mut fleet = Fleet::new(vec![
+        AgentSpec::new("edge2a.contoso.com"),
+        AgentSpec::new("edge2b.contoso.com"),
+        AgentSpec::new("edge2c.contoso.com"),
+    ])?;
+    // edge2b admits only another subject; edge2c pins the bot's certificate by fingerprint.
+    fleet.spec_mut(&edge2b)?.pin_subjects = vec!["CN=someone-else".to_string()];
+    let bot_der = baton_actions::tls::load_certs(&fleet.pki.bot_cert)?.remove(0);
+    fleet.spec_mut(&edge2c)?.pin_sha256 = vec![baton_actions::tls::sha256_hex(&bot_der)];
+    for h in [&edge2a, &edge2b, &edge2c] {
+        fleet.spawn(h)?;
+    }
+    fleet.wait_ready(&edge2a)?;
+    fleet.wait_ready(&edge2c)?;
+    let other = baton_actions::pki::init(&fleet.dir().join("other-ca"), &[edge2a.clone()], &Default::default())?;
+    let rt = runtime();
+    let pki = fleet.pki.clone();
+    let body = valid_call("sec/1", json!({ "action": "services.stop", "host": "edge2a.contoso.com" }));
+    let a = fleet.address(&edge2a)?;
+
+    // No client certificate: the handshake is refused (TLS 1.3 reports it on the first read).
+    let none = rt.block_on(raw_request(a, &edge2a, &pki.ca_cert, None, "POST", "/v1/actions", &body));
+    let err = none.expect_err("refused without a certificate");
+    assert!(err.contains("received fatal alert: CertificateRequired"), "{err}");
+
+    // A certificate from another CA: refused at the handshake.
+    let foreign = rt.block_on(raw_request(a, &edge2a, &pki.ca_cert, Some((&other.bot_cert, &other.bot_key)), "POST", "/v1/actions", &body));
+    let err = foreign.expect_err("refused with a foreign certificate");
+    // (Both CAs are named "Baton CA": the signature check is what fails.)
+    assert!(err.contains("received fatal alert: DecryptError") || err.contains("received fatal alert: UnknownCA"), "{err}");
+
+    // The right CA but not pinned: 403, also through the dispatcher, naming the host.
+    let b = fleet.address(&edge2b)?;
+    let body_b = valid_call("sec/2", json!({ "action": "services.stop", "host": "edge2b.contoso.com" }));
+    let (status, text) = rt
+        .block_on(raw_request(b, &edge2b, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), "POST", "/v1/actions", &body_b))
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("client certificate not allowed here (subject CN=baton-bot, sha256 "), "{text}");
+    let dispatcher = fleet.dispatcher()?;
+    let refused = rt.block_on(dispatcher.execute(request("sec/3", stop("edge2b.contoso.com"), Duration::from_secs(10))));
+    assert!(
+        refused.outcome.text().starts_with("edge2b.contoso.com: the agent refused the request (403): client certificate not allowed here"),
+        "{}",
+        refused.outcome.text()
+    );
+
+    // Pinned by fingerprint: admitted.
+    let pinned = rt.block_on(dispatcher.execute(request("sec/4", stop("edge2c.contoso.com"), Duration::from_secs(10))));
+    assert_eq!(pinned.outcome.text(), "5 services stopped");
+
+    // The bot verifies the agent too: an agent certificate from another CA, or for another
+    // name, fails at once (no retries) and names the host.
+    let mut foreign_ca = fleet.dispatcher_config();
+    foreign_ca.ca = other.ca_cert.clone();
+    let d = baton_actions::dispatcher::Dispatcher::new(foreign_ca)?;
+    let started = Instant::now();
+    let err = rt.block_on(d.health(&edge2a)).expect_err("untrusted agent").to_string();
+    assert!(err.starts_with("edge2a.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(2), "a certificate failure is not retried");
+    let mut misrouted = fleet.dispatcher_config();
+    misrouted.agents.insert(edge2b.clone(), a);
+    let d = baton_actions::dispatcher::Dispatcher::new(misrouted)?;
+    let err = rt.block_on(d.health(&edge2b)).expect_err("wrong agent").to_string();
+    assert!(err.starts_with("edge2b.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");
+
+    assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran on edge2a");
+    assert!(fleet.executions(&edge2b)?.is_empty(), "nothing ran on edge2b");
+    assert_eq!(fleet.executions(&edge2c)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn malformed_or_dangerous_requests_get_400_and_nothing_runs() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.actions = vec!["services.stop".into(), "services.start".into()];
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let pki = fleet.pki.clone();
+    let address = fleet.address(&edge2a)?;
+    let send = |method: &str, path: &str, body: &[u8]| -> (u16, String) {
+        rt.block_on(raw_request(address, &edge2a, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), method, path, body))
+            .unwrap_or_else(|e| (0, e))
+    };
+    let call = |action: Value| valid_call("bad/1", action);
+    let long = "a".repeat(300);
+    let cases: Vec<(&str, Vec<u8>, u16, String)> = vec![
+        ("unknown action", call(json!({"action": "shell", "cmd": "rm -rf /"})), 400, "unknown variant `shell`".into()),
+        ("extra field in the action", call(json!({"action": "services.stop", "host": "edge2a.contoso.com", "force": true})), 400, "unknown field `force`".into()),
+        (
+            "extra field in the call",
+            serde_json::to_vec(&json!({"protocol": 1, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0, "shell": "x"}))?,
+            400,
+            "unknown field `shell`".into(),
+        ),
+        ("shell metacharacters", call(json!({"action": "services.stop", "host": "edge2a.contoso.com;reboot"})), 400, "is not a valid host name".into()),
+        ("command substitution", call(json!({"action": "services.stop", "host": "$(reboot).contoso.com"})), 400, "is not a valid host name".into()),
+        ("PowerShell subexpression", call(json!({"action": "route.set", "host": "edge2a.contoso.com", "site": "Site2$(Stop-Computer)", "edge_pool": "edgepool2.contoso.com"})), 400, "is not a valid site name".into()),
+        ("PowerShell backtick", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2`n"})), 400, "is not a valid site name".into()),
+        ("a raw string with a quote", call(json!({"action": "dns.set_a", "dns": {"via": "rfc2136", "server": "ns1'; rm x", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.20", "ttl": 300})), 400, "carries the character".into()),
+        ("over-long site", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": long})), 400, "is not a valid site name".into()),
+        ("over-long host", call(json!({"action": "services.stop", "host": format!("{long}.contoso.com")})), 400, "is not a valid host name".into()),
+        ("over-long key", valid_call(&"k".repeat(201), json!({"action": "services.stop", "host": "edge2a.contoso.com"})), 400, "is not 1 to 200 characters".into()),
+        ("not an address", call(json!({"action": "dns.set_a", "dns": {"via": "agent", "host": "edge2a.contoso.com", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.2000", "ttl": 300})), 400, "invalid IPv4 address syntax".into()),
+        ("another host's action", call(json!({"action": "services.stop", "host": "edge2b.contoso.com"})), 400, "this agent serves edge2a.contoso.com; the action is for edge2b.contoso.com".into()),
+        ("a disabled action", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2"})), 400, "action route.get is not enabled on this agent (enabled: services.start, services.stop)".into()),
+        ("a bot action", call(json!({"action": "port.check", "address": "203.0.113.20", "port": 5269})), 400, "port.check runs on the bot, not on an agent".into()),
+        (
+            "another protocol",
+            serde_json::to_vec(&json!({"protocol": 2, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0}))?,
+            400,
+            "protocol version 2 is not supported".into(),
+        ),
+        ("not JSON", b"services.stop edge2a".to_vec(), 400, "invalid request: expected value".into()),
+        ("a huge body", vec![b' '; 70_000], 413, "larger than".into()),
+    ];
+    for (what, body, status, needle) in &cases {
+        let (got, text) = send("POST", "/v1/actions", body);
+        assert_eq!(got, *status, "{what}: {text}");
+        assert!(text.contains(needle.as_str()), "{what}: {text}");
+    }
+    assert_eq!(send("GET", "/v1/actions", b"").0, 405);
+    assert_eq!(send("GET", "/v1/admin", b"").0, 404);
+    assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran: {:?}", fleet.executions(&edge2a)?);
+
+    // None of the refused calls used up the key: the first valid call with it runs, once.
+    let (status, text) = send("POST", "/v1/actions", &call(json!({"action": "services.stop", "host": "edge2a.contoso.com"})));
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(r#""status":"ok""#), "{text}");
+    assert_eq!(fleet.executions_of(&edge2a, "bad/1")?, 1);
+    // The same key for another action is a conflict, and runs nothing.
+    let (status, text) = send("POST", "/v1/actions", &call(json!({"action": "services.start", "host": "edge2a.contoso.com"})));
+    assert_eq!(status, 409, "{text}");
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn an_action_past_its_timeout_is_killed_with_its_children_and_fails_clearly() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.sim_args = vec!["--delay-ms".into(), "60000".into(), "--spawn-child".into()];
+    spec.timeouts = vec![("services.stop".into(), "1s".into())];
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let started = Instant::now();
+    // The bot allows 60 s; the agent's configuration caps services.stop at 1 s.
+    let report = rt.block_on(fleet.dispatcher()?.execute(request("slow/1", stop("edge2a.contoso.com"), Duration::from_secs(60))));
+    assert_eq!(report.outcome.text(), "edge2a.contoso.com: services.stop timed out after 1s; the process and its children were killed");
+    assert!(started.elapsed() < Duration::from_secs(10), "failed at the deadline, took {:?}", started.elapsed());
+    let state = fleet.sim(&edge2a)?;
+    let execution = &state["executions"][0];
+    assert_eq!(execution["status"], "started", "the simulator never finished: {execution}");
+    for field in ["pid", "child_pid"] {
+        let pid = u32::try_from(execution[field].as_u64().expect("a recorded pid")).expect("pids fit");
+        assert!(gone_within(pid, Duration::from_secs(5)), "{field} {pid} is gone");
+    }
+    assert_eq!(state["services"]["RTCSRV"], "Running", "the killed action changed nothing");
+    // The same key is not run again: its recorded failure comes back.
+    let again = rt.block_on(fleet.dispatcher()?.execute(request("slow/1", stop("edge2a.contoso.com"), Duration::from_secs(60))));
+    assert!(again.replayed && !again.outcome.is_ok());
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    let rt = runtime();
+    let dispatcher = fleet.dispatcher()?;
+    fleet.edit_sim(&edge2a, |s| s["inject"] = json!({ "services.stop": { "delay_ms": 300 } }))?;
+    let r = request("once/1", stop("edge2a.contoso.com"), Duration::from_secs(10));
+    let (first, second) = rt.block_on(async { tokio::join!(dispatcher.execute(r.clone()), dispatcher.execute(r.clone())) });
+    assert!(first.outcome.is_ok() && second.outcome.is_ok(), "{first:?} {second:?}");
+    let third = rt.block_on(dispatcher.execute(r.clone()));
+    assert!(third.replayed, "a repeated key answers the recorded result");
+    assert_eq!(fleet.executions_of(&edge2a, "once/1")?, 1);
+
+    // A clean stop and a start: the recorded result survives.
+    fleet.stop(&edge2a)?;
+    fleet.restart(&edge2a)?;
+    let fourth = rt.block_on(dispatcher.execute(r.clone()));
+    assert!(fourth.replayed && fourth.outcome.is_ok(), "{fourth:?}");
+    assert_eq!(fleet.executions_of(&edge2a, "once/1")?, 1);
+
+    // An action still running when the agent dies is reported interrupted, never run again.
+    fleet.edit_sim(&edge2a, |s| s["inject"] = json!({ "services.start": { "delay_ms": 1500 } }))?;
+    let start = json!({ "action": "services.start", "host": "edge2a.contoso.com" });
+    let body = serde_json::to_vec(&json!({ "protocol": 1, "key": "once/2", "action": start, "timeout_ms": 10000, "wait_ms": 100 }))?;
+    let pki = fleet.pki.clone();
+    let address = fleet.address(&edge2a)?;
+    let (status, text) = rt
+        .block_on(raw_request(address, &edge2a, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), "POST", "/v1/actions", &body))
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(status, 200);
+    assert!(matches!(ActionAnswer::decode(text.as_bytes())?, ActionAnswer::Running { .. }), "{text}");
+    fleet.kill(&edge2a)?;
+    fleet.restart(&edge2a)?;
+    let report = rt.block_on(dispatcher.execute(request("once/2", Action::ServicesStart { host: edge2a.clone() }, Duration::from_secs(10))));
+    assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
+    assert!(report.replayed);
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(fleet.executions_of(&edge2a, "once/2")?, 1, "the interrupted key was not run again");
+    Ok(())
+}
+
+#[test]
+fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.sim_args = vec!["--delay-ms".into(), "2500".into()];
+    let fleet = Fleet::start_all(vec![spec])?;
+    let mut config = fleet.dispatcher_config();
+    config.poll_wait = Duration::from_millis(500);
+    let dispatcher = baton_actions::dispatcher::Dispatcher::new(config)?;
+    let rt = runtime();
+    let started = Instant::now();
+    let answer = rt.block_on(dispatcher.call(&edge2a, &key("poll/1"), &stop("edge2a.contoso.com"), Duration::from_secs(30)))?;
+    assert!(matches!(&answer, ActionAnswer::Ok { detail, replayed: false, .. } if detail == "5 services stopped"), "{answer:?}");
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(fleet.executions_of(&edge2a, "poll/1")?, 1);
+    Ok(())
+}
+
+#[test]
+fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_once_back() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let edge2b = fqdn("edge2b.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com"), AgentSpec::new("edge2b.contoso.com")])?;
+    let rt = runtime();
+    let dispatcher = fleet.dispatcher()?;
+    fleet.kill(&edge2a)?;
+
+    // The step fans out; edge2a fails after 3 attempts, edge2b is done.
+    let started = Instant::now();
+    let (a, b) = rt.block_on(async {
+        tokio::join!(
+            dispatcher.execute(request("down/s2/a1-edge2a/t1", stop("edge2a.contoso.com"), Duration::from_secs(30))),
+            dispatcher.execute(request("down/s2/a2-edge2b/t1", stop("edge2b.contoso.com"), Duration::from_secs(30))),
+        )
+    });
+    let took = started.elapsed();
+    let port = fleet.address(&edge2a)?.port();
+    assert!(
+        a.outcome.text().starts_with(&format!("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:{port}")),
+        "{}",
+        a.outcome.text()
+    );
+    assert!(took < Duration::from_secs(5), "bounded retries, took {took:?}");
+    assert_eq!(b.outcome.text(), "5 services stopped");
+
+    // Back again: a new attempt (what !retry sends) runs; so does the failed key, once.
+    fleet.restart(&edge2a)?;
+    let retried = rt.block_on(dispatcher.execute(request("down/s2/a1-edge2a/t2", stop("edge2a.contoso.com"), Duration::from_secs(30))));
+    assert_eq!(retried.outcome.text(), "5 services stopped");
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+
+    // Down during the retries and back within them: the same key gets through, once.
+    fleet.kill(&edge2a)?;
+    let mut patient = fleet.dispatcher_config();
+    patient.attempts = 20;
+    patient.backoff = Duration::from_millis(200);
+    patient.max_backoff = Duration::from_millis(200);
+    let patient = baton_actions::dispatcher::Dispatcher::new(patient)?;
+    let start = Action::ServicesStart { host: edge2a.clone() };
+    let pending = rt.spawn(async move { patient.execute(request("down/s7/a1-edge2a/t1", start, Duration::from_secs(30))).await });
+    std::thread::sleep(Duration::from_millis(700));
+    fleet.restart(&edge2a)?;
+    let report = rt.block_on(pending)?;
+    assert_eq!(report.outcome.text(), "5 services running");
+    assert_eq!(fleet.executions_of(&edge2a, "down/s7/a1-edge2a/t1")?, 1);
+    assert_eq!(fleet.executions(&edge2b)?.len(), 1);
+    Ok(())
+}
