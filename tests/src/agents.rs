@@ -213,10 +213,8 @@ impl Fleet {
         let started = Instant::now();
         let mut child = child;
         let address = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                if let Ok(address) = text.trim().parse::<SocketAddr>() {
-                    break address;
-                }
+            if let Some(address) = std::fs::read_to_string(&address_file).ok().and_then(|t| t.trim().parse::<SocketAddr>().ok()) {
+                break address;
             }
             if let Some(status) = child.try_wait()? {
                 bail!("agent {host} exited at start ({status}):\n{}", self.log(host));

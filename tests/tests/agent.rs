@@ -192,7 +192,7 @@ fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Resul
     }
     fleet.wait_ready(&edge2a)?;
     fleet.wait_ready(&edge2c)?;
-    let other = baton_actions::pki::init(&fleet.dir().join("other-ca"), &[edge2a.clone()], &Default::default())?;
+    let other = baton_actions::pki::init(&fleet.dir().join("other-ca"), std::slice::from_ref(&edge2a), &Default::default())?;
     let rt = runtime();
     let pki = fleet.pki.clone();
     let body = valid_call("sec/1", json!({ "action": "services.stop", "host": "edge2a.contoso.com" }));

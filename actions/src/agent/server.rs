@@ -62,11 +62,14 @@ struct Inner {
     acceptor: TlsAcceptor,
     journal: Arc<Journal>,
     /// Keys executing now, with when they started and where their answer will appear.
-    running: Mutex<HashMap<IdempotencyKey, (Instant, watch::Receiver<Option<ActionAnswer>>)>>,
+    running: Mutex<HashMap<IdempotencyKey, Execution>>,
     tasks: TaskTracker,
 }
 
 type Reply = (u16, Vec<u8>);
+
+/// An execution in flight: when it started, and the channel its answer will appear on.
+type Execution = (Instant, watch::Receiver<Option<ActionAnswer>>);
 
 fn refuse(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(kind, message)
