@@ -2,5 +2,9 @@
 //! adapters. The binary in `main.rs` is a thin command-line shell over this library.
 
 pub mod chat;
+pub mod command;
 pub mod run;
 pub mod config;
+pub mod engine;
+pub mod event;
+pub mod render;
