@@ -152,6 +152,7 @@ pub fn started(run: &Run) -> String {
 fn action_part(place: &str, report: &ActionReport, single: bool) -> String {
     let time = elapsed_ms(report.elapsed_ms);
     match (&report.outcome, single) {
+        (baton_actions::ActionOutcome::Ok { detail }, true) if place == "bot" => format!("{detail} ({time})"),
         (baton_actions::ActionOutcome::Ok { detail }, true) => format!("{place}: {detail} ({time})"),
         (baton_actions::ActionOutcome::Ok { .. }, false) => format!("{place} ok {time}"),
         (baton_actions::ActionOutcome::Failed { error }, _) => format!("{place} FAILED after {time}: {error}"),

@@ -169,12 +169,12 @@ fn the_users_story() {
         [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
         [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
-        baton> #1 [6/8] port: bot: port.check done (1.5s)
+        baton> #1 [6/8] port: port.check done (1.5s)
         [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
         [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         [dispatch] st/r1/s8/a1-bot/t1 verify on bot
-        baton> #1 [8/8] verify: bot: verify done (1.5s)
+        baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob.
         carol> !status
         baton> XMPP federation route: EdgePool2 (as Baton last set or was configured). No active run.
@@ -520,12 +520,12 @@ fn retry_with_approval_when_the_policy_asks() {
         [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
         [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
-        baton> #1 [6/8] port: bot: port.check done (1.5s)
+        baton> #1 [6/8] port: port.check done (1.5s)
         [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
         [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         [dispatch] st/r1/s8/a1-bot/t1 verify on bot
-        baton> #1 [8/8] verify: bot: verify done (1.5s)
+        baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob and carol.
     "#]]);
 }
