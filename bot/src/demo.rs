@@ -26,6 +26,8 @@ pub struct DemoOptions {
     /// Every simulated action takes this long (overrides `[simulation]`).
     pub delay: Option<Duration>,
     pub fail: Vec<FailureRule>,
+    /// Crash drill: abort the process right after this action executes.
+    pub crash_after: Option<FailureRule>,
 }
 
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -54,6 +56,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         sim.delays.clear();
     }
     sim.failures.extend(opts.fail.iter().cloned());
+    sim.crash_after = opts.crash_after.clone();
     let executor = SimulatedExecutor::open(&record, sim)?;
     let store = SqliteStore::open(&store_path)?;
     let engine_cfg = EngineConfig {

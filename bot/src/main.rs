@@ -42,6 +42,10 @@ enum Cmd {
         /// Make actions fail: ACTION[@HOST][:TIMES], e.g. services.start@edge2b:1.
         #[arg(long)]
         fail: Vec<FailureRule>,
+        /// Crash drill: abort the process right after ACTION[@HOST] executes, before its outcome
+        /// is journaled; the next start must not execute it again.
+        #[arg(long, hide = true)]
+        crash_after: Option<FailureRule>,
     },
     /// Run Baton as configured (the chat adapters and executor of the file).
     Run {
@@ -85,9 +89,9 @@ fn shutdown_on_signals() -> CancellationToken {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Demo { config, store, delay, fail } => {
+        Cmd::Demo { config, store, delay, fail, crash_after } => {
             init_logs(cli.log.as_deref(), "warn");
-            demo::run(DemoOptions { config, store, delay, fail }, shutdown_on_signals()).await.map(|()| ExitCode::SUCCESS)
+            demo::run(DemoOptions { config, store, delay, fail, crash_after }, shutdown_on_signals()).await.map(|()| ExitCode::SUCCESS)
         }
         Cmd::Run { config } => {
             init_logs(cli.log.as_deref(), "info");

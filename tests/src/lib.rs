@@ -1,3 +1,4 @@
 //! e2e harness.
 
+pub mod baton;
 pub mod prosody;

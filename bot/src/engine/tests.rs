@@ -130,8 +130,8 @@ fn the_users_story() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -206,8 +206,8 @@ fn one_active_run_deny_and_unknown_pools() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -231,8 +231,8 @@ fn one_active_run_deny_and_unknown_pools() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -264,8 +264,8 @@ fn expiry() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -309,8 +309,8 @@ fn a_plan_change_voids_earlier_approvals() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -324,8 +324,8 @@ fn a_plan_change_voids_earlier_approvals() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.21 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.21 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.21:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -373,8 +373,8 @@ fn failure_retry_and_abort() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -435,8 +435,8 @@ fn abort_waits_for_the_step_in_flight() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -488,8 +488,8 @@ fn retry_with_approval_when_the_policy_asks() {
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                  6. port      203.0.113.20:5269 reachable through the firewall
                  7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
@@ -563,9 +563,9 @@ fn help_plan_errors_and_status_xmpp() {
                       edge2b.contoso.com: Stop-CsWindowsService
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
                       mgmt1.contoso.com: Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
                       DNS 198.51.100.53:53 (RFC 2136 + TSIG): update zone contoso.com: delete xmpp.contoso.com A; add xmpp.contoso.com 300 A 203.0.113.20
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS 198.51.100.53:53 (RFC 2136 + TSIG))
+                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
                       DNS 198.51.100.53:53 (RFC 2136 + TSIG): update zone contoso.com: ensure exactly one _xmpp-server._tcp.contoso.com 300 SRV 10 10 5269 xmpp.contoso.com
                  6. port      203.0.113.20:5269 reachable through the firewall
                       bot: TCP connect 203.0.113.20:5269
