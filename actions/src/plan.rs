@@ -187,10 +187,7 @@ pub fn resolve(inv: &Inventory, target: &str, current: Option<&PoolName>) -> Res
 }
 
 fn dns_via(inv: &Inventory) -> DnsVia {
-    match &inv.dns {
-        DnsProvider::Rfc2136 { server, zone } => DnsVia::Rfc2136 { server: server.clone(), zone: zone.clone() },
-        DnsProvider::Agent { host, zone } => DnsVia::Agent { host: host.clone(), zone: zone.clone() },
-    }
+    inv.dns.clone()
 }
 
 fn actions_for(kind: StepKind, inv: &Inventory, pool: &Pool) -> Vec<Action> {
@@ -325,6 +322,9 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         assert_eq!(a.hash().as_str().len(), 64);
         assert_eq!(a.hash().short().len(), 12);
+        // Pinned: a change of the canonical form changes every hash, and pending runs' approvals
+        // lapse across such an upgrade. Change it knowingly.
+        assert_eq!(a.hash().short(), "d974d3765c60");
         // Another current route, another address, another server: another hash.
         let c = resolve(&inv, "EdgePool2", None).expect("resolves");
         assert_ne!(a.hash(), c.hash());

@@ -59,6 +59,7 @@ pub struct Daemon {
     turns: Option<Arc<Turns>>,
     lifetime: Lifetime,
     in_flight: usize,
+    reloads: Option<mpsc::Receiver<Input>>,
 }
 
 fn lock(store: &SharedStore) -> std::sync::MutexGuard<'_, Box<dyn Store>> {
@@ -92,7 +93,13 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.platform(), Room { adapter: a, flushing: Arc::default(), wake: Arc::new(Notify::new()) }))
             .collect();
-        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0 })
+        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None })
+    }
+
+    /// Accepts `Input::Reload` from a configuration watcher (SIGHUP in `baton run`).
+    pub fn with_reloads(mut self, reloads: mpsc::Receiver<Input>) -> Daemon {
+        self.reloads = Some(reloads);
+        self
     }
 
     pub fn engine(&self) -> &Engine {
@@ -122,6 +129,13 @@ impl Daemon {
         }
         self.wake_all();
         let mut inputs_open = true;
+        let (_keep, mut reloads) = match self.reloads.take() {
+            Some(rx) => (None, rx),
+            None => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(tx), rx)
+            }
+        };
         loop {
             if self.lifetime == Lifetime::UntilIdle && !inputs_open && self.in_flight == 0 && !self.engine.is_executing() {
                 let backlog = lock(&self.store).outbox_len()?;
@@ -141,6 +155,10 @@ impl Daemon {
                         replayed = done.report.replayed, elapsed_ms = done.report.elapsed_ms, "action finished");
                     let input = Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: done.report };
                     self.step(input, None, &done_tx, &reply_tx)?;
+                }
+                Some(reload) = reloads.recv() => {
+                    tracing::info!("configuration reloaded; pending plans are resolved again");
+                    self.step(reload, None, &done_tx, &reply_tx)?;
                 }
                 Some(reply) = reply_rx.recv() => {
                     let msg = Message { room: reply.room, run: None, text: reply.text, card: None };

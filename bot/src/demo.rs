@@ -59,14 +59,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     sim.crash_after = opts.crash_after.clone();
     let executor = SimulatedExecutor::open(&record, sim)?;
     let store = SqliteStore::open(&store_path)?;
-    let engine_cfg = EngineConfig {
-        store_id: store.store_id().to_string(),
-        prefix: config.bot.command_prefix.clone(),
-        policy: config.policy.clone(),
-        directory: config.directory.clone(),
-        inventory: config.inventory.clone(),
-        initial_route: config.route.initial.clone(),
-    };
+    let engine_cfg = EngineConfig::from_config(&config, store.store_id());
     let room = config.chat.console.as_ref().map_or("incident".to_string(), |c| c.room.clone());
     let turns = Arc::new(Turns::default());
     let stdin = std::io::stdin();

@@ -30,6 +30,20 @@ pub struct EngineConfig {
     pub initial_route: Option<PoolName>,
 }
 
+impl EngineConfig {
+    /// The engine's part of a validated configuration.
+    pub fn from_config(config: &crate::config::Config, store_id: &str) -> EngineConfig {
+        EngineConfig {
+            store_id: store_id.to_string(),
+            prefix: config.bot.command_prefix.clone(),
+            policy: config.policy.clone(),
+            directory: config.directory.clone(),
+            inventory: config.inventory.clone(),
+            initial_route: config.route.initial.clone(),
+        }
+    }
+}
+
 /// Something that happened.
 #[derive(Clone, Debug)]
 pub enum Input {

@@ -136,14 +136,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let store = SqliteStore::open(&config.bot.store)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let executor = SimulatedExecutor::open(&record, config.simulation.clone())?;
-    let engine_cfg = EngineConfig {
-        store_id: store.store_id().to_string(),
-        prefix: config.bot.command_prefix.clone(),
-        policy: config.policy.clone(),
-        directory: config.directory.clone(),
-        inventory: config.inventory.clone(),
-        initial_route: config.route.initial.clone(),
-    };
+    let engine_cfg = EngineConfig::from_config(&config, store.store_id());
     let mut adapters: Vec<Arc<dyn baton::chat::ChatAdapter>> = Vec::new();
     let mut turns = None;
     if let Some(console) = &config.chat.console {
@@ -162,8 +155,38 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
     let daemon = Daemon::new(engine_cfg, Box::new(store), Arc::new(executor), adapters, turns, Lifetime::Forever)
-        .with_context(|| format!("starting with {}", path.display()))?;
+        .with_context(|| format!("starting with {}", path.display()))?
+        .with_reloads(reload_on_sighup(path));
     daemon.run(shutdown_on_signals()).await
+}
+
+/// SIGHUP reloads the configuration: a valid file replaces the policy, people and inventory
+/// (pending plans are resolved again, and approvals lapse if a plan changed); an invalid one is
+/// logged with all its errors and ignored.
+fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::engine::Input> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; configuration reloads need a restart");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::load(&path) {
+                Ok(c) => {
+                    let input = baton::engine::Input::Reload { policy: c.policy, directory: c.directory, inventory: c.inventory };
+                    if tx.send(input).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::error!(errors = %e, "reload refused: the configuration has errors; keeping the running one"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

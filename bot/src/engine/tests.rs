@@ -126,7 +126,7 @@ fn the_users_story() {
         alice> !failover xmpp EdgePool2 pool 1 lost power in DC1
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Reason: pool 1 lost power in DC1
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -202,7 +202,7 @@ fn one_active_run_deny_and_unknown_pools() {
         baton> EdgePool1 already holds the XMPP federation route; nothing to fail over.
         alice> !failover xmpp edgepool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -227,7 +227,7 @@ fn one_active_run_deny_and_unknown_pools() {
         baton> There is no run #2. `!runs` lists recent runs.
         carol> !failover xmpp EdgePool2
         baton> Run #2 requested by carol: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -260,7 +260,7 @@ fn expiry() {
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -305,7 +305,7 @@ fn a_plan_change_voids_earlier_approvals() {
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -320,7 +320,7 @@ fn a_plan_change_voids_earlier_approvals() {
         baton> #1 approved by bob (1 of 2 approvals). Waiting for 1 more.
         [reload: EdgePool2 moves to 203.0.113.21]
         baton> Run #1: the inventory changed and so did the plan. Approvals by bob lapsed.
-               New plan (sha256 93887f50f3a2):
+               New plan (sha256 d44bb4a2f4d5):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -369,7 +369,7 @@ fn failure_retry_and_abort() {
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -431,7 +431,7 @@ fn abort_waits_for_the_step_in_flight() {
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -484,7 +484,7 @@ fn retry_with_approval_when_the_policy_asks() {
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
-               Plan (sha256 b020574c7c53):
+               Plan (sha256 d974d3765c60):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                  2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
                  3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
@@ -553,7 +553,7 @@ fn help_plan_errors_and_status_xmpp() {
                  !runs                                recent runs
                  !help                                this help
         mallory> !plan xmpp EdgePool2
-        baton> Plan for XMPP federation EdgePool1 -> EdgePool2 (Site2), sha256 b020574c7c53 (not started):
+        baton> Plan for XMPP federation EdgePool1 -> EdgePool2 (Site2), sha256 d974d3765c60 (not started):
                  1. precheck  agents on edge2a, edge2b, mgmt1 answer health
                       edge2a.contoso.com: GET /v1/health
                       edge2b.contoso.com: GET /v1/health
