@@ -5,6 +5,7 @@
 //! a pool name that must match it; every action parameter is a validated type.
 
 pub mod catalog;
+pub mod dns;
 pub mod executor;
 pub mod inventory;
 pub mod names;
