@@ -10,6 +10,7 @@ pub mod executor;
 pub mod inventory;
 pub mod names;
 pub mod plan;
+pub mod probe;
 pub mod simulated;
 
 pub use catalog::{Action, DnsVia, Target};
