@@ -571,7 +571,7 @@ impl StreamView {
                         el.text.push_str(&t.xml10_content());
                     }
                 }
-                Event::DocType(_) => return Err(format!("it sent a document type: '{}'", snippet(buf))),
+                Event::DocType(_) => return Err(format!("it sent '{}'", snippet(buf))),
                 _ => {}
             }
         }
@@ -668,7 +668,7 @@ mod tests {
         check("", "no header; ; closed=false");
         check(HOST_UNKNOWN, r#"Some("jabber:server") id=Some("b3"); error[host-unknown,text]; closed=true"#);
         check("HTTP/1.1 400 Bad Request\r\n\r\n", "error: it sent 'HTTP/1.1 400 Bad Request'");
-        check("<!DOCTYPE html><html>", "error: it sent a document type: '<!DOCTYPE html><html>'");
+        check("<!DOCTYPE html><html>", "error: it sent '<!DOCTYPE html><html>'");
         check("<html><body>", "error: it sent '<html><body>'");
         check("<stream:stream xmlns:stream='urn:other'>", "error: it sent '<stream:stream xmlns:stream=\\'urn:other\\'>'");
         check("\u{0}\u{1}\u{2}", "error: it sent '\\0\\u{1}\\u{2}'");

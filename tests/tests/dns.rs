@@ -1,6 +1,7 @@
 //! Steps 4 to 6 and `verify` against real servers: TSIG-signed updates to BIND9 checked with
 //! `dig`, port checks on loopback sockets, and the XMPP s2s probe.
 
+use base64::Engine as _;
 use baton_actions::Fqdn;
 use baton_actions::dns::{Change, DnsUpdater, TsigKey};
 use baton_e2e::bind::{Bind, FEDERATION_HOST, KEY_NAME, SRV_NAME, ZONE};
@@ -116,4 +117,261 @@ async fn queries_read_the_zone_and_a_stopped_server_is_named() {
     drop(bind);
     let err = dns.set_a(&fqdn(FEDERATION_HOST), POOL2, 300).await.expect_err("server gone");
     assert!(err.to_string().starts_with(&format!("cannot reach the DNS server {addr}: ")), "{err}");
+}
+
+/// The secret must not reach any log line, error or Debug output, whatever the outcome.
+#[tokio::test]
+async fn the_tsig_secret_never_reaches_logs_or_errors() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let bind = pool1_zone();
+    let right = updater(&bind, bind.secret());
+    let wrong_secret = "Zm9yZ2VkLXNlY3JldC1mb3ItYmF0b24tdGVzdHMtMDE=";
+    let wrong = updater(&bind, wrong_secret);
+    let host = fqdn(FEDERATION_HOST);
+    let mut said = vec![format!("{right:?}"), format!("{wrong:?}")];
+    said.push(format!("{:?}", right.set_a(&host, POOL2, 300).await));
+    said.push(format!("{:?}", wrong.set_a(&host, POOL1, 300).await));
+    said.push(format!("{:?}", right.set_a(&fqdn("www.contoso.test"), POOL1, 300).await));
+    let logged = logs.text();
+    assert!(logged.contains("A record replaced and confirmed"), "the capture works:\n{logged}");
+    for secret in [bind.secret(), wrong_secret] {
+        let raw = hex::encode(base64::engine::general_purpose::STANDARD.decode(secret).expect("valid base64"));
+        assert_eq!(raw.len(), 64, "a 32-byte HMAC-SHA256 key");
+        for text in said.iter().chain(std::iter::once(&logged)) {
+            assert!(!text.contains(secret) && !text.contains(&raw), "secret leaked in: {text}");
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl LogBuffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+    }
+}
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> LogBuffer {
+        self.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The federation side: Prosody's s2s listener is the real endpoint the probe must accept.
+//
+// Until the shared harness (`baton_e2e::prosody`, branch `xmpp`) reaches main, a minimal
+// Prosody with an s2s port, a client port and a certificate is started here; it will be
+// replaced by the shared harness, not kept beside it.
+
+use baton_actions::probe::{PortState, TlsTrust, port_check, s2s_probe};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const DOMAIN: &str = "contoso.test";
+
+/// A test CA and a certificate for `contoso.test` signed by it, as PEM files.
+struct TestPki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn test_pki(dir: &Path, name: &str) -> TestPki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("Baton test CA {name}"));
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("server key");
+    let cert = CertificateParams::new(vec![DOMAIN.to_string()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("server certificate");
+    let pki = TestPki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem()).expect("writes");
+    std::fs::write(&pki.cert, cert.pem()).expect("writes");
+    std::fs::write(&pki.key, key.serialize_pem()).expect("writes");
+    pki
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Waits until something accepts connections on `addr`, for at most 15 s.
+async fn wait_open(addr: SocketAddr, what: &str, log: impl Fn() -> String) {
+    for _ in 0..150 {
+        if port_check(addr, Duration::from_millis(200)).await.state == PortState::Open {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not listen on {addr} within 15s:\n{}", log());
+}
+
+/// Kills a child process when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Minimal Prosody (temporary, see above): s2s and c2s on free ports, STARTTLS with `pki`.
+struct MiniProsody {
+    _process: Running,
+    dir: tempfile::TempDir,
+    s2s: SocketAddr,
+    c2s: SocketAddr,
+}
+
+impl MiniProsody {
+    async fn start(pki: &TestPki) -> MiniProsody {
+        let dir = tempfile::Builder::new().prefix("baton-prosody-").tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
+        let (s2s_port, c2s_port) = (free_port(), free_port());
+        let p = |path: &Path| format!("{:?}", path.display().to_string());
+        let config = format!(
+            "run_as_root = true\ndaemonize = false\npidfile = {pid}\ndata_path = {data}\ncertificates = {data}\n\
+             log = {{ {{ levels = {{ min = \"info\" }}, to = \"file\", filename = {log} }} }}\n\
+             interfaces = {{ \"127.0.0.1\" }}\nc2s_ports = {{ {c2s_port} }}\ns2s_ports = {{ {s2s_port} }}\n\
+             c2s_direct_tls_ports = {{ }}\ns2s_direct_tls_ports = {{ }}\nhttp_ports = {{ }}\nhttps_ports = {{ }}\n\
+             modules_enabled = {{ \"tls\"; \"dialback\"; \"saslauth\"; \"disco\" }}\n\
+             ssl = {{ certificate = {cert}; key = {key} }}\nVirtualHost \"{DOMAIN}\"\n",
+            pid = p(&dir.path().join("prosody.pid")),
+            data = p(&dir.path().join("data")),
+            log = p(&dir.path().join("prosody.log")),
+            cert = p(&pki.cert),
+            key = p(&pki.key),
+        );
+        let config_path = dir.path().join("prosody.cfg.lua");
+        std::fs::write(&config_path, config).expect("writes the config");
+        let child = Command::new("prosody")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts prosody (Debian package prosody)");
+        let prosody = MiniProsody {
+            _process: Running(child),
+            s2s: SocketAddr::from((Ipv4Addr::LOCALHOST, s2s_port)),
+            c2s: SocketAddr::from((Ipv4Addr::LOCALHOST, c2s_port)),
+            dir,
+        };
+        let log = || std::fs::read_to_string(prosody.dir.path().join("prosody.log")).unwrap_or_default();
+        wait_open(prosody.s2s, "prosody s2s", log).await;
+        wait_open(prosody.c2s, "prosody c2s", log).await;
+        prosody
+    }
+}
+
+/// Python's standard HTTP server: a real HTTP endpoint that is not XMPP.
+async fn http_server() -> (Running, SocketAddr) {
+    let port = free_port();
+    let dir = std::env::temp_dir();
+    let child = Command::new("python3")
+        .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1", "--directory"])
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts python3 -m http.server");
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let running = Running(child);
+    wait_open(addr, "python3 http.server", String::new).await;
+    (running, addr)
+}
+
+fn domain() -> Fqdn {
+    fqdn(DOMAIN)
+}
+
+#[tokio::test]
+async fn the_s2s_probe_passes_against_prosody_and_completes_starttls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki = test_pki(certs.path(), "good");
+    let prosody = MiniProsody::start(&pki).await;
+
+    let plain = s2s_probe(prosody.s2s, &domain(), None, Duration::from_secs(5)).await.expect("s2s stream opens");
+    assert!(!plain.stream_id.is_empty());
+    assert_eq!(plain.from.as_deref(), Some(DOMAIN));
+    assert!(plain.features.contains(&"starttls".to_string()), "{:?}", plain.features);
+    assert!(plain.tls.is_none());
+
+    let trust = TlsTrust::from_ca_file(&pki.ca).expect("CA loads");
+    let secure = s2s_probe(prosody.s2s, &domain(), Some(&trust), Duration::from_secs(5)).await.expect("STARTTLS completes");
+    let tls = secure.tls.as_ref().expect("TLS report");
+    assert!(tls.version.starts_with("TLSv1"), "{tls:?}");
+    assert!(!tls.stream_id.is_empty() && tls.stream_id != secure.stream_id, "a new stream after TLS: {tls:?}");
+    assert!(secure.summary().contains("STARTTLS ok, TLSv1"), "{}", secure.summary());
+
+    let stranger = TlsTrust::from_ca_file(&test_pki(certs.path(), "other").ca).expect("CA loads");
+    let e = s2s_probe(prosody.s2s, &domain(), Some(&stranger), Duration::from_secs(5)).await.expect_err("unknown CA");
+    assert_eq!(e.to_string(), format!("STARTTLS with {} failed: invalid peer certificate: UnknownIssuer", prosody.s2s));
+
+    let e = s2s_probe(prosody.s2s, &fqdn("other.test"), None, Duration::from_secs(5)).await.expect_err("not served");
+    assert!(e.to_string().contains("ended the stream for other.test with error 'host-unknown'"), "{e}");
+}
+
+#[tokio::test]
+async fn the_s2s_probe_rejects_http_and_client_ports() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
+    let (_http, http) = http_server().await;
+
+    let e = s2s_probe(prosody.c2s, &domain(), None, Duration::from_secs(5)).await.expect_err("client port");
+    assert_eq!(
+        e.to_string(),
+        format!("{} is not an XMPP server-to-server endpoint: it opened a jabber:client stream (a client port, not the federation port)", prosody.c2s)
+    );
+    let started = std::time::Instant::now();
+    let e = s2s_probe(http, &domain(), None, Duration::from_secs(5)).await.expect_err("HTTP port");
+    // Python answers the odd request line the HTTP/0.9 way: an HTML page without a status line.
+    assert!(e.to_string().starts_with(&format!("{http} is not an XMPP server-to-server endpoint: it sent '")), "{e}");
+    assert!(e.to_string().contains("DOCTYPE") || e.to_string().contains("HTTP/"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(4), "an HTTP server answers the blank line at once");
+}
+
+#[tokio::test]
+async fn port_check_sees_a_listening_port_open_and_a_closed_one_refused() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
+    let open = port_check(prosody.s2s, Duration::from_secs(2)).await;
+    assert_eq!(open.state, PortState::Open, "{}", open.summary());
+    let closed = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let refused = port_check(closed, Duration::from_secs(2)).await;
+    assert_eq!(refused.state, PortState::Refused, "{}", refused.summary());
+    assert!(refused.summary().starts_with("refused in "), "{}", refused.summary());
 }
