@@ -546,7 +546,7 @@ mod tests {
 
         // The fact behind hickory-dns issue 1981: hickory 0.25 calls this a truncated HMAC.
         let mut verify = verifier.expect("a TSIG signer returns a verifier");
-        let hickory_error = verify(&raw).err().expect("an unsigned answer does not verify").to_string();
+        let hickory_error = verify(&raw).expect_err("an unsigned answer does not verify").to_string();
         assert!(hickory_error.contains("truncated HMAC"), "{hickory_error}");
 
         assert_eq!(tsig_of(&answer).and_then(tsig_error), Some(BADKEY));

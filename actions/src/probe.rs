@@ -515,11 +515,12 @@ impl StreamView {
             match event {
                 Event::Eof => break,
                 Event::Decl(_) if depth == 0 && view.header.is_none() => {}
-                Event::Text(t) if depth <= 1 => {
-                    if !t.xml10_content().trim().is_empty() {
-                        return Err(format!("it sent '{}'", snippet(buf)));
-                    }
+                // Before the header, text means the peer speaks something else; between stream
+                // elements it is only whitespace (keepalives) in XMPP and is skipped.
+                Event::Text(t) if depth == 0 && !t.xml10_content().trim().is_empty() => {
+                    return Err(format!("it sent '{}'", snippet(buf)));
                 }
+                Event::Text(_) if depth <= 1 => {}
                 Event::Start(e) | Event::Empty(e) if depth == 0 && view.header.is_some() => {
                     return Err(format!("it sent <{}> after the end of the stream", local(&e)));
                 }

@@ -375,3 +375,215 @@ async fn port_check_sees_a_listening_port_open_and_a_closed_one_refused() {
     assert_eq!(refused.state, PortState::Refused, "{}", refused.summary());
     assert!(refused.summary().starts_with("refused in "), "{}", refused.summary());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Steps 4 to 6 and verify through the direct executor, and the `!status xmpp` picture.
+
+use baton_actions::direct::{DirectConfig, DirectExecutor};
+use baton_actions::status::{RouteReader, StatusSettings, gather_xmpp_status};
+use baton_actions::{Action, ActionOutcome, ActionRequest, DnsVia, Executor, IdempotencyKey, SiteName};
+use std::collections::BTreeMap;
+
+/// The plan's name for the DNS server, as `[dns] server` would give it.
+const DNS_SERVER: &str = "ns1.contoso.test:53";
+
+fn executor(bind: &Bind, tls: Option<TlsTrust>) -> DirectExecutor {
+    DirectExecutor::new(DirectConfig {
+        updaters: BTreeMap::from([(DNS_SERVER.to_string(), updater(bind, bind.secret()))]),
+        resolver: bind.addr(),
+        dns_timeout: Duration::from_secs(3),
+        probe_timeout: Duration::from_secs(3),
+        tls,
+    })
+}
+
+fn via() -> DnsVia {
+    DnsVia::Rfc2136 { server: DNS_SERVER.to_string(), zone: fqdn(ZONE) }
+}
+
+async fn step(exec: &DirectExecutor, n: usize, attempt: u32, action: Action) -> (ActionOutcome, bool) {
+    let key = IdempotencyKey::new("e2e", 1, n, 0, "bot", attempt);
+    let report = exec.execute(ActionRequest { key, action, timeout: Duration::from_secs(20) }).await;
+    (report.outcome, report.replayed)
+}
+
+fn ok_detail(outcome: &ActionOutcome) -> &str {
+    match outcome {
+        ActionOutcome::Ok { detail } => detail,
+        ActionOutcome::Failed { error } => panic!("the step failed: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn the_direct_executor_moves_federation_and_verify_passes() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki = test_pki(certs.path(), "good");
+    let prosody = MiniProsody::start(&pki).await;
+    let port = prosody.s2s.port();
+    // Before: the zone points at pool 1 (nothing listens there) through a stale SRV target.
+    let bind = Bind::start(&format!("xmpp 300 IN A {POOL1}\n_xmpp-server._tcp 300 IN SRV 10 10 5269 edgepool1.{ZONE}.\n"))
+        .expect("named starts");
+    let exec = executor(&bind, Some(TlsTrust::from_ca_file(&pki.ca).expect("CA loads")));
+    let host = fqdn(FEDERATION_HOST);
+    let set_a = Action::DnsSetA { dns: via(), name: host.clone(), address: Ipv4Addr::LOCALHOST, ttl: 300 };
+    let ensure_srv = Action::DnsEnsureSrv {
+        dns: via(),
+        name: fqdn(SRV_NAME),
+        target: host.clone(),
+        port,
+        priority: 10,
+        weight: 10,
+        ttl: 300,
+    };
+    let verify = Action::Verify { srv: fqdn(SRV_NAME), host: host.clone(), address: Ipv4Addr::LOCALHOST, port, domain: domain() };
+
+    // Verify fails while DNS still points at the old pool.
+    let (before, _) = step(&exec, 7, 1, verify.clone()).await;
+    assert_eq!(
+        before,
+        ActionOutcome::Failed {
+            error: format!("{SRV_NAME} SRV points at edgepool1.{ZONE}:5269, expected only {FEDERATION_HOST}:{port}")
+        }
+    );
+
+    let (a, replayed) = step(&exec, 3, 1, set_a.clone()).await;
+    assert_eq!(ok_detail(&a), format!("{FEDERATION_HOST} A 127.0.0.1 confirmed (was {POOL1})"));
+    assert!(!replayed);
+    let (srv, _) = step(&exec, 4, 1, ensure_srv.clone()).await;
+    assert_eq!(ok_detail(&srv), format!("{SRV_NAME} SRV 10 10 {port} {FEDERATION_HOST} confirmed (was 10 10 5269 edgepool1.{ZONE}), exactly once"));
+    assert_eq!(bind.records(FEDERATION_HOST, "A").expect("dig"), vec!["127.0.0.1".to_string()]);
+    assert_eq!(bind.records(SRV_NAME, "SRV").expect("dig"), vec![format!("10 10 {port} {FEDERATION_HOST}.")]);
+
+    let (check, _) = step(&exec, 5, 1, Action::PortCheck { address: Ipv4Addr::LOCALHOST.into(), port }).await;
+    assert!(ok_detail(&check).starts_with("open in "), "{check:?}");
+    let closed = free_port();
+    let (check, _) = step(&exec, 5, 2, Action::PortCheck { address: Ipv4Addr::LOCALHOST.into(), port: closed }).await;
+    assert!(ok_detail(&check).ends_with("(reachable, nothing listening yet)"), "{check:?}");
+
+    let (verified, _) = step(&exec, 7, 2, verify.clone()).await;
+    let detail = ok_detail(&verified);
+    assert!(detail.starts_with(&format!("SRV -> {FEDERATION_HOST}:{port}, A -> 127.0.0.1; s2s stream ok in ")), "{detail}");
+    assert!(detail.contains("STARTTLS ok, TLSv1"), "{detail}");
+
+    // The same key returns the recorded report; a new attempt runs again and changes nothing.
+    let serial = bind.serial().expect("serial");
+    let (again, replayed) = step(&exec, 3, 1, set_a.clone()).await;
+    assert!(replayed);
+    assert_eq!(again, a);
+    let (second, replayed) = step(&exec, 3, 2, set_a).await;
+    assert!(!replayed);
+    assert_eq!(ok_detail(&second), format!("{FEDERATION_HOST} A 127.0.0.1 already in place (unchanged)"));
+    let (second, _) = step(&exec, 4, 2, ensure_srv).await;
+    assert!(ok_detail(&second).contains("already in place (unchanged), exactly once"), "{second:?}");
+    assert_eq!(bind.serial().expect("serial"), serial);
+}
+
+#[tokio::test]
+async fn the_direct_executor_fails_clearly_on_what_it_cannot_do() {
+    let bind = pool1_zone();
+    let exec = executor(&bind, None);
+    let host = fqdn(FEDERATION_HOST);
+    let unknown_server = DnsVia::Rfc2136 { server: "ns9.contoso.test:53".into(), zone: fqdn(ZONE) };
+    let (o, _) = step(&exec, 3, 1, Action::DnsSetA { dns: unknown_server, name: host.clone(), address: POOL2, ttl: 300 }).await;
+    assert_eq!(o, ActionOutcome::Failed { error: "no TSIG key is configured for the DNS server ns9.contoso.test:53".into() });
+    let other_zone = DnsVia::Rfc2136 { server: DNS_SERVER.into(), zone: fqdn("contoso.com") };
+    let (o, _) = step(&exec, 3, 2, Action::DnsSetA { dns: other_zone, name: host.clone(), address: POOL2, ttl: 300 }).await;
+    assert_eq!(o.text(), format!("the DNS server {DNS_SERVER} is configured for zone {ZONE}, not contoso.com"));
+    let windows = DnsVia::Agent { host: fqdn("dns1.contoso.test"), zone: fqdn(ZONE) };
+    let (o, _) = step(&exec, 3, 3, Action::DnsSetA { dns: windows, name: host.clone(), address: POOL2, ttl: 300 }).await;
+    assert_eq!(o.text(), "dns.set_a is carried out by dns1.contoso.test, not by the bot itself");
+    let (o, _) = step(&exec, 1, 1, Action::ServicesStop { host: fqdn("edge2a.contoso.test") }).await;
+    assert_eq!(o.text(), "services.stop is carried out by edge2a.contoso.test, not by the bot itself");
+    let (o, _) = step(&exec, 3, 4, Action::DnsSetA { dns: via(), name: fqdn("www.contoso.test"), address: POOL2, ttl: 300 }).await;
+    assert!(o.text().contains("(REFUSED)"), "{o:?}");
+    // Verify with no SRV at all, and with nothing listening on the resolved target.
+    let verify = Action::Verify { srv: fqdn(SRV_NAME), host: host.clone(), address: POOL1, port: 5269, domain: domain() };
+    let (o, _) = step(&exec, 7, 1, verify).await;
+    assert_eq!(o.text(), format!("{SRV_NAME} has no SRV record (asked {})", bind.addr()));
+    assert_eq!(bind.records(FEDERATION_HOST, "A").expect("dig"), vec![POOL1.to_string()], "nothing changed");
+}
+
+/// A route reader that answers for Site1 and never answers for Site2.
+struct HalfDeadAgents;
+
+#[async_trait::async_trait]
+impl RouteReader for HalfDeadAgents {
+    async fn route(&self, site: &SiteName) -> Result<String, String> {
+        if site.as_str() == "Site1" {
+            return Ok("EdgeServer:edgepool1.contoso.test".to_string());
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Err("unreachable".to_string())
+    }
+}
+
+#[tokio::test]
+async fn status_xmpp_gathers_dns_and_every_pool_in_parallel_within_its_budget() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
+    let port = prosody.s2s.port();
+    let bind = Bind::start(&format!("xmpp 300 IN A 127.0.0.1\n_xmpp-server._tcp 300 IN SRV 10 10 {port} xmpp.{ZONE}.\n"))
+        .expect("named starts");
+    let inventory = status_inventory(port);
+    let settings = StatusSettings { resolver: bind.addr(), timeout: Duration::from_millis(1500), tls: None };
+    let started = std::time::Instant::now();
+    let status = gather_xmpp_status(&inventory, &settings, Some(&HalfDeadAgents)).await;
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+
+    let a = status.a.as_ref().expect("A answer");
+    assert_eq!(a.iter().map(|r| r.address).collect::<Vec<_>>(), vec![Ipv4Addr::LOCALHOST]);
+    let srv = status.srv.as_ref().expect("SRV answer");
+    assert_eq!(srv.iter().map(ToString::to_string).collect::<Vec<_>>(), vec![format!("10 10 {port} {FEDERATION_HOST}")]);
+
+    let [pool1, pool2] = status.pools.as_slice() else { panic!("two pools: {:?}", status.pools) };
+    assert_eq!((pool1.pool.as_str(), pool1.in_dns, pool1.port.state), ("EdgePool1", true, PortState::Open));
+    let s2s = pool1.s2s.as_ref().expect("probed").as_ref().expect("s2s ok");
+    assert!(s2s.features.contains(&"starttls".to_string()));
+    assert_eq!((pool2.pool.as_str(), pool2.in_dns, pool2.port.state), ("EdgePool2", false, PortState::Refused));
+    assert!(pool2.s2s.is_none());
+
+    let routes: Vec<(&str, &Result<String, String>)> = status.routes.iter().map(|r| (r.site.as_str(), &r.route)).collect();
+    assert_eq!(
+        routes,
+        vec![
+            ("Site1", &Ok("EdgeServer:edgepool1.contoso.test".to_string())),
+            ("Site2", &Err("no answer to route.get for Site2 within 1.5 s".to_string())),
+        ]
+    );
+
+    // With the resolver gone, the DNS parts say so and the probes still answer.
+    let addr = bind.addr();
+    drop(bind);
+    let status = gather_xmpp_status(&inventory, &settings, None).await;
+    assert!(status.a.as_ref().expect_err("no resolver").starts_with(&format!("cannot reach the DNS server {addr}")), "{:?}", status.a);
+    assert!(status.routes.is_empty());
+    assert_eq!(status.pools[0].port.state, PortState::Open);
+}
+
+/// Two pools on loopback: EdgePool1 at 127.0.0.1 (where Prosody listens), EdgePool2 at
+/// 127.0.0.2 (nothing listens: refused).
+fn status_inventory(port: u16) -> baton_actions::Inventory {
+    use baton_actions::{DnsProvider, Federation, Inventory, Pool, PoolName};
+    let pool = |name: &str, site: &str, address: Ipv4Addr| Pool {
+        name: PoolName::parse(name).expect("valid"),
+        site: SiteName::parse(site).expect("valid"),
+        fqdn: fqdn(&format!("{}.{ZONE}", name.to_ascii_lowercase())),
+        external_address: address,
+        servers: vec![fqdn(&format!("{}a.{ZONE}", name.to_ascii_lowercase()))],
+    };
+    Inventory {
+        sites: vec![SiteName::parse("Site1").expect("valid"), SiteName::parse("Site2").expect("valid")],
+        pools: vec![pool("EdgePool1", "Site1", Ipv4Addr::LOCALHOST), pool("EdgePool2", "Site2", Ipv4Addr::new(127, 0, 0, 2))],
+        management_host: fqdn(&format!("mgmt1.{ZONE}")),
+        federation: Federation {
+            domain: domain(),
+            host: fqdn(FEDERATION_HOST),
+            srv: fqdn(SRV_NAME),
+            port,
+            srv_priority: 10,
+            srv_weight: 10,
+            ttl: 300,
+        },
+        dns: DnsProvider::Rfc2136 { server: DNS_SERVER.to_string(), zone: fqdn(ZONE) },
+    }
+}
