@@ -190,3 +190,87 @@ impl Executor for DirectExecutor {
         ActionReport { replayed: !executed_here, ..report }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::TcpListener;
+
+    fn executor() -> DirectExecutor {
+        DirectExecutor::new(DirectConfig {
+            updaters: BTreeMap::new(),
+            resolver: "127.0.0.1:9".parse().expect("addr"),
+            dns_timeout: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
+            tls: None,
+        })
+    }
+
+    /// A listener that counts the connections it accepts.
+    async fn counting_listener() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let addr = listener.local_addr().expect("addr");
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = count.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        (addr, count)
+    }
+
+    fn check(addr: SocketAddr, attempt: u32) -> ActionRequest {
+        ActionRequest {
+            key: IdempotencyKey::new("t", 1, 5, 0, "bot", attempt),
+            action: Action::PortCheck { address: addr.ip(), port: addr.port() },
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_executes_once_even_when_requested_concurrently() {
+        let exec = Arc::new(executor());
+        let (addr, count) = counting_listener().await;
+        let (a, b) = tokio::join!(exec.execute(check(addr, 1)), exec.execute(check(addr, 1)));
+        assert!(a.outcome.is_ok() && a.outcome == b.outcome, "{a:?} {b:?}");
+        assert!(a.replayed != b.replayed, "exactly one of the two executed");
+        let c = exec.execute(check(addr, 1)).await;
+        assert!(c.replayed);
+        let d = exec.execute(check(addr, 2)).await;
+        assert!(!d.replayed, "a new attempt is a new key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(count.load(Ordering::SeqCst), 2, "two keys, two connections");
+    }
+
+    #[tokio::test]
+    async fn an_action_past_its_timeout_fails_and_says_so() {
+        let exec = executor();
+        // A resolver that accepts and never answers: verify waits on it past the action timeout.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let silent = listener.local_addr().expect("addr");
+        let hold = tokio::spawn(async move {
+            let kept = listener.accept().await;
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            drop(kept);
+        });
+        let exec = DirectExecutor { resolver: DnsQuery::new(silent, Duration::from_secs(10)), ..exec };
+        let fqdn = |s: &str| Fqdn::parse(s).expect("valid");
+        let request = ActionRequest {
+            key: IdempotencyKey::new("t", 1, 8, 0, "bot", 1),
+            action: Action::Verify {
+                srv: fqdn("_xmpp-server._tcp.contoso.test"),
+                host: fqdn("xmpp.contoso.test"),
+                address: Ipv4Addr::LOCALHOST,
+                port: 5269,
+                domain: fqdn("contoso.test"),
+            },
+            timeout: Duration::from_millis(300),
+        };
+        let report = exec.execute(request).await;
+        assert_eq!(report.outcome, ActionOutcome::Failed { error: "verify did not finish within 0.3s and was stopped".into() });
+        hold.abort();
+    }
+}

@@ -61,6 +61,8 @@ pub enum DnsError {
     BadSecret { key: String },
     #[error("'{shown}' is not a valid TSIG key name: use 1 to 253 letters, digits, '-', '_' or '.'")]
     BadKeyName { shown: String },
+    #[error("cannot find the DNS server '{shown}': {why}")]
+    UnknownServer { shown: String, why: String },
     #[error("cannot build the DNS message: {0}")]
     Encode(String),
 }
@@ -471,6 +473,27 @@ async fn exchange(server: SocketAddr, request: &[u8], timeout: Duration) -> Resu
     }
 }
 
+/// Turns a server as the configuration names it (`198.51.100.53:53`, `ns1.contoso.com:53`,
+/// `ns1.contoso.com`: port 53 when none is given) into a socket address, asking the system
+/// resolver for a name. The first address wins.
+pub async fn resolve_server(server: &str) -> Result<SocketAddr, DnsError> {
+    if let Ok(addr) = server.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    let with_port = match server.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => server.to_string(),
+        _ => format!("{server}:53"),
+    };
+    let unknown = |why: String| DnsError::UnknownServer { shown: shown(server), why };
+    let host = with_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(&with_port);
+    Fqdn::parse(host).map_err(|e| unknown(e.to_string()))?;
+    let mut addrs = tokio::net::lookup_host(&with_port).await.map_err(|e| unknown(e.to_string()))?;
+    addrs.next().ok_or_else(|| unknown("the name has no address".to_string()))
+}
+
 fn to_name(name: &Fqdn) -> Result<Name, DnsError> {
     Name::from_ascii(format!("{name}.")).map_err(|e| DnsError::Encode(format!("{name}: {e}")))
 }
@@ -582,6 +605,21 @@ mod tests {
             let err = updater.set_a(&fqdn(name), Ipv4Addr::LOCALHOST, 300).await.expect_err("outside");
             assert_eq!(err.to_string(), format!("{name} is not in zone contoso.test, so this updater may not change it"));
         }
+    }
+
+    #[tokio::test]
+    async fn servers_resolve_with_port_53_by_default() {
+        let check = |s: &str| {
+            let s = s.to_string();
+            async move { resolve_server(&s).await.map(|a| a.to_string()).unwrap_or_else(|e| e.to_string()) }
+        };
+        assert_eq!(check("127.0.0.1:5353").await, "127.0.0.1:5353");
+        assert_eq!(check("127.0.0.1").await, "127.0.0.1:53");
+        assert_eq!(check("[::1]:53").await, "[::1]:53");
+        assert_eq!(
+            check("ns1;rm.contoso.com:53").await,
+            "cannot find the DNS server 'ns1;rm.contoso.com:53': 'ns1;rm.contoso.com' is not a valid host name: labels may hold only letters, digits and '-'"
+        );
     }
 
     #[tokio::test]

@@ -356,12 +356,10 @@ async fn the_s2s_probe_rejects_http_and_client_ports() {
         e.to_string(),
         format!("{} is not an XMPP server-to-server endpoint: it opened a jabber:client stream (a client port, not the federation port)", prosody.c2s)
     );
-    let started = std::time::Instant::now();
     let e = s2s_probe(http, &domain(), None, Duration::from_secs(5)).await.expect_err("HTTP port");
     // Python answers the odd request line the HTTP/0.9 way: an HTML page without a status line.
     assert!(e.to_string().starts_with(&format!("{http} is not an XMPP server-to-server endpoint: it sent '")), "{e}");
     assert!(e.to_string().contains("DOCTYPE") || e.to_string().contains("HTTP/"), "{e}");
-    assert!(started.elapsed() < Duration::from_secs(4), "an HTTP server answers the blank line at once");
 }
 
 #[tokio::test]
