@@ -177,18 +177,14 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The federation side: Prosody's s2s listener is the real endpoint the probe must accept.
-//
-// Until the shared harness (`baton_e2e::prosody`, branch `xmpp`) reaches main, a minimal
-// Prosody with an s2s port, a client port and a certificate is started here; it will be
-// replaced by the shared harness, not kept beside it.
+// The federation side: Prosody's s2s listener (the shared harness, with a certificate from a
+// test CA) is the real endpoint the probe must accept.
 
 use baton_actions::probe::{PortState, TlsTrust, port_check, s2s_probe};
+use baton_e2e::prosody::{DOMAIN, Prosody, ProsodyOptions, TlsFiles};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-
-const DOMAIN: &str = "contoso.test";
 
 /// A test CA and a certificate for `contoso.test` signed by it, as PEM files.
 struct TestPki {
@@ -221,19 +217,14 @@ fn test_pki(dir: &Path, name: &str) -> TestPki {
     pki
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+/// Prosody with STARTTLS from `pki` (on its client and server-to-server ports).
+fn start_prosody(pki: &TestPki) -> Prosody {
+    let tls = TlsFiles { certificate: pki.cert.clone(), key: pki.key.clone() };
+    Prosody::start_with(ProsodyOptions { tls: Some(tls), ..ProsodyOptions::default() }).expect("prosody starts")
 }
 
-/// Waits until something accepts connections on `addr`, for at most 15 s.
-async fn wait_open(addr: SocketAddr, what: &str, log: impl Fn() -> String) {
-    for _ in 0..150 {
-        if port_check(addr, Duration::from_millis(200)).await.state == PortState::Open {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what} did not listen on {addr} within 15s:\n{}", log());
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
 }
 
 /// Kills a child process when dropped.
@@ -243,56 +234,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Minimal Prosody (temporary, see above): s2s and c2s on free ports, STARTTLS with `pki`.
-struct MiniProsody {
-    _process: Running,
-    dir: tempfile::TempDir,
-    s2s: SocketAddr,
-    c2s: SocketAddr,
-}
-
-impl MiniProsody {
-    async fn start(pki: &TestPki) -> MiniProsody {
-        let dir = tempfile::Builder::new().prefix("baton-prosody-").tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("data")).expect("data dir");
-        let (s2s_port, c2s_port) = (free_port(), free_port());
-        let p = |path: &Path| format!("{:?}", path.display().to_string());
-        let config = format!(
-            "run_as_root = true\ndaemonize = false\npidfile = {pid}\ndata_path = {data}\ncertificates = {data}\n\
-             log = {{ {{ levels = {{ min = \"info\" }}, to = \"file\", filename = {log} }} }}\n\
-             interfaces = {{ \"127.0.0.1\" }}\nc2s_ports = {{ {c2s_port} }}\ns2s_ports = {{ {s2s_port} }}\n\
-             c2s_direct_tls_ports = {{ }}\ns2s_direct_tls_ports = {{ }}\nhttp_ports = {{ }}\nhttps_ports = {{ }}\n\
-             modules_enabled = {{ \"tls\"; \"dialback\"; \"saslauth\"; \"disco\" }}\n\
-             ssl = {{ certificate = {cert}; key = {key} }}\nVirtualHost \"{DOMAIN}\"\n",
-            pid = p(&dir.path().join("prosody.pid")),
-            data = p(&dir.path().join("data")),
-            log = p(&dir.path().join("prosody.log")),
-            cert = p(&pki.cert),
-            key = p(&pki.key),
-        );
-        let config_path = dir.path().join("prosody.cfg.lua");
-        std::fs::write(&config_path, config).expect("writes the config");
-        let child = Command::new("prosody")
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starts prosody (Debian package prosody)");
-        let prosody = MiniProsody {
-            _process: Running(child),
-            s2s: SocketAddr::from((Ipv4Addr::LOCALHOST, s2s_port)),
-            c2s: SocketAddr::from((Ipv4Addr::LOCALHOST, c2s_port)),
-            dir,
-        };
-        let log = || std::fs::read_to_string(prosody.dir.path().join("prosody.log")).unwrap_or_default();
-        wait_open(prosody.s2s, "prosody s2s", log).await;
-        wait_open(prosody.c2s, "prosody c2s", log).await;
-        prosody
     }
 }
 
@@ -310,8 +251,13 @@ async fn http_server() -> (Running, SocketAddr) {
         .expect("starts python3 -m http.server");
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let running = Running(child);
-    wait_open(addr, "python3 http.server", String::new).await;
-    (running, addr)
+    for _ in 0..150 {
+        if port_check(addr, Duration::from_millis(200)).await.state == PortState::Open {
+            return (running, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("python3 -m http.server did not listen on {addr} within 15s")
 }
 
 fn domain() -> Fqdn {
@@ -322,39 +268,39 @@ fn domain() -> Fqdn {
 async fn the_s2s_probe_passes_against_prosody_and_completes_starttls() {
     let certs = tempfile::tempdir().expect("tempdir");
     let pki = test_pki(certs.path(), "good");
-    let prosody = MiniProsody::start(&pki).await;
+    let prosody = start_prosody(&pki);
 
-    let plain = s2s_probe(prosody.s2s, &domain(), None, Duration::from_secs(5)).await.expect("s2s stream opens");
+    let plain = s2s_probe(prosody.s2s_addr(), &domain(), None, Duration::from_secs(5)).await.expect("s2s stream opens");
     assert!(!plain.stream_id.is_empty());
     assert_eq!(plain.from.as_deref(), Some(DOMAIN));
     assert!(plain.features.contains(&"starttls".to_string()), "{:?}", plain.features);
     assert!(plain.tls.is_none());
 
     let trust = TlsTrust::from_ca_file(&pki.ca).expect("CA loads");
-    let secure = s2s_probe(prosody.s2s, &domain(), Some(&trust), Duration::from_secs(5)).await.expect("STARTTLS completes");
+    let secure = s2s_probe(prosody.s2s_addr(), &domain(), Some(&trust), Duration::from_secs(5)).await.expect("STARTTLS completes");
     let tls = secure.tls.as_ref().expect("TLS report");
     assert!(tls.version.starts_with("TLSv1"), "{tls:?}");
     assert!(!tls.stream_id.is_empty() && tls.stream_id != secure.stream_id, "a new stream after TLS: {tls:?}");
     assert!(secure.summary().contains("STARTTLS ok, TLSv1"), "{}", secure.summary());
 
     let stranger = TlsTrust::from_ca_file(&test_pki(certs.path(), "other").ca).expect("CA loads");
-    let e = s2s_probe(prosody.s2s, &domain(), Some(&stranger), Duration::from_secs(5)).await.expect_err("unknown CA");
-    assert_eq!(e.to_string(), format!("STARTTLS with {} failed: invalid peer certificate: UnknownIssuer", prosody.s2s));
+    let e = s2s_probe(prosody.s2s_addr(), &domain(), Some(&stranger), Duration::from_secs(5)).await.expect_err("unknown CA");
+    assert_eq!(e.to_string(), format!("STARTTLS with {} failed: invalid peer certificate: UnknownIssuer", prosody.s2s_addr()));
 
-    let e = s2s_probe(prosody.s2s, &fqdn("other.test"), None, Duration::from_secs(5)).await.expect_err("not served");
+    let e = s2s_probe(prosody.s2s_addr(), &fqdn("other.test"), None, Duration::from_secs(5)).await.expect_err("not served");
     assert!(e.to_string().contains("ended the stream for other.test with error 'host-unknown'"), "{e}");
 }
 
 #[tokio::test]
 async fn the_s2s_probe_rejects_http_and_client_ports() {
     let certs = tempfile::tempdir().expect("tempdir");
-    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
+    let prosody = start_prosody(&test_pki(certs.path(), "good"));
     let (_http, http) = http_server().await;
 
-    let e = s2s_probe(prosody.c2s, &domain(), None, Duration::from_secs(5)).await.expect_err("client port");
+    let e = s2s_probe(prosody.c2s_addr(), &domain(), None, Duration::from_secs(5)).await.expect_err("client port");
     assert_eq!(
         e.to_string(),
-        format!("{} is not an XMPP server-to-server endpoint: it opened a jabber:client stream (a client port, not the federation port)", prosody.c2s)
+        format!("{} is not an XMPP server-to-server endpoint: it opened a jabber:client stream (a client port, not the federation port)", prosody.c2s_addr())
     );
     let e = s2s_probe(http, &domain(), None, Duration::from_secs(5)).await.expect_err("HTTP port");
     // Python answers the odd request line the HTTP/0.9 way: an HTML page without a status line.
@@ -365,8 +311,8 @@ async fn the_s2s_probe_rejects_http_and_client_ports() {
 #[tokio::test]
 async fn port_check_sees_a_listening_port_open_and_a_closed_one_refused() {
     let certs = tempfile::tempdir().expect("tempdir");
-    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
-    let open = port_check(prosody.s2s, Duration::from_secs(2)).await;
+    let prosody = start_prosody(&test_pki(certs.path(), "good"));
+    let open = port_check(prosody.s2s_addr(), Duration::from_secs(2)).await;
     assert_eq!(open.state, PortState::Open, "{}", open.summary());
     let closed = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let refused = port_check(closed, Duration::from_secs(2)).await;
@@ -416,8 +362,8 @@ fn ok_detail(outcome: &ActionOutcome) -> &str {
 async fn the_direct_executor_moves_federation_and_verify_passes() {
     let certs = tempfile::tempdir().expect("tempdir");
     let pki = test_pki(certs.path(), "good");
-    let prosody = MiniProsody::start(&pki).await;
-    let port = prosody.s2s.port();
+    let prosody = start_prosody(&pki);
+    let port = prosody.s2s_addr().port();
     // Before: the zone points at pool 1 (nothing listens there) through a stale SRV target.
     let bind = Bind::start(&format!("xmpp 300 IN A {POOL1}\n_xmpp-server._tcp 300 IN SRV 10 10 5269 edgepool1.{ZONE}.\n"))
         .expect("named starts");
@@ -518,8 +464,8 @@ impl RouteReader for HalfDeadAgents {
 #[tokio::test]
 async fn status_xmpp_gathers_dns_and_every_pool_in_parallel_within_its_budget() {
     let certs = tempfile::tempdir().expect("tempdir");
-    let prosody = MiniProsody::start(&test_pki(certs.path(), "good")).await;
-    let port = prosody.s2s.port();
+    let prosody = start_prosody(&test_pki(certs.path(), "good"));
+    let port = prosody.s2s_addr().port();
     let bind = Bind::start(&format!("xmpp 300 IN A 127.0.0.1\n_xmpp-server._tcp 300 IN SRV 10 10 {port} xmpp.{ZONE}.\n"))
         .expect("named starts");
     let inventory = status_inventory(port);
