@@ -208,7 +208,7 @@ impl DnsQuery {
             ResponseCode::NoError | ResponseCode::NXDomain => Ok(answer),
             rcode => Err(DnsError::Rcode {
                 server: self.server,
-                rcode: rcode.to_str().to_string(),
+                rcode: rcode_name(rcode),
                 what: format!("the query {name} {rtype}"),
             }),
         }
@@ -372,7 +372,7 @@ impl DnsUpdater {
             }
             rcode => Err(DnsError::Rcode {
                 server,
-                rcode: rcode.to_str().to_string(),
+                rcode: rcode_name(rcode),
                 what: format!("the update of {name} {rtype}"),
             }),
         }
@@ -390,10 +390,15 @@ fn classify_unverified(key: &str, server: SocketAddr, answer: &Message, hickory_
     }
     let rcode = answer.response_code();
     let why = match tsig_of(answer) {
-        None => format!("the answer ({}) is not signed with TSIG key '{key}'", rcode.to_str()),
-        Some(_) => format!("the TSIG signature of the answer ({}) does not verify: {hickory_error}", rcode.to_str()),
+        None => format!("the answer ({}) is not signed with TSIG key '{key}'", rcode_name(rcode)),
+        Some(_) => format!("the TSIG signature of the answer ({}) does not verify: {hickory_error}", rcode_name(rcode)),
     };
     DnsError::BadAnswer { server, why }
+}
+
+/// The short upper-case name operators know from dig (`REFUSED`, `SERVFAIL`).
+fn rcode_name(rcode: ResponseCode) -> String {
+    format!("{rcode:?}").to_ascii_uppercase()
 }
 
 fn tsig_error_meaning(code: u16) -> String {
@@ -605,6 +610,13 @@ mod tests {
             let err = updater.set_a(&fqdn(name), Ipv4Addr::LOCALHOST, 300).await.expect_err("outside");
             assert_eq!(err.to_string(), format!("{name} is not in zone contoso.test, so this updater may not change it"));
         }
+    }
+
+    #[test]
+    fn rcodes_read_as_dig_prints_them() {
+        let names: Vec<String> =
+            [ResponseCode::Refused, ResponseCode::ServFail, ResponseCode::NotAuth, ResponseCode::NXDomain].into_iter().map(rcode_name).collect();
+        assert_eq!(names, ["REFUSED", "SERVFAIL", "NOTAUTH", "NXDOMAIN"]);
     }
 
     #[tokio::test]

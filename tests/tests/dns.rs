@@ -102,6 +102,11 @@ async fn a_name_outside_the_update_policy_is_refused_clearly() {
     let err = dns.set_a(&fqdn(SRV_NAME), POOL2, 300).await.expect_err("policy refuses");
     assert!(err.to_string().contains("(REFUSED)"), "{err}");
     assert_eq!(bind.records("www.contoso.test", "A").expect("dig"), Vec::<String>::new());
+    // A zone the server does not hold.
+    let key = TsigKey::from_base64(KEY_NAME, &SecretString::from(bind.secret().to_string())).expect("key");
+    let elsewhere = DnsUpdater::new(bind.addr(), fqdn("fabrikam.test"), key, Duration::from_secs(5));
+    let err = elsewhere.set_a(&fqdn("xmpp.fabrikam.test"), POOL2, 300).await.expect_err("not authoritative");
+    assert_eq!(err.to_string(), format!("the DNS server {} answered REFUSED to the query xmpp.fabrikam.test A", bind.addr()));
     assert_eq!(snapshot(&bind), before);
 }
 
@@ -530,4 +535,49 @@ fn status_inventory(port: u16) -> baton_actions::Inventory {
         },
         dns: DnsProvider::Rfc2136 { server: DNS_SERVER.to_string(), zone: fqdn(ZONE) },
     }
+}
+
+/// Figures, not assertions: `cargo test -p baton-e2e --test dns -- --ignored --nocapture measure`.
+#[tokio::test]
+#[ignore = "prints timings; run by hand"]
+async fn measure_update_probe_and_status_latency() {
+    fn median(mut v: Vec<Duration>) -> String {
+        v.sort();
+        baton_actions::probe::human_duration(v[v.len() / 2])
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let pki = test_pki(certs.path(), "good");
+    let prosody = start_prosody(&pki);
+    let port = prosody.s2s_addr().port();
+    let bind = Bind::start(&format!("xmpp 300 IN A {POOL1}\n")).expect("named starts");
+    let dns = updater(&bind, bind.secret());
+    let host = fqdn(FEDERATION_HOST);
+    let mut updates = Vec::new();
+    for i in 0..20u8 {
+        let t = std::time::Instant::now();
+        dns.set_a(&host, Ipv4Addr::new(127, 0, 1, i), 300).await.expect("update");
+        updates.push(t.elapsed());
+    }
+    let trust = TlsTrust::from_ca_file(&pki.ca).expect("CA");
+    let (mut plain, mut tls) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        s2s_probe(prosody.s2s_addr(), &domain(), None, Duration::from_secs(5)).await.expect("probe");
+        plain.push(t.elapsed());
+        let t = std::time::Instant::now();
+        s2s_probe(prosody.s2s_addr(), &domain(), Some(&trust), Duration::from_secs(5)).await.expect("probe");
+        tls.push(t.elapsed());
+    }
+    let settings = StatusSettings { resolver: bind.addr(), timeout: Duration::from_secs(2), tls: None };
+    let inventory = status_inventory(port);
+    let mut status = Vec::new();
+    for _ in 0..10 {
+        let t = std::time::Instant::now();
+        gather_xmpp_status(&inventory, &settings, None).await;
+        status.push(t.elapsed());
+    }
+    println!("set_a (query, signed update, confirming query) against BIND 9.18: median {}", median(updates));
+    println!("s2s probe to Prosody, header and features:                     median {}", median(plain));
+    println!("s2s probe with STARTTLS and a second stream over TLS:           median {}", median(tls));
+    println!("!status xmpp gathering (A, SRV, 2 pools, no routes):            median {}", median(status));
 }
