@@ -5,11 +5,15 @@
 //! a pool name that must match it; every action parameter is a validated type.
 
 pub mod catalog;
+pub mod direct;
+pub mod dns;
 pub mod executor;
 pub mod inventory;
 pub mod names;
 pub mod plan;
+pub mod probe;
 pub mod simulated;
+pub mod status;
 
 pub use catalog::{Action, DnsVia, Target};
 pub use executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
