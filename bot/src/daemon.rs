@@ -10,6 +10,7 @@ use crate::render;
 use crate::run::RunId;
 use crate::store::{Batch, RunRow, Store};
 use anyhow::Context;
+use baton_actions::status::{RouteReader, StatusSettings, gather_xmpp_status};
 use baton_actions::{ActionReport, Executor};
 use baton_policies::Platform;
 use chrono::Utc;
@@ -60,6 +61,15 @@ pub struct Daemon {
     lifetime: Lifetime,
     in_flight: usize,
     reloads: Option<mpsc::Receiver<Input>>,
+    status: Option<StatusLook>,
+}
+
+/// What `!status xmpp` needs besides the engine: where to look, and who reads the route a site
+/// reports (the management agent), when there is one.
+#[derive(Clone)]
+pub struct StatusLook {
+    pub settings: StatusSettings,
+    pub routes: Option<Arc<dyn RouteReader>>,
 }
 
 fn lock(store: &SharedStore) -> std::sync::MutexGuard<'_, Box<dyn Store>> {
@@ -93,7 +103,13 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.platform(), Room { adapter: a, flushing: Arc::default(), wake: Arc::new(Notify::new()) }))
             .collect();
-        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None })
+        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None, status: None })
+    }
+
+    /// Answers `!status xmpp` by looking from here.
+    pub fn with_status(mut self, look: StatusLook) -> Daemon {
+        self.status = Some(look);
+        self
     }
 
     /// Accepts `Input::Reload` from a configuration watcher (SIGHUP in `baton run`).
@@ -161,6 +177,7 @@ impl Daemon {
                     self.step(reload, None, &done_tx, &reply_tx)?;
                 }
                 Some(reply) = reply_rx.recv() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
                     let msg = Message { room: reply.room, run: None, text: reply.text, card: None };
                     lock(&self.store).commit(&Batch { messages: std::slice::from_ref(&msg), ..Default::default() })?;
                     self.wake(msg.room.platform);
@@ -230,9 +247,20 @@ impl Daemon {
         for q in out.queries {
             match q {
                 Query::StatusXmpp { room } => {
+                    self.in_flight += 1;
                     let replies = replies.clone();
+                    let look = self.status.clone();
+                    let inventory = self.engine.config().inventory.clone();
+                    let holder = self.engine.route_holder().cloned();
                     tokio::spawn(async move {
-                        let _ = replies.send(Reply { room, text: render::status_xmpp_unavailable() }).await;
+                        let text = match look {
+                            Some(look) => {
+                                let status = gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
+                                render::status_xmpp(&status, holder.as_ref())
+                            }
+                            None => render::status_xmpp_unavailable(),
+                        };
+                        let _ = replies.send(Reply { room, text }).await;
                     });
                 }
             }

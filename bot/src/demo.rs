@@ -79,6 +79,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         record.display(),
         p = config.bot.command_prefix
     );
-    let daemon = Daemon::new(engine_cfg, Box::new(store) as Box<dyn Store>, Arc::new(executor), vec![Arc::new(console)], Some(turns), Lifetime::UntilIdle)?;
+    let mut daemon = Daemon::new(engine_cfg, Box::new(store) as Box<dyn Store>, Arc::new(executor), vec![Arc::new(console)], Some(turns), Lifetime::UntilIdle)?;
+    if let Some(look) = crate::assemble::status_look(&config).await {
+        daemon = daemon.with_status(look);
+    }
     daemon.run(shutdown).await
 }

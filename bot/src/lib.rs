@@ -2,6 +2,7 @@
 //! adapters. The binary in `main.rs` is a thin command-line shell over this library.
 
 pub mod adapters;
+pub mod assemble;
 pub mod chat;
 pub mod command;
 pub mod run;

@@ -154,9 +154,12 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         anyhow::bail!("{}: no chat platform is enabled; enable [chat.console]", path.display());
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
-    let daemon = Daemon::new(engine_cfg, Box::new(store), Arc::new(executor), adapters, turns, Lifetime::Forever)
+    let mut daemon = Daemon::new(engine_cfg, Box::new(store), Arc::new(executor), adapters, turns, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
         .with_reloads(reload_on_sighup(path));
+    if let Some(look) = baton::assemble::status_look(&config).await {
+        daemon = daemon.with_status(look);
+    }
     daemon.run(shutdown_on_signals()).await
 }
 

@@ -443,6 +443,100 @@ pub fn refused(action: &str, why: &str) -> String {
 }
 
 pub fn status_xmpp_unavailable() -> String {
-    "The outside-in view (route per site, DNS answers, 5269 probes) needs the federation probes, which this version of Baton does not have yet."
+    "The outside-in view is not available: Baton could not resolve the DNS resolver named in [dns] at start (see its log)."
         .to_string()
+}
+
+/// `!status xmpp`: the live outside-in picture, and a one-line verdict first.
+pub fn status_xmpp(s: &baton_actions::status::XmppStatus, holder: Option<&PoolName>) -> String {
+    let mut out = format!("XMPP federation of {}: {}", s.domain, xmpp_verdict(s));
+    let _ = write!(
+        out,
+        "\n  route per Baton's journal: {}",
+        holder.map_or("(unknown)".to_string(), |p| p.to_string())
+    );
+    for r in &s.routes {
+        match &r.route {
+            Ok(route) => {
+                let _ = write!(out, "\n  route reported by {}: {route}", r.site);
+            }
+            Err(e) => {
+                let _ = write!(out, "\n  route reported by {}: unknown ({e})", r.site);
+            }
+        }
+    }
+    match &s.a {
+        Ok(records) if records.is_empty() => {
+            let _ = write!(out, "\n  A    {} -> no record", s.host);
+        }
+        Ok(records) => {
+            let addrs: Vec<String> = records
+                .iter()
+                .map(|r| {
+                    let owner = s.pools.iter().find(|p| p.addr.ip() == std::net::IpAddr::V4(r.address));
+                    match owner {
+                        Some(p) => format!("{} ({})", r.address, p.pool),
+                        None => format!("{} (no pool of the inventory)", r.address),
+                    }
+                })
+                .collect();
+            let _ = write!(out, "\n  A    {} -> {}", s.host, addrs.join(", "));
+        }
+        Err(e) => {
+            let _ = write!(out, "\n  A    {}: {e}", s.host);
+        }
+    }
+    match &s.srv {
+        Ok(records) if records.is_empty() => {
+            let _ = write!(out, "\n  SRV  {} -> no record", s.srv_name);
+        }
+        Ok(records) => {
+            let list: Vec<String> = records.iter().map(|r| r.to_string()).collect();
+            let _ = write!(out, "\n  SRV  {} -> {}", s.srv_name, list.join(", "));
+        }
+        Err(e) => {
+            let _ = write!(out, "\n  SRV  {}: {e}", s.srv_name);
+        }
+    }
+    for p in &s.pools {
+        let mut line = format!("\n  {} ({}) {}: {}", p.pool, p.site, p.addr, p.port.summary());
+        match &p.s2s {
+            Some(Ok(report)) => line.push_str(&format!("; {}", report.summary())),
+            Some(Err(e)) => line.push_str(&format!("; s2s probe failed: {e}")),
+            None => {}
+        }
+        if p.in_dns {
+            line.push_str(" <- in DNS");
+        }
+        out.push_str(&line);
+    }
+    let _ = write!(out, "\n  (asked resolver {} and probed from Baton's host in {})", s.resolver, baton_actions::probe::human_duration(s.elapsed));
+    out
+}
+
+fn xmpp_verdict(s: &baton_actions::status::XmppStatus) -> String {
+    let records = match &s.a {
+        Ok(r) => r,
+        Err(_) => return "cannot tell: the A query got no answer (see below).".to_string(),
+    };
+    let srv_ok = match &s.srv {
+        Ok(list) => !list.is_empty() && list.iter().all(|r| r.target == s.host.as_str()),
+        Err(_) => false,
+    };
+    let srv_note = if srv_ok { String::new() } else { format!(" The SRV record does not point at {} only.", s.host) };
+    let in_dns: Vec<&baton_actions::status::PoolStatus> = s.pools.iter().filter(|p| p.in_dns).collect();
+    let verdict = match (in_dns.as_slice(), records.is_empty()) {
+        (_, true) => format!("{} has no A record: partners cannot reach federation.", s.host),
+        ([], false) => format!("{} points to no pool of the inventory.", s.host),
+        ([p], false) => match &p.s2s {
+            Some(Ok(_)) => format!("working: DNS points to {} and its s2s stream opens.", p.pool),
+            Some(Err(_)) => format!("DNS points to {}, which accepts connections but fails the s2s probe.", p.pool),
+            None => format!("DNS points to {}, but its port {} is {}.", p.pool, p.addr.port(), p.port.state),
+        },
+        (many, false) => {
+            let names: Vec<&str> = many.iter().map(|p| p.pool.as_str()).collect();
+            format!("DNS points to several pools at once: {}.", names.join(", "))
+        }
+    };
+    format!("{verdict}{srv_note}")
 }

@@ -5,6 +5,7 @@ use super::secret::{self, SecretEnv};
 use super::walk::{Errors, Table};
 use baton_actions::{DnsProvider, Fqdn};
 use secrecy::SecretString;
+use std::time::Duration;
 
 /// The validated `[dns]` section.
 #[derive(Clone, Debug)]
@@ -13,6 +14,11 @@ pub struct DnsSettings {
     /// TSIG key name and secret (base64, as `tsig-keygen` prints it), for `rfc2136`.
     pub tsig_key_name: Option<String>,
     pub tsig_secret: Option<SecretString>,
+    /// Where `verify` and `!status xmpp` look the federation names up (`host:port`); by default
+    /// the `rfc2136` server itself.
+    pub resolver: Option<String>,
+    /// Bounds each DNS exchange.
+    pub timeout: Duration,
 }
 
 pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<DnsSettings> {
@@ -24,6 +30,13 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
     };
     let provider: Option<String> = t.req(e, "provider");
     let zone: Option<Fqdn> = t.req(e, "zone");
+    let resolver: Option<String> = t.opt(e, "resolver");
+    if let Some(r) = &resolver
+        && !valid_server(r)
+    {
+        e.at(&t.key_path("resolver"), t.span_of("resolver"), "must be host:port, e.g. 198.51.100.53:53");
+    }
+    let timeout = super::duration(e, &t, "timeout").unwrap_or(Duration::from_secs(5));
     let settings = match provider.as_deref() {
         Some("rfc2136") => {
             let server: Option<String> = t.req(e, "server");
@@ -40,11 +53,19 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
                 provider: DnsProvider::Rfc2136 { server, zone },
                 tsig_key_name: key_name,
                 tsig_secret,
+                resolver,
+                timeout,
             })
         }
         Some("agent") => {
             let host: Option<Fqdn> = t.req(e, "host");
-            host.zip(zone).map(|(host, zone)| DnsSettings { provider: DnsProvider::Agent { host, zone }, tsig_key_name: None, tsig_secret: None })
+            host.zip(zone).map(|(host, zone)| DnsSettings {
+                provider: DnsProvider::Agent { host, zone },
+                tsig_key_name: None,
+                tsig_secret: None,
+                resolver,
+                timeout,
+            })
         }
         Some(other) => {
             e.at(&t.key_path("provider"), t.span_of("provider"), format!("unknown provider '{}' (providers: rfc2136, agent)", baton_actions::names::shown(other)));
@@ -56,7 +77,7 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
     settings
 }
 
-fn valid_server(s: &str) -> bool {
+pub(super) fn valid_server(s: &str) -> bool {
     if s.parse::<std::net::SocketAddr>().is_ok() {
         return true;
     }

@@ -4,12 +4,14 @@
 mod agents;
 mod chat;
 mod dns;
+mod probes;
 pub mod secret;
 pub mod walk;
 
 pub use agents::AgentsSettings;
 pub use chat::{ChatSettings, ConsoleSettings};
 pub use dns::DnsSettings;
+pub use probes::ProbeSettings;
 pub use walk::ConfigError;
 
 use baton_actions::simulated::{FailureRule, SimulationConfig};
@@ -58,6 +60,7 @@ pub struct Config {
     pub dns: DnsSettings,
     pub agents: Option<AgentsSettings>,
     pub chat: ChatSettings,
+    pub probes: ProbeSettings,
     pub simulation: SimulationConfig,
 }
 
@@ -120,11 +123,12 @@ impl Config {
         let inventory = inventory_section(&mut e, &root, dns.as_ref());
         let agents = agents::read(&mut e, &root);
         let chat = chat::read(&mut e, &root, env);
+        let probes = probes::read(&mut e, &root, &env.base);
         let simulation = simulation_section(&mut e, &root);
         root.finish(&mut e);
         match (e.is_empty(), bot, directory, policy, inventory, dns, chat, simulation) {
             (true, Some(bot), Some(directory), Some(policy), Some((inventory, route)), Some(dns), Some(chat), Some(simulation)) => {
-                Ok(Config { bot, directory, policy, inventory, route, dns, agents, chat, simulation })
+                Ok(Config { bot, directory, policy, inventory, route, dns, agents, chat, probes, simulation })
             }
             _ => {
                 let mut errors = e.list;
@@ -138,7 +142,7 @@ impl Config {
     }
 }
 
-fn duration(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Option<Duration> {
+pub(crate) fn duration(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Option<Duration> {
     let text: String = t.opt(e, key)?;
     match humantime::parse_duration(&text) {
         Ok(d) => Some(d),
