@@ -6,14 +6,18 @@
 
 pub mod agent;
 pub mod catalog;
+pub mod direct;
 pub mod dispatcher;
+pub mod dns;
 pub mod executor;
 pub mod inventory;
 pub mod names;
 pub mod pki;
 pub mod plan;
+pub mod probe;
 pub mod protocol;
 pub mod simulated;
+pub mod status;
 pub mod tls;
 
 pub use catalog::{Action, DnsVia, Target};

@@ -102,6 +102,22 @@ fn check_strings(path: &str, value: &serde_json::Value) -> Result<(), WireError>
     }
 }
 
+/// Refuses any object key of `raw` that the typed form does not have: the same strictness as
+/// `deny_unknown_fields`, also for nested types that do not declare it.
+fn extra_fields(path: &str, raw: &serde_json::Value, typed: &serde_json::Value) -> Result<(), WireError> {
+    use serde_json::Value;
+    match (raw, typed) {
+        (Value::Object(r), Value::Object(t)) => r.iter().try_for_each(|(k, v)| match t.get(k) {
+            Some(tv) => extra_fields(&format!("{path}.{k}"), v, tv),
+            None => Err(WireError::Invalid(format!("{path}: unknown field `{}`", shown(k)))),
+        }),
+        (Value::Array(r), Value::Array(t)) => {
+            r.iter().zip(t).enumerate().try_for_each(|(i, (rv, tv))| extra_fields(&format!("{path}[{i}]"), rv, tv))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `GET /v1/health`: who the agent is and what it may do.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,8 +201,10 @@ impl ActionCall {
         if call.wait() > MAX_WAIT {
             return Err(WireError::Invalid(format!("wait_ms must be at most {}, got {}", MAX_WAIT.as_millis(), call.wait_ms)));
         }
-        let value = serde_json::to_value(&call.action).expect("an action is plain data and always serializes");
-        check_strings("action", &value)?;
+        let typed = serde_json::to_value(&call.action).expect("an action is plain data and always serializes");
+        let raw: serde_json::Value = serde_json::from_slice(body).map_err(WireError::from_serde)?;
+        extra_fields("action", &raw["action"], &typed)?;
+        check_strings("action", &typed)?;
         Ok(call)
     }
 
@@ -448,8 +466,12 @@ mod tests {
         );
         // A raw string field of the catalog (the RFC 2136 server) is checked too.
         check(
-            r#"{"action":"dns.set_a","dns":{"via":"rfc2136","server":"ns1`whoami`:53","zone":"contoso.com"},"name":"xmpp.contoso.com","address":"203.0.113.20","ttl":300}"#,
+            r#"{"action":"dns.set_a","dns":{"provider":"rfc2136","server":"ns1`whoami`:53","zone":"contoso.com"},"name":"xmpp.contoso.com","address":"203.0.113.20","ttl":300}"#,
             "invalid request: action.dns.server: 'ns1`whoami`:53' carries the character '`', which is not allowed",
+        );
+        check(
+            r#"{"action":"dns.set_a","dns":{"provider":"agent","host":"dns1.contoso.com","zone":"contoso.com","x":1},"name":"xmpp.contoso.com","address":"203.0.113.20","ttl":300}"#,
+            "invalid request: action.dns: unknown field `x`",
         );
         let long = format!(r#"{{"action":"route.get","host":"mgmt1.contoso.com","site":"{}"}}"#, "S".repeat(300));
         assert!(ActionCall::decode(call_json(&long).as_bytes()).expect_err("too long").to_string().contains("is not a valid site name"));

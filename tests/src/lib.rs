@@ -1,2 +1,6 @@
 //! e2e harness.
+
 pub mod agents;
+pub mod baton;
+pub mod bind;
+pub mod prosody;
