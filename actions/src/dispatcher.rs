@@ -288,6 +288,44 @@ impl Executor for Dispatcher {
     }
 }
 
+/// Reads sites' XMPP federation routes through the management host's agent (`route.get`), for
+/// `!status xmpp`. Each read is a new idempotency key, so it always reads the current route.
+pub struct AgentRoutes {
+    dispatcher: std::sync::Arc<Dispatcher>,
+    host: Fqdn,
+    timeout: Duration,
+}
+
+impl AgentRoutes {
+    pub fn new(dispatcher: std::sync::Arc<Dispatcher>, management_host: Fqdn, timeout: Duration) -> AgentRoutes {
+        AgentRoutes { dispatcher, host: management_host, timeout }
+    }
+}
+
+/// A key no earlier read used: the time in milliseconds and a counter.
+fn read_key(what: &str) -> IdempotencyKey {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+    IdempotencyKey::parse(&format!("read/{ms}-{n}/{what}")).expect("digits, '-', '/' and a validated name make a valid key")
+}
+
+#[async_trait]
+impl crate::status::RouteReader for AgentRoutes {
+    async fn route(&self, site: &crate::names::SiteName) -> Result<String, String> {
+        let action = Action::RouteGet { host: self.host.clone(), site: site.clone() };
+        match self.dispatcher.call(&self.host, &read_key(site.as_str()), &action, self.timeout).await {
+            Ok(ActionAnswer::Ok { result: crate::protocol::ActionResult::Route(r), .. }) => {
+                Ok(r.route.unwrap_or_else(|| "none".to_string()))
+            }
+            Ok(ActionAnswer::Ok { detail, .. }) => Err(format!("{}: unexpected result: {detail}", self.host)),
+            Ok(ActionAnswer::Failed { error, .. }) => Err(format!("{}: {error}", self.host)),
+            Ok(ActionAnswer::Running { .. }) => Err(format!("{}: still running", self.host)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -132,6 +132,25 @@ mod tests {
     }
 
     #[test]
+    fn key_material_never_shows_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edge = crate::names::Fqdn::parse("edge2a.contoso.com").expect("valid");
+        let files = crate::pki::init(dir.path(), std::slice::from_ref(&edge), &Default::default()).expect("pki");
+        let pem = std::fs::read_to_string(&files.bot_key).expect("key file");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let key = load_key(&files.bot_key).expect("loads");
+        let shown = format!("{key:?}");
+        assert!(!shown.contains(&body[..24]) && !shown.contains("PRIVATE KEY"), "{shown}");
+        let dispatcher = crate::dispatcher::DispatcherConfig::new(
+            files.ca_cert.clone(),
+            files.bot_cert.clone(),
+            files.bot_key.clone(),
+            Default::default(),
+        );
+        assert!(!format!("{dispatcher:?}").contains(&body[..24]));
+    }
+
+    #[test]
     fn missing_and_empty_files_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("nope.pem");

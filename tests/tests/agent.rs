@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use baton_actions::agent::INTERRUPTED;
+use baton_actions::dispatcher::AgentRoutes;
 use baton_actions::inventory::{DnsProvider, Federation, Inventory, Pool};
 use baton_actions::protocol::ActionAnswer;
 use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
@@ -165,6 +166,14 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
         ]
     );
     assert_eq!(fleet.sim(&fqdn("mgmt1.contoso.com"))?["dns"]["_xmpp-server._tcp.contoso.com"]["srv"].as_array().map(Vec::len), Some(1));
+
+    // `!status xmpp` reads every site's route through the management agent.
+    use baton_actions::status::RouteReader;
+    let routes = AgentRoutes::new(std::sync::Arc::new(dispatcher), fqdn("mgmt1.contoso.com"), Duration::from_secs(10));
+    let read = |s: &str| rt.block_on(routes.route(&SiteName::parse(s).expect("valid")));
+    assert_eq!(read("Site1"), Ok("EdgeServer:edgepool1.contoso.com".to_string()));
+    assert_eq!(read("Site2"), Ok("EdgeServer:edgepool2.contoso.com".to_string()));
+    assert_eq!(read("Site9"), Err("mgmt1.contoso.com: route.get failed with exit code 1: Get-CsSite: no site Site9".to_string()));
     Ok(())
 }
 

@@ -54,14 +54,18 @@ const SCHEMA: &str = "
 pub const INTERRUPTED: &str = "interrupted: the agent stopped while this action was running; it may or may not have \
      taken effect and was not run again (check the host, then retry with a new attempt)";
 
+/// How long finished keys are kept: far longer than any run, its retries and restarts.
+const RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
+
 fn now_ms() -> i64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path` and closes every key left `running` by a
-    /// previous agent process as failed ([`INTERRUPTED`]). Returns the journal and those keys.
+    /// Opens (or creates) the journal at `path`, closes every key left `running` by a previous
+    /// agent process as failed ([`INTERRUPTED`]), and forgets keys finished more than 30 days
+    /// ago. Returns the journal and the interrupted keys.
     pub fn open(path: &Path) -> Result<(Journal, Vec<String>), JournalError> {
         let open = || -> rusqlite::Result<Connection> {
             let conn = Connection::open(path)?;
@@ -90,6 +94,7 @@ impl Journal {
                 params![key, String::from_utf8_lossy(&answer.encode()), now],
             )?;
         }
+        tx.execute("DELETE FROM calls WHERE state = 'done' AND finished_ms < ?1", [now - RETENTION_MS])?;
         tx.commit()?;
         Ok((Journal { conn: Mutex::new(conn) }, stale.into_iter().map(|(k, _)| k).collect()))
     }
@@ -180,5 +185,15 @@ mod tests {
             other => panic!("expected the interrupted answer, got {other:?}"),
         }
         assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Done(failed(&k1)), "finished keys survive a restart");
+        drop(j);
+
+        // Keys finished long ago are forgotten at the next start.
+        let conn = Connection::open(&path).expect("opens");
+        conn.execute("UPDATE calls SET finished_ms = finished_ms - ?1 WHERE key = ?2", params![RETENTION_MS + 1000, k1.as_str()])
+            .expect("ages a key");
+        drop(conn);
+        let (j, _) = Journal::open(&path).expect("reopens");
+        assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Fresh);
+        assert!(matches!(j.begin(&k2, &stop()).expect("begin"), Begin::Done(_)), "recent keys stay");
     }
 }
