@@ -64,6 +64,8 @@ struct Inner {
     /// Keys executing now, with when they started and where their answer will appear.
     running: Mutex<HashMap<IdempotencyKey, Execution>>,
     tasks: TaskTracker,
+    /// Set when the agent stops: new calls are refused (503, which the dispatcher retries).
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 type Reply = (u16, Vec<u8>);
@@ -97,6 +99,7 @@ impl Agent {
                 journal: Arc::new(journal),
                 running: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -136,6 +139,7 @@ impl Agent {
             }
         }
         drop(listener);
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.tasks.close();
         if tokio::time::timeout(c.shutdown_grace, self.inner.tasks.wait()).await.is_err() {
             warn!(grace = ?c.shutdown_grace, "actions still running at shutdown are stopped; they will be reported interrupted");
@@ -166,6 +170,8 @@ fn admit(settings: &super::config::TlsSettings, conn: &rustls::ServerConnection)
 
 impl Inner {
     async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr) {
+        // Answers are small and written in pieces: do not let Nagle hold them for an ACK.
+        let _ = stream.set_nodelay(true);
         let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -262,6 +268,9 @@ impl Inner {
             refuse(ErrorKind::BadRequest, format!("the {} executor has nothing for {}", c.executor.describe(), action.id()))
         })?;
         let timeout = c.timeout_for(action, call.timeout());
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(refuse(ErrorKind::Unavailable, "the agent is stopping; nothing was executed"));
+        }
         let begin = {
             let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
             blocking(move || journal.begin(&key, &action)).await?
