@@ -62,6 +62,10 @@ pub fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
+fn unusable_pair<'a>(cert: &'a Path, key: &'a Path) -> impl Fn(rustls::Error) -> TlsError + 'a {
+    move |e| TlsError::Config(format!("{} and {} do not make a usable pair: {e}", cert.display(), key.display()))
+}
+
 /// The agent's side: its own certificate and key, and client certificates required to chain to
 /// the CA in `client_ca`.
 pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>, TlsError> {
@@ -74,7 +78,7 @@ pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<Se
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(format!("{} and {} do not make a usable pair: {e}", cert.display(), key.display())))?;
+        .map_err(unusable_pair(cert, key))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -87,7 +91,7 @@ pub fn client_config(cert: &Path, key: &Path, ca: &Path) -> Result<Arc<ClientCon
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-        .map_err(|e| TlsError::Config(format!("{} and {} do not make a usable pair: {e}", cert.display(), key.display())))?;
+        .map_err(unusable_pair(cert, key))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

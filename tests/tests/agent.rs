@@ -4,7 +4,7 @@
 use anyhow::Result;
 use baton_actions::agent::INTERRUPTED;
 use baton_actions::dispatcher::AgentRoutes;
-use baton_actions::inventory::{DnsProvider, Federation, Inventory, Pool};
+use baton_actions::inventory::Inventory;
 use baton_actions::protocol::ActionAnswer;
 use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
 use baton_e2e::agents::{AgentSpec, Fleet, gone_within, raw_request, sim_state};
@@ -34,31 +34,22 @@ fn request(k: &str, action: Action, timeout: Duration) -> ActionRequest {
 /// The Contoso inventory with Windows DNS on the management host, so that every step of the
 /// runbook but the port check and the verification runs through an agent.
 fn contoso() -> Inventory {
-    let pool = |name: &str, site: &str, address: &str, servers: &[&str]| Pool {
-        name: PoolName::parse(name).expect("valid"),
-        site: SiteName::parse(site).expect("valid"),
-        fqdn: fqdn(&format!("{}.contoso.com", name.to_ascii_lowercase())),
-        external_address: address.parse().expect("valid"),
-        servers: servers.iter().map(|s| fqdn(s)).collect(),
+    let pool = |name: &str, site: &str, address: &str, servers: [&str; 2]| {
+        json!({ "name": name, "site": site, "fqdn": format!("{}.contoso.com", name.to_ascii_lowercase()),
+                "external_address": address, "servers": servers })
     };
-    Inventory {
-        sites: vec![SiteName::parse("Site1").expect("valid"), SiteName::parse("Site2").expect("valid")],
-        pools: vec![
-            pool("EdgePool1", "Site1", "203.0.113.10", &["edge1a.contoso.com", "edge1b.contoso.com"]),
-            pool("EdgePool2", "Site2", "203.0.113.20", &["edge2a.contoso.com", "edge2b.contoso.com"]),
+    serde_json::from_value(json!({
+        "sites": ["Site1", "Site2"],
+        "pools": [
+            pool("EdgePool1", "Site1", "203.0.113.10", ["edge1a.contoso.com", "edge1b.contoso.com"]),
+            pool("EdgePool2", "Site2", "203.0.113.20", ["edge2a.contoso.com", "edge2b.contoso.com"]),
         ],
-        management_host: fqdn("mgmt1.contoso.com"),
-        federation: Federation {
-            domain: fqdn("contoso.com"),
-            host: fqdn("xmpp.contoso.com"),
-            srv: fqdn("_xmpp-server._tcp.contoso.com"),
-            port: 5269,
-            srv_priority: 10,
-            srv_weight: 10,
-            ttl: 300,
-        },
-        dns: DnsProvider::Agent { host: fqdn("mgmt1.contoso.com"), zone: fqdn("contoso.com") },
-    }
+        "management_host": "mgmt1.contoso.com",
+        "federation": { "domain": "contoso.com", "host": "xmpp.contoso.com", "srv": "_xmpp-server._tcp.contoso.com",
+                        "port": 5269, "srv_priority": 10, "srv_weight": 10, "ttl": 300 },
+        "dns": { "provider": "agent", "host": "mgmt1.contoso.com", "zone": "contoso.com" },
+    }))
+    .expect("the test inventory is valid")
 }
 
 /// One line describing the simulated hosts: each edge's services, each site's route, the

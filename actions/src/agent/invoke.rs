@@ -144,7 +144,7 @@ pub fn invocation(executor: &ExecutorConfig, key: &IdempotencyKey, action: &Acti
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::agent::config::DEFAULT_POWERSHELL;
     use crate::names::{Fqdn, SiteName};
@@ -162,7 +162,9 @@ mod tests {
         DnsVia::Agent { host: fqdn("dns1.contoso.com"), zone: fqdn("contoso.com") }
     }
 
-    fn catalog() -> Vec<Action> {
+    /// One action of each kind an agent carries out, in [`crate::agent::config::AGENT_ACTIONS`]
+    /// order (the other agent modules' tests use it too).
+    pub(crate) fn catalog() -> Vec<Action> {
         vec![
             Action::ServicesStop { host: fqdn("edge2a.contoso.com") },
             Action::ServicesStart { host: fqdn("edge2a.contoso.com") },

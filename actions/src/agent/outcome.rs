@@ -154,12 +154,8 @@ fn verify(action: &Action, line: Option<&str>) -> Result<(String, ActionResult),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agent::invoke::tests::catalog;
     use crate::agent::process::Tail;
-    use crate::names::{Fqdn, SiteName};
-
-    fn fqdn(s: &str) -> Fqdn {
-        Fqdn::parse(s).expect("valid")
-    }
 
     fn finished(exit: Exit, stdout: &str, stderr: &str) -> Finished {
         let mut out = Tail::new(1 << 16);
@@ -182,7 +178,7 @@ mod tests {
 
     #[test]
     fn processes_become_answers() {
-        let stop = Action::ServicesStop { host: fqdn("edge2a.contoso.com") };
+        let [stop, _start, status, get, set, a, srv] = <[Action; 7]>::try_from(catalog()).expect("seven actions");
         let stopped = r#"{"services":[{"name":"RTCSRV","status":"Stopped"},{"name":"RTCMRAUTH","status":"Stopped"}]}"#;
         check(&stop, Exit::Code(0), &format!("WARNING: noise\n{stopped}\n"), "", "ok: 2 services stopped");
         check(
@@ -206,11 +202,8 @@ mod tests {
         check(&stop, Exit::Signal(Some(9)), "", "", "failed: services.stop was killed by signal 9");
         check(&stop, Exit::SpawnFailed("cannot start x: not found".into()), "", "", "failed: services.stop could not run: cannot start x: not found");
 
-        let status = Action::ServicesStatus { host: fqdn("edge2a.contoso.com") };
         check(&status, Exit::Code(0), r#"{"services":[{"name":"A","status":"Running"},{"name":"B","status":"Stopped"}]}"#, "", "ok: 1 of 2 services running");
 
-        let site = SiteName::parse("Site2").expect("valid");
-        let set = Action::RouteSet { host: fqdn("mgmt1.contoso.com"), site: site.clone(), edge_pool: fqdn("edgepool2.contoso.com") };
         check(
             &set,
             Exit::Code(0),
@@ -232,12 +225,9 @@ mod tests {
             "",
             "failed: route.set: Set-CsSite Site2 -XmppFederationRoute did not take: Get-CsSite shows EdgeServer:edgepool1.contoso.com (wanted EdgeServer:edgepool2.contoso.com)",
         );
-        let get = Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site };
         check(&get, Exit::Code(0), r#"{"site":"Site2","route":null}"#, "", "ok: Site2 has no XMPP federation route");
         check(&get, Exit::Code(0), r#"{"site":"Site1","route":null}"#, "", "failed: route.get: asked for site Site2, the result is for Site1");
 
-        let dns = crate::catalog::DnsVia::Agent { host: fqdn("mgmt1.contoso.com"), zone: fqdn("contoso.com") };
-        let a = Action::DnsSetA { dns: dns.clone(), name: fqdn("xmpp.contoso.com"), address: "203.0.113.20".parse().expect("ip"), ttl: 300 };
         check(&a, Exit::Code(0), r#"{"name":"xmpp.contoso.com","addresses":["203.0.113.20"]}"#, "", "ok: xmpp.contoso.com A 203.0.113.20 confirmed");
         check(
             &a,
@@ -246,15 +236,6 @@ mod tests {
             "",
             "failed: dns.set_a: xmpp.contoso.com A is [203.0.113.10, 203.0.113.20] after the change, wanted [203.0.113.20]",
         );
-        let srv = Action::DnsEnsureSrv {
-            dns,
-            name: fqdn("_xmpp-server._tcp.contoso.com"),
-            target: fqdn("xmpp.contoso.com"),
-            port: 5269,
-            priority: 10,
-            weight: 10,
-            ttl: 300,
-        };
         check(
             &srv,
             Exit::Code(0),
@@ -274,9 +255,9 @@ mod tests {
     #[test]
     fn failures_carry_bounded_tails() {
         let key = IdempotencyKey::parse("k").expect("valid");
-        let stop = Action::ServicesStop { host: fqdn("edge2a.contoso.com") };
+        let stop = &catalog()[0];
         let noisy = "x".repeat(10_000);
-        match interpret(&stop, &key, &finished(Exit::Code(2), &noisy, &noisy), Duration::from_secs(1)) {
+        match interpret(stop, &key, &finished(Exit::Code(2), &noisy, &noisy), Duration::from_secs(1)) {
             ActionAnswer::Failed { stdout_tail, stderr_tail, .. } => {
                 assert!(stdout_tail.len() <= TAIL_SENT + 3 && stdout_tail.starts_with('…'));
                 assert!(stderr_tail.len() <= TAIL_SENT + 3);
