@@ -24,6 +24,30 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tracing::{debug, warn};
 
+/// Where one agent listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentAddress {
+    /// A fixed address (tests, hosts without DNS).
+    Socket(SocketAddr),
+    /// This port on the host's own name, resolved at each connection.
+    Port(u16),
+}
+
+impl From<SocketAddr> for AgentAddress {
+    fn from(s: SocketAddr) -> AgentAddress {
+        AgentAddress::Socket(s)
+    }
+}
+
+impl std::fmt::Display for AgentAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentAddress::Socket(s) => write!(f, "{s}"),
+            AgentAddress::Port(p) => write!(f, "port {p}"),
+        }
+    }
+}
+
 /// Where the agents are and how hard to try.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DispatcherConfig {
@@ -33,7 +57,10 @@ pub struct DispatcherConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
     /// The address of each agent. The TLS server name is always the host's FQDN.
-    pub agents: BTreeMap<Fqdn, SocketAddr>,
+    pub agents: BTreeMap<Fqdn, AgentAddress>,
+    /// The port of hosts that `agents` does not list (on the host's name); `None`: such hosts
+    /// are refused.
+    pub default_port: Option<u16>,
     /// Bound on the TCP connect and on the TLS handshake, each.
     pub connect_timeout: Duration,
     /// Bound on one exchange beyond the time the agent may hold it (`poll_wait`).
@@ -50,12 +77,13 @@ pub struct DispatcherConfig {
 impl DispatcherConfig {
     /// A configuration with the default times: 3 s connect, 10 s request, 10 s poll wait, 4
     /// attempts with backoff from 250 ms to 4 s.
-    pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf, agents: BTreeMap<Fqdn, SocketAddr>) -> DispatcherConfig {
+    pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf, agents: BTreeMap<Fqdn, AgentAddress>) -> DispatcherConfig {
         DispatcherConfig {
             ca,
             cert,
             key,
             agents,
+            default_port: None,
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             poll_wait: Duration::from_secs(10),
@@ -72,7 +100,7 @@ pub enum DispatchError {
     Tls(#[from] TlsError),
     #[error("{host}: no agent address is configured for this host")]
     UnknownHost { host: Fqdn },
-    #[error("{host}: agent unreachable after {attempts} attempts: {last}")]
+    #[error("{host}: agent unreachable after {}: {last}", counted(*.attempts, "attempt"))]
     Unreachable { host: Fqdn, attempts: u32, last: String },
     #[error("{host}: TLS with the agent failed: {why}")]
     Handshake { host: Fqdn, why: String },
@@ -82,6 +110,11 @@ pub enum DispatchError {
     BadAnswer { host: Fqdn, why: String },
     #[error("{host}: no final answer from the agent within {}", humantime::format_duration(*waited))]
     NoAnswer { host: Fqdn, waited: Duration },
+}
+
+/// `1 attempt`, `3 attempts`.
+fn counted(n: u32, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
 /// The client. Cheap to share behind an `Arc`; every call opens its own connection.
@@ -126,19 +159,34 @@ impl Dispatcher {
         &self.config
     }
 
-    fn address(&self, host: &Fqdn) -> Result<SocketAddr, DispatchError> {
-        self.config.agents.get(host).copied().ok_or_else(|| DispatchError::UnknownHost { host: host.clone() })
+    fn address(&self, host: &Fqdn) -> Result<AgentAddress, DispatchError> {
+        let c = &self.config;
+        c.agents
+            .get(host)
+            .cloned()
+            .or(c.default_port.map(AgentAddress::Port))
+            .ok_or_else(|| DispatchError::UnknownHost { host: host.clone() })
     }
 
     /// One HTTP exchange on a fresh mutual-TLS connection.
     async fn exchange(&self, host: &Fqdn, method: Method, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
-        let address = self.address(host).map_err(Attempt::Fail)?;
+        let target = self.address(host).map_err(Attempt::Fail)?;
+        let address = match &target {
+            AgentAddress::Socket(s) => s.to_string(),
+            AgentAddress::Port(p) => format!("{host}:{p}"),
+        };
         let c = &self.config;
         let tls_failure = |e: &(dyn StdError + 'static), fallback: String| match rustls_cause(e) {
             Some(r) => Attempt::Fail(DispatchError::Handshake { host: host.clone(), why: r.to_string() }),
             None => Attempt::Retry(fallback),
         };
-        let tcp = match tokio::time::timeout(c.connect_timeout, TcpStream::connect(address)).await {
+        let connect = async {
+            match &target {
+                AgentAddress::Socket(s) => TcpStream::connect(*s).await,
+                AgentAddress::Port(p) => TcpStream::connect((host.as_str(), *p)).await,
+            }
+        };
+        let tcp = match tokio::time::timeout(c.connect_timeout, connect).await {
             Err(_) => return Err(Attempt::Retry(format!("connecting to {address} timed out after {:?}", c.connect_timeout))),
             Ok(Err(e)) => return Err(Attempt::Retry(format!("cannot connect to {address}: {e}"))),
             Ok(Ok(s)) => s,
@@ -337,12 +385,19 @@ mod tests {
         let files = crate::pki::init(dir.path(), std::slice::from_ref(&edge), &crate::pki::PkiOptions::default()).expect("pki");
         // A port that was free a moment ago: nothing listens there.
         let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("address");
-        let mut config = DispatcherConfig::new(files.ca_cert, files.bot_cert, files.bot_key, [(edge.clone(), free)].into());
+        let mut config = DispatcherConfig::new(files.ca_cert, files.bot_cert, files.bot_key, [(edge.clone(), free.into())].into());
         config.backoff = Duration::from_millis(10);
         config.attempts = 3;
         let d = Dispatcher::new(config).expect("dispatcher");
         let err = d.health(&edge).await.expect_err("nothing listens").to_string();
         assert!(err.starts_with("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:"), "{err}");
+        // A host without an entry is refused, unless a default port says where to look.
+        let mut by_name = d.config().clone();
+        by_name.default_port = Some(4443);
+        by_name.attempts = 1;
+        let named = Dispatcher::new(by_name).expect("dispatcher");
+        let err = named.health(&Fqdn::parse("edge9.invalid").expect("valid")).await.expect_err("no such name").to_string();
+        assert!(err.starts_with("edge9.invalid: agent unreachable after 1 attempt: cannot connect to edge9.invalid:4443"), "{err}");
         let other = Fqdn::parse("edge9.contoso.com").expect("valid");
         let report = d
             .execute(ActionRequest {

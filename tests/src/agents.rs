@@ -307,7 +307,7 @@ impl Fleet {
 
     /// A dispatcher configuration for every agent of the fleet, with short test times.
     pub fn dispatcher_config(&self) -> DispatcherConfig {
-        let agents = self.agents.iter().filter_map(|(h, a)| a.address.map(|s| (h.clone(), s))).collect();
+        let agents = self.agents.iter().filter_map(|(h, a)| a.address.map(|s| (h.clone(), s.into()))).collect();
         let mut c = DispatcherConfig::new(self.pki.ca_cert.clone(), self.pki.bot_cert.clone(), self.pki.bot_key.clone(), agents);
         c.connect_timeout = Duration::from_secs(2);
         c.request_timeout = Duration::from_secs(5);

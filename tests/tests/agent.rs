@@ -239,7 +239,7 @@ fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Resul
     assert!(err.starts_with("edge2a.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(2), "a certificate failure is not retried");
     let mut misrouted = fleet.dispatcher_config();
-    misrouted.agents.insert(edge2b.clone(), a);
+    misrouted.agents.insert(edge2b.clone(), a.into());
     let d = baton_actions::dispatcher::Dispatcher::new(misrouted)?;
     let err = rt.block_on(d.health(&edge2b)).expect_err("wrong agent").to_string();
     assert!(err.starts_with("edge2b.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");

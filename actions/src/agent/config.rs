@@ -337,6 +337,14 @@ kind = "command"
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let c = AgentConfig::parse(include_str!("../../../examples/agent.toml"), Path::new(r"C:\ProgramData\Baton"))
+            .expect("examples/agent.toml is valid");
+        assert_eq!(c.executor, ExecutorConfig::PowerShell { program: PathBuf::from(DEFAULT_POWERSHELL), module: LyncModule::Lync });
+        assert_eq!(c.tls.client_subjects, ["CN=baton-bot"]);
+    }
+
+    #[test]
     fn powershell_defaults_to_the_system_program() {
         let text = GOOD.replace(
             "kind = \"command\"\n[executor.commands]\n\"services.stop\" = [\"/bin/sim\", \"stop\"]\n\"services.start\" = [\"/bin/sim\", \"start\"]\n",
