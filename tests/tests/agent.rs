@@ -441,7 +441,7 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
     // Down during the retries and back within them: the same key gets through, once.
     fleet.kill(&edge2a)?;
     let mut patient = fleet.dispatcher_config();
-    patient.attempts = 20;
+    patient.attempts = 50;
     patient.backoff = Duration::from_millis(200);
     patient.max_backoff = Duration::from_millis(200);
     let patient = baton_actions::dispatcher::Dispatcher::new(patient)?;
