@@ -1,5 +1,6 @@
 //! Baton, the chat-ops bot: configuration, commands, the run engine, the store, and the chat
 //! adapters. The binary in `main.rs` is a thin command-line shell over this library.
 
+pub mod adapters;
 pub mod chat;
 pub mod run;

@@ -1,0 +1,3 @@
+//! Chat adapters: one folder per platform, each implementing [`crate::chat::ChatAdapter`].
+
+pub mod xmpp;
