@@ -82,7 +82,7 @@ mod tests {
         check("line one\nline two\nline three", 18, &["line one\nline two", "line three"]);
         check("aaaa bbbb cccc dddd", 10, &["aaaa bbbb", "cccc dddd"]);
         check("abcdefghijklmnop", 10, &["abcdefghij", "klmnop"]);
-        check("été été été", 9, &["été été", "été"]);
+        check("été été été", 11, &["été été", "été"]);
         check("ééééé", 8, &["éééé", "é"]);
     }
 
