@@ -1,3 +1,4 @@
 //! e2e harness.
 
 pub mod prosody;
+pub mod xmpp_client;
