@@ -216,3 +216,22 @@ async fn prosody_restart_refuses_deliveries_while_down_then_delivers_in_order() 
     assert_eq!(seen, ["status 1", "status 2", "status 3"]);
     bot.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_receiver_does_not_block_deliveries() {
+    let server = Prosody::start().expect("prosody starts");
+    let mut bot = Bot::start(&server).await;
+    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
+    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    // More messages than the inbound queue holds, while nobody reads it ...
+    for n in 0..100 {
+        alice.send(INCIDENT_ROOM, &format!("!status {n}")).await.expect("sent");
+    }
+    alice.expect_message(|m| m.text == "!status 99", WAIT).await.expect("the room relayed them all");
+    // ... and a delivery still gets its confirmation.
+    bot.say(1, INCIDENT_ROOM, "still here").await.expect("delivered while the receiver is busy");
+    for n in 0..100 {
+        assert_eq!(bot.next().await.text, format!("!status {n}"));
+    }
+    bot.stop().await;
+}

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use baton_policies::Platform;
 use futures::StreamExt;
 use inbound::{MessageOutcome, PresenceOutcome, RoomState};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -126,6 +126,9 @@ impl XmppAdapter {
     }
 }
 
+/// Live messages held for a busy receiver before new ones are dropped.
+const MAX_BACKLOG: usize = 10_000;
+
 /// Outbound messages waiting for the room's echo of their last part.
 struct Pending {
     reply: oneshot::Sender<Result<(), DeliveryError>>,
@@ -203,6 +206,9 @@ impl ChatAdapter for XmppAdapter {
 struct Driver<'a> {
     adapter: &'a XmppAdapter,
     inbound: mpsc::Sender<Inbound>,
+    /// Live messages not yet taken by the receiver: the stream keeps being read (so delivery
+    /// echoes are seen) even while the engine is busy waiting for a delivery.
+    backlog: VecDeque<Inbound>,
     commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
     rooms: HashMap<BareJid, RoomState>,
@@ -228,6 +234,7 @@ impl<'a> Driver<'a> {
         Driver {
             adapter,
             inbound,
+            backlog: VecDeque::new(),
             commands,
             stop,
             rooms,
@@ -250,18 +257,27 @@ impl<'a> Driver<'a> {
         );
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let inbound = self.inbound.clone();
         let result = loop {
+            let waiting = !self.backlog.is_empty();
             tokio::select! {
                 _ = self.stop.cancelled() => break Ok(()),
                 event = stream.next() => match event {
                     None => break Err(XmppError::StreamEnded),
-                    Some(event) => {
-                        if !self.on_event(&stream, event).await {
-                            break Ok(());
-                        }
-                    }
+                    Some(event) => self.on_event(&stream, event).await,
                 },
                 Some(command) = self.commands.recv() => self.on_command(&stream, command).await,
+                permit = inbound.reserve(), if waiting => match permit {
+                    Ok(permit) => {
+                        if let Some(next) = self.backlog.pop_front() {
+                            permit.send(next);
+                        }
+                    }
+                    Err(_) => {
+                        info!("inbound receiver closed; stopping the xmpp adapter");
+                        break Ok(());
+                    }
+                },
                 _ = tick.tick() => self.on_tick(&stream).await,
             }
         };
@@ -273,8 +289,7 @@ impl<'a> Driver<'a> {
         result
     }
 
-    /// Handles one stream event; returns false when the inbound receiver is gone.
-    async fn on_event(&mut self, stream: &StanzaStream, event: Event) -> bool {
+    async fn on_event(&mut self, stream: &StanzaStream, event: Event) {
         match event {
             Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                 info!(jid = %bound_jid, "xmpp session established; joining rooms");
@@ -293,9 +308,11 @@ impl<'a> Driver<'a> {
                 self.on_tick(stream).await;
             }
             Event::Stream(StreamEvent::Suspended) => {
+                // Messages awaiting their echo stay pending: if the session resumes, stream
+                // management retransmits them and the echo still confirms them; otherwise the
+                // reset (or their deadline) fails them and the outbox retries.
                 warn!("xmpp connection lost; reconnecting");
                 self.online = false;
-                self.fail_pending("the xmpp connection was lost");
                 self.adapter.update_status(|s| s.online = false);
             }
             Event::Stream(StreamEvent::Resumed) => {
@@ -304,14 +321,13 @@ impl<'a> Driver<'a> {
                 self.adapter.update_status(|s| s.online = true);
             }
             Event::Stanza(Stanza::Presence(presence)) => self.on_presence(stream, presence).await,
-            Event::Stanza(Stanza::Message(message)) => return self.on_message(stream, message).await,
+            Event::Stanza(Stanza::Message(message)) => self.on_message(stream, message).await,
             Event::Stanza(Stanza::Iq(iq)) => {
                 if let Some(answer) = answer_iq(iq) {
                     stream.send(Box::new(Stanza::Iq(answer))).await;
                 }
             }
         }
-        true
     }
 
     async fn on_presence(&mut self, stream: &StanzaStream, presence: Presence) {
@@ -351,20 +367,21 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn on_message(&mut self, stream: &StanzaStream, message: tokio_xmpp::parsers::message::Message) -> bool {
+    async fn on_message(&mut self, stream: &StanzaStream, message: tokio_xmpp::parsers::message::Message) {
         let Some(room_jid) = inbound::room_of(message.from.as_ref()) else {
-            return true;
+            return;
         };
         let Some(room) = self.rooms.get_mut(&room_jid) else {
             debug!(from = ?message.from, "message from outside the configured rooms dropped");
-            return true;
+            return;
         };
         match room.on_message(&message) {
             MessageOutcome::Live(inbound) => {
                 debug!(room = %room_jid, id = %inbound.message_id, "room message received");
-                if self.inbound.send(inbound).await.is_err() {
-                    info!("inbound receiver closed; stopping the xmpp adapter");
-                    return false;
+                if self.backlog.len() >= MAX_BACKLOG {
+                    warn!(room = %room_jid, id = %inbound.message_id, "inbound backlog full; message dropped");
+                } else {
+                    self.backlog.push_back(inbound);
                 }
             }
             MessageOutcome::OwnEcho { id: Some(id) } => {
@@ -395,7 +412,6 @@ impl<'a> Driver<'a> {
             }
             MessageOutcome::Dropped(why) => debug!(room = %room_jid, why, "room message dropped"),
         }
-        true
     }
 
     async fn post_notice_if_needed(&mut self, stream: &StanzaStream, room_jid: &BareJid) {
