@@ -75,6 +75,15 @@ impl Bot {
     }
 }
 
+/// A server, the bot in both rooms, and alice in the incident room.
+async fn incident_room_with_alice() -> (Prosody, Bot, TestClient) {
+    let server = Prosody::start().expect("prosody starts");
+    let bot = Bot::start(&server).await;
+    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
+    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    (server, bot, alice)
+}
+
 fn verified(who: &str) -> Sender {
     Sender::Verified(Identity::parse(&format!("xmpp:{who}@contoso.test")).expect("valid identity"))
 }
@@ -85,10 +94,7 @@ fn from_nick(nick: &'static str) -> impl Fn(&RoomMessage) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn senders_are_real_jids_never_nicknames() {
-    let server = Prosody::start().expect("prosody starts");
-    let mut bot = Bot::start(&server).await;
-    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    let (server, mut bot, mut alice) = incident_room_with_alice().await;
     alice.send(INCIDENT_ROOM, "!status").await.expect("alice sends");
     let got = bot.next().await;
     assert_eq!(got.room, RoomRef::new(Platform::Xmpp, INCIDENT_ROOM));
@@ -137,10 +143,7 @@ async fn semi_anonymous_room_senders_are_unverified_and_the_bot_says_why_once() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_repeated_ids_produce_no_inbound() {
-    let server = Prosody::start().expect("prosody starts");
-    let mut bot = Bot::start(&server).await;
-    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    let (server, mut bot, mut alice) = incident_room_with_alice().await;
 
     alice.send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2", "fixed-id").await.expect("sent");
     alice.send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2 again", "fixed-id").await.expect("sent");
@@ -169,10 +172,7 @@ async fn history_and_repeated_ids_produce_no_inbound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_round_trips_do_not_stall() {
-    let server = Prosody::start().expect("prosody starts");
-    let mut bot = Bot::start(&server).await;
-    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    let (_server, mut bot, mut alice) = incident_room_with_alice().await;
     let started = Instant::now();
     for n in 0..1000 {
         alice.send(INCIDENT_ROOM, &format!("!ping {n}")).await.expect("sent");
@@ -219,10 +219,7 @@ async fn prosody_restart_refuses_deliveries_while_down_then_delivers_in_order() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_receiver_does_not_block_deliveries() {
-    let server = Prosody::start().expect("prosody starts");
-    let mut bot = Bot::start(&server).await;
-    let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    let (_server, mut bot, mut alice) = incident_room_with_alice().await;
     // More messages than the inbound queue holds, while nobody reads it ...
     for n in 0..100 {
         alice.send(INCIDENT_ROOM, &format!("!status {n}")).await.expect("sent");
