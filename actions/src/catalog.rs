@@ -6,15 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-/// Where a DNS change is made.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "via", rename_all = "lowercase")]
-pub enum DnsVia {
-    /// An RFC 2136 update signed with TSIG, sent by the bot.
-    Rfc2136 { server: String, zone: Fqdn },
-    /// The DnsServer cmdlets on a Windows DNS server, through its agent.
-    Agent { host: Fqdn, zone: Fqdn },
-}
+/// Where a DNS change is made: the inventory's provider, carried by each DNS action.
+pub type DnsVia = crate::inventory::DnsProvider;
 
 /// One action of the catalog, with its exact parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

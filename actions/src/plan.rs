@@ -74,11 +74,11 @@ impl Step {
             (StepKind::ServicesStop, _) => format!("Stop-CsWindowsService on {}", hosts()),
             (StepKind::ServicesStart, _) => format!("Start-CsWindowsService on {}", hosts()),
             (StepKind::RouteSet, Some(a)) => format!("{} (on {})", a.command_line(), a.where_long()),
-            (StepKind::DnsA, Some(Action::DnsSetA { name, address, .. })) => {
-                format!("{name} -> {address} (via {})", self.actions[0].where_long())
+            (StepKind::DnsA, Some(Action::DnsSetA { dns, name, address, .. })) => {
+                format!("{name} -> {address} ({})", dns_how(dns))
             }
-            (StepKind::DnsSrv, Some(Action::DnsEnsureSrv { name, target, port, .. })) => {
-                format!("{name} -> {target}:{port}, exactly once (via {})", self.actions[0].where_long())
+            (StepKind::DnsSrv, Some(Action::DnsEnsureSrv { dns, name, target, port, .. })) => {
+                format!("{name} -> {target}:{port}, exactly once ({})", dns_how(dns))
             }
             (StepKind::PortCheck, Some(Action::PortCheck { address, port })) => {
                 format!("{} reachable through the firewall", std::net::SocketAddr::new(*address, *port))
@@ -88,6 +88,13 @@ impl Step {
             }
             _ => self.actions.iter().map(|a| a.command_line()).collect::<Vec<_>>().join("; "),
         }
+    }
+}
+
+fn dns_how(dns: &DnsVia) -> String {
+    match dns {
+        DnsVia::Rfc2136 { server, .. } => format!("RFC 2136 update to {server}"),
+        DnsVia::Agent { host, .. } => format!("DnsServer cmdlets on {host}"),
     }
 }
 
@@ -180,10 +187,7 @@ pub fn resolve(inv: &Inventory, target: &str, current: Option<&PoolName>) -> Res
 }
 
 fn dns_via(inv: &Inventory) -> DnsVia {
-    match &inv.dns {
-        DnsProvider::Rfc2136 { server, zone } => DnsVia::Rfc2136 { server: server.clone(), zone: zone.clone() },
-        DnsProvider::Agent { host, zone } => DnsVia::Agent { host: host.clone(), zone: zone.clone() },
-    }
+    inv.dns.clone()
 }
 
 fn actions_for(kind: StepKind, inv: &Inventory, pool: &Pool) -> Vec<Action> {
@@ -267,9 +271,9 @@ mod tests {
                services.stop @ edge2b.contoso.com: Stop-CsWindowsService
             3. route: Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
                route.set @ mgmt1.contoso.com: Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com
-            4. dns A: xmpp.contoso.com -> 203.0.113.20 (via DNS ns1.contoso.com:53 (RFC 2136 + TSIG))
+            4. dns A: xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to ns1.contoso.com:53)
                dns.set_a @ DNS ns1.contoso.com:53 (RFC 2136 + TSIG): update zone contoso.com: delete xmpp.contoso.com A; add xmpp.contoso.com 300 A 203.0.113.20
-            5. dns SRV: _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (via DNS ns1.contoso.com:53 (RFC 2136 + TSIG))
+            5. dns SRV: _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to ns1.contoso.com:53)
                dns.ensure_srv @ DNS ns1.contoso.com:53 (RFC 2136 + TSIG): update zone contoso.com: ensure exactly one _xmpp-server._tcp.contoso.com 300 SRV 10 10 5269 xmpp.contoso.com
             6. port: 203.0.113.20:5269 reachable through the firewall
                port.check @ bot: TCP connect 203.0.113.20:5269
@@ -318,6 +322,9 @@ mod tests {
         assert_eq!(a.hash(), b.hash());
         assert_eq!(a.hash().as_str().len(), 64);
         assert_eq!(a.hash().short().len(), 12);
+        // Pinned: a change of the canonical form changes every hash, and pending runs' approvals
+        // lapse across such an upgrade. Change it knowingly.
+        assert_eq!(a.hash().short(), "85c5fea136fc");
         // Another current route, another address, another server: another hash.
         let c = resolve(&inv, "EdgePool2", None).expect("resolves");
         assert_ne!(a.hash(), c.hash());

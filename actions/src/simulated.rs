@@ -66,6 +66,9 @@ pub struct SimulationConfig {
     pub default_delay: Duration,
     pub delays: BTreeMap<String, Duration>,
     pub failures: Vec<FailureRule>,
+    /// Crash drills: the process aborts right after recording an execution of a matching action,
+    /// before anyone hears of its outcome (the worst moment for a crash).
+    pub crash_after: Option<FailureRule>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +227,10 @@ impl Executor for SimulatedExecutor {
         if let Err(e) = self.record(&key, &action, &report) {
             tracing::error!(key = %key, error = %e, "simulation could not record an execution");
         }
+        if self.config.crash_after.as_ref().is_some_and(|r| r.matches(&action)) {
+            eprintln!("simulated crash after executing {} on {} (key {key})", action.id(), action.where_short());
+            std::process::abort();
+        }
         drop(guard);
         report
     }
@@ -269,6 +276,7 @@ mod tests {
             default_delay: Duration::from_millis(1),
             delays: [("services.start".to_string(), Duration::from_secs(60))].into(),
             failures: vec!["services.stop@edge2b:1".parse().expect("valid rule")],
+            crash_after: None,
         };
         let sim = SimulatedExecutor::open(&path, cfg).expect("opens");
         let run = |attempt, host: &str| ActionRequest {

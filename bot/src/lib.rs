@@ -3,4 +3,12 @@
 
 pub mod adapters;
 pub mod chat;
+pub mod command;
 pub mod run;
+pub mod store;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod engine;
+pub mod event;
+pub mod render;

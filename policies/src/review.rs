@@ -46,10 +46,10 @@ pub struct Review {
 
 impl Review {
     /// Opens a review for `plan_hash`, requested by `requester` at `now`.
-    pub fn open(policy: &Policy, requester: &Actor, plan_hash: &str, now: DateTime<Utc>) -> Review {
+    pub fn open(policy: &Policy, requester: &PersonId, plan_hash: &str, now: DateTime<Utc>) -> Review {
         let expiry = chrono::Duration::from_std(policy.expiry).unwrap_or(chrono::Duration::MAX);
         Review {
-            requester: requester.person().clone(),
+            requester: requester.clone(),
             plan_hash: plan_hash.to_string(),
             expires_at: now.checked_add_signed(expiry).unwrap_or(DateTime::<Utc>::MAX_UTC),
             approvals: Vec::new(),

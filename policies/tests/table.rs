@@ -113,7 +113,7 @@ fn t0() -> DateTime<Utc> {
 fn play(policy: &Policy, steps: &[&str]) -> String {
     let dir = directory();
     let requester = policy.authorize(&dir, &sender("alice"), Right::Request).expect("alice may request");
-    let mut review = Review::open(policy, &requester, "h1", t0());
+    let mut review = Review::open(policy, requester.person(), "h1", t0());
     let mut hash = "h1".to_string();
     let mut out = Vec::new();
     for step in steps {
@@ -157,7 +157,7 @@ fn one_person_on_two_platforms_counts_once() {
     // bob approves from the console and again from Discord: still one person.
     let dir = directory();
     let requester = p.authorize(&dir, &sender("alice"), Right::Request).expect("alice may request");
-    let mut review = Review::open(&p, &requester, "h1", t0());
+    let mut review = Review::open(&p, requester.person(), "h1", t0());
     let bob_console = p.authorize(&dir, &sender("bob"), Right::Approve).expect("bob may approve");
     let v = review.check_approval(&p, &bob_console, "h1", t0()).expect("first approval");
     assert_eq!(review.record(&p, v), Tally::Pending { have: 1, need: 2 });
@@ -233,7 +233,7 @@ fn approvals_for_a_stale_hash_are_refused_and_never_counted() {
     let p = Policy::default();
     let dir = directory();
     let requester = p.authorize(&dir, &sender("alice"), Right::Request).expect("alice may request");
-    let mut review = Review::open(&p, &requester, "h1", t0());
+    let mut review = Review::open(&p, requester.person(), "h1", t0());
     let bob = p.authorize(&dir, &sender("bob"), Right::Approve).expect("bob may approve");
     assert_eq!(review.check_approval(&p, &bob, "h0", t0()), Err(Refusal::PlanChanged));
     // Checked against h1, then the plan changes before the approval is recorded.
@@ -247,7 +247,7 @@ fn only_an_approve_actor_can_approve_and_deny_needs_deny() {
     let p = Policy::default();
     let dir = directory();
     let alice = p.authorize(&dir, &sender("alice"), Right::Request).expect("alice may request");
-    let review = Review::open(&p, &alice, "h1", t0());
+    let review = Review::open(&p, alice.person(), "h1", t0());
     let bob_abort = p.authorize(&dir, &sender("bob"), Right::Abort).expect("bob may abort");
     assert!(matches!(review.check_approval(&p, &bob_abort, "h1", t0()), Err(Refusal::NotAllowed { .. })));
     assert!(matches!(review.check_deny(&p, &bob_abort, t0()), Err(Refusal::NotAllowed { .. })));

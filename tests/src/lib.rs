@@ -1,4 +1,5 @@
 //! e2e harness.
 
+pub mod baton;
 pub mod prosody;
 pub mod xmpp_client;

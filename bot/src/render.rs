@@ -1,0 +1,448 @@
+//! Every sentence Baton says in chat, in one place: plans, step lines, summaries, status tables,
+//! run cards. Pure functions of the run state.
+
+use crate::chat::{ButtonIntent, RunCard};
+use crate::run::{Phase, Run, RunId, StepStatus};
+use baton_actions::{ActionReport, Plan, PlanHash, PoolName};
+use baton_policies::{GroupName, PersonId, Policy};
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+
+/// An error from a library (lower-case, no full stop) as a chat sentence.
+pub fn sentence(text: &str) -> String {
+    let mut chars = text.trim().chars();
+    let mut out: String = match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => return String::new(),
+    };
+    if !out.ends_with(['.', '!', '?']) {
+        out.push('.');
+    }
+    out
+}
+
+/// `14:02:11`, in UTC.
+pub fn clock(t: DateTime<Utc>) -> String {
+    t.format("%H:%M:%S").to_string()
+}
+
+/// `0.3s`, `2.4s`, `41s`, `3m12s`.
+pub fn elapsed_ms(ms: u64) -> String {
+    match ms {
+        0..10_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        10_000..120_000 => format!("{}s", ms / 1000),
+        _ => format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60),
+    }
+}
+
+pub fn elapsed(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
+    elapsed_ms(u64::try_from((to - from).num_milliseconds()).unwrap_or(0))
+}
+
+fn people(list: &[PersonId]) -> String {
+    let names: Vec<&str> = list.iter().map(PersonId::as_str).collect();
+    match names.len() {
+        0 => "nobody".to_string(),
+        1 => names[0].to_string(),
+        n => format!("{} and {}", names[..n - 1].join(", "), names[n - 1]),
+    }
+}
+
+fn groups(list: &[GroupName]) -> String {
+    list.iter().map(GroupName::as_str).collect::<Vec<_>>().join(" or ")
+}
+
+fn route(from: Option<&PoolName>) -> &str {
+    from.map_or("(unknown)", |p| p.as_str())
+}
+
+fn plan_lines(out: &mut String, plan: &Plan, exact: bool) {
+    for (i, step) in plan.steps.iter().enumerate() {
+        let _ = write!(out, "\n  {}. {:<9} {}", i + 1, step.kind.title(), step.summary());
+        if exact {
+            for a in &step.actions {
+                let _ = write!(out, "\n       {}: {}", a.where_long(), a.command_line());
+            }
+        }
+    }
+    for w in &plan.warnings {
+        let _ = write!(out, "\nWarning: {w}.");
+    }
+}
+
+/// The request, with the plan, posted for review.
+pub fn plan_posted(run: &Run, policy: &Policy, prefix: &str) -> String {
+    let plan = &run.plan;
+    let mut out = format!(
+        "Run {} requested by {}: move XMPP federation {} -> {} ({}).",
+        run.id,
+        run.requester,
+        route(plan.from_pool.as_ref()),
+        plan.to_pool,
+        plan.to_site
+    );
+    if let Some(reason) = &run.reason {
+        let _ = write!(out, "\nReason: {reason}");
+    }
+    let _ = write!(out, "\nPlan (sha256 {}):", run.plan_hash.short());
+    plan_lines(&mut out, plan, false);
+    let _ = write!(out, "\n{}", approval_needed(run, policy, prefix));
+    out
+}
+
+fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
+    let need = policy.approvals_required.max(1);
+    let who = if policy.requester_may_approve {
+        format!("from {}", groups(&policy.approve))
+    } else {
+        format!("from {} other than {}", groups(&policy.approve), run.review.requester())
+    };
+    let minutes = (run.review.expires_at() - run.requested_at).num_minutes();
+    format!(
+        "Needs {need} approval{} {who}: `{prefix}approve {n}` or `{prefix}deny {n} <why>`. Expires at {} UTC ({} min).",
+        if need == 1 { "" } else { "s" },
+        clock(run.review.expires_at()),
+        minutes.max(1),
+        n = run.id.0,
+    )
+}
+
+/// `!plan`: the plan with the exact command per host, nothing started.
+pub fn plan_preview(plan: &Plan, hash: &PlanHash, prefix: &str) -> String {
+    let mut out = format!(
+        "Plan for XMPP federation {} -> {} ({}), sha256 {} (not started):",
+        route(plan.from_pool.as_ref()),
+        plan.to_pool,
+        plan.to_site,
+        hash.short()
+    );
+    plan_lines(&mut out, plan, true);
+    let _ = write!(out, "\nTo request it: {prefix}failover xmpp {} <reason>", plan.to_pool);
+    out
+}
+
+/// A new plan replaced the one under review.
+pub fn plan_changed(run: &Run, lapsed: &[PersonId], policy: &Policy, prefix: &str) -> String {
+    let mut out = format!("Run {}: the inventory changed and so did the plan.", run.id);
+    if !lapsed.is_empty() {
+        let _ = write!(out, " Approvals by {} lapsed.", people(lapsed));
+    }
+    let _ = write!(out, "\nNew plan (sha256 {}):", run.plan_hash.short());
+    plan_lines(&mut out, &run.plan, false);
+    let _ = write!(out, "\n{}", approval_needed(run, policy, prefix));
+    out
+}
+
+pub fn approval_recorded(run: &Run, by: &PersonId, have: u32, need: u32) -> String {
+    format!("{} approved by {by} ({have} of {need} approvals). Waiting for {} more.", run.id, need - have)
+}
+
+pub fn started(run: &Run) -> String {
+    let mut everyone = vec![run.requester.clone()];
+    everyone.extend(run.approvers.iter().filter(|p| **p != run.requester).cloned());
+    format!(
+        "{} approved by {} ({} people: {}). Running.",
+        run.id,
+        people(&run.approvers),
+        everyone.len(),
+        people(&everyone)
+    )
+}
+
+fn action_part(place: &str, report: &ActionReport, single: bool) -> String {
+    let time = elapsed_ms(report.elapsed_ms);
+    match (&report.outcome, single) {
+        (baton_actions::ActionOutcome::Ok { detail }, true) if place == "bot" => format!("{detail} ({time})"),
+        (baton_actions::ActionOutcome::Ok { detail }, true) => format!("{place}: {detail} ({time})"),
+        (baton_actions::ActionOutcome::Ok { .. }, false) => format!("{place} ok {time}"),
+        (baton_actions::ActionOutcome::Failed { error }, _) => format!("{place} FAILED after {time}: {error}"),
+    }
+}
+
+/// One line when a step ends.
+pub fn step_finished(run: &Run, step: usize) -> String {
+    let plan_step = &run.plan.steps[step];
+    let state = &run.steps[step];
+    let single = plan_step.actions.len() == 1;
+    let parts: Vec<String> = plan_step
+        .actions
+        .iter()
+        .zip(&state.results)
+        .filter_map(|(a, r)| r.as_ref().map(|r| action_part(&a.where_short(), r, single)))
+        .collect();
+    let verdict = if run.step_ok(step) { "" } else { " FAILED" };
+    let attempt = if state.attempt > 1 { format!(" (attempt {})", state.attempt) } else { String::new() };
+    format!(
+        "{} [{}/{}] {}{verdict}{attempt}: {}",
+        run.id,
+        step + 1,
+        run.step_count(),
+        plan_step.kind.title(),
+        parts.join(", ")
+    )
+}
+
+pub fn step_failed_help(run: &Run, step: usize, prefix: &str) -> String {
+    format!(
+        "{} stopped at step {}/{} ({}); later steps did not run. `{prefix}retry {n}` runs the failed part again, `{prefix}abort {n}` ends the run.",
+        run.id,
+        step + 1,
+        run.step_count(),
+        run.plan.steps[step].kind.title(),
+        n = run.id.0
+    )
+}
+
+/// `why` says who asked: `for bob`, `approved by carol`.
+pub fn retrying(run: &Run, step: usize, why: &str) -> String {
+    format!(
+        "{} retrying step {}/{} ({}), attempt {}, {why}.",
+        run.id,
+        step + 1,
+        run.step_count(),
+        run.plan.steps[step].kind.title(),
+        run.steps[step].attempt
+    )
+}
+
+pub fn retry_needs_approval(run: &Run, step: usize, policy: &Policy, prefix: &str) -> String {
+    format!(
+        "{} retry of step {}/{} ({}) requested by {}. {}",
+        run.id,
+        step + 1,
+        run.step_count(),
+        run.plan.steps[step].kind.title(),
+        run.review.requester(),
+        approval_needed(run, policy, prefix)
+    )
+}
+
+/// The final summary of a run that reached its end.
+pub fn finished(run: &Run, now: DateTime<Utc>) -> String {
+    let took = run.started_at.map(|s| elapsed(s, now)).unwrap_or_else(|| "0s".into());
+    let who = format!(
+        "Requested by {} at {} UTC, approved by {}",
+        run.requester,
+        clock(run.requested_at),
+        people(&run.approvers)
+    );
+    match &run.phase {
+        Phase::Succeeded => {
+            let verify = run
+                .steps
+                .last()
+                .and_then(|s| s.results.first())
+                .and_then(|r| r.as_ref())
+                .map(|r| format!(" Verify: {}.", r.outcome.text()))
+                .unwrap_or_default();
+            format!(
+                "{} succeeded in {took}. XMPP federation now served by {} ({}).{verify} {who}.",
+                run.id, run.plan.to_pool, run.plan.to_site
+            )
+        }
+        Phase::Aborted { by, reason } => {
+            let done = run.steps.iter().filter(|s| s.status == StepStatus::Succeeded).count();
+            let by = by.as_ref().map_or("Baton".to_string(), |p| p.to_string());
+            let reason = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!(
+                "{} aborted by {by}{reason}. {done} of {} steps had completed; the rest did not run. {who}.",
+                run.id,
+                run.step_count()
+            )
+        }
+        other => format!("{} {}.", run.id, other.name()),
+    }
+}
+
+pub fn denied(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    format!("{} denied by {by}{reason}. Nothing was changed.", run.id)
+}
+
+pub fn retry_denied(run: &Run, by: &PersonId, reason: Option<&str>, prefix: &str) -> String {
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
+    format!("{} retry denied by {by}{reason}. The run stays failed; `{prefix}abort {}` ends it.", run.id, run.id.0)
+}
+
+pub fn expired(run: &Run, policy: &Policy) -> String {
+    format!(
+        "{} expired: not approved within {}. Nothing was changed.",
+        run.id,
+        humantime::format_duration(policy.expiry)
+    )
+}
+
+pub fn retry_expired(run: &Run, prefix: &str) -> String {
+    format!("{} retry was not approved in time. The run stays failed: `{prefix}retry {n}` or `{prefix}abort {n}`.", run.id, n = run.id.0)
+}
+
+pub fn abort_requested(run: &Run, by: &PersonId) -> String {
+    let step = run.running_step().unwrap_or(0);
+    format!(
+        "{} will stop after step {}/{} ({}) ends (abort requested by {by}); nothing further will start.",
+        run.id,
+        step + 1,
+        run.step_count(),
+        run.plan.steps[step].kind.title()
+    )
+}
+
+fn step_mark(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::NotStarted => "-",
+        StepStatus::Running => "running",
+        StepStatus::Succeeded => "ok",
+        StepStatus::Failed => "FAILED",
+    }
+}
+
+fn phase_line(run: &Run) -> String {
+    match &run.phase {
+        Phase::Running { step } | Phase::Failed { step } | Phase::RetryPending { step } => format!(
+            "{}, step {}/{} ({})",
+            run.phase.name(),
+            step + 1,
+            run.step_count(),
+            run.plan.steps[*step].kind.title()
+        ),
+        other => other.name().to_string(),
+    }
+}
+
+/// `!status <run>`: the run's step table.
+pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
+    let approved = if run.approvers.is_empty() { String::new() } else { format!(", approved by {}", people(&run.approvers)) };
+    let mut out = format!(
+        "{} {}: {} -> {}, requested {} UTC by {}{approved}",
+        run.id,
+        phase_line(run),
+        route(run.plan.from_pool.as_ref()),
+        run.plan.to_pool,
+        clock(run.requested_at),
+        run.requester
+    );
+    if run.abort_requested.is_some() && run.phase.is_active() {
+        out.push_str(" (stopping after this step)");
+    }
+    for (i, (step, state)) in run.plan.steps.iter().zip(&run.steps).enumerate() {
+        let time = match (state.started_at, state.finished_at, state.status) {
+            (Some(s), Some(f), _) => elapsed(s, f),
+            (Some(s), None, StepStatus::Running) => format!("{} so far", elapsed(s, now)),
+            _ => String::new(),
+        };
+        let _ = write!(out, "\n  {}. {:<9} {:<8} {time}", i + 1, step.kind.title(), step_mark(state.status));
+        let out_trim = out.trim_end().len();
+        out.truncate(out_trim);
+        if state.status == StepStatus::Failed {
+            for (a, r) in step.actions.iter().zip(&state.results) {
+                if let Some(r) = r.as_ref().filter(|r| !r.outcome.is_ok()) {
+                    let _ = write!(out, "\n       {}: {}", a.where_short(), r.outcome.text());
+                }
+            }
+        }
+    }
+    if let Phase::PendingApproval | Phase::RetryPending { .. } = run.phase {
+        let _ = write!(out, "\n  expires at {} UTC", clock(run.review.expires_at()));
+    }
+    out
+}
+
+/// `!status`: active runs, and where the route is.
+pub fn active(runs: &[&Run], holder: Option<&PoolName>) -> String {
+    let mut out = match holder {
+        Some(p) => format!("XMPP federation route: {p} (as Baton last set or was configured)."),
+        None => "XMPP federation route: unknown to Baton.".to_string(),
+    };
+    if runs.is_empty() {
+        out.push_str(" No active run.");
+    }
+    for run in runs {
+        let _ = write!(
+            out,
+            "\n{} {}: {} -> {}, requested by {} at {} UTC",
+            run.id,
+            phase_line(run),
+            route(run.plan.from_pool.as_ref()),
+            run.plan.to_pool,
+            run.requester,
+            clock(run.requested_at)
+        );
+    }
+    out
+}
+
+/// `!runs`: the most recent runs, newest first.
+pub fn recent(runs: &[&Run]) -> String {
+    if runs.is_empty() {
+        return "No runs yet.".to_string();
+    }
+    let mut out = String::from("Recent runs:");
+    for run in runs {
+        let took = match (run.started_at, run.finished_at) {
+            (Some(s), Some(f)) => format!(" in {}", elapsed(s, f)),
+            _ => String::new(),
+        };
+        let _ = write!(
+            out,
+            "\n{} {}{took}: {} -> {}, {} by {}",
+            run.id,
+            phase_line(run),
+            route(run.plan.from_pool.as_ref()),
+            run.plan.to_pool,
+            run.requested_at.format("%Y-%m-%d %H:%M UTC"),
+            run.requester
+        );
+    }
+    out
+}
+
+/// The live card of a run, for platforms that edit messages in place.
+pub fn card(run: &Run) -> RunCard {
+    let steps = run
+        .plan
+        .steps
+        .iter()
+        .zip(&run.steps)
+        .enumerate()
+        .map(|(i, (s, st))| format!("{}. {} [{}] {}", i + 1, s.kind.title(), step_mark(st.status), s.summary()))
+        .collect();
+    let approved = if run.approvers.is_empty() { String::new() } else { format!(", approved by {}", people(&run.approvers)) };
+    let buttons = match run.phase {
+        Phase::PendingApproval | Phase::RetryPending { .. } => vec![ButtonIntent::Approve(run.id), ButtonIntent::Deny(run.id)],
+        _ => Vec::new(),
+    };
+    RunCard {
+        run: run.id,
+        title: format!("{} XMPP federation {} -> {}", run.id, route(run.plan.from_pool.as_ref()), run.plan.to_pool),
+        state: phase_line(run),
+        steps,
+        footer: format!("requested by {} at {} UTC{approved}; plan sha256 {}", run.requester, clock(run.requested_at), run.plan_hash.short()),
+        buttons,
+    }
+}
+
+pub fn no_such_run(id: RunId, prefix: &str) -> String {
+    format!("There is no run {id}. `{prefix}runs` lists recent runs.")
+}
+
+pub fn not_waiting(run: &Run) -> String {
+    format!("{} is {}, not waiting for approval.", run.id, phase_line(run))
+}
+
+pub fn already_active(run: &Run, prefix: &str) -> String {
+    format!(
+        "Run {} is already active ({}) for the XMPP federation route; one run at a time. `{prefix}status {}` shows it.",
+        run.id,
+        phase_line(run),
+        run.id.0
+    )
+}
+
+pub fn refused(action: &str, why: &str) -> String {
+    format!("Refused ({action}): {why}.")
+}
+
+pub fn status_xmpp_unavailable() -> String {
+    "The outside-in view (route per site, DNS answers, 5269 probes) needs the federation probes, which this version of Baton does not have yet."
+        .to_string()
+}

@@ -1,0 +1,401 @@
+//! The SQLite store: one file in WAL mode with `synchronous = FULL`, so a committed batch
+//! survives a crash or a power cut. The journal is append-only (triggers refuse UPDATE and
+//! DELETE) and each row carries the hash of the one before.
+
+use super::{Batch, ChainReport, JournalRow, Store, StoreError};
+use crate::chat::{Outbound, RoomRef};
+use crate::event::{Event, Recorded};
+use crate::run::RunId;
+use baton_policies::Platform;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SCHEMA_VERSION: i64 = 1;
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        run INTEGER,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS events_run ON events (run);
+    CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+    CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'the journal is append-only'); END;
+    CREATE TABLE IF NOT EXISTS runs (
+        id INTEGER PRIMARY KEY,
+        phase TEXT NOT NULL,
+        requester TEXT NOT NULL,
+        from_pool TEXT,
+        to_pool TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE IF NOT EXISTS outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        platform TEXT NOT NULL,
+        room TEXT NOT NULL,
+        run INTEGER,
+        text TEXT NOT NULL,
+        card TEXT,
+        delivered_at TEXT,
+        dropped TEXT
+    );
+    CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (platform, id) WHERE delivered_at IS NULL;
+    CREATE TABLE IF NOT EXISTS handled (
+        platform TEXT NOT NULL,
+        room TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (platform, room, message_id)
+    );
+";
+
+/// The embedded default store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    store_id: String,
+}
+
+fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
+    let mut h = Sha256::new();
+    for part in [prev, &seq.to_string(), at, kind, body] {
+        h.update(part.as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder { path: dir.display().to_string(), source })?;
+        }
+        let shown = path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: shown.clone(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let version: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(err)?;
+        match version.and_then(|v| v.parse::<i64>().ok()) {
+            Some(found) if found > SCHEMA_VERSION => {
+                return Err(StoreError::Schema { path: shown, found, known: SCHEMA_VERSION });
+            }
+            Some(_) => {}
+            None => {
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
+                    .map_err(err)?;
+            }
+        }
+        let store_id: Option<String> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).optional().map_err(err)?;
+        let store_id = match store_id {
+            Some(id) => id,
+            None => {
+                let id = new_store_id(path);
+                conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?1)", [&id]).map_err(err)?;
+                id
+            }
+        };
+        Ok(SqliteStore { conn, path: path.to_path_buf(), store_id })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.display().to_string(), source }
+    }
+}
+
+/// A store id unique enough to keep idempotency keys of different stores apart at an agent:
+/// a hash of the path, the time and the process id.
+fn new_store_id(path: &Path) -> String {
+    let mut h = Sha256::new();
+    h.update(path.display().to_string().as_bytes());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    h.update(now.as_nanos().to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    hex::encode(&h.finalize()[..6])
+}
+
+fn platform_of(s: &str) -> Platform {
+    Platform::parse(s).unwrap_or(Platform::Console)
+}
+
+impl Store for SqliteStore {
+    fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    fn load(&mut self) -> Result<Vec<Recorded>, StoreError> {
+        let mut stmt = self.conn.prepare("SELECT seq, at, body FROM events ORDER BY seq").map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, at, body) = row.map_err(self.err())?;
+            let at = chrono::DateTime::parse_from_rfc3339(&at)
+                .map_err(|e| StoreError::Corrupt { seq, why: format!("bad time: {e}") })?
+                .with_timezone(&chrono::Utc);
+            let event: Event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { seq, why: e.to_string() })?;
+            out.push(Recorded { at, event });
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let (mut seq, mut prev): (i64, String) = tx
+                .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(err)?
+                .unwrap_or((0, GENESIS.to_string()));
+            let mut insert = tx
+                .prepare_cached("INSERT INTO events (seq, at, run, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .map_err(err)?;
+            for r in batch.events {
+                seq += 1;
+                let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let body = serde_json::to_string(&r.event).expect("events are plain data and always serialize");
+                let kind = r.event.kind();
+                let hash = chain_hash(&prev, seq, &at, kind, &body);
+                insert
+                    .execute(params![seq, at, r.event.run().map(|id| id.0 as i64), kind, body, prev, hash])
+                    .map_err(err)?;
+                prev = hash;
+            }
+            let mut out = tx
+                .prepare_cached("INSERT INTO outbox (platform, room, run, text, card) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(err)?;
+            for m in batch.messages {
+                let card = m.card.as_ref().map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
+                out.execute(params![m.room.platform.as_str(), m.room.id, m.run.map(|id| id.0 as i64), m.text, card])
+                    .map_err(err)?;
+            }
+            let mut runs = tx
+                .prepare_cached(
+                    "INSERT INTO runs (id, phase, requester, from_pool, to_pool, requested_at, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, finished_at = excluded.finished_at,
+                         from_pool = excluded.from_pool, to_pool = excluded.to_pool",
+                )
+                .map_err(err)?;
+            for r in &batch.runs {
+                runs.execute(params![r.id.0 as i64, r.phase, r.requester, r.from_pool, r.to_pool, r.requested_at, r.finished_at])
+                    .map_err(err)?;
+            }
+            if let Some((room, id)) = batch.handled {
+                tx.execute(
+                    "INSERT OR IGNORE INTO handled (platform, room, message_id) VALUES (?1, ?2, ?3)",
+                    params![room.platform.as_str(), room.id, id],
+                )
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn handled(&mut self, room: &RoomRef, message_id: &str) -> Result<bool, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM handled WHERE platform = ?1 AND room = ?2 AND message_id = ?3",
+                params![room.platform.as_str(), room.id, message_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(self.err())
+    }
+
+    fn outbox(&mut self, platform: Platform, limit: usize) -> Result<Vec<Outbound>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, platform, room, run, text, card FROM outbox
+                 WHERE delivered_at IS NULL AND platform = ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map(params![platform.as_str(), limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, platform, room, run, text, card) = row.map_err(self.err())?;
+            out.push(Outbound {
+                id,
+                room: RoomRef::new(platform_of(&platform), room),
+                run: run.map(|r| RunId(r as u64)),
+                text,
+                card: card.and_then(|c| serde_json::from_str(&c).ok()),
+            });
+        }
+        Ok(out)
+    }
+
+    fn outbox_len(&mut self) -> Result<usize, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as usize)
+            .map_err(self.err())
+    }
+
+    fn delivered(&mut self, id: i64, dropped: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), dropped = ?2 WHERE id = ?1",
+                params![id, dropped],
+            )
+            .map(|_| ())
+            .map_err(self.err())
+    }
+
+    fn journal(&mut self, run: Option<RunId>) -> Result<Vec<JournalRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, run, kind, body, prev_hash, hash FROM events WHERE ?1 IS NULL OR run = ?1 ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([run.map(|r| r.0 as i64)], |r| {
+                let body: String = r.get(4)?;
+                Ok(JournalRow {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    run: r.get::<_, Option<i64>>(2)?.map(|x| x as u64),
+                    kind: r.get(3)?,
+                    event: serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn verify_chain(&mut self) -> Result<ChainReport, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq").map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(self.err())?;
+        let mut report = ChainReport::default();
+        let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+        for row in rows {
+            let (seq, at, kind, body, prev_hash, hash) = row.map_err(self.err())?;
+            report.rows += 1;
+            if seq != expected_seq {
+                report.problems.push(if seq - 1 == expected_seq {
+                    format!("row {expected_seq} is missing")
+                } else {
+                    format!("rows {expected_seq} to {} are missing", seq - 1)
+                });
+            }
+            if prev_hash != prev {
+                report.problems.push(format!("row {seq} does not follow the row before it (rows removed, inserted or reordered)"));
+            }
+            if chain_hash(&prev_hash, seq, &at, &kind, &body) != hash {
+                report.problems.push(format!("row {seq} ({kind}) was altered: its content no longer matches its hash"));
+            }
+            expected_seq = seq + 1;
+            prev = hash;
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Message;
+
+    fn recorded(run: u64) -> Recorded {
+        Recorded {
+            at: chrono::DateTime::parse_from_rfc3339("2026-11-26T14:00:00Z").expect("valid").with_timezone(&chrono::Utc),
+            event: Event::Expired { run: RunId(run) },
+        }
+    }
+
+    #[test]
+    fn commits_reload_and_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s").join("baton.sqlite");
+        let mut store = SqliteStore::open(&path).expect("opens");
+        let id = store.store_id().to_string();
+        let room = RoomRef::new(Platform::Console, "incident");
+        let msg = Message { room: room.clone(), run: Some(RunId(1)), text: "hello".into(), card: None };
+        store
+            .commit(&Batch { events: &[recorded(1), recorded(2)], messages: std::slice::from_ref(&msg), runs: vec![], handled: Some((&room, "m1")) })
+            .expect("commits");
+        drop(store);
+        let mut store = SqliteStore::open(&path).expect("reopens");
+        assert_eq!(store.store_id(), id, "the store id is stable");
+        assert_eq!(store.load().expect("loads"), vec![recorded(1), recorded(2)]);
+        assert!(store.handled(&room, "m1").expect("reads"));
+        assert!(!store.handled(&room, "m2").expect("reads"));
+        let pending = store.outbox(Platform::Console, 10).expect("reads");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].text, "hello");
+        assert!(store.outbox(Platform::Xmpp, 10).expect("reads").is_empty());
+        store.delivered(pending[0].id, None).expect("marks");
+        assert_eq!(store.outbox_len().expect("counts"), 0);
+        assert!(store.verify_chain().expect("verifies").intact());
+        assert_eq!(store.journal(Some(RunId(2))).expect("reads").len(), 1);
+    }
+
+    #[test]
+    fn the_journal_refuses_updates_and_audit_names_an_altered_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.sqlite");
+        let mut store = SqliteStore::open(&path).expect("opens");
+        store.commit(&Batch { events: &[recorded(1), recorded(2), recorded(3)], ..Default::default() }).expect("commits");
+        let refused = store.conn.execute("UPDATE events SET body = '{}' WHERE seq = 2", []);
+        assert!(refused.expect_err("append-only").to_string().contains("append-only"));
+        store.conn.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET body = replace(body, '2', '7') WHERE seq = 2;").expect("tampers");
+        let report = store.verify_chain().expect("verifies");
+        assert_eq!(report.problems, ["row 2 (expired) was altered: its content no longer matches its hash"]);
+        store.conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;").expect("tampers");
+        let report = store.verify_chain().expect("verifies");
+        assert_eq!(
+            report.problems,
+            ["row 2 is missing", "row 3 does not follow the row before it (rows removed, inserted or reordered)"]
+        );
+    }
+}

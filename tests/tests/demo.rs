@@ -1,0 +1,197 @@
+//! End-to-end tests of `baton demo`: the user's story through the real binary, crash safety
+//! under SIGKILL at several points, the audit of a tampered journal, and bad configurations.
+
+use baton_e2e::baton::{Baton, executions, run};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn count(lines: &[String], needle: &str) -> usize {
+    lines.iter().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn the_story_through_the_demo() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut b = Baton::demo(&store, &["--delay", "200ms"])?;
+    b.send("alice> !failover xmpp EdgePool2 pool 1 lost power in DC1")?;
+    b.wait_for("Expires at", T)?;
+    b.send("alice> !approve 1")?;
+    b.send("mallory> !approve 1")?;
+    b.send("bob> !approve 1")?;
+    b.wait_for("[3/8]", T)?;
+    b.send("carol> !status 1")?;
+    b.close_stdin();
+    assert!(b.wait_exit(T)?.success());
+    let lines = b.lines();
+    let text = lines.join("\n");
+    assert!(text.contains("Plan (sha256 "), "{text}");
+    assert!(text.contains("Refused (!approve 1): you requested this; another person must approve it."));
+    assert!(text.contains("Refused (!approve 1): mallory may not approve: only members of edge-admins may."));
+    assert!(text.contains("#1 approved by bob (2 people: alice and bob). Running."));
+    // Every step reported once, in order.
+    let positions: Vec<usize> =
+        (1..=8).map(|k| lines.iter().position(|l| l.contains(&format!("#1 [{k}/8]"))).expect("every step reported")).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "steps out of order:\n{text}");
+    for k in 1..=8 {
+        assert_eq!(count(&lines, &format!("#1 [{k}/8]")), 1, "step {k} reported once");
+    }
+    // The status table mid-run, then the summary naming requester, approver and duration.
+    assert!(text.contains("#1 running, step "), "{text}");
+    let summary = lines.iter().find(|l| l.contains("#1 succeeded in")).expect("a final summary");
+    assert!(summary.contains("Requested by alice") && summary.contains("approved by bob"), "{summary}");
+    Ok(())
+}
+
+/// Starts a run with slow steps, SIGKILLs the demo when `kill_at` appears, restarts it on the
+/// same store with `after` as input, and checks that every action ran exactly once and every
+/// status line appeared exactly once across both processes.
+fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut first = Baton::demo(&store, &["--delay", "400ms"])?;
+    first.send("alice> !failover xmpp EdgePool2 drill")?;
+    first.wait_for("Expires at", T)?;
+    if kill_at != "before approval" {
+        first.send("bob> !approve 1")?;
+        first.wait_for(kill_at, T)?;
+    }
+    first.kill9();
+    let mut second = Baton::demo(&store, &["--delay", "400ms"])?;
+    for line in after {
+        second.send(line)?;
+    }
+    second.close_stdin();
+    assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
+    let mut lines = first.lines();
+    lines.extend(second.lines());
+    let text = lines.join("\n");
+    for k in 1..=8 {
+        assert_eq!(count(&lines, &format!("#1 [{k}/8]")), 1, "step {k} must be reported exactly once (killed at {kill_at}):\n{text}");
+    }
+    assert_eq!(count(&lines, "#1 succeeded in"), 1, "{text}");
+    assert_eq!(count(&lines, "Run #1 requested by alice"), 1, "{text}");
+    let runs = executions(&dir.path().join("simulation.sqlite"))?;
+    assert_eq!(runs.len(), 12, "3 health, 2 stops, route, A, SRV, port, 2 starts, verify: got {runs:?}");
+    assert!(runs.iter().all(|(_, n)| *n == 1), "an action executed twice: {runs:?}");
+    Ok(())
+}
+
+#[test]
+fn crash_before_approval() -> anyhow::Result<()> {
+    crash_at("before approval", &["bob> !approve 1"])
+}
+
+#[test]
+fn crash_mid_first_step() -> anyhow::Result<()> {
+    crash_at("Running.", &[])
+}
+
+#[test]
+fn crash_mid_run() -> anyhow::Result<()> {
+    crash_at("#1 [2/8]", &[])
+}
+
+#[test]
+fn crash_later_in_the_run() -> anyhow::Result<()> {
+    crash_at("#1 [6/8]", &["carol> !status 1"])
+}
+
+#[test]
+fn crash_after_an_action_executed_but_before_its_outcome_was_journaled() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut first = Baton::demo(&store, &["--delay", "100ms", "--crash-after", "services.stop@edge2b"])?;
+    first.send("alice> !failover xmpp EdgePool2 drill")?;
+    first.send("bob> !approve 1")?;
+    let status = first.wait_exit(T)?;
+    assert!(!status.success(), "the drill aborts the process");
+    assert!(first.stderr().contains("simulated crash after executing services.stop on edge2b"), "{}", first.stderr());
+    assert_eq!(count(&first.lines(), "#1 [2/8]"), 0, "the step's outcome was never journaled");
+    let mut second = Baton::demo(&store, &["--delay", "100ms"])?;
+    second.close_stdin();
+    assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
+    let lines = second.lines();
+    assert_eq!(count(&lines, "#1 [2/8] services: edge2a ok"), 1, "{}", lines.join("\n"));
+    assert_eq!(count(&lines, "#1 succeeded in"), 1);
+    let runs = executions(&dir.path().join("simulation.sqlite"))?;
+    assert_eq!(runs.len(), 12);
+    assert!(runs.iter().all(|(_, n)| *n == 1), "an action executed twice: {runs:?}");
+    Ok(())
+}
+
+#[test]
+fn audit_detects_an_edited_journal_row() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut b = Baton::demo(&store, &["--delay", "10ms"])?;
+    b.send("alice> !failover xmpp EdgePool2 drill")?;
+    b.send("bob> !approve 1")?;
+    b.close_stdin();
+    assert!(b.wait_exit(T)?.success());
+    let s = store.to_str().expect("utf-8 path");
+    let (status, out, _) = run(&["audit", "1", "--store", s], T)?;
+    assert!(status.success(), "{out}");
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(doc["chain"]["intact"], true);
+    let kinds: Vec<&str> = doc["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"requested"));
+    assert_eq!(kinds.last(), Some(&"succeeded"));
+    // Someone with file access changes who approved.
+    let conn = rusqlite::Connection::open(&store)?;
+    let seq: i64 = conn.query_row("SELECT seq FROM events WHERE kind = 'approved'", [], |r| r.get(0))?;
+    conn.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET body = replace(body, '\"bob\"', '\"carol\"') WHERE kind = 'approved';")?;
+    drop(conn);
+    let (status, out, err) = run(&["audit", "1", "--store", s], T)?;
+    assert_eq!(status.code(), Some(2), "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(doc["chain"]["intact"], false);
+    let problem = format!("row {seq} (approved) was altered");
+    assert!(doc["chain"]["problems"][0].as_str().is_some_and(|p| p.contains(&problem)), "{out}");
+    assert!(err.contains(&problem), "{err}");
+    // And Baton refuses to act on it.
+    let (status, _, err) = run(&["demo", "--store", s], T)?;
+    assert!(!status.success());
+    assert!(err.contains("hash chain is broken") && err.contains(&problem), "{err}");
+    Ok(())
+}
+
+#[test]
+fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let example = include_str!("../../examples/contoso.toml");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, example)?;
+    let (status, out, err) = run(&["check-config", good.to_str().expect("utf-8")], T)?;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("ok (2 pools, 4 people, route held by EdgePool1)"), "{out}");
+
+    let bad = example
+        .replace("tsig_secret = { env = \"BATON_TSIG_SECRET\" }", "tsig_secret = \"Tm90QVJlYWxTZWNyZXQ=\"")
+        .replace("servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]", "servers = [\"edge2a\", \"edge2b.contoso.com\"]")
+        .replace("expiry = \"15m\"", "expiry = 15")
+        .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true\ncolour = \"blue\"");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, bad)?;
+    let (status, out, err) = run(&["check-config", path.to_str().expect("utf-8")], T)?;
+    assert_eq!(status.code(), Some(1));
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("bad.toml: 5 errors"), "{err}");
+    for expected in [
+        "policy.expiry: invalid type: integer `15`, expected a string",
+        "inventory.pools.EdgePool2.servers: 'edge2a' is not a valid host name: it needs a domain (e.g. edge2a.contoso.com)",
+        "dns.tsig_secret: secrets may not be written in the configuration file",
+        "chat.xmpp.enabled: the xmpp adapter is not available in this version of Baton",
+        "chat.xmpp.colour: unknown key",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(err.lines().skip(1).all(|l| l.trim_start().starts_with("line ")), "every error has a line:\n{err}");
+    assert!(!err.contains("Tm90QVJlYWxTZWNyZXQ") && !err.contains("panicked"), "{err}");
+
+    let (status, _, err) = run(&["check-config", "/nonexistent/baton.toml"], T)?;
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("cannot read the file"), "{err}");
+    Ok(())
+}
