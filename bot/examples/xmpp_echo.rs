@@ -1,7 +1,8 @@
 //! A bare XMPP echo bot, the baseline for Baton's command->reply latency: the same connector
 //! (TCP_NODELAY, fixed address) and the same single-task `StanzaStream` loop as the adapter, but
 //! no room bookkeeping, no engine and no delivery confirmation. It answers every groupchat
-//! message starting with `!` from someone else with `echo: <text>`.
+//! message starting with `!` from someone else with `echo: <text>`. It prints `joined <room>`
+//! once the room confirms its join, so a benchmark knows when to start.
 //!
 //! ```text
 //! XMPP_PASSWORD=... cargo run -p baton --example xmpp_echo -- \
@@ -75,7 +76,13 @@ async fn main() -> anyhow::Result<()> {
                     .with_to(Jid::from(occupant))
                     .with_payload(Muc::new().with_history(History::new().with_maxstanzas(0)));
                 stream.send(Box::new(Stanza::Presence(join))).await;
-                println!("ready");
+            }
+            Event::Stanza(Stanza::Presence(p)) => {
+                // The room confirms the join with the bot's own presence (status 110).
+                let own = p.from.as_ref().is_some_and(|f| f.to_bare() == room && f.resource().is_some_and(|n| n.as_str() == args.nick));
+                if own && p.type_ == tokio_xmpp::parsers::presence::Type::None {
+                    println!("joined {room}");
+                }
             }
             Event::Stanza(Stanza::Message(m)) if m.type_ == MessageType::Groupchat => {
                 let from_other = m.from.as_ref().and_then(|f| f.resource()).is_some_and(|n| n.as_str() != args.nick);
