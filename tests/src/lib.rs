@@ -3,3 +3,4 @@
 pub mod baton;
 pub mod bind;
 pub mod prosody;
+pub mod xmpp_client;
