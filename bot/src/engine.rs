@@ -28,6 +28,8 @@ pub struct EngineConfig {
     pub inventory: Inventory,
     /// The pool holding the route before the journal says otherwise.
     pub initial_route: Option<PoolName>,
+    /// Rooms that receive a copy of every run message (commands are not read there).
+    pub mirror_rooms: Vec<RoomRef>,
 }
 
 impl EngineConfig {
@@ -40,6 +42,13 @@ impl EngineConfig {
             directory: config.directory.clone(),
             inventory: config.inventory.clone(),
             initial_route: config.route.initial.clone(),
+            mirror_rooms: config
+                .chat
+                .xmpp
+                .iter()
+                .flat_map(|x| x.mirror_rooms.iter())
+                .map(|r| RoomRef::new(baton_policies::Platform::Xmpp, r.jid.to_lowercase()))
+                .collect(),
         }
     }
 }
@@ -396,10 +405,17 @@ impl Engine {
         out.messages.push(Message { room: room.clone(), run: None, text, card: None });
     }
 
-    /// A message about a run, in the run's room, carrying its card.
+    /// A message about a run, in the run's room (and every mirror room), carrying its card.
     fn say_run(&self, out: &mut Output, id: RunId, text: String) {
         if let Some(run) = self.runs.get(&id) {
-            out.messages.push(Message { room: run.room.clone(), run: Some(id), text, card: Some(render::card(run)) });
+            let card = render::card(run);
+            for mirror in self.cfg.mirror_rooms.iter().filter(|m| **m != run.room) {
+                out.messages.push(Message { room: mirror.clone(), run: Some(id), text: text.clone(), card: Some(card.clone()) });
+            }
+            out.messages.insert(
+                out.messages.len() - self.cfg.mirror_rooms.iter().filter(|m| **m != run.room).count(),
+                Message { room: run.room.clone(), run: Some(id), text, card: Some(card) },
+            );
         }
     }
 

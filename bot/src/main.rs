@@ -150,8 +150,12 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         )));
         turns = Some(t);
     }
+    if let Some(xmpp) = &config.chat.xmpp {
+        let adapter = baton::adapters::xmpp::XmppAdapter::new(xmpp.clone()).context("preparing the XMPP adapter")?;
+        adapters.push(Arc::new(adapter));
+    }
     if adapters.is_empty() {
-        anyhow::bail!("{}: no chat platform is enabled; enable [chat.console]", path.display());
+        anyhow::bail!("{}: no chat platform is enabled; enable [chat.console] or [chat.xmpp]", path.display());
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), Arc::new(executor), adapters, turns, Lifetime::Forever)

@@ -4,3 +4,4 @@ pub mod agents;
 pub mod baton;
 pub mod bind;
 pub mod prosody;
+pub mod xmpp_client;

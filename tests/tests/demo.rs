@@ -182,7 +182,7 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
         "policy.expiry: invalid type: integer `15`, expected a string",
         "inventory.pools.EdgePool2.servers: 'edge2a' is not a valid host name: it needs a domain (e.g. edge2a.contoso.com)",
         "dns.tsig_secret: secrets may not be written in the configuration file",
-        "chat.xmpp.enabled: the xmpp adapter is not available in this version of Baton",
+        "chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set",
         "chat.xmpp.colour: unknown key",
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");

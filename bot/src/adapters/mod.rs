@@ -1,3 +1,4 @@
 //! Chat adapters, one folder per platform, each implementing [`crate::chat::ChatAdapter`].
 
 pub mod console;
+pub mod xmpp;

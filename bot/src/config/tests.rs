@@ -103,11 +103,11 @@ fn a_secret_resolves_from_env_or_file_and_debug_redacts_it() {
 }
 
 #[test]
-fn policy_groups_must_exist_and_enabled_future_adapters_are_refused() {
+fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
     let text = EXAMPLE.replace("approve = [\"edge-admins\"] ", "approve = [\"edge-admin\"] ").replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     expect_test::expect![[r#"
         line 38: policy.approve: group 'edge-admin' is not defined in [groups]
-        line 99: chat.xmpp.enabled: the xmpp adapter is not available in this version of Baton"#]]
+        line 101: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
     .assert_eq(&errors(&text));
 }
 
@@ -115,4 +115,24 @@ fn policy_groups_must_exist_and_enabled_future_adapters_are_refused() {
 fn duplicate_servers_and_single_pools_are_refused() {
     let dup = EXAMPLE.replace("servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]", "servers = [\"edge2a.contoso.com\", \"edge1b.contoso.com\"]");
     assert!(errors(&dup).contains("inventory.pools.EdgePool2.servers: edge1b.contoso.com is also a server of EdgePool1"), "{}", errors(&dup));
+}
+
+#[test]
+fn xmpp_settings_are_validated_by_the_adapter_rules() {
+    let text = EXAMPLE
+        .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true\ntls = \"plain\"")
+        .replace("jid = \"baton@contoso.com\"", "jid = \"contoso.com\"")
+        .replace("rooms = [\"incident@conference.contoso.com\"]", "rooms = [\"incident@conference.contoso.com\", \"incident@conference.contoso.com\"]");
+    let got = match parse_with(&text, &[("BATON_XMPP_PASSWORD", "pw")]) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
+    };
+    expect_test::expect![[r#"
+        line 101: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
+        line 104: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]].assert_eq(&got);
+    let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
+    let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");
+    let x = c.chat.xmpp.expect("enabled");
+    assert_eq!(x.rooms.len(), 1);
+    assert!(!format!("{x:?}").contains("pw\""), "the password stays redacted");
 }

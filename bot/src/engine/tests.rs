@@ -22,6 +22,7 @@ fn config(tweak: impl FnOnce(&mut Policy)) -> EngineConfig {
         directory: c.directory,
         inventory: c.inventory,
         initial_route: c.route.initial,
+        mirror_rooms: Vec::new(),
     }
 }
 
@@ -657,4 +658,25 @@ fn late_and_repeated_reports_change_nothing() {
     t.feed(Input::ActionFinished { run: RunId(9), step: 0, attempt: 1, action: 0, report });
     assert_eq!(t.journal.len(), before);
     let _ = Fqdn::parse("x.y").expect("valid");
+}
+
+#[test]
+fn mirror_rooms_get_every_run_message_and_no_command_replies() {
+    let mut cfg = config(|_| {});
+    let audit = RoomRef::new(Platform::Xmpp, "audit@conference.contoso.com");
+    cfg.mirror_rooms = vec![audit.clone()];
+    let mut engine = Engine::new(cfg);
+    let room = RoomRef::new(Platform::Console, "incident");
+    let chat = |who: &str, text: &str| Input::Chat {
+        room: room.clone(),
+        sender: Sender::Verified(Identity::new(Platform::Console, who).expect("valid")),
+        command: parse("!", text).expect("addressed"),
+    };
+    let now = Utc::now();
+    let out = engine.handle(chat("alice", "!failover xmpp EdgePool2"), now);
+    let rooms: Vec<&RoomRef> = out.messages.iter().map(|m| &m.room).collect();
+    assert_eq!(rooms, [&room, &audit]);
+    assert_eq!(out.messages[0].text, out.messages[1].text);
+    let out = engine.handle(chat("mallory", "!help"), now);
+    assert!(out.messages.iter().all(|m| m.room == room));
 }
