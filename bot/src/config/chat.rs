@@ -41,7 +41,7 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
         c.finish(e);
         enabled.then_some(ConsoleSettings { room })
     });
-    let xmpp = t.sub(e, "xmpp").and_then(|x| xmpp(e, &x, env));
+    let xmpp = t.sub(e, "xmpp").and_then(|x| xmpp(e, x, env));
     for (platform, keys, secret_key) in LATER {
         let Some(s) = t.sub(e, platform) else { continue };
         let enabled: bool = s.opt(e, "enabled").unwrap_or(false);
@@ -66,10 +66,17 @@ fn file(base: &Path, name: String) -> PathBuf {
 
 /// `[chat.xmpp]`: read every key, then let the adapter's own validation speak (its messages
 /// name the key), reported at the section's line.
-fn xmpp(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<XmppConfig> {
+fn xmpp(e: &mut Errors<'_>, t: Table<'_, '_>, env: &SecretEnv<'_>) -> Option<XmppConfig> {
+    let config = xmpp_settings(e, &t, env);
+    t.finish(e);
+    config
+}
+
+fn xmpp_settings(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<XmppConfig> {
     let enabled: bool = t.opt(e, "enabled").unwrap_or(false);
-    let jid: Option<String> = if enabled { t.req(e, "jid") } else { t.opt(e, "jid") };
-    let server: Option<String> = if enabled { t.req(e, "server") } else { t.opt(e, "server") };
+    let needed = |e: &mut Errors<'_>, key: &str| -> Option<String> { if enabled { t.req(e, key) } else { t.opt(e, key) } };
+    let jid = needed(e, "jid");
+    let server = needed(e, "server");
     let password = secret::read(e, t, "password", env, enabled);
     let tls = match t.opt::<String>(e, "tls").as_deref() {
         None | Some("starttls") => Some(TlsMode::StartTls {
@@ -106,6 +113,7 @@ fn xmpp(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<Xm
     match config.validate() {
         Ok(_) => Some(config),
         Err(problems) => {
+            // The adapter names keys as `xmpp.<key>: message`.
             for p in problems {
                 let p = p.strip_prefix("xmpp.").unwrap_or(&p).to_string();
                 let (key, message) = p.split_once(": ").unwrap_or(("", p.as_str()));
