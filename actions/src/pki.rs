@@ -51,6 +51,22 @@ pub struct PkiFiles {
     pub agents: BTreeMap<Fqdn, AgentFiles>,
 }
 
+impl PkiFiles {
+    /// The paths [`init`] writes in `out_dir`, to use a folder made earlier.
+    pub fn in_dir(out_dir: &Path, agent_hosts: &[Fqdn]) -> PkiFiles {
+        PkiFiles {
+            ca_cert: out_dir.join("ca.crt"),
+            ca_key: out_dir.join("ca.key"),
+            bot_cert: out_dir.join("bot.crt"),
+            bot_key: out_dir.join("bot.key"),
+            agents: agent_hosts
+                .iter()
+                .map(|h| (h.clone(), AgentFiles { cert: out_dir.join(format!("{h}.crt")), key: out_dir.join(format!("{h}.key")) }))
+                .collect(),
+        }
+    }
+}
+
 /// The common name of the bot's client certificate unless [`PkiOptions::bot_name`] says otherwise.
 pub const BOT_NAME: &str = "baton-bot";
 
@@ -102,16 +118,7 @@ fn write_key(path: &Path, key: &KeyPair) -> Result<(), PkiError> {
 /// `out_dir` (created if missing). Refuses to overwrite an existing `ca.crt`.
 pub fn init(out_dir: &Path, agent_hosts: &[Fqdn], options: &PkiOptions) -> Result<PkiFiles, PkiError> {
     std::fs::create_dir_all(out_dir).map_err(|source| PkiError::Write { path: out_dir.to_path_buf(), source })?;
-    let files = PkiFiles {
-        ca_cert: out_dir.join("ca.crt"),
-        ca_key: out_dir.join("ca.key"),
-        bot_cert: out_dir.join("bot.crt"),
-        bot_key: out_dir.join("bot.key"),
-        agents: agent_hosts
-            .iter()
-            .map(|h| (h.clone(), AgentFiles { cert: out_dir.join(format!("{h}.crt")), key: out_dir.join(format!("{h}.key")) }))
-            .collect(),
-    };
+    let files = PkiFiles::in_dir(out_dir, agent_hosts);
     if files.ca_cert.exists() {
         return Err(PkiError::Exists { dir: out_dir.to_path_buf() });
     }

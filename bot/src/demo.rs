@@ -1,15 +1,22 @@
-//! `baton demo`: the whole flow on embedded defaults, with no server. The Contoso example
-//! inventory, a store in a temporary folder (or `--store`), the simulated executor, and the
-//! console as the incident room.
+//! `baton demo`: the whole flow on embedded defaults, with no server to install. The Contoso
+//! example inventory, a store in a temporary folder (or `--store`), the console as the incident
+//! room, and a local fleet of real agent processes over mutual TLS (certificates made on the
+//! spot, the Lync simulator behind them). The bot's own actions (DNS, probes, verify) are
+//! simulated: the example's addresses are documentation ranges. `--simulate` keeps everything
+//! in-process instead.
 
 use crate::adapters::console::{ConsoleAdapter, Turns};
 use crate::config::Config;
 use crate::config::secret::SecretEnv;
-use crate::daemon::{Daemon, Lifetime};
+use crate::daemon::{Daemon, Lifetime, StatusLook};
 use crate::engine::EngineConfig;
+use crate::fleet::LocalFleet;
 use crate::store::{SqliteStore, Store};
 use anyhow::Context;
+use baton_actions::dispatcher::{AgentRoutes, Dispatcher};
+use baton_actions::router::Router;
 use baton_actions::simulated::{FailureRule, SimulatedExecutor};
+use baton_actions::Executor;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +35,12 @@ pub struct DemoOptions {
     pub fail: Vec<FailureRule>,
     /// Crash drill: abort the process right after this action executes.
     pub crash_after: Option<FailureRule>,
+    /// Keep every action in-process (no agent processes).
+    pub simulate: bool,
+}
+
+fn is_agent_action(rule: &FailureRule) -> bool {
+    matches!(rule.action.as_str(), "services.stop" | "services.start" | "route.set" | "health")
 }
 
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -55,15 +68,33 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         sim.default_delay = d;
         sim.delays.clear();
     }
-    sim.failures.extend(opts.fail.iter().cloned());
     sim.crash_after = opts.crash_after.clone();
-    let executor = SimulatedExecutor::open(&record, sim)?;
     let store = SqliteStore::open(&store_path)?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
+    let mut fleet = None;
+    let mut dispatcher = None;
+    let executor: Arc<dyn Executor> = if opts.simulate {
+        sim.failures.extend(opts.fail.iter().cloned());
+        Arc::new(SimulatedExecutor::open(&record, sim)?)
+    } else {
+        let (agent_rules, bot_rules): (Vec<FailureRule>, Vec<FailureRule>) = opts.fail.iter().cloned().partition(is_agent_action);
+        let delay = sim.delays.get("services.stop").copied().unwrap_or(sim.default_delay);
+        let holder = config.route.initial.as_ref().map(|p| p.as_str().to_string());
+        let dir = store_path.with_file_name("fleet");
+        let inventory = config.inventory.clone();
+        let local = tokio::task::spawn_blocking(move || LocalFleet::start(&dir, &inventory, holder.as_deref(), delay, &agent_rules))
+            .await
+            .context("starting the demo's agents")??;
+        let d = Arc::new(Dispatcher::new(local.dispatcher_config()).context("preparing the dispatcher")?);
+        fleet = Some(local);
+        dispatcher = Some(d.clone());
+        sim.failures.extend(bot_rules);
+        let bot: Arc<dyn Executor> = Arc::new(SimulatedExecutor::open(&record, sim)?);
+        Arc::new(Router::new(d, bot))
+    };
     let room = config.chat.console.as_ref().map_or("incident".to_string(), |c| c.room.clone());
     let turns = Arc::new(Turns::default());
-    let stdin = std::io::stdin();
-    let interactive = stdin.is_terminal();
+    let interactive = std::io::stdin().is_terminal();
     let console = ConsoleAdapter::new(
         &room,
         Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
@@ -71,17 +102,32 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         !interactive,
         turns.clone(),
     );
+    let how = if fleet.is_some() {
+        format!("agents on 127.0.0.1 over mutual TLS for {}, the bot's DNS and probe actions simulated", hosts_of(&config))
+    } else {
+        "every action simulated in-process".to_string()
+    };
     eprintln!(
-        "Baton demo: config {origin}; store {}; simulated executor (record {}).\n\
+        "Baton demo: config {origin}; store {}; {how}.\n\
          Type chat lines as `name> text`, e.g. `alice> {p}failover xmpp EdgePool2 DC1 lost power`.\n\
          People: alice, bob, carol (edge-admins), mallory (no rights). `{p}help` lists commands; Ctrl-D ends.",
         store_path.display(),
-        record.display(),
         p = config.bot.command_prefix
     );
-    let mut daemon = Daemon::new(engine_cfg, Box::new(store) as Box<dyn Store>, Arc::new(executor), vec![Arc::new(console)], Some(turns), Lifetime::UntilIdle)?;
-    if let Some(look) = crate::assemble::status_look(&config).await {
-        daemon = daemon.with_status(look);
+    let mut daemon = Daemon::new(engine_cfg, Box::new(store) as Box<dyn Store>, executor, vec![Arc::new(console)], Some(turns), Lifetime::UntilIdle)?;
+    if let Some(look) = crate::assemble::status_look(&config, None).await {
+        let routes = dispatcher.map(|d| {
+            Arc::new(AgentRoutes::new(d, config.inventory.management_host.clone(), config.probes.timeout))
+                as Arc<dyn baton_actions::status::RouteReader>
+        });
+        daemon = daemon.with_status(StatusLook { routes, ..look });
     }
-    daemon.run(shutdown).await
+    let result = daemon.run(shutdown).await;
+    drop(fleet);
+    result
+}
+
+fn hosts_of(config: &Config) -> String {
+    let names: Vec<&str> = config.inventory.agent_hosts().iter().map(|h| h.short()).collect();
+    names.join(", ")
 }

@@ -11,5 +11,6 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod engine;
+pub mod fleet;
 pub mod event;
 pub mod render;

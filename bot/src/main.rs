@@ -6,7 +6,7 @@ use baton::daemon::{Daemon, Lifetime};
 use baton::demo::{self, DemoOptions};
 use baton::engine::EngineConfig;
 use baton::store::{SqliteStore, Store};
-use baton_actions::simulated::{FailureRule, SimulatedExecutor};
+use baton_actions::simulated::FailureRule;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +23,22 @@ struct Cli {
     log: Option<String>,
     #[command(subcommand)]
     command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Make a CA, the bot's client certificate and one server certificate per agent host.
+    Init {
+        /// The folder to write (refused if it already holds a CA).
+        #[arg(long)]
+        out: PathBuf,
+        /// An agent host's FQDN, as in the inventory; repeat for each host.
+        #[arg(long = "agent", required = true)]
+        agents: Vec<String>,
+        /// Also name localhost and 127.0.0.1 in the agents' certificates (tests, demos).
+        #[arg(long)]
+        loopback: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -43,10 +59,27 @@ enum Cmd {
         #[arg(long)]
         fail: Vec<FailureRule>,
         /// Crash drill: abort the process right after ACTION[@HOST] executes, before its outcome
-        /// is journaled; the next start must not execute it again.
+        /// is journaled; the next start must not execute it again (with --simulate).
         #[arg(long, hide = true)]
         crash_after: Option<FailureRule>,
+        /// Carry out every action in-process instead of through local agent processes.
+        #[arg(long)]
+        simulate: bool,
     },
+    /// Certificates for small sites, demos and tests.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCmd,
+    },
+    /// Internal: run an agent in this process (the demo's local agents).
+    #[command(hide = true)]
+    AgentProcess {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Internal: the Lync simulator behind the demo's agents.
+    #[command(hide = true)]
+    LyncSim(baton_actions::lync_sim::LyncSimArgs),
     /// Run Baton as configured (the chat adapters and executor of the file).
     Run {
         #[arg(long, short)]
@@ -89,10 +122,24 @@ fn shutdown_on_signals() -> CancellationToken {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Demo { config, store, delay, fail, crash_after } => {
+        Cmd::Demo { config, store, delay, fail, crash_after, simulate } => {
             init_logs(cli.log.as_deref(), "warn");
-            demo::run(DemoOptions { config, store, delay, fail, crash_after }, shutdown_on_signals()).await.map(|()| ExitCode::SUCCESS)
+            demo::run(DemoOptions { config, store, delay, fail, crash_after, simulate }, shutdown_on_signals())
+                .await
+                .map(|()| ExitCode::SUCCESS)
         }
+        Cmd::Pki { command: PkiCmd::Init { out, agents, loopback } } => pki_init(&out, &agents, loopback).map(|()| ExitCode::SUCCESS),
+        Cmd::AgentProcess { config } => {
+            init_logs(cli.log.as_deref(), "info");
+            agent_process(&config).await.map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::LyncSim(args) => match baton_actions::lync_sim::run(args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("{e:#}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Cmd::Run { config } => {
             init_logs(cli.log.as_deref(), "info");
             run(config).await.map(|()| ExitCode::SUCCESS)
@@ -131,11 +178,39 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
+fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow::Result<()> {
+    let hosts = agents.iter().map(|a| baton_actions::Fqdn::parse(a)).collect::<Result<Vec<_>, _>>()?;
+    let files = baton_actions::pki::init(out, &hosts, &baton_actions::pki::PkiOptions { loopback, bot_name: None })?;
+    println!("CA     {} (its key {} signs new certificates: keep it offline)", files.ca_cert.display(), files.ca_key.display());
+    println!("bot    {} {}", files.bot_cert.display(), files.bot_key.display());
+    for (host, f) in &files.agents {
+        println!("{host} {} {}", f.cert.display(), f.key.display());
+    }
+    println!("[agents] ca = {:?}, cert = {:?}, key = {:?}", files.ca_cert, files.bot_cert, files.bot_key);
+    Ok(())
+}
+
+async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = baton_actions::agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
+    let stop = async {
+        #[cfg(unix)]
+        if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    baton_actions::agent::run(config, stop).await.context("running the agent")
+}
+
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
     let store = SqliteStore::open(&config.bot.store)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
-    let executor = SimulatedExecutor::open(&record, config.simulation.clone())?;
+    let parts = baton::assemble::executors(&config, &record).await?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
     let mut adapters: Vec<Arc<dyn baton::chat::ChatAdapter>> = Vec::new();
     let mut turns = None;
@@ -158,10 +233,10 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         anyhow::bail!("{}: no chat platform is enabled; enable [chat.console] or [chat.xmpp]", path.display());
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
-    let mut daemon = Daemon::new(engine_cfg, Box::new(store), Arc::new(executor), adapters, turns, Lifetime::Forever)
+    let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, turns, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
         .with_reloads(reload_on_sighup(path));
-    if let Some(look) = baton::assemble::status_look(&config).await {
+    if let Some(look) = baton::assemble::status_look(&config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }
     daemon.run(shutdown_on_signals()).await

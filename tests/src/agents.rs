@@ -100,11 +100,6 @@ pub struct Fleet {
     agents: BTreeMap<Fqdn, Agent>,
 }
 
-fn toml_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
 impl Fleet {
     /// Makes the certificates and the files of every agent; starts none.
     pub fn new(specs: Vec<AgentSpec>) -> Result<Fleet> {
@@ -168,25 +163,20 @@ impl Fleet {
         let listen = a.address.map(|s| s.to_string()).unwrap_or_else(|| "127.0.0.1:0".to_string());
         let mut argv = vec![self.bins.sim.display().to_string(), "--state".to_string(), a.sim_state.display().to_string()];
         argv.extend(a.spec.sim_args.iter().cloned());
-        let mut text = format!(
-            "host = {:?}\nlisten = {listen:?}\nstate_dir = {:?}\nactions = {}\nshutdown_grace = \"1s\"\n\
-             [tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\nclient_sha256 = {}\nclient_subjects = {}\n[timeouts]\n",
-            a.spec.host.as_str(),
-            a.state_dir.display().to_string(),
-            toml_list(&a.spec.actions),
-            files.cert.display().to_string(),
-            files.key.display().to_string(),
-            self.pki.ca_cert.display().to_string(),
-            toml_list(&a.spec.pin_sha256),
-            toml_list(&a.spec.pin_subjects),
-        );
-        for (action, t) in &a.spec.timeouts {
-            text.push_str(&format!("{action:?} = {t:?}\n"));
+        let text = baton_actions::agent::config::CommandAgentFiles {
+            host: a.spec.host.as_str(),
+            listen: &listen,
+            state_dir: &a.state_dir,
+            actions: &a.spec.actions,
+            cert: &files.cert,
+            key: &files.key,
+            client_ca: &self.pki.ca_cert,
+            pin_sha256: &a.spec.pin_sha256,
+            pin_subjects: &a.spec.pin_subjects,
+            timeouts: &a.spec.timeouts,
+            argv: &argv,
         }
-        text.push_str("[executor]\nkind = \"command\"\n[executor.commands]\n");
-        for action in &a.spec.actions {
-            text.push_str(&format!("{action:?} = {}\n", toml_list(&argv)));
-        }
+        .to_toml();
         std::fs::write(&a.config, text).with_context(|| format!("writing {}", a.config.display()))
     }
 

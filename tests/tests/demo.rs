@@ -41,6 +41,20 @@ fn the_story_through_the_demo() -> anyhow::Result<()> {
     assert!(text.contains("#1 running, step "), "{text}");
     let summary = lines.iter().find(|l| l.contains("#1 succeeded in")).expect("a final summary");
     assert!(summary.contains("Requested by alice") && summary.contains("approved by bob"), "{summary}");
+    // The agent steps went through real agent processes: their hosts' simulated state shows it.
+    let host = |name: &str| -> anyhow::Result<serde_json::Value> {
+        Ok(serde_json::from_slice(&std::fs::read(dir.path().join("fleet").join(name).join("host.json"))?)?)
+    };
+    let mgmt = host("mgmt1.contoso.com")?;
+    assert_eq!(mgmt["sites"]["Site2"], "EdgeServer:edgepool2.contoso.com");
+    for edge in ["edge2a.contoso.com", "edge2b.contoso.com"] {
+        let h = host(edge)?;
+        let actions: Vec<&str> = h["executions"].as_array().expect("executions").iter().filter_map(|x| x["action"].as_str()).collect();
+        assert_eq!(actions, ["services.stop", "services.start"], "{edge}");
+        assert!(h["services"].as_object().expect("services").values().all(|v| v == "Running"), "{edge}: {h}");
+    }
+    let untouched = host("edge1a.contoso.com")?;
+    assert_eq!(untouched["executions"].as_array().map_or(0, Vec::len), 0, "{untouched}");
     Ok(())
 }
 
@@ -50,7 +64,7 @@ fn the_story_through_the_demo() -> anyhow::Result<()> {
 fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("baton.sqlite");
-    let mut first = Baton::demo(&store, &["--delay", "400ms"])?;
+    let mut first = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     first.send("alice> !failover xmpp EdgePool2 drill")?;
     first.wait_for("Expires at", T)?;
     if kill_at != "before approval" {
@@ -58,7 +72,7 @@ fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
         first.wait_for(kill_at, T)?;
     }
     first.kill9();
-    let mut second = Baton::demo(&store, &["--delay", "400ms"])?;
+    let mut second = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     for line in after {
         second.send(line)?;
     }
@@ -102,14 +116,14 @@ fn crash_later_in_the_run() -> anyhow::Result<()> {
 fn crash_after_an_action_executed_but_before_its_outcome_was_journaled() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("baton.sqlite");
-    let mut first = Baton::demo(&store, &["--delay", "100ms", "--crash-after", "services.stop@edge2b"])?;
+    let mut first = Baton::demo(&store, &["--simulate", "--delay", "100ms", "--crash-after", "services.stop@edge2b"])?;
     first.send("alice> !failover xmpp EdgePool2 drill")?;
     first.send("bob> !approve 1")?;
     let status = first.wait_exit(T)?;
     assert!(!status.success(), "the drill aborts the process");
     assert!(first.stderr().contains("simulated crash after executing services.stop on edge2b"), "{}", first.stderr());
     assert_eq!(count(&first.lines(), "#1 [2/8]"), 0, "the step's outcome was never journaled");
-    let mut second = Baton::demo(&store, &["--delay", "100ms"])?;
+    let mut second = Baton::demo(&store, &["--simulate", "--delay", "100ms"])?;
     second.close_stdin();
     assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
     let lines = second.lines();

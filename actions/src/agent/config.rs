@@ -359,3 +359,55 @@ kind = "command"
         assert!(errors(&text.replace("SkypeForBusiness", "Exchange"))[0].contains("unknown variant `Exchange`"));
     }
 }
+
+/// The files and settings of an agent that runs its actions with the `command` executor, as
+/// written for local fleets (the demo, tests): one argv for every enabled action.
+#[derive(Clone, Debug)]
+pub struct CommandAgentFiles<'a> {
+    pub host: &'a str,
+    pub listen: &'a str,
+    pub state_dir: &'a Path,
+    pub actions: &'a [String],
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: &'a Path,
+    pub pin_sha256: &'a [String],
+    pub pin_subjects: &'a [String],
+    pub timeouts: &'a [(String, String)],
+    pub argv: &'a [String],
+}
+
+impl CommandAgentFiles<'_> {
+    /// The configuration file's text (TOML, every string quoted as TOML requires).
+    pub fn to_toml(&self) -> String {
+        fn q(s: &str) -> String {
+            toml::Value::String(s.to_string()).to_string()
+        }
+        fn list(items: &[String]) -> String {
+            let quoted: Vec<String> = items.iter().map(|s| q(s)).collect();
+            format!("[{}]", quoted.join(", "))
+        }
+        let path = |p: &Path| q(&p.display().to_string());
+        let mut text = format!(
+            "host = {}\nlisten = {}\nstate_dir = {}\nactions = {}\nshutdown_grace = \"1s\"\n\
+             [tls]\ncert = {}\nkey = {}\nclient_ca = {}\nclient_sha256 = {}\nclient_subjects = {}\n[timeouts]\n",
+            q(self.host),
+            q(self.listen),
+            path(self.state_dir),
+            list(self.actions),
+            path(self.cert),
+            path(self.key),
+            path(self.client_ca),
+            list(self.pin_sha256),
+            list(self.pin_subjects),
+        );
+        for (action, t) in self.timeouts {
+            text.push_str(&format!("{} = {}\n", q(action), q(t)));
+        }
+        text.push_str("[executor]\nkind = \"command\"\n[executor.commands]\n");
+        for action in self.actions {
+            text.push_str(&format!("{} = {}\n", q(action), list(self.argv)));
+        }
+        text
+    }
+}

@@ -21,7 +21,8 @@ pub struct DnsSettings {
     pub timeout: Duration,
 }
 
-pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<DnsSettings> {
+/// `resolve`: the executor really sends updates, so the TSIG secret is read now.
+pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>, resolve: bool) -> Option<DnsSettings> {
     let Some(t) = root.sub(e, "dns") else {
         if !root.has("dns") {
             e.at("dns", None, "is missing: provider = \"rfc2136\" (server, zone, tsig_key_name, tsig_secret) or \"agent\" (host, zone)");
@@ -48,7 +49,12 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
             let key_name: Option<String> = t.req(e, "tsig_key_name");
             // The secret is only needed when updates are really sent; the simulated executor
             // never sends them, so the demo runs without it.
-            let tsig_secret = secret::read(e, &t, "tsig_secret", env, false);
+            let tsig_secret = secret::read(e, &t, "tsig_secret", env, resolve);
+            if let (Some(name), Some(secret)) = (&key_name, &tsig_secret)
+                && let Err(err) = baton_actions::dns::TsigKey::from_base64(name, secret)
+            {
+                e.at(&t.key_path("tsig_secret"), t.span_of("tsig_secret"), err.to_string());
+            }
             server.zip(zone).map(|(server, zone)| DnsSettings {
                 provider: DnsProvider::Rfc2136 { server, zone },
                 tsig_key_name: key_name,

@@ -28,8 +28,11 @@ use walk::{Errors, Table, join};
 /// Which executor carries out the plan's actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutorKind {
-    /// In-process simulation (the demo, engine tests).
+    /// In-process simulation (drills, engine tests).
     Simulated,
+    /// The real thing: `baton-agent` on each host over mutual TLS (`[agents]`), DNS updates
+    /// signed with TSIG and probes from the bot (`[dns]`, `[probes]`).
+    Agents,
 }
 
 /// `[bot]`.
@@ -119,9 +122,13 @@ impl Config {
         let bot = bot_section(&mut e, &root, &env.base);
         let directory = people_and_groups(&mut e, &root);
         let policy = policy_section(&mut e, &root, directory.as_ref());
-        let dns = dns::read(&mut e, &root, env);
+        let real = bot.as_ref().is_some_and(|b| b.executor == ExecutorKind::Agents);
+        let dns = dns::read(&mut e, &root, env, real);
         let inventory = inventory_section(&mut e, &root, dns.as_ref());
-        let agents = agents::read(&mut e, &root);
+        let agents = agents::read(&mut e, &root, &env.base);
+        if real && agents.is_none() && !root.has("agents") {
+            e.at("bot.executor", root_span(&root, "bot.executor"), "\"agents\" needs an [agents] section (ca, cert, key, port)");
+        }
         let chat = chat::read(&mut e, &root, env);
         let probes = probes::read(&mut e, &root, &env.base);
         let simulation = simulation_section(&mut e, &root);
@@ -169,8 +176,9 @@ fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<
     let store = if store.is_absolute() { store } else { base.join(store) };
     let executor = match t.opt::<String>(e, "executor").as_deref() {
         None | Some("simulated") => Some(ExecutorKind::Simulated),
+        Some("agents") => Some(ExecutorKind::Agents),
         Some(other) => {
-            e.at(&t.key_path("executor"), t.span_of("executor"), format!("unknown executor '{}' (executors: simulated)", baton_actions::names::shown(other)));
+            e.at(&t.key_path("executor"), t.span_of("executor"), format!("unknown executor '{}' (executors: simulated, agents)", baton_actions::names::shown(other)));
             None
         }
     };
