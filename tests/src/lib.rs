@@ -4,4 +4,5 @@ pub mod agents;
 pub mod baton;
 pub mod bind;
 pub mod prosody;
+pub mod stack;
 pub mod xmpp_client;

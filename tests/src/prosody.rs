@@ -50,6 +50,9 @@ pub struct ProsodyOptions {
     pub tls: Option<TlsFiles>,
     /// Messages the MUC rooms keep as history for new joiners.
     pub room_history: u32,
+    /// Further loopback addresses the s2s port listens on (e.g. `127.0.0.2`, a second Edge
+    /// pool's external address in full-stack tests).
+    pub s2s_extra_interfaces: Vec<std::net::Ipv4Addr>,
 }
 
 impl Default for ProsodyOptions {
@@ -59,6 +62,7 @@ impl Default for ProsodyOptions {
             log_level: "info",
             tls: None,
             room_history: 20,
+            s2s_extra_interfaces: Vec::new(),
         }
     }
 }
@@ -387,7 +391,7 @@ interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
 c2s_interfaces = {{ "127.0.0.1" }}
 s2s_ports = {{ {s2s} }}
-s2s_interfaces = {{ "127.0.0.1" }}
+s2s_interfaces = {{ "127.0.0.1"{s2s_extra} }}
 c2s_direct_tls_ports = {{ }}
 s2s_direct_tls_ports = {{ }}
 http_ports = {{ }}
@@ -426,6 +430,7 @@ Component "{muc}" "muc"
         incident = INCIDENT_ROOM,
         semi = SEMI_ANONYMOUS_ROOM,
         history = options.room_history,
+        s2s_extra = options.s2s_extra_interfaces.iter().map(|a| format!(", \"{a}\"")).collect::<String>(),
     )
 }
 
@@ -455,3 +460,40 @@ else
     module:hook_global("server-started", ensure_rooms);
 end
 "#;
+
+/// A test CA and a certificate for `contoso.test` signed by it, as PEM files: Prosody's STARTTLS
+/// material, and the CA that probes and clients trust.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestPki {
+    /// The certificate and key as Prosody takes them.
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles { certificate: self.cert.clone(), key: self.key.clone() }
+    }
+}
+
+/// Makes a test CA `name` and a certificate for [`DOMAIN`] in `dir`.
+pub fn test_pki(dir: &Path, name: &str) -> anyhow::Result<TestPki> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("Baton test CA {name}"));
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec![DOMAIN.to_string()])?.signed_by(&key, &issuer)?;
+    let pki = TestPki {
+        ca: dir.join(format!("{name}-ca.pem")),
+        cert: dir.join(format!("{name}-cert.pem")),
+        key: dir.join(format!("{name}-key.pem")),
+    };
+    std::fs::write(&pki.ca, ca_cert.pem())?;
+    std::fs::write(&pki.cert, cert.pem())?;
+    std::fs::write(&pki.key, key.serialize_pem())?;
+    Ok(pki)
+}

@@ -186,40 +186,13 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 // test CA) is the real endpoint the probe must accept.
 
 use baton_actions::probe::{PortState, TlsTrust, port_check, s2s_probe};
-use baton_e2e::prosody::{DOMAIN, Prosody, ProsodyOptions, TlsFiles};
+use baton_e2e::prosody::{DOMAIN, Prosody, ProsodyOptions, TestPki, TlsFiles};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// A test CA and a certificate for `contoso.test` signed by it, as PEM files.
-struct TestPki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
 fn test_pki(dir: &Path, name: &str) -> TestPki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("Baton test CA {name}"));
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let cert = CertificateParams::new(vec![DOMAIN.to_string()])
-        .expect("server params")
-        .signed_by(&key, &issuer)
-        .expect("server certificate");
-    let pki = TestPki {
-        ca: dir.join(format!("{name}-ca.pem")),
-        cert: dir.join(format!("{name}-cert.pem")),
-        key: dir.join(format!("{name}-key.pem")),
-    };
-    std::fs::write(&pki.ca, ca_cert.pem()).expect("writes");
-    std::fs::write(&pki.cert, cert.pem()).expect("writes");
-    std::fs::write(&pki.key, key.serialize_pem()).expect("writes");
-    pki
+    baton_e2e::prosody::test_pki(dir, name).expect("test certificates")
 }
 
 /// Prosody with STARTTLS from `pki` (on its client and server-to-server ports).

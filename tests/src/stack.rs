@@ -1,0 +1,219 @@
+//! The whole of Baton on loopback, for end-to-end tests: real BIND9 holding `contoso.test`,
+//! real Prosody (the incident rooms, and the federation endpoint that `verify` probes), real
+//! `baton-agent` processes for edge1a, edge1b, edge2a, edge2b and mgmt1 with the Lync simulator,
+//! and `baton run` with a configuration generated to point at all of them.
+//!
+//! EdgePool1's external address is 127.0.0.2 and EdgePool2's is 127.0.0.1; Prosody's s2s port
+//! listens on both, so federation "works" on whichever pool DNS points to. The route starts on
+//! EdgePool1 (A record 127.0.0.2, the SRV record in place).
+
+use crate::agents::{AgentSpec, Fleet, sim_state};
+use crate::baton::Baton;
+use crate::bind::Bind;
+use crate::prosody::{INCIDENT_ROOM, Prosody, ProsodyOptions, SEMI_ANONYMOUS_ROOM, test_pki};
+use anyhow::{Context, Result};
+use baton_actions::Fqdn;
+use secrecy::ExposeSecret;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// The agent hosts of the stack's inventory.
+pub const HOSTS: [&str; 5] =
+    ["edge1a.contoso.test", "edge1b.contoso.test", "edge2a.contoso.test", "edge2b.contoso.test", "mgmt1.contoso.test"];
+pub const MANAGEMENT: &str = "mgmt1.contoso.test";
+/// EdgePool1's and EdgePool2's external addresses.
+pub const POOL1_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+pub const POOL2_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+
+/// What the stack starts with.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Chat through Prosody's rooms (`[chat.xmpp]`); otherwise the console (stdin of `baton run`).
+    pub xmpp_chat: bool,
+    /// Extra simulator arguments for every agent (e.g. `--delay-ms 500`).
+    pub sim_args: Vec<String>,
+    /// Extra TOML appended to Baton's configuration (e.g. a `[policy]` tweak is not possible
+    /// this way; this is for new sections).
+    pub extra_config: String,
+}
+
+impl Default for StackOptions {
+    fn default() -> StackOptions {
+        StackOptions { xmpp_chat: false, sim_args: Vec::new(), extra_config: String::new() }
+    }
+}
+
+/// Every part, running.
+pub struct Stack {
+    pub bind: Bind,
+    pub prosody: Prosody,
+    pub fleet: Fleet,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub store: PathBuf,
+    pub options: StackOptions,
+    /// The CA of Prosody's certificate: the s2s probes complete STARTTLS against it.
+    pub federation_ca: PathBuf,
+}
+
+impl Stack {
+    pub fn start(options: StackOptions) -> Result<Stack> {
+        let dir = tempfile::Builder::new().prefix("baton-stack-").tempdir()?;
+        let tls = test_pki(dir.path(), "federation")?;
+        let prosody = Prosody::start_with(ProsodyOptions {
+            s2s_extra_interfaces: vec![POOL1_ADDRESS],
+            tls: Some(tls.tls_files()),
+            ..ProsodyOptions::default()
+        })
+        .context("starting Prosody")?;
+        let port = prosody.s2s_addr().port();
+        let bind = Bind::start(&format!(
+            "xmpp 300 IN A {POOL1_ADDRESS}\n_xmpp-server._tcp 300 IN SRV 10 10 {port} xmpp.contoso.test.\n"
+        ))
+        .context("starting BIND")?;
+        let specs = HOSTS
+            .iter()
+            .map(|h| {
+                let mut spec = AgentSpec::new(h);
+                spec.sim_args = options.sim_args.clone();
+                if *h == MANAGEMENT {
+                    spec.sim_state = Some(sim_state(&[("Site1", Some("EdgeServer:edgepool1.contoso.test")), ("Site2", None)]));
+                }
+                spec
+            })
+            .collect();
+        let fleet = Fleet::start_all(specs).context("starting the agents")?;
+        let config = dir.path().join("baton.toml");
+        let store = dir.path().join("baton.sqlite");
+        let stack = Stack { bind, prosody, fleet, dir, config, store, options, federation_ca: tls.ca };
+        stack.write_config()?;
+        Ok(stack)
+    }
+
+    /// Writes Baton's configuration for this stack (again, e.g. after an agent moved port).
+    pub fn write_config(&self) -> Result<()> {
+        let dir = self.dir.path();
+        std::fs::write(dir.join("tsig.secret"), self.bind.secret())?;
+        std::fs::write(dir.join("xmpp.password"), self.prosody.password("baton")?.expose_secret())?;
+        let mut addresses = String::new();
+        for h in HOSTS {
+            let host = Fqdn::parse(h)?;
+            addresses.push_str(&format!("\"{h}\" = \"{}\"\n", self.fleet.address(&host)?));
+        }
+        let pki = &self.fleet.pki;
+        let chat = if self.options.xmpp_chat {
+            format!(
+                "[chat.console]\nenabled = false\n\n[chat.xmpp]\nenabled = true\njid = \"baton@contoso.test\"\n\
+                 password = {{ file = \"xmpp.password\" }}\nserver = \"{}\"\ntls = \"plain\"\n\
+                 rooms = [\"{INCIDENT_ROOM}\", \"{SEMI_ANONYMOUS_ROOM}\"]\nnickname = \"baton\"\n\
+                 reconnect_initial = \"200ms\"\nreconnect_max = \"2s\"\n",
+                self.prosody.c2s_addr()
+            )
+        } else {
+            "[chat.console]\nenabled = true\nroom = \"incident\"\n".to_string()
+        };
+        let text = format!(
+            r#"# Generated by baton-e2e's stack harness.
+[bot]
+store = {store:?}
+executor = "agents"
+
+[people.alice]
+identities = ["xmpp:alice@contoso.test", "console:alice"]
+[people.bob]
+identities = ["xmpp:bob@contoso.test", "console:bob"]
+[people.carol]
+identities = ["xmpp:carol@contoso.test", "console:carol"]
+[people.mallory]
+identities = ["xmpp:mallory@contoso.test", "console:mallory"]
+
+[groups]
+edge-admins = ["alice", "bob", "carol"]
+
+[policy]
+approvals_required = 1
+expiry = "15m"
+
+[inventory]
+sites = ["Site1", "Site2"]
+management_host = "{MANAGEMENT}"
+
+[inventory.pools.EdgePool1]
+site = "Site1"
+fqdn = "edgepool1.contoso.test"
+external_address = "{POOL1_ADDRESS}"
+servers = ["edge1a.contoso.test", "edge1b.contoso.test"]
+
+[inventory.pools.EdgePool2]
+site = "Site2"
+fqdn = "edgepool2.contoso.test"
+external_address = "{POOL2_ADDRESS}"
+servers = ["edge2a.contoso.test", "edge2b.contoso.test"]
+
+[inventory.federation]
+domain = "contoso.test"
+host = "xmpp.contoso.test"
+srv = "_xmpp-server._tcp.contoso.test"
+port = {s2s}
+ttl = 300
+
+[inventory.route]
+initial = "EdgePool1"
+
+[dns]
+provider = "rfc2136"
+server = "{bind}"
+zone = "contoso.test"
+tsig_key_name = "baton"
+tsig_secret = {{ file = "tsig.secret" }}
+timeout = "3s"
+
+[probes]
+timeout = "2s"
+ca_file = {federation_ca:?}
+
+[agents]
+ca = {ca:?}
+cert = {cert:?}
+key = {key:?}
+connect_timeout = "1s"
+request_timeout = "10s"
+attempts = 3
+
+[agents.addresses]
+{addresses}
+{chat}
+{extra}
+"#,
+            store = self.store.display().to_string(),
+            s2s = self.prosody.s2s_addr().port(),
+            bind = self.bind.addr(),
+            ca = pki.ca_cert.display().to_string(),
+            cert = pki.bot_cert.display().to_string(),
+            key = pki.bot_key.display().to_string(),
+            extra = self.options.extra_config,
+            federation_ca = self.federation_ca.display().to_string(),
+        );
+        std::fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
+    }
+
+    /// Starts `baton run` on this stack's configuration.
+    pub fn start_bot(&self) -> Result<Baton> {
+        let config = self.config.to_str().context("the config path is UTF-8")?;
+        Baton::start(&["run", "--config", config])
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The A records of the federation host, as BIND answers them now.
+    pub fn a_records(&self) -> Result<Vec<String>> {
+        self.bind.records("xmpp.contoso.test", "A")
+    }
+
+    /// The SRV records of the federation name.
+    pub fn srv_records(&self) -> Result<Vec<String>> {
+        self.bind.records("_xmpp-server._tcp.contoso.test", "SRV")
+    }
+}
