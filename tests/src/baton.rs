@@ -40,11 +40,12 @@ fn collect(reader: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<Stri
 }
 
 impl Baton {
-    /// Starts `baton <args>` with piped stdin/stdout/stderr.
+    /// Starts `baton <args>` with piped stdin/stdout/stderr. Its log filter is `warn`, or
+    /// `$BATON_TEST_LOG` when set (e.g. `info,baton=debug` to see a failing test's story).
     pub fn start(args: &[&str]) -> anyhow::Result<Baton> {
         let mut child = Command::new(bin("baton"))
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -77,6 +78,11 @@ impl Baton {
     /// Ends the input: the demo exits once its runs have finished.
     pub fn close_stdin(&mut self) {
         self.stdin.take();
+    }
+
+    /// The process id (for /proc readings such as resident memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn lines(&self) -> Vec<String> {

@@ -16,6 +16,7 @@ use baton_actions::Fqdn;
 use secrecy::ExposeSecret;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The agent hosts of the stack's inventory.
 pub const HOSTS: [&str; 5] =
@@ -215,5 +216,30 @@ attempts = 3
     /// The SRV records of the federation name.
     pub fn srv_records(&self) -> Result<Vec<String>> {
         self.bind.records("_xmpp-server._tcp.contoso.test", "SRV")
+    }
+
+    /// The journal's rows in order, as `baton audit all` prints them (`seq`, `kind`, `event`,
+    /// ...); the audit also checks the hash chain, and a broken chain is an error here.
+    pub fn journal(&self) -> Result<Vec<serde_json::Value>> {
+        let store = self.store.to_str().context("the store path is UTF-8")?;
+        let (status, stdout, stderr) = crate::baton::run(&["audit", "all", "--store", store], Duration::from_secs(30))?;
+        anyhow::ensure!(status.success(), "baton audit failed ({status}): {stderr}");
+        let doc: serde_json::Value = serde_json::from_str(&stdout).context("baton audit prints JSON")?;
+        doc["events"].as_array().cloned().context("the audit has an events list")
+    }
+
+    /// The kinds of the journal's rows, in order.
+    pub fn journal_kinds(&self) -> Result<Vec<String>> {
+        Ok(self.journal()?.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect())
+    }
+
+    /// The texts waiting in the outbox (journaled, not yet confirmed by the chat), oldest first,
+    /// read from the store while `baton run` works on it.
+    pub fn undelivered(&self) -> Result<Vec<String>> {
+        let conn = rusqlite::Connection::open_with_flags(&self.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut stmt = conn.prepare("SELECT text FROM outbox WHERE delivered_at IS NULL ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
