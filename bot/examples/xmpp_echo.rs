@@ -1,7 +1,7 @@
 //! A bare XMPP echo bot, the baseline for Baton's command->reply latency: the same connector
 //! (TCP_NODELAY, fixed address) and the same single-task `StanzaStream` loop as the adapter, but
 //! no room bookkeeping, no engine and no delivery confirmation. It answers every groupchat
-//! message starting with `!` from someone else with `echo: <text>`. It prints `joined <room>`
+//! message starting with its prefix (`!`, or `--prefix`) from someone else with `echo: <text>`. It prints `joined <room>`
 //! once the room confirms its join, so a benchmark knows when to start.
 //!
 //! ```text
@@ -46,6 +46,10 @@ struct Args {
     /// Plain TCP (loopback test servers only); default is STARTTLS with the system roots.
     #[arg(long)]
     plain: bool,
+    /// Answer only messages starting with this (another prefix than Baton's lets both bots
+    /// share a room, each answering its own commands).
+    #[arg(long, default_value = "!")]
+    prefix: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -63,9 +67,13 @@ async fn main() -> anyhow::Result<()> {
     let backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5) };
     let mut stream = stanza_stream(connector, jid, password, backoff, Duration::from_secs(10), stop.clone());
     let mut sent = 0u64;
+    // One listener for the whole run: a new one per turn would miss a Ctrl-C that arrives while
+    // an event is being handled.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let event = tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut interrupted => break,
             event = stream.next() => event,
         };
         let Some(event) = event else { bail!("stream ended") };
@@ -86,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Event::Stanza(Stanza::Message(m)) if m.type_ == MessageType::Groupchat => {
                 let from_other = m.from.as_ref().and_then(|f| f.resource()).is_some_and(|n| n.as_str() != args.nick);
-                let Some(text) = best_body(&m).filter(|t| t.starts_with('!')) else { continue };
+                let Some(text) = best_body(&m).filter(|t| t.starts_with(args.prefix.as_str())) else { continue };
                 if from_other && m.payloads.iter().all(|p| !p.is("delay", "urn:xmpp:delay")) {
                     sent += 1;
                     let reply = groupchat(&room, format!("echo-{sent}"), format!("echo: {text}"));
