@@ -199,24 +199,21 @@ impl Daemon {
 
     async fn inbound(&mut self, m: Inbound, done: &mpsc::Sender<Finished>, replies: &mpsc::Sender<Reply>) -> anyhow::Result<()> {
         let console = m.room.platform == Platform::Console;
-        if lock(&self.store).handled(&m.room, &m.message_id)? {
-            tracing::info!(room = %m.room, id = %m.message_id, "message already handled; ignored");
-        } else {
-            let prefix = self.engine.config().prefix.clone();
-            let parsed = match m.button {
-                Some(ButtonIntent::Approve(run)) => Some(Ok(Command::Approve { run })),
-                Some(ButtonIntent::Deny(run)) => Some(Ok(Command::Deny { run, reason: None })),
-                None => command::parse(&prefix, &m.text),
-            };
-            match parsed {
-                Some(command) => {
-                    tracing::info!(room = %m.room, id = %m.message_id, "command received");
-                    let input = Input::Chat { room: m.room.clone(), sender: m.sender, command };
-                    self.step(input, Some((&m.room, &m.message_id)), done, replies)?;
-                }
-                None => {
-                    lock(&self.store).commit(&Batch { handled: Some((&m.room, &m.message_id)), ..Default::default() })?;
-                }
+        let prefix = self.engine.config().prefix.clone();
+        let parsed = match m.button {
+            Some(ButtonIntent::Approve(run)) => Some(Ok(Command::Approve { run })),
+            Some(ButtonIntent::Deny(run)) => Some(Ok(Command::Deny { run, reason: None })),
+            None => command::parse(&prefix, &m.text),
+        };
+        // Ordinary conversation is neither acted on nor recorded: a line of chat costs no
+        // journal write (no fsync), and seeing it again changes nothing.
+        if let Some(command) = parsed {
+            if lock(&self.store).handled(&m.room, &m.message_id)? {
+                tracing::info!(room = %m.room, id = %m.message_id, "message already handled; ignored");
+            } else {
+                tracing::info!(room = %m.room, id = %m.message_id, "command received");
+                let input = Input::Chat { room: m.room.clone(), sender: m.sender, command };
+                self.step(input, Some((&m.room, &m.message_id)), done, replies)?;
             }
         }
         if console {

@@ -272,13 +272,13 @@ async fn a_prosody_outage_mid_run_loses_and_repeats_no_status() -> anyhow::Resul
     let mut alice = Follower::join(&stack.prosody, "alice", INCIDENT_ROOM, "alice", JoinHistory::None).await?;
     alice.wait_for_bot(INCIDENT_ROOM).await?;
     let mut bob = Follower::join(&stack.prosody, "bob", INCIDENT_ROOM, "bob", JoinHistory::None).await?;
-    alice.say(INCIDENT_ROOM, "!failover xmpp EdgePool2 drill").await?;
+    let request = alice.say(INCIDENT_ROOM, "!failover xmpp EdgePool2 drill").await?;
     alice.bot_says(INCIDENT_ROOM, "Run #1 requested by alice", T).await?;
     bob.say(INCIDENT_ROOM, "!approve 1").await?;
     alice.bot_says(INCIDENT_ROOM, "#1 [2/8] services", T).await?;
     // The room's last message before the outage is alice's: Prosody keeps a room's last message
     // across a restart and replays it as history, and this way it cannot be one of the bot's.
-    alice.say(INCIDENT_ROOM, "outage starts now").await?;
+    let chatter = alice.say(INCIDENT_ROOM, "outage starts now").await?;
     alice.wait_for(|m| m.nick == "alice" && m.text == "outage starts now", T).await?;
 
     tokio::task::block_in_place(|| stack.prosody.stop())?;
@@ -313,6 +313,9 @@ async fn a_prosody_outage_mid_run_loses_and_repeats_no_status() -> anyhow::Resul
         assert!(after.contains(line), "queued during the outage, delivered after it: {line}\nafter:\n{}", after.join("\n"));
     }
     assert!(tokio::task::block_in_place(|| stack.undelivered())?.is_empty(), "the outbox is empty");
+    // Commands are recorded as handled; conversation is not (it costs no journal write).
+    let handled = tokio::task::block_in_place(|| stack.handled_ids())?;
+    assert!(handled.contains(&request) && !handled.contains(&chatter), "{handled:?}");
     // The first sessions reconnected by themselves meanwhile; close them now that the server is up.
     for client in [alice, bob, carol] {
         client.close().await;

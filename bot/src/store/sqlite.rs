@@ -166,11 +166,17 @@ impl Store for SqliteStore {
         let err = |source| StoreError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let (mut seq, mut prev): (i64, String) = tx
-                .query_row("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(err)?
-                .unwrap_or((0, GENESIS.to_string()));
+            // A batch without events (a read-only command's reply) does not touch the chain.
+            let (mut seq, mut prev): (i64, String) = if batch.events.is_empty() {
+                (0, String::new())
+            } else {
+                tx.prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                    .map_err(err)?
+                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(err)?
+                    .unwrap_or((0, GENESIS.to_string()))
+            };
             let mut insert = tx
                 .prepare_cached("INSERT INTO events (seq, at, run, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                 .map_err(err)?;
@@ -206,11 +212,10 @@ impl Store for SqliteStore {
                     .map_err(err)?;
             }
             if let Some((room, id)) = batch.handled {
-                tx.execute(
-                    "INSERT OR IGNORE INTO handled (platform, room, message_id) VALUES (?1, ?2, ?3)",
-                    params![room.platform.as_str(), room.id, id],
-                )
-                .map_err(err)?;
+                tx.prepare_cached("INSERT OR IGNORE INTO handled (platform, room, message_id) VALUES (?1, ?2, ?3)")
+                    .map_err(err)?
+                    .execute(params![room.platform.as_str(), room.id, id])
+                    .map_err(err)?;
             }
         }
         tx.commit().map_err(err)
@@ -218,11 +223,9 @@ impl Store for SqliteStore {
 
     fn handled(&mut self, room: &RoomRef, message_id: &str) -> Result<bool, StoreError> {
         self.conn
-            .query_row(
-                "SELECT 1 FROM handled WHERE platform = ?1 AND room = ?2 AND message_id = ?3",
-                params![room.platform.as_str(), room.id, message_id],
-                |_| Ok(()),
-            )
+            .prepare_cached("SELECT 1 FROM handled WHERE platform = ?1 AND room = ?2 AND message_id = ?3")
+            .map_err(self.err())?
+            .query_row(params![room.platform.as_str(), room.id, message_id], |_| Ok(()))
             .optional()
             .map(|r| r.is_some())
             .map_err(self.err())
@@ -271,10 +274,9 @@ impl Store for SqliteStore {
 
     fn delivered(&mut self, id: i64, dropped: Option<&str>) -> Result<(), StoreError> {
         self.conn
-            .execute(
-                "UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), dropped = ?2 WHERE id = ?1",
-                params![id, dropped],
-            )
+            .prepare_cached("UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), dropped = ?2 WHERE id = ?1")
+            .map_err(self.err())?
+            .execute(params![id, dropped])
             .map(|_| ())
             .map_err(self.err())
     }
