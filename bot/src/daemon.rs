@@ -123,7 +123,11 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` (or until idle, per the lifetime).
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tokio::spawn(self.serve(shutdown)).await.context("the daemon's loop panicked")?
+    }
+
+    async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(256);
         let (done_tx, mut done_rx) = mpsc::channel::<Finished>(1024);
         let (reply_tx, mut reply_rx) = mpsc::channel::<Reply>(64);
