@@ -122,7 +122,9 @@ impl Daemon {
         &self.engine
     }
 
-    /// Runs until `shutdown` (or until idle, per the lifetime).
+    /// Runs until `shutdown` (or until idle, per the lifetime). The loop runs as a task on the
+    /// runtime's worker threads, not in the caller's `block_on`: hand-offs between the adapters,
+    /// the loop and the outbox pumps then stay within the pool instead of waking another thread.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tokio::spawn(self.serve(shutdown)).await.context("the daemon's loop panicked")?
     }
