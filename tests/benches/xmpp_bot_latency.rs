@@ -19,13 +19,12 @@
 //! `BATON_BENCH_STDERR=FILE` keeps that log.
 
 use anyhow::{Context, bail};
+use baton_e2e::echo_bot::EchoBot;
 use baton_e2e::prosody::INCIDENT_ROOM;
 use baton_e2e::stack::{Stack, StackOptions};
 use baton_e2e::xmpp_client::{JoinHistory, RoomMessage, TestClient};
-use secrecy::{ExposeSecret, SecretString};
-use std::path::PathBuf;
+use secrecy::SecretString;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
 
 const WAIT: Duration = Duration::from_secs(10);
 const WARM_UP: usize = 20;
@@ -81,7 +80,7 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
 
     // (1) The bare echo bot alone in the room.
-    let mut echo = start_echo(&stack).await?;
+    let mut echo = EchoBot::start(&stack.prosody, "echo", INCIDENT_ROOM, "echo", ECHO_PREFIX).await?;
     let echo_alone = measure(&mut alice, rounds, &[Bot::Echo]).await?;
 
     // (2) Baton joins; commands for the one and the other alternate.
@@ -90,10 +89,11 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = memory(bot.pid());
     let both = measure(&mut alice, rounds, &[Bot::Echo, Bot::Baton]).await?;
-    let echo_memory = echo.id().map(memory);
+    let echo_memory = echo.pid().map(memory);
 
     // (3) The echo bot leaves (SIGINT: it closes its stream, so the room drops it at once).
-    stop_echo(&mut echo).await?;
+    echo.stop().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let baton_alone = measure(&mut alice, rounds, &[Bot::Baton]).await?;
     let after_commands = memory(bot.pid());
 
@@ -192,54 +192,6 @@ async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration
             _ => {}
         }
     }
-}
-
-async fn start_echo(stack: &Stack) -> anyhow::Result<tokio::process::Child> {
-    let exe = std::env::current_exe().context("locating this benchmark")?;
-    // target/<profile>/deps/<bench> -> target/<profile>/examples/xmpp_echo
-    let profile: PathBuf = exe.parent().and_then(|d| d.parent()).context("the benchmark runs from target/<profile>/deps")?.into();
-    let bin = profile.join("examples").join("xmpp_echo");
-    if !bin.exists() {
-        bail!("{} is missing: cargo build --release -p baton --example xmpp_echo", bin.display());
-    }
-    let server = &stack.prosody;
-    let mut child = tokio::process::Command::new(&bin)
-        .args(["--jid", &server.jid("echo"), "--server", &server.c2s_addr().to_string(), "--plain"])
-        .args(["--room", INCIDENT_ROOM, "--nick", "echo", "--prefix", ECHO_PREFIX])
-        .env("XMPP_PASSWORD", server.password("echo")?.expose_secret())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("echo bot stdout")?;
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with("joined ") {
-                return Ok(());
-            }
-        }
-        bail!("the echo bot exited before joining")
-    })
-    .await
-    .context("waiting for the echo bot to join")??;
-    Ok(child)
-}
-
-/// Stops the echo bot with SIGINT (it then leaves the room), or SIGKILL after a while (then the
-/// room keeps a ghost of it for Prosody's short hibernation time, waited out here).
-async fn stop_echo(echo: &mut tokio::process::Child) -> anyhow::Result<()> {
-    let pid = libc::pid_t::try_from(echo.id().context("the echo bot is running")?)?;
-    // SAFETY: kill(2) on a child we started and have not reaped; no memory effects.
-    unsafe {
-        libc::kill(pid, libc::SIGINT);
-    }
-    if tokio::time::timeout(Duration::from_secs(5), echo.wait()).await.is_err() {
-        echo.kill().await.context("killing the echo bot")?;
-        tokio::time::sleep(Duration::from_secs(4)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(())
 }
 
 /// Waits until Baton answers (it asks for no history, so only a command sent after it joined is

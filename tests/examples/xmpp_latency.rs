@@ -1,8 +1,8 @@
 //! Command->first-reply latency through a real Prosody (a benchmark, not a test): a test user
 //! sends `!ping N` and waits for the answer, first to the bare echo bot (`bot/examples/xmpp_echo`,
 //! a separate process), then to Baton's XMPP adapter with a trivial echo loop behind it (in
-//! process), and prints p50/p99 of each next to each other. The full benchmark swaps the second
-//! for the real Baton process once its engine runs behind the adapter.
+//! process), and prints p50/p99 of each next to each other. The whole bot (`baton run` on the
+//! full stack) is measured by `tests/benches/xmpp_bot_latency.rs`.
 //!
 //! ```text
 //! cargo build --release -p baton --example xmpp_echo
@@ -12,9 +12,10 @@
 use anyhow::{Context, bail};
 use baton::adapters::xmpp::{TlsMode, XmppAdapter, XmppConfig};
 use baton::chat::{ChatAdapter, Outbound};
+use baton_e2e::echo_bot::EchoBot;
 use baton_e2e::prosody::{INCIDENT_ROOM, Prosody};
 use baton_e2e::xmpp_client::{JoinHistory, TestClient};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -35,34 +36,10 @@ async fn main() -> anyhow::Result<()> {
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
 
     // The bare echo bot, a sibling binary of this example.
-    let exe = std::env::current_exe().context("locating this example")?;
-    let echo_bin = exe.with_file_name("xmpp_echo");
-    if !echo_bin.exists() {
-        bail!("{} is missing: build it with cargo build [--release] -p baton --example xmpp_echo", echo_bin.display());
-    }
-    let mut echo = tokio::process::Command::new(&echo_bin)
-        .args(["--jid", &server.jid("echo"), "--server", &server.c2s_addr().to_string(), "--plain"])
-        .args(["--room", INCIDENT_ROOM, "--nick", "echo"])
-        .env("XMPP_PASSWORD", server.password("echo")?.expose_secret())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", echo_bin.display()))?;
-    let stdout = echo.stdout.take().context("echo bot stdout")?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await? {
-            if line.starts_with("joined ") {
-                return Ok(());
-            }
-        }
-        bail!("the echo bot exited before joining")
-    })
-    .await
-    .context("waiting for the echo bot to join")??;
+    let mut echo = EchoBot::start(&server, "echo", INCIDENT_ROOM, "echo", "!").await?;
     let bare = measure(&mut alice, "echo", rounds, |n| format!("echo: !ping {n}")).await?;
-    let echo_rss = echo.id().and_then(rss_kib);
-    echo.kill().await.context("stopping the echo bot")?;
+    let echo_rss = echo.pid().and_then(rss_kib);
+    echo.stop().await.context("stopping the echo bot")?;
 
     // The adapter with an echo loop behind it.
     let mut config = XmppConfig::new(server.jid("baton"), server.password("baton")?, server.c2s_addr().to_string(), TlsMode::Plain)

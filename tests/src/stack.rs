@@ -236,19 +236,20 @@ attempts = 3
     /// The chat message ids the store recorded as handled (commands only), read while
     /// `baton run` works on the store.
     pub fn handled_ids(&self) -> Result<Vec<String>> {
-        let conn = rusqlite::Connection::open_with_flags(&self.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let mut stmt = conn.prepare("SELECT message_id FROM handled ORDER BY rowid")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.read_texts("SELECT message_id FROM handled ORDER BY rowid")
     }
 
     /// The texts waiting in the outbox (journaled, not yet confirmed by the chat), oldest first,
     /// read from the store while `baton run` works on it.
     pub fn undelivered(&self) -> Result<Vec<String>> {
+        self.read_texts("SELECT text FROM outbox WHERE delivered_at IS NULL ORDER BY id")
+    }
+
+    /// One text column of a query on the store, opened read-only beside the running bot.
+    fn read_texts(&self, sql: &str) -> Result<Vec<String>> {
         let conn = rusqlite::Connection::open_with_flags(&self.store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let mut stmt = conn.prepare("SELECT text FROM outbox WHERE delivered_at IS NULL ORDER BY id")?;
+        let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }

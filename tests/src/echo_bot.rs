@@ -1,0 +1,81 @@
+//! The bare XMPP echo bot (`bot/examples/xmpp_echo`) as a process, the baseline of the latency
+//! benchmarks: found among the built examples, started in one room with an account of its own,
+//! ready once it reports its join, stopped with SIGINT (so it leaves the room at once).
+
+use crate::prosody::Prosody;
+use anyhow::{Context, bail};
+use secrecy::ExposeSecret;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+/// How long the echo bot may take to join, and to stop.
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A running echo bot.
+pub struct EchoBot {
+    child: tokio::process::Child,
+}
+
+/// `target/<profile>/examples/xmpp_echo`, seen from a benchmark (`target/<profile>/deps/..`) or
+/// an example (`target/<profile>/examples/..`).
+fn binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the running benchmark")?;
+    let dir = exe.parent().context("the benchmark has a folder")?;
+    let profile = dir.parent().context("the benchmark runs from target/<profile>/<folder>")?;
+    let bin = profile.join("examples").join(format!("xmpp_echo{}", std::env::consts::EXE_SUFFIX));
+    if !bin.exists() {
+        bail!("{} is missing: build it with cargo build [--release] -p baton --example xmpp_echo", bin.display());
+    }
+    Ok(bin)
+}
+
+impl EchoBot {
+    /// Starts the echo bot as `user` (registered on `server`) in `room` under `nick`, answering
+    /// messages that start with `prefix`, and waits until it has joined.
+    pub async fn start(server: &Prosody, user: &str, room: &str, nick: &str, prefix: &str) -> anyhow::Result<EchoBot> {
+        let bin = binary()?;
+        let mut child = tokio::process::Command::new(&bin)
+            .args(["--jid", &server.jid(user), "--server", &server.c2s_addr().to_string(), "--plain"])
+            .args(["--room", room, "--nick", nick, "--prefix", prefix])
+            .env("XMPP_PASSWORD", server.password(user)?.expose_secret())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("echo bot stdout")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        tokio::time::timeout(WAIT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.starts_with("joined ") {
+                    return Ok(());
+                }
+            }
+            bail!("the echo bot exited before joining")
+        })
+        .await
+        .context("waiting for the echo bot to join")??;
+        Ok(EchoBot { child })
+    }
+
+    /// The process id (for /proc readings), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops it with SIGINT (it closes its stream and leaves the room), or SIGKILL if it does not
+    /// stop in time (then the room keeps a ghost of it for Prosody's hibernation time, waited out).
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        let Some(pid) = self.child.id() else { return Ok(()) };
+        let pid = libc::pid_t::try_from(pid)?;
+        // SAFETY: kill(2) on a child we started and have not reaped; no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+        if tokio::time::timeout(WAIT, self.child.wait()).await.is_err() {
+            self.child.kill().await.context("killing the echo bot")?;
+            tokio::time::sleep(Duration::from_secs(4)).await;
+        }
+        Ok(())
+    }
+}
