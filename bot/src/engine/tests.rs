@@ -298,7 +298,7 @@ fn a_plan_change_voids_earlier_approvals() {
     let mut cfg = config(|p| p.approvals_required = 2);
     cfg.inventory.pools[1].external_address = "203.0.113.21".parse().expect("valid");
     t.log.push_str("[reload: EdgePool2 moves to 203.0.113.21]\n");
-    t.feed(Input::Reload { policy: cfg.policy.clone(), directory: cfg.directory.clone(), inventory: cfg.inventory.clone() });
+    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy.clone(), directory: cfg.directory.clone(), inventory: cfg.inventory.clone() })));
     t.say("carol", "!approve 1");
     t.say("bob", "!approve 1");
     assert!(t.log.contains("203.0.113.21"));
@@ -348,7 +348,7 @@ fn a_reload_that_removes_the_target_aborts_the_request() {
     t.say("alice", "!failover xmpp EdgePool2");
     let mut cfg = config(|_| {});
     cfg.inventory.pools.truncate(1);
-    t.feed(Input::Reload { policy: cfg.policy, directory: cfg.directory, inventory: cfg.inventory });
+    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy, directory: cfg.directory, inventory: cfg.inventory })));
     assert_eq!(t.engine.run(RunId(1)).map(|r| r.phase.name()), Some("aborted"));
     assert!(t.log.contains("the plan can no longer be resolved: unknown pool 'EdgePool2'; known pools: EdgePool1"), "{}", t.log);
 }
