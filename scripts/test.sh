@@ -9,6 +9,9 @@ packages=()
 command -v prosody >/dev/null 2>&1 || packages+=(prosody)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || packages+=(bind9)
 command -v dig >/dev/null 2>&1 || packages+=(bind9-dnsutils)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+# The Windows build of baton-agent (Edge servers run Windows): the MinGW linker.
+command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
 if [ ${#packages[@]} -gt 0 ]; then
     echo "test.sh: installing ${packages[*]}" >&2
     sudo=""
@@ -20,3 +23,8 @@ fi
 # The end-to-end tests run the real binaries: build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+
+# baton-agent ships as a Windows service binary: it must keep cross-building.
+rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
+cargo build -p baton-actions --bin baton-agent --target x86_64-pc-windows-gnu --locked
+echo "test.sh: built $(ls target/x86_64-pc-windows-gnu/debug/baton-agent.exe)" >&2

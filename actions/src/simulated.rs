@@ -166,14 +166,14 @@ impl SimulatedExecutor {
         }
         let detail = match action {
             Action::Health { .. } => "agent answers (simulated)".to_string(),
-            Action::ServicesStop { .. } => "services stopped".to_string(),
-            Action::ServicesStart { .. } => "services running".to_string(),
+            Action::ServicesStop { .. } => "services stopped (simulated)".to_string(),
+            Action::ServicesStart { .. } => "services running (simulated)".to_string(),
             Action::ServicesStatus { .. } => "services running (simulated)".to_string(),
             Action::RouteGet { site, .. } => format!("{site} route unknown (simulated)"),
-            Action::RouteSet { edge_pool, .. } => format!("route now EdgeServer:{edge_pool}"),
-            Action::DnsSetA { name, address, .. } => format!("{name} A {address} confirmed"),
-            Action::DnsEnsureSrv { name, .. } => format!("{name} SRV present once"),
-            Action::PortCheck { .. } => "refused (reachable, nothing listening yet)".to_string(),
+            Action::RouteSet { edge_pool, .. } => format!("route now EdgeServer:{edge_pool} (simulated)"),
+            Action::DnsSetA { name, address, .. } => format!("{name} A {address} (simulated)"),
+            Action::DnsEnsureSrv { name, .. } => format!("{name} SRV present once (simulated)"),
+            Action::PortCheck { .. } => "refused, nothing listening yet (simulated)".to_string(),
             Action::Verify { .. } => "SRV ok, s2s stream ok (simulated)".to_string(),
         };
         ActionOutcome::Ok { detail }

@@ -63,7 +63,15 @@ pub enum Input {
     /// Time passed (requests may expire).
     Tick,
     /// The configuration was reloaded: pending plans are resolved again.
-    Reload { policy: Policy, directory: Directory, inventory: Inventory },
+    Reload(Box<Reload>),
+}
+
+/// A reloaded configuration's parts that the engine decides with.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    pub policy: Policy,
+    pub directory: Directory,
+    pub inventory: Inventory,
 }
 
 /// A message for the outbox.
@@ -180,7 +188,10 @@ impl Engine {
                 self.action_finished(&mut out, now, run, step, attempt, action, report)
             }
             Input::Tick => self.tick(now, &mut out),
-            Input::Reload { policy, directory, inventory } => self.reload(policy, directory, inventory, now, &mut out),
+            Input::Reload(r) => {
+                let Reload { policy, directory, inventory } = *r;
+                self.reload(policy, directory, inventory, now, &mut out)
+            }
         }
         out
     }

@@ -186,7 +186,12 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
     for (host, f) in &files.agents {
         println!("{host} {} {}", f.cert.display(), f.key.display());
     }
-    println!("[agents] ca = {:?}, cert = {:?}, key = {:?}", files.ca_cert, files.bot_cert, files.bot_key);
+    println!(
+        "\nFor the bot's configuration:\n[agents]\nca = {:?}\ncert = {:?}\nkey = {:?}",
+        files.ca_cert.display().to_string(),
+        files.bot_cert.display().to_string(),
+        files.bot_key.display().to_string()
+    );
     Ok(())
 }
 
@@ -257,7 +262,11 @@ fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::engine:
         while hup.recv().await.is_some() {
             match Config::load(&path) {
                 Ok(c) => {
-                    let input = baton::engine::Input::Reload { policy: c.policy, directory: c.directory, inventory: c.inventory };
+                    let input = baton::engine::Input::Reload(Box::new(baton::engine::Reload {
+                        policy: c.policy,
+                        directory: c.directory,
+                        inventory: c.inventory,
+                    }));
                     if tx.send(input).await.is_err() {
                         return;
                     }

@@ -27,7 +27,7 @@ pub const POOL1_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 pub const POOL2_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
 /// What the stack starts with.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct StackOptions {
     /// Chat through Prosody's rooms (`[chat.xmpp]`); otherwise the console (stdin of `baton run`).
     pub xmpp_chat: bool,
@@ -36,12 +36,6 @@ pub struct StackOptions {
     /// Extra TOML appended to Baton's configuration (e.g. a `[policy]` tweak is not possible
     /// this way; this is for new sections).
     pub extra_config: String,
-}
-
-impl Default for StackOptions {
-    fn default() -> StackOptions {
-        StackOptions { xmpp_chat: false, sim_args: Vec::new(), extra_config: String::new() }
-    }
 }
 
 /// Every part, running.

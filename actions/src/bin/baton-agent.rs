@@ -3,7 +3,6 @@
 //! Windows service.
 
 use anyhow::{Context, Result};
-use baton_actions::Fqdn;
 use baton_actions::agent::{self, AgentConfig};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -26,17 +25,6 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
-    },
-    /// Make a CA, the bot's client certificate and one server certificate per agent host.
-    PkiInit {
-        #[arg(long)]
-        out: PathBuf,
-        /// An agent host's FQDN; repeat for each host.
-        #[arg(long = "agent", required = true)]
-        agents: Vec<String>,
-        /// Also name localhost and 127.0.0.1 in the agents' certificates (tests, demos).
-        #[arg(long)]
-        loopback: bool,
     },
     /// Install the agent as a Windows service that starts automatically (Windows only).
     Install {
@@ -105,17 +93,6 @@ fn main() -> Result<()> {
                 loaded.executor.describe(),
                 loaded.actions.iter().cloned().collect::<Vec<_>>().join(", ")
             );
-            Ok(())
-        }
-        Command::PkiInit { out, agents, loopback } => {
-            let hosts = agents.iter().map(|a| Fqdn::parse(a)).collect::<Result<Vec<_>, _>>()?;
-            let options = baton_actions::pki::PkiOptions { loopback, bot_name: None };
-            let files = baton_actions::pki::init(&out, &hosts, &options)?;
-            println!("CA        {} (key {}: keep it offline)", files.ca_cert.display(), files.ca_key.display());
-            println!("bot       {} {}", files.bot_cert.display(), files.bot_key.display());
-            for (host, f) in &files.agents {
-                println!("{host} {} {}", f.cert.display(), f.key.display());
-            }
             Ok(())
         }
         #[cfg(windows)]

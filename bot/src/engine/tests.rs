@@ -28,6 +28,8 @@ fn config(tweak: impl FnOnce(&mut Policy)) -> EngineConfig {
 
 /// Drives an engine and writes a transcript.
 struct T {
+    /// Shows plans in full; otherwise their step lines are folded (one test shows them all).
+    full_plans: bool,
     engine: Engine,
     now: DateTime<Utc>,
     journal: Vec<Recorded>,
@@ -38,6 +40,7 @@ struct T {
 impl T {
     fn new(tweak: impl FnOnce(&mut Policy)) -> T {
         T {
+            full_plans: false,
             engine: Engine::new(config(tweak)),
             now: DateTime::parse_from_rfc3339("2026-11-26T14:02:11Z").expect("valid time").with_timezone(&Utc),
             journal: Vec::new(),
@@ -50,7 +53,8 @@ impl T {
         let out = self.engine.handle(input, self.now);
         self.journal.extend(out.events);
         for m in out.messages {
-            let text = m.text.replace('\n', "\n       ");
+            let text = if self.full_plans || !m.text.contains("lan (sha256") { m.text } else { fold_plan(&m.text) };
+            let text = text.replace('\n', "\n       ");
             self.log.push_str(&format!("baton> {text}\n"));
         }
         for q in out.queries {
@@ -111,9 +115,30 @@ impl T {
     }
 }
 
+/// Folds a plan's step lines and warning into one line.
+fn fold_plan(text: &str) -> String {
+    let is_step = |l: &str| {
+        let l = l.trim_start();
+        l.len() > 2 && l.as_bytes()[0].is_ascii_digit() && &l[1..3] == ". " || l.starts_with("Warning:")
+    };
+    let steps = text.lines().filter(|l| is_step(l)).count();
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if is_step(line) {
+            if !out.last().is_some_and(|l| l.starts_with("  [")) {
+                out.push(format!("  [{steps} plan lines]"));
+            }
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n")
+}
+
 #[test]
 fn the_users_story() {
     let mut t = T::new(|_| {});
+    t.full_plans = true;
     t.say("alice", "!failover xmpp EdgePool2 pool 1 lost power in DC1");
     t.say("alice", "!approve 1");
     t.say("mallory", "!approve 1");
@@ -204,15 +229,7 @@ fn one_active_run_deny_and_unknown_pools() {
         alice> !failover xmpp edgepool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         carol> !failover xmpp EdgePool2 me too
         baton> Run #1 is already active (pending approval) for the XMPP federation route; one run at a time. `!status 1` shows it.
@@ -229,15 +246,7 @@ fn one_active_run_deny_and_unknown_pools() {
         carol> !failover xmpp EdgePool2
         baton> Run #2 requested by carol: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than carol: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:11 UTC (15 min).
         mallory> !runs
         baton> Recent runs:
@@ -262,15 +271,7 @@ fn expiry() {
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> Refused (!approve 1): the request expired at 14:17:11 UTC.
@@ -298,7 +299,7 @@ fn a_plan_change_voids_earlier_approvals() {
     let mut cfg = config(|p| p.approvals_required = 2);
     cfg.inventory.pools[1].external_address = "203.0.113.21".parse().expect("valid");
     t.log.push_str("[reload: EdgePool2 moves to 203.0.113.21]\n");
-    t.feed(Input::Reload { policy: cfg.policy.clone(), directory: cfg.directory.clone(), inventory: cfg.inventory.clone() });
+    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy.clone(), directory: cfg.directory.clone(), inventory: cfg.inventory.clone() })));
     t.say("carol", "!approve 1");
     t.say("bob", "!approve 1");
     assert!(t.log.contains("203.0.113.21"));
@@ -307,30 +308,14 @@ fn a_plan_change_voids_earlier_approvals() {
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (1 of 2 approvals). Waiting for 1 more.
         [reload: EdgePool2 moves to 203.0.113.21]
         baton> Run #1: the inventory changed and so did the plan. Approvals by bob lapsed.
                New plan (sha256 d44bb4a2f4d5):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.21 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.21:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         carol> !approve 1
         baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
@@ -348,7 +333,7 @@ fn a_reload_that_removes_the_target_aborts_the_request() {
     t.say("alice", "!failover xmpp EdgePool2");
     let mut cfg = config(|_| {});
     cfg.inventory.pools.truncate(1);
-    t.feed(Input::Reload { policy: cfg.policy, directory: cfg.directory, inventory: cfg.inventory });
+    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy, directory: cfg.directory, inventory: cfg.inventory })));
     assert_eq!(t.engine.run(RunId(1)).map(|r| r.phase.name()), Some("aborted"));
     assert!(t.log.contains("the plan can no longer be resolved: unknown pool 'EdgePool2'; known pools: EdgePool1"), "{}", t.log);
 }
@@ -371,15 +356,7 @@ fn failure_retry_and_abort() {
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
@@ -433,15 +410,7 @@ fn abort_waits_for_the_step_in_flight() {
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
@@ -486,15 +455,7 @@ fn retry_with_approval_when_the_policy_asks() {
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
-                 1. precheck  agents on edge2a, edge2b, mgmt1 answer health
-                 2. services  Stop-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 3. route     Set-CsSite -Identity Site2 -XmppFederationRoute EdgeServer:edgepool2.contoso.com (on mgmt1.contoso.com)
-                 4. dns A     xmpp.contoso.com -> 203.0.113.20 (RFC 2136 update to 198.51.100.53:53)
-                 5. dns SRV   _xmpp-server._tcp.contoso.com -> xmpp.contoso.com:5269, exactly once (RFC 2136 update to 198.51.100.53:53)
-                 6. port      203.0.113.20:5269 reachable through the firewall
-                 7. services  Start-CsWindowsService on edge2a.contoso.com, edge2b.contoso.com
-                 8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
-               Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
+                 [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
