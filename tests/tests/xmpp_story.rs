@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 /// The longest any single wait may take (a whole run with delays fits well within it).
 const T: Duration = Duration::from_secs(60);
 
-/// The plan's steps as the room shows them: (number, title).
+/// The titles of the plan's steps, in order, as the room shows them.
 const STEPS: [&str; 8] = ["precheck", "services", "route", "dns A", "dns SRV", "port", "services", "verify"];
 
 /// The full stack with the bot's chat in Prosody's rooms, and `baton run` started on it.
