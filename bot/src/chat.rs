@@ -77,6 +77,7 @@ pub struct RunCard {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
     /// The outbox sequence number: unique and increasing, usable as an idempotent message id.
+    /// Negative for answers delivered directly, without the outbox (they changed no state).
     pub id: i64,
     pub room: RoomRef,
     /// The run this message is about, if any.

@@ -62,6 +62,14 @@ pub struct Daemon {
     in_flight: usize,
     reloads: Option<mpsc::Receiver<Input>>,
     status: Option<StatusLook>,
+    /// Ids of answers delivered without the outbox: negative, so they never meet an outbox id,
+    /// and starting from the clock so that two runs of the bot do not reuse them.
+    direct_ids: i64,
+}
+
+/// An output that only answers: no event to journal, nothing to dispatch or look up.
+fn answer_only(out: &Output) -> bool {
+    out.events.is_empty() && out.dispatches.is_empty() && out.queries.is_empty()
 }
 
 /// What `!status xmpp` needs besides the engine: where to look, and who reads the route a site
@@ -103,7 +111,7 @@ impl Daemon {
             .into_iter()
             .map(|a| (a.platform(), Room { adapter: a, flushing: Arc::default(), wake: Arc::new(Notify::new()) }))
             .collect();
-        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None, status: None })
+        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None, status: None, direct_ids: -Utc::now().timestamp_millis() })
     }
 
     /// Answers `!status xmpp` by looking from here.
@@ -219,7 +227,12 @@ impl Daemon {
             } else {
                 tracing::info!(room = %m.room, id = %m.message_id, "command received");
                 let input = Input::Chat { room: m.room.clone(), sender: m.sender, command };
-                self.step(input, Some((&m.room, &m.message_id)), done, replies)?;
+                let mut out = self.engine.handle(input, Utc::now());
+                let answered = if answer_only(&out) { self.answer_now(&out.messages).await } else { 0 };
+                if answered < out.messages.len() {
+                    out.messages.drain(..answered);
+                    self.act(out, Some((&m.room, &m.message_id)), done, replies)?;
+                }
             }
         }
         if console {
@@ -243,6 +256,17 @@ impl Daemon {
         replies: &mpsc::Sender<Reply>,
     ) -> anyhow::Result<()> {
         let out = self.engine.handle(input, Utc::now());
+        self.act(out, handled, done, replies)
+    }
+
+    /// Journals a batch, then performs it.
+    fn act(
+        &mut self,
+        out: Output,
+        handled: Option<(&RoomRef, &str)>,
+        done: &mpsc::Sender<Finished>,
+        replies: &mpsc::Sender<Reply>,
+    ) -> anyhow::Result<()> {
         self.journal(&out, handled)?;
         for d in out.dispatches {
             self.dispatch(d, done);
@@ -273,6 +297,33 @@ impl Daemon {
             self.wake(p);
         }
         Ok(())
+    }
+
+    /// Posts a pure answer (it changed no state) straight to the platform, skipping the journal
+    /// and its disk flush, when nothing older waits in that platform's outbox (so order holds).
+    /// Returns how many of `messages` it delivered; the caller journals the rest and the
+    /// outbox delivers them as usual. A crash before delivery loses only the answer to a
+    /// question, which can be asked again.
+    async fn answer_now(&mut self, messages: &[Message]) -> usize {
+        let Some(first) = messages.first() else { return 0 };
+        let platform = first.room.platform;
+        if platform == Platform::Console || messages.iter().any(|m| m.room.platform != platform) {
+            return 0;
+        }
+        let Some(room) = self.rooms.get(&platform) else { return 0 };
+        let _in_order = room.flushing.lock().await;
+        if !lock(&self.store).outbox(platform, 1).is_ok_and(|o| o.is_empty()) {
+            return 0;
+        }
+        for (delivered, m) in messages.iter().enumerate() {
+            self.direct_ids -= 1;
+            let outbound = crate::chat::Outbound { id: self.direct_ids, room: m.room.clone(), run: m.run, text: m.text.clone(), card: m.card.clone() };
+            if let Err(e) = room.adapter.deliver(&outbound).await {
+                tracing::info!(platform = %platform, reason = %e, "direct answer not delivered; it goes through the outbox");
+                return delivered;
+            }
+        }
+        messages.len()
     }
 
     fn journal(&mut self, out: &Output, handled: Option<(&RoomRef, &str)>) -> anyhow::Result<()> {
