@@ -228,8 +228,9 @@ impl Daemon {
                 tracing::info!(room = %m.room, id = %m.message_id, "command received");
                 let input = Input::Chat { room: m.room.clone(), sender: m.sender, command };
                 let mut out = self.engine.handle(input, Utc::now());
-                let answered = if answer_only(&out) { self.answer_now(&out.messages).await } else { 0 };
-                if answered < out.messages.len() {
+                let pure = answer_only(&out);
+                let answered = if pure { self.answer_now(&out.messages).await } else { 0 };
+                if !(pure && answered == out.messages.len()) {
                     out.messages.drain(..answered);
                     self.act(out, Some((&m.room, &m.message_id)), done, replies)?;
                 }
