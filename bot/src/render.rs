@@ -465,39 +465,12 @@ pub fn status_xmpp(s: &baton_actions::status::XmppStatus, holder: Option<&PoolNa
             }
         }
     }
-    match &s.a {
-        Ok(records) if records.is_empty() => {
-            let _ = write!(out, "\n  A    {} -> no record", s.host);
-        }
-        Ok(records) => {
-            let addrs: Vec<String> = records
-                .iter()
-                .map(|r| {
-                    let owner = s.pools.iter().find(|p| p.addr.ip() == std::net::IpAddr::V4(r.address));
-                    match owner {
-                        Some(p) => format!("{} ({})", r.address, p.pool),
-                        None => format!("{} (no pool of the inventory)", r.address),
-                    }
-                })
-                .collect();
-            let _ = write!(out, "\n  A    {} -> {}", s.host, addrs.join(", "));
-        }
-        Err(e) => {
-            let _ = write!(out, "\n  A    {}: {e}", s.host);
-        }
-    }
-    match &s.srv {
-        Ok(records) if records.is_empty() => {
-            let _ = write!(out, "\n  SRV  {} -> no record", s.srv_name);
-        }
-        Ok(records) => {
-            let list: Vec<String> = records.iter().map(|r| r.to_string()).collect();
-            let _ = write!(out, "\n  SRV  {} -> {}", s.srv_name, list.join(", "));
-        }
-        Err(e) => {
-            let _ = write!(out, "\n  SRV  {}: {e}", s.srv_name);
-        }
-    }
+    let owner = |r: &baton_actions::dns::ARecord| match s.pools.iter().find(|p| p.addr.ip() == std::net::IpAddr::V4(r.address)) {
+        Some(p) => format!("{} ({})", r.address, p.pool),
+        None => format!("{} (no pool of the inventory)", r.address),
+    };
+    out.push_str(&records_line("A   ", &s.host, &s.a, owner));
+    out.push_str(&records_line("SRV ", &s.srv_name, &s.srv, |r| r.to_string()));
     for p in &s.pools {
         let mut line = format!("\n  {} ({}) {}: {}", p.pool, p.site, p.addr, p.port.summary());
         match &p.s2s {
@@ -512,6 +485,15 @@ pub fn status_xmpp(s: &baton_actions::status::XmppStatus, holder: Option<&PoolNa
     }
     let _ = write!(out, "\n  (asked resolver {} and probed from Baton's host in {})", s.resolver, baton_actions::probe::human_duration(s.elapsed));
     out
+}
+
+/// `  A    xmpp.contoso.com -> 203.0.113.20 (EdgePool2)`, or no record, or why there is no answer.
+fn records_line<T>(kind: &str, name: &baton_actions::Fqdn, answer: &Result<Vec<T>, String>, show: impl Fn(&T) -> String) -> String {
+    match answer {
+        Ok(records) if records.is_empty() => format!("\n  {kind} {name} -> no record"),
+        Ok(records) => format!("\n  {kind} {name} -> {}", records.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Err(e) => format!("\n  {kind} {name}: {e}"),
+    }
 }
 
 fn xmpp_verdict(s: &baton_actions::status::XmppStatus) -> String {
@@ -539,4 +521,65 @@ fn xmpp_verdict(s: &baton_actions::status::XmppStatus) -> String {
         }
     };
     format!("{verdict}{srv_note}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_actions::dns::{ARecord, SrvRecord};
+    use baton_actions::probe::{PortCheck, PortState, S2sReport};
+    use baton_actions::status::{PoolStatus, XmppStatus};
+    use baton_actions::{Fqdn, PoolName, SiteName};
+    use std::time::Duration;
+
+    fn pool(name: &str, ip: &str, state: PortState, s2s: Option<Result<(), &str>>, in_dns: bool) -> PoolStatus {
+        let addr: std::net::SocketAddr = format!("{ip}:5269").parse().expect("valid");
+        PoolStatus {
+            pool: PoolName::parse(name).expect("valid"),
+            site: SiteName::parse("Site1").expect("valid"),
+            fqdn: Fqdn::parse("edgepool.contoso.com").expect("valid"),
+            addr,
+            in_dns,
+            port: PortCheck { addr, state, latency: Duration::from_micros(300), error: None },
+            s2s: s2s.map(|r| {
+                r.map(|()| S2sReport { addr, stream_id: "x".into(), from: None, features: vec!["starttls".into()], latency: Duration::from_millis(2), tls: None })
+                    .map_err(str::to_string)
+            }),
+        }
+    }
+
+    fn status(a: Result<Vec<&str>, &str>, pools: Vec<PoolStatus>) -> XmppStatus {
+        XmppStatus {
+            domain: Fqdn::parse("contoso.com").expect("valid"),
+            host: Fqdn::parse("xmpp.contoso.com").expect("valid"),
+            a: a.map(|v| v.iter().map(|ip| ARecord { address: ip.parse().expect("valid"), ttl: 300 }).collect()).map_err(str::to_string),
+            srv_name: Fqdn::parse("_xmpp-server._tcp.contoso.com").expect("valid"),
+            srv: Ok(vec![SrvRecord { priority: 10, weight: 10, port: 5269, target: "xmpp.contoso.com".into(), ttl: 300 }]),
+            resolver: "198.51.100.53:53".parse().expect("valid"),
+            pools,
+            routes: Vec::new(),
+            elapsed: Duration::from_millis(3),
+        }
+    }
+
+    fn verdict(s: &XmppStatus) -> String {
+        status_xmpp(s, None).lines().next().unwrap_or_default().to_string()
+    }
+
+    #[test]
+    fn the_verdict_names_what_is_wrong() {
+        let ok = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), true)]);
+        assert_eq!(verdict(&ok), "XMPP federation of contoso.com: working: DNS points to EdgePool2 and its s2s stream opens.");
+        let closed = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Refused, None, true)]);
+        assert_eq!(verdict(&closed), "XMPP federation of contoso.com: DNS points to EdgePool2, but its port 5269 is refused.");
+        let stray = status(Ok(vec!["192.0.2.1"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), false)]);
+        assert_eq!(verdict(&stray), "XMPP federation of contoso.com: xmpp.contoso.com points to no pool of the inventory.");
+        assert!(status_xmpp(&stray, None).contains("A    xmpp.contoso.com -> 192.0.2.1 (no pool of the inventory)"));
+        let broken = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Err("not an XMPP server-to-server endpoint")), true)]);
+        assert_eq!(verdict(&broken), "XMPP federation of contoso.com: DNS points to EdgePool2, which accepts connections but fails the s2s probe.");
+        let silent = status(Err("no answer to the A query within 3 s"), vec![]);
+        assert_eq!(verdict(&silent), "XMPP federation of contoso.com: cannot tell: the A query got no answer (see below).");
+        let none = status(Ok(vec![]), vec![]);
+        assert_eq!(verdict(&none), "XMPP federation of contoso.com: xmpp.contoso.com has no A record: partners cannot reach federation.");
+    }
 }
