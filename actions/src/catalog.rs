@@ -30,19 +30,42 @@ pub enum Action {
     RouteGet { host: Fqdn, site: SiteName },
     /// `Set-CsSite <site> -XmppFederationRoute EdgeServer:<pool>` on the management host.
     #[serde(rename = "route.set")]
-    RouteSet { host: Fqdn, site: SiteName, edge_pool: Fqdn },
+    RouteSet {
+        host: Fqdn,
+        site: SiteName,
+        edge_pool: Fqdn,
+    },
     /// Replace the A record of the federation host with one address.
     #[serde(rename = "dns.set_a")]
-    DnsSetA { dns: DnsVia, name: Fqdn, address: Ipv4Addr, ttl: u32 },
+    DnsSetA {
+        dns: DnsVia,
+        name: Fqdn,
+        address: Ipv4Addr,
+        ttl: u32,
+    },
     /// Make sure the SRV record exists exactly once.
     #[serde(rename = "dns.ensure_srv")]
-    DnsEnsureSrv { dns: DnsVia, name: Fqdn, target: Fqdn, port: u16, priority: u16, weight: u16, ttl: u32 },
+    DnsEnsureSrv {
+        dns: DnsVia,
+        name: Fqdn,
+        target: Fqdn,
+        port: u16,
+        priority: u16,
+        weight: u16,
+        ttl: u32,
+    },
     /// A TCP probe of the external port, from the bot.
     #[serde(rename = "port.check")]
     PortCheck { address: IpAddr, port: u16 },
     /// Resolve the SRV and A records and open an XMPP server-to-server stream.
     #[serde(rename = "verify")]
-    Verify { srv: Fqdn, host: Fqdn, address: Ipv4Addr, port: u16, domain: Fqdn },
+    Verify {
+        srv: Fqdn,
+        host: Fqdn,
+        address: Ipv4Addr,
+        port: u16,
+        domain: Fqdn,
+    },
 }
 
 /// Who carries out an action.
@@ -92,8 +115,14 @@ impl Action {
             | Action::ServicesStatus { host }
             | Action::RouteGet { host, .. }
             | Action::RouteSet { host, .. } => Target::Agent(host.clone()),
-            Action::DnsSetA { dns: DnsVia::Agent { host, .. }, .. }
-            | Action::DnsEnsureSrv { dns: DnsVia::Agent { host, .. }, .. } => Target::Agent(host.clone()),
+            Action::DnsSetA {
+                dns: DnsVia::Agent { host, .. },
+                ..
+            }
+            | Action::DnsEnsureSrv {
+                dns: DnsVia::Agent { host, .. },
+                ..
+            } => Target::Agent(host.clone()),
             Action::DnsSetA { .. } | Action::DnsEnsureSrv { .. } | Action::PortCheck { .. } | Action::Verify { .. } => {
                 Target::Bot
             }
@@ -112,8 +141,14 @@ impl Action {
     /// Where it runs, in full, for the plan (`edge2a.contoso.com`, `DNS ns1:53 (RFC 2136)`).
     pub fn where_long(&self) -> String {
         match self {
-            Action::DnsSetA { dns: DnsVia::Rfc2136 { server, .. }, .. }
-            | Action::DnsEnsureSrv { dns: DnsVia::Rfc2136 { server, .. }, .. } => format!("DNS {server} (RFC 2136 + TSIG)"),
+            Action::DnsSetA {
+                dns: DnsVia::Rfc2136 { server, .. },
+                ..
+            }
+            | Action::DnsEnsureSrv {
+                dns: DnsVia::Rfc2136 { server, .. },
+                ..
+            } => format!("DNS {server} (RFC 2136 + TSIG)"),
             _ => match self.target() {
                 Target::Agent(host) => host.to_string(),
                 Target::Bot => "bot".to_string(),
@@ -130,29 +165,64 @@ impl Action {
             Action::ServicesStatus { .. } => "Get-CsWindowsService".to_string(),
             Action::RouteGet { site, .. } => format!("Get-CsSite -Identity {site}"),
             Action::RouteSet { site, edge_pool, .. } => {
-                format!("Set-CsSite -Identity {site} -XmppFederationRoute {}", xmpp_route(edge_pool))
+                format!(
+                    "Set-CsSite -Identity {site} -XmppFederationRoute {}",
+                    xmpp_route(edge_pool)
+                )
             }
-            Action::DnsSetA { dns: DnsVia::Rfc2136 { zone, .. }, name, address, ttl } => {
+            Action::DnsSetA {
+                dns: DnsVia::Rfc2136 { zone, .. },
+                name,
+                address,
+                ttl,
+            } => {
                 format!("update zone {zone}: delete {name} A; add {name} {ttl} A {address}")
             }
-            Action::DnsSetA { dns: DnsVia::Agent { zone, .. }, name, address, ttl } => format!(
+            Action::DnsSetA {
+                dns: DnsVia::Agent { zone, .. },
+                name,
+                address,
+                ttl,
+            } => format!(
                 "Remove-DnsServerResourceRecord -ZoneName {zone} -RRType A -Name {}; \
                  Add-DnsServerResourceRecordA -ZoneName {zone} -Name {} -IPv4Address {address} -TimeToLive {}",
                 relative(name, zone),
                 relative(name, zone),
                 hms(*ttl)
             ),
-            Action::DnsEnsureSrv { dns: DnsVia::Rfc2136 { zone, .. }, name, target, port, priority, weight, ttl } => {
+            Action::DnsEnsureSrv {
+                dns: DnsVia::Rfc2136 { zone, .. },
+                name,
+                target,
+                port,
+                priority,
+                weight,
+                ttl,
+            } => {
                 format!("update zone {zone}: ensure exactly one {name} {ttl} SRV {priority} {weight} {port} {target}")
             }
-            Action::DnsEnsureSrv { dns: DnsVia::Agent { zone, .. }, name, target, port, priority, weight, ttl } => format!(
+            Action::DnsEnsureSrv {
+                dns: DnsVia::Agent { zone, .. },
+                name,
+                target,
+                port,
+                priority,
+                weight,
+                ttl,
+            } => format!(
                 "Add-DnsServerResourceRecord -ZoneName {zone} -Srv -Name {} -DomainName {target} -Priority {priority} \
                  -Weight {weight} -Port {port} -TimeToLive {} (if missing)",
                 relative(name, zone),
                 hms(*ttl)
             ),
             Action::PortCheck { address, port } => format!("TCP connect {}", socket(*address, *port)),
-            Action::Verify { srv, host, address, port, .. } => format!(
+            Action::Verify {
+                srv,
+                host,
+                address,
+                port,
+                ..
+            } => format!(
                 "resolve {srv} SRV -> {host}:{port} and {host} A -> {address}; open an XMPP s2s stream to {}",
                 socket(IpAddr::V4(*address), *port)
             ),
@@ -176,7 +246,10 @@ pub(crate) fn relative(name: &Fqdn, zone: &Fqdn) -> String {
     if n == zone.as_str() {
         return "@".to_string();
     }
-    n.strip_suffix(zone.as_str()).and_then(|s| s.strip_suffix('.')).unwrap_or(n).to_string()
+    n.strip_suffix(zone.as_str())
+        .and_then(|s| s.strip_suffix('.'))
+        .unwrap_or(n)
+        .to_string()
 }
 
 /// A TTL as PowerShell's `-TimeToLive` takes it (`00:05:00`).
@@ -206,9 +279,13 @@ mod tests {
             edge_pool: fqdn("edgepool2.contoso.com"),
         };
         let json = serde_json::to_string(&a).expect("serializes");
-        assert_eq!(json, r#"{"action":"route.set","host":"mgmt1.contoso.com","site":"Site2","edge_pool":"edgepool2.contoso.com"}"#);
+        assert_eq!(
+            json,
+            r#"{"action":"route.set","host":"mgmt1.contoso.com","site":"Site2","edge_pool":"edgepool2.contoso.com"}"#
+        );
         assert_eq!(serde_json::from_str::<Action>(&json).expect("round trip"), a);
-        let extra = r#"{"action":"route.set","host":"mgmt1.contoso.com","site":"Site2","edge_pool":"e.contoso.com","x":1}"#;
+        let extra =
+            r#"{"action":"route.set","host":"mgmt1.contoso.com","site":"Site2","edge_pool":"e.contoso.com","x":1}"#;
         assert!(serde_json::from_str::<Action>(extra).is_err());
         let injected = r#"{"action":"route.set","host":"mgmt1.contoso.com","site":"Site2; Stop-Computer","edge_pool":"e.contoso.com"}"#;
         assert!(serde_json::from_str::<Action>(injected).is_err());
@@ -217,20 +294,39 @@ mod tests {
 
     #[test]
     fn command_lines() {
-        let win = DnsVia::Agent { host: fqdn("dns1.contoso.com"), zone: fqdn("contoso.com") };
-        let a = Action::DnsSetA { dns: win.clone(), name: fqdn("xmpp.contoso.com"), address: Ipv4Addr::new(203, 0, 113, 20), ttl: 300 };
+        let win = DnsVia::Agent {
+            host: fqdn("dns1.contoso.com"),
+            zone: fqdn("contoso.com"),
+        };
+        let a = Action::DnsSetA {
+            dns: win.clone(),
+            name: fqdn("xmpp.contoso.com"),
+            address: Ipv4Addr::new(203, 0, 113, 20),
+            ttl: 300,
+        };
         assert_eq!(
             a.command_line(),
             "Remove-DnsServerResourceRecord -ZoneName contoso.com -RRType A -Name xmpp; \
              Add-DnsServerResourceRecordA -ZoneName contoso.com -Name xmpp -IPv4Address 203.0.113.20 -TimeToLive 00:05:00"
         );
         assert_eq!(a.target(), Target::Agent(fqdn("dns1.contoso.com")));
-        let p = Action::PortCheck { address: "2001:db8::1".parse().expect("valid"), port: 5269 };
+        let p = Action::PortCheck {
+            address: "2001:db8::1".parse().expect("valid"),
+            port: 5269,
+        };
         assert_eq!(p.command_line(), "TCP connect [2001:db8::1]:5269");
         assert_eq!(p.where_short(), "bot");
-        let status = Action::ServicesStatus { host: fqdn("edge2a.contoso.com") };
-        assert_eq!((status.id(), status.command_line().as_str()), ("services.status", "Get-CsWindowsService"));
-        let get = Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site: SiteName::parse("Site2").expect("valid") };
+        let status = Action::ServicesStatus {
+            host: fqdn("edge2a.contoso.com"),
+        };
+        assert_eq!(
+            (status.id(), status.command_line().as_str()),
+            ("services.status", "Get-CsWindowsService")
+        );
+        let get = Action::RouteGet {
+            host: fqdn("mgmt1.contoso.com"),
+            site: SiteName::parse("Site2").expect("valid"),
+        };
         assert_eq!(get.command_line(), "Get-CsSite -Identity Site2");
         assert_eq!(get.target(), Target::Agent(fqdn("mgmt1.contoso.com")));
         for a in [status, get] {

@@ -62,7 +62,12 @@ impl DirectExecutor {
     /// Carries out one action, without the idempotency record.
     async fn run(&self, action: &Action) -> ActionOutcome {
         match action {
-            Action::DnsSetA { dns: DnsVia::Rfc2136 { server, zone }, name, address, ttl } => {
+            Action::DnsSetA {
+                dns: DnsVia::Rfc2136 { server, zone },
+                name,
+                address,
+                ttl,
+            } => {
                 let updater = match self.updater(server, zone) {
                     Ok(u) => u,
                     Err(error) => return ActionOutcome::Failed { error },
@@ -72,13 +77,24 @@ impl DirectExecutor {
                     Err(e) => failed(e),
                 }
             }
-            Action::DnsEnsureSrv { dns: DnsVia::Rfc2136 { server, zone }, name, target, port, priority, weight, ttl } => {
+            Action::DnsEnsureSrv {
+                dns: DnsVia::Rfc2136 { server, zone },
+                name,
+                target,
+                port,
+                priority,
+                weight,
+                ttl,
+            } => {
                 let updater = match self.updater(server, zone) {
                     Ok(u) => u,
                     Err(error) => return ActionOutcome::Failed { error },
                 };
                 match updater.ensure_srv(name, *priority, *weight, *port, target, *ttl).await {
-                    Ok(change) => ok(format!("{name} SRV {priority} {weight} {port} {target} {}, exactly once", changed(&change))),
+                    Ok(change) => ok(format!(
+                        "{name} SRV {priority} {weight} {port} {target} {}, exactly once",
+                        changed(&change)
+                    )),
                     Err(e) => failed(e),
                 }
             }
@@ -86,14 +102,24 @@ impl DirectExecutor {
                 let check = port_check(SocketAddr::new(*address, *port), self.probe_timeout).await;
                 match check.state {
                     PortState::Open | PortState::Refused => ok(check.summary()),
-                    PortState::Filtered | PortState::Unreachable => {
-                        ActionOutcome::Failed { error: format!("{}: {}", check.addr, check.summary()) }
-                    }
+                    PortState::Filtered | PortState::Unreachable => ActionOutcome::Failed {
+                        error: format!("{}: {}", check.addr, check.summary()),
+                    },
                 }
             }
-            Action::Verify { srv, host, address, port, domain } => self.verify(srv, host, *address, *port, domain).await,
+            Action::Verify {
+                srv,
+                host,
+                address,
+                port,
+                domain,
+            } => self.verify(srv, host, *address, *port, domain).await,
             other => ActionOutcome::Failed {
-                error: format!("{} is carried out by {}, not by the bot itself", other.id(), other.where_long()),
+                error: format!(
+                    "{} is carried out by {}, not by the bot itself",
+                    other.id(),
+                    other.where_long()
+                ),
             },
         }
     }
@@ -104,7 +130,10 @@ impl DirectExecutor {
             .get(server)
             .ok_or_else(|| format!("no TSIG key is configured for the DNS server {server}"))?;
         if updater.zone() != zone {
-            return Err(format!("the DNS server {server} is configured for zone {}, not {zone}", updater.zone()));
+            return Err(format!(
+                "the DNS server {server} is configured for zone {}, not {zone}",
+                updater.zone()
+            ));
         }
         Ok(updater)
     }
@@ -114,10 +143,16 @@ impl DirectExecutor {
         let resolver = self.resolver.server();
         let records = match self.resolver.srv(srv).await {
             Ok(r) => r,
-            Err(e) => return ActionOutcome::Failed { error: format!("SRV lookup of {srv} failed: {e}") },
+            Err(e) => {
+                return ActionOutcome::Failed {
+                    error: format!("SRV lookup of {srv} failed: {e}"),
+                };
+            }
         };
         if records.is_empty() {
-            return ActionOutcome::Failed { error: format!("{srv} has no SRV record (asked {resolver})") };
+            return ActionOutcome::Failed {
+                error: format!("{srv} has no SRV record (asked {resolver})"),
+            };
         }
         let stray: Vec<String> = records
             .iter()
@@ -131,17 +166,29 @@ impl DirectExecutor {
         }
         let addresses = match self.resolver.a(host).await {
             Ok(a) => a,
-            Err(e) => return ActionOutcome::Failed { error: format!("A lookup of {host} failed: {e}") },
+            Err(e) => {
+                return ActionOutcome::Failed {
+                    error: format!("A lookup of {host} failed: {e}"),
+                };
+            }
         };
         if addresses.is_empty() || addresses.iter().any(|a| a.address != address) {
             let got: Vec<String> = addresses.iter().map(|a| a.address.to_string()).collect();
-            let got = if got.is_empty() { "missing".to_string() } else { got.join(", ") };
-            return ActionOutcome::Failed { error: format!("{host} A is {got}, expected {address}") };
+            let got = if got.is_empty() {
+                "missing".to_string()
+            } else {
+                got.join(", ")
+            };
+            return ActionOutcome::Failed {
+                error: format!("{host} A is {got}, expected {address}"),
+            };
         }
         let target = SocketAddr::new(IpAddr::V4(address), port);
         match s2s_probe(target, domain, self.tls.as_ref(), self.probe_timeout).await {
             Ok(report) => ok(format!("SRV -> {host}:{port}, A -> {address}; {}", report.summary())),
-            Err(e) => ActionOutcome::Failed { error: format!("SRV and A ok, but {e}") },
+            Err(e) => ActionOutcome::Failed {
+                error: format!("SRV and A ok, but {e}"),
+            },
         }
     }
 }
@@ -167,7 +214,10 @@ impl Executor for DirectExecutor {
     async fn execute(&self, request: ActionRequest) -> ActionReport {
         let ActionRequest { key, action, timeout } = request;
         let cell = {
-            let mut record = self.record.lock().expect("the record lock is never held across a panic");
+            let mut record = self
+                .record
+                .lock()
+                .expect("the record lock is never held across a panic");
             record.entry(key.clone()).or_default().clone()
         };
         let mut executed_here = false;
@@ -178,16 +228,27 @@ impl Executor for DirectExecutor {
                 let outcome = match tokio::time::timeout(timeout, self.run(&action)).await {
                     Ok(outcome) => outcome,
                     Err(_) => ActionOutcome::Failed {
-                        error: format!("{} did not finish within {}s and was stopped", action.id(), timeout.as_secs_f32()),
+                        error: format!(
+                            "{} did not finish within {}s and was stopped",
+                            action.id(),
+                            timeout.as_secs_f32()
+                        ),
                     },
                 };
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 info!(key = %key, action = action.id(), ok = outcome.is_ok(), elapsed_ms, "bot action executed");
-                ActionReport { outcome, elapsed_ms, replayed: false }
+                ActionReport {
+                    outcome,
+                    elapsed_ms,
+                    replayed: false,
+                }
             })
             .await
             .clone();
-        ActionReport { replayed: !executed_here, ..report }
+        ActionReport {
+            replayed: !executed_here,
+            ..report
+        }
     }
 }
 
@@ -225,7 +286,10 @@ mod tests {
     fn check(addr: SocketAddr, attempt: u32) -> ActionRequest {
         ActionRequest {
             key: IdempotencyKey::new("t", 1, 5, 0, "bot", attempt),
-            action: Action::PortCheck { address: addr.ip(), port: addr.port() },
+            action: Action::PortCheck {
+                address: addr.ip(),
+                port: addr.port(),
+            },
             timeout: Duration::from_secs(5),
         }
     }
@@ -256,7 +320,10 @@ mod tests {
             tokio::time::sleep(Duration::from_secs(10)).await;
             drop(kept);
         });
-        let exec = DirectExecutor { resolver: DnsQuery::new(silent, Duration::from_secs(10)), ..exec };
+        let exec = DirectExecutor {
+            resolver: DnsQuery::new(silent, Duration::from_secs(10)),
+            ..exec
+        };
         let fqdn = |s: &str| Fqdn::parse(s).expect("valid");
         let request = ActionRequest {
             key: IdempotencyKey::new("t", 1, 8, 0, "bot", 1),
@@ -270,7 +337,12 @@ mod tests {
             timeout: Duration::from_millis(300),
         };
         let report = exec.execute(request).await;
-        assert_eq!(report.outcome, ActionOutcome::Failed { error: "verify did not finish within 0.3s and was stopped".into() });
+        assert_eq!(
+            report.outcome,
+            ActionOutcome::Failed {
+                error: "verify did not finish within 0.3s and was stopped".into()
+            }
+        );
         hold.abort();
     }
 }

@@ -114,7 +114,11 @@ pub enum DispatchError {
 
 /// `1 attempt`, `3 attempts`.
 fn counted(n: u32, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 /// The client. Cheap to share behind an `Arc`; every call opens its own connection.
@@ -136,7 +140,11 @@ fn rustls_cause<'a>(e: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(r) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        if let Some(r) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
             return Some(r);
         }
         cur = err.source();
@@ -152,7 +160,10 @@ impl Dispatcher {
     /// Loads the bot's certificate, key and the CA.
     pub fn new(config: DispatcherConfig) -> Result<Dispatcher, DispatchError> {
         let tls = crate::tls::client_config(&config.cert, &config.key, &config.ca)?;
-        Ok(Dispatcher { config, connector: TlsConnector::from(tls) })
+        Ok(Dispatcher {
+            config,
+            connector: TlsConnector::from(tls),
+        })
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -177,7 +188,10 @@ impl Dispatcher {
         };
         let c = &self.config;
         let tls_failure = |e: &(dyn StdError + 'static), fallback: String| match rustls_cause(e) {
-            Some(r) => Attempt::Fail(DispatchError::Handshake { host: host.clone(), why: r.to_string() }),
+            Some(r) => Attempt::Fail(DispatchError::Handshake {
+                host: host.clone(),
+                why: r.to_string(),
+            }),
             None => Attempt::Retry(fallback),
         };
         let connect = async {
@@ -187,13 +201,22 @@ impl Dispatcher {
             }
         };
         let tcp = match tokio::time::timeout(c.connect_timeout, connect).await {
-            Err(_) => return Err(Attempt::Retry(format!("connecting to {address} timed out after {:?}", c.connect_timeout))),
+            Err(_) => {
+                return Err(Attempt::Retry(format!(
+                    "connecting to {address} timed out after {:?}",
+                    c.connect_timeout
+                )));
+            }
             Ok(Err(e)) => return Err(Attempt::Retry(format!("cannot connect to {address}: {e}"))),
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
-        let name = ServerName::try_from(host.as_str().to_string())
-            .map_err(|e| Attempt::Fail(DispatchError::Handshake { host: host.clone(), why: e.to_string() }))?;
+        let name = ServerName::try_from(host.as_str().to_string()).map_err(|e| {
+            Attempt::Fail(DispatchError::Handshake {
+                host: host.clone(),
+                why: e.to_string(),
+            })
+        })?;
         let tls = match tokio::time::timeout(c.connect_timeout, self.connector.connect(name, tcp)).await {
             Err(_) => return Err(Attempt::Retry(format!("TLS handshake with {address} timed out"))),
             Ok(Err(e)) => return Err(tls_failure(&e, format!("TLS handshake with {address}: {e}"))),
@@ -209,9 +232,17 @@ impl Dispatcher {
             .header(hyper::header::HOST, host.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Attempt::Fail(DispatchError::BadAnswer { host: host.clone(), why: e.to_string() }))?;
+            .map_err(|e| {
+                Attempt::Fail(DispatchError::BadAnswer {
+                    host: host.clone(),
+                    why: e.to_string(),
+                })
+            })?;
         let exchange = async {
-            let response = sender.send_request(request).await.map_err(|e| tls_failure(&e, format!("request to {address}: {e}")))?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| tls_failure(&e, format!("request to {address}: {e}")))?;
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), protocol::MAX_BODY)
                 .collect()
@@ -221,7 +252,10 @@ impl Dispatcher {
         };
         let result = match tokio::time::timeout(c.poll_wait + c.request_timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(Attempt::Retry(format!("no answer from {address} within {:?}", c.poll_wait + c.request_timeout))),
+            Err(_) => Err(Attempt::Retry(format!(
+                "no answer from {address} within {:?}",
+                c.poll_wait + c.request_timeout
+            ))),
         };
         driver.abort();
         result
@@ -240,7 +274,11 @@ impl Dispatcher {
                         .map(|b| b.message)
                         .unwrap_or_else(|_| shown(&String::from_utf8_lossy(&body)));
                     if status < 500 {
-                        return Err(DispatchError::Refused { host: host.clone(), status, message });
+                        return Err(DispatchError::Refused {
+                            host: host.clone(),
+                            status,
+                            message,
+                        });
                     }
                     format!("the agent answered {status}: {message}")
                 }
@@ -249,7 +287,11 @@ impl Dispatcher {
             };
             failures += 1;
             if failures >= c.attempts.max(1) {
-                return Err(DispatchError::Unreachable { host: host.clone(), attempts: failures, last });
+                return Err(DispatchError::Unreachable {
+                    host: host.clone(),
+                    attempts: failures,
+                    last,
+                });
             }
             warn!(host = %host, attempt = failures, error = %last, backoff = ?backoff, "agent exchange failed; retrying");
             tokio::time::sleep(backoff).await;
@@ -260,9 +302,15 @@ impl Dispatcher {
     /// `GET /v1/health` on `host`'s agent, which must say it serves `host`.
     pub async fn health(&self, host: &Fqdn) -> Result<Health, DispatchError> {
         let body = self.with_retries(host, Method::GET, protocol::HEALTH_PATH, &[]).await?;
-        let health = Health::decode(&body).map_err(|e| DispatchError::BadAnswer { host: host.clone(), why: e.to_string() })?;
+        let health = Health::decode(&body).map_err(|e| DispatchError::BadAnswer {
+            host: host.clone(),
+            why: e.to_string(),
+        })?;
         if health.host != *host {
-            return Err(DispatchError::BadAnswer { host: host.clone(), why: format!("the agent there serves {}", health.host) });
+            return Err(DispatchError::BadAnswer {
+                host: host.clone(),
+                why: format!("the agent there serves {}", health.host),
+            });
         }
         Ok(health)
     }
@@ -283,17 +331,27 @@ impl Dispatcher {
         let started = Instant::now();
         loop {
             let exchanged = Instant::now();
-            let bytes = self.with_retries(host, Method::POST, protocol::ACTIONS_PATH, &body).await?;
-            let answer =
-                ActionAnswer::decode(&bytes).map_err(|e| DispatchError::BadAnswer { host: host.clone(), why: e.to_string() })?;
+            let bytes = self
+                .with_retries(host, Method::POST, protocol::ACTIONS_PATH, &body)
+                .await?;
+            let answer = ActionAnswer::decode(&bytes).map_err(|e| DispatchError::BadAnswer {
+                host: host.clone(),
+                why: e.to_string(),
+            })?;
             if answer.key() != key {
-                return Err(DispatchError::BadAnswer { host: host.clone(), why: format!("the answer is for key {}", answer.key()) });
+                return Err(DispatchError::BadAnswer {
+                    host: host.clone(),
+                    why: format!("the answer is for key {}", answer.key()),
+                });
             }
             match answer {
                 ActionAnswer::Running { elapsed_ms, .. } => {
                     debug!(host = %host, key = %key, elapsed_ms, "action still running; polling");
                     if started.elapsed() > give_up {
-                        return Err(DispatchError::NoAnswer { host: host.clone(), waited: started.elapsed() });
+                        return Err(DispatchError::NoAnswer {
+                            host: host.clone(),
+                            waited: started.elapsed(),
+                        });
                     }
                     // An agent that answers at once must not make this a busy loop.
                     let floor = Duration::from_millis(200);
@@ -313,26 +371,44 @@ impl Executor for Dispatcher {
         let started = Instant::now();
         let (outcome, replayed) = match &request.action {
             Action::Health { host } => match self.health(host).await {
-                Ok(h) => (ActionOutcome::Ok { detail: format!("{} answers ({} actions)", h.agent_version, h.actions.len()) }, false),
+                Ok(h) => (
+                    ActionOutcome::Ok {
+                        detail: format!("{} answers ({} actions)", h.agent_version, h.actions.len()),
+                    },
+                    false,
+                ),
                 Err(e) => (ActionOutcome::Failed { error: e.to_string() }, false),
             },
             action => match action.target() {
                 Target::Agent(host) => match self.call(&host, &request.key, action, request.timeout).await {
                     Ok(ActionAnswer::Ok { detail, replayed, .. }) => (ActionOutcome::Ok { detail }, replayed),
-                    Ok(ActionAnswer::Failed { error, replayed, .. }) => {
-                        (ActionOutcome::Failed { error: format!("{host}: {error}") }, replayed)
-                    }
-                    Ok(ActionAnswer::Running { .. }) => {
-                        (ActionOutcome::Failed { error: format!("{host}: the action was still running") }, false)
-                    }
+                    Ok(ActionAnswer::Failed { error, replayed, .. }) => (
+                        ActionOutcome::Failed {
+                            error: format!("{host}: {error}"),
+                        },
+                        replayed,
+                    ),
+                    Ok(ActionAnswer::Running { .. }) => (
+                        ActionOutcome::Failed {
+                            error: format!("{host}: the action was still running"),
+                        },
+                        false,
+                    ),
                     Err(e) => (ActionOutcome::Failed { error: e.to_string() }, false),
                 },
-                Target::Bot => {
-                    (ActionOutcome::Failed { error: format!("{} runs on the bot, not through an agent", action.id()) }, false)
-                }
+                Target::Bot => (
+                    ActionOutcome::Failed {
+                        error: format!("{} runs on the bot, not through an agent", action.id()),
+                    },
+                    false,
+                ),
             },
         };
-        ActionReport { outcome, elapsed_ms: millis(started.elapsed()), replayed }
+        ActionReport {
+            outcome,
+            elapsed_ms: millis(started.elapsed()),
+            replayed,
+        }
     }
 }
 
@@ -346,7 +422,11 @@ pub struct AgentRoutes {
 
 impl AgentRoutes {
     pub fn new(dispatcher: std::sync::Arc<Dispatcher>, management_host: Fqdn, timeout: Duration) -> AgentRoutes {
-        AgentRoutes { dispatcher, host: management_host, timeout }
+        AgentRoutes {
+            dispatcher,
+            host: management_host,
+            timeout,
+        }
     }
 }
 
@@ -354,18 +434,30 @@ impl AgentRoutes {
 fn read_key(what: &str) -> IdempotencyKey {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-    IdempotencyKey::parse(&format!("read/{ms}-{n}/{what}")).expect("digits, '-', '/' and a validated name make a valid key")
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    IdempotencyKey::parse(&format!("read/{ms}-{n}/{what}"))
+        .expect("digits, '-', '/' and a validated name make a valid key")
 }
 
 #[async_trait]
 impl crate::status::RouteReader for AgentRoutes {
     async fn route(&self, site: &crate::names::SiteName) -> Result<String, String> {
-        let action = Action::RouteGet { host: self.host.clone(), site: site.clone() };
-        match self.dispatcher.call(&self.host, &read_key(site.as_str()), &action, self.timeout).await {
-            Ok(ActionAnswer::Ok { result: crate::protocol::ActionResult::Route(r), .. }) => {
-                Ok(r.route.unwrap_or_else(|| "none".to_string()))
-            }
+        let action = Action::RouteGet {
+            host: self.host.clone(),
+            site: site.clone(),
+        };
+        match self
+            .dispatcher
+            .call(&self.host, &read_key(site.as_str()), &action, self.timeout)
+            .await
+        {
+            Ok(ActionAnswer::Ok {
+                result: crate::protocol::ActionResult::Route(r),
+                ..
+            }) => Ok(r.route.unwrap_or_else(|| "none".to_string())),
             Ok(ActionAnswer::Ok { detail, .. }) => Err(format!("{}: unexpected result: {detail}", self.host)),
             Ok(ActionAnswer::Failed { error, .. }) => Err(format!("{}: {error}", self.host)),
             Ok(ActionAnswer::Running { .. }) => Err(format!("{}: still running", self.host)),
@@ -382,22 +474,45 @@ mod tests {
     async fn unknown_hosts_and_unreachable_agents_fail_naming_the_host() {
         let dir = tempfile::tempdir().expect("tempdir");
         let edge = Fqdn::parse("edge2a.contoso.com").expect("valid");
-        let files = crate::pki::init(dir.path(), std::slice::from_ref(&edge), &crate::pki::PkiOptions::default()).expect("pki");
+        let files = crate::pki::init(
+            dir.path(),
+            std::slice::from_ref(&edge),
+            &crate::pki::PkiOptions::default(),
+        )
+        .expect("pki");
         // A port that was free a moment ago: nothing listens there.
-        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("binds").local_addr().expect("address");
-        let mut config = DispatcherConfig::new(files.ca_cert, files.bot_cert, files.bot_key, [(edge.clone(), free.into())].into());
+        let free = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("binds")
+            .local_addr()
+            .expect("address");
+        let mut config = DispatcherConfig::new(
+            files.ca_cert,
+            files.bot_cert,
+            files.bot_key,
+            [(edge.clone(), free.into())].into(),
+        );
         config.backoff = Duration::from_millis(10);
         config.attempts = 3;
         let d = Dispatcher::new(config).expect("dispatcher");
         let err = d.health(&edge).await.expect_err("nothing listens").to_string();
-        assert!(err.starts_with("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:"), "{err}");
+        assert!(
+            err.starts_with("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:"),
+            "{err}"
+        );
         // A host without an entry is refused, unless a default port says where to look.
         let mut by_name = d.config().clone();
         by_name.default_port = Some(4443);
         by_name.attempts = 1;
         let named = Dispatcher::new(by_name).expect("dispatcher");
-        let err = named.health(&Fqdn::parse("edge9.invalid").expect("valid")).await.expect_err("no such name").to_string();
-        assert!(err.starts_with("edge9.invalid: agent unreachable after 1 attempt: cannot connect to edge9.invalid:4443"), "{err}");
+        let err = named
+            .health(&Fqdn::parse("edge9.invalid").expect("valid"))
+            .await
+            .expect_err("no such name")
+            .to_string();
+        assert!(
+            err.starts_with("edge9.invalid: agent unreachable after 1 attempt: cannot connect to edge9.invalid:4443"),
+            "{err}"
+        );
         let other = Fqdn::parse("edge9.contoso.com").expect("valid");
         let report = d
             .execute(ActionRequest {
@@ -406,11 +521,17 @@ mod tests {
                 timeout: Duration::from_secs(1),
             })
             .await;
-        assert_eq!(report.outcome.text(), "edge9.contoso.com: no agent address is configured for this host");
+        assert_eq!(
+            report.outcome.text(),
+            "edge9.contoso.com: no agent address is configured for this host"
+        );
         let bot = d
             .execute(ActionRequest {
                 key: IdempotencyKey::new("s", 1, 6, 0, "bot", 1),
-                action: Action::PortCheck { address: "203.0.113.20".parse().expect("ip"), port: 5269 },
+                action: Action::PortCheck {
+                    address: "203.0.113.20".parse().expect("ip"),
+                    port: 5269,
+                },
                 timeout: Duration::from_secs(1),
             })
             .await;

@@ -41,12 +41,23 @@ const BADTRUNC: u16 = 22;
 pub enum DnsError {
     #[error("the DNS server rejected TSIG key '{key}': {why}")]
     KeyRejected { key: String, why: String },
-    #[error("the DNS server {server} refused to change {name} {rtype} (REFUSED): its update policy does not let key '{key}' change that record")]
-    Refused { server: SocketAddr, name: Fqdn, rtype: &'static str, key: String },
+    #[error(
+        "the DNS server {server} refused to change {name} {rtype} (REFUSED): its update policy does not let key '{key}' change that record"
+    )]
+    Refused {
+        server: SocketAddr,
+        name: Fqdn,
+        rtype: &'static str,
+        key: String,
+    },
     #[error("the DNS server {server} is not authoritative for zone {zone} (NOTAUTH)")]
     NotAuthoritative { server: SocketAddr, zone: Fqdn },
     #[error("the DNS server {server} answered {rcode} to {what}")]
-    Rcode { server: SocketAddr, rcode: String, what: String },
+    Rcode {
+        server: SocketAddr,
+        rcode: String,
+        what: String,
+    },
     #[error("{name} is not in zone {zone}, so this updater may not change it")]
     OutsideZone { name: Fqdn, zone: Fqdn },
     #[error("no answer from the DNS server {server} within {}s", .after.as_secs_f32())]
@@ -56,7 +67,12 @@ pub enum DnsError {
     #[error("the DNS server {server} sent an answer that cannot be used: {why}")]
     BadAnswer { server: SocketAddr, why: String },
     #[error("after the update, {name} {rtype} is {got} but {expected} was expected")]
-    Mismatch { name: Fqdn, rtype: &'static str, expected: String, got: String },
+    Mismatch {
+        name: Fqdn,
+        rtype: &'static str,
+        expected: String,
+        got: String,
+    },
     #[error("the secret of TSIG key '{key}' is not valid base64 (paste the `secret` value that tsig-keygen prints)")]
     BadSecret { key: String },
     #[error("'{shown}' is not a valid TSIG key name: use 1 to 253 letters, digits, '-', '_' or '.'")]
@@ -81,7 +97,9 @@ impl TsigKey {
         let valid_name = !name.is_empty()
             && name.len() <= 253
             && name.split('.').all(|l| !l.is_empty() && l.len() <= 63)
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !valid_name {
             return Err(DnsError::BadKeyName { shown: shown(name) });
         }
@@ -91,7 +109,10 @@ impl TsigKey {
         if decoded.is_empty() {
             return Err(DnsError::BadSecret { key: name.to_string() });
         }
-        Ok(TsigKey { name: name.to_ascii_lowercase(), secret: SecretBox::new(decoded.into_boxed_slice()) })
+        Ok(TsigKey {
+            name: name.to_ascii_lowercase(),
+            secret: SecretBox::new(decoded.into_boxed_slice()),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -102,14 +123,22 @@ impl TsigKey {
     /// as long as the exchange.
     fn signer(&self) -> Result<TSigner, DnsError> {
         let name = Name::from_ascii(format!("{}.", self.name)).map_err(|e| DnsError::Encode(e.to_string()))?;
-        TSigner::new(self.secret.expose_secret().to_vec(), TsigAlgorithm::HmacSha256, name, TSIG_FUDGE)
-            .map_err(|e| DnsError::Encode(e.to_string()))
+        TSigner::new(
+            self.secret.expose_secret().to_vec(),
+            TsigAlgorithm::HmacSha256,
+            name,
+            TSIG_FUDGE,
+        )
+        .map_err(|e| DnsError::Encode(e.to_string()))
     }
 }
 
 impl fmt::Debug for TsigKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TsigKey").field("name", &self.name).field("secret", &"[redacted]").finish()
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("secret", &"[redacted]")
+            .finish()
     }
 }
 
@@ -168,7 +197,10 @@ impl DnsQuery {
             .answers()
             .iter()
             .filter_map(|r| match r.data() {
-                RData::A(a) => Some(ARecord { address: a.0, ttl: r.ttl() }),
+                RData::A(a) => Some(ARecord {
+                    address: a.0,
+                    ttl: r.ttl(),
+                }),
                 _ => None,
             })
             .collect())
@@ -227,7 +259,11 @@ pub struct DnsUpdater {
 impl DnsUpdater {
     /// `timeout` bounds each exchange with the server (an update makes up to three).
     pub fn new(server: SocketAddr, zone: Fqdn, key: TsigKey, timeout: Duration) -> DnsUpdater {
-        DnsUpdater { zone, key, query: DnsQuery::new(server, timeout) }
+        DnsUpdater {
+            zone,
+            key,
+            query: DnsQuery::new(server, timeout),
+        }
     }
 
     pub fn server(&self) -> SocketAddr {
@@ -277,7 +313,9 @@ impl DnsUpdater {
             });
         }
         info!(server = %self.server(), name = %name, address = %address, "A record replaced and confirmed");
-        Ok(Change::Replaced { before: before.iter().map(|r| r.address.to_string()).collect() })
+        Ok(Change::Replaced {
+            before: before.iter().map(|r| r.address.to_string()).collect(),
+        })
     }
 
     /// Makes the SRV RRset of `name` exactly one record with these values. When it already is,
@@ -294,14 +332,21 @@ impl DnsUpdater {
         ttl: u32,
     ) -> Result<Change, DnsError> {
         self.check_in_zone(name)?;
-        let wanted = SrvRecord { priority, weight, port, target: target.to_string(), ttl };
+        let wanted = SrvRecord {
+            priority,
+            weight,
+            port,
+            target: target.to_string(),
+            ttl,
+        };
         let before = self.query.srv(name).await?;
         if before == [wanted.clone()] {
             debug!(name = %name, "SRV record already in place, once");
             return Ok(Change::Unchanged);
         }
         let rdata = RData::SRV(SRV::new(priority, weight, port, to_name(target)?));
-        self.replace_rrset(name, "SRV", Record::from_rdata(to_name(name)?, ttl, rdata)).await?;
+        self.replace_rrset(name, "SRV", Record::from_rdata(to_name(name)?, ttl, rdata))
+            .await?;
         let after = self.query.srv(name).await?;
         if after != [wanted.clone()] {
             let got: Vec<String> = after.iter().map(|r| format!("{r} (ttl {})", r.ttl)).collect();
@@ -313,13 +358,22 @@ impl DnsUpdater {
             });
         }
         info!(server = %self.server(), name = %name, target = %target, port, "SRV record ensured and confirmed");
-        Ok(Change::Replaced { before: before.iter().map(ToString::to_string).collect() })
+        Ok(Change::Replaced {
+            before: before.iter().map(ToString::to_string).collect(),
+        })
     }
 
     fn check_in_zone(&self, name: &Fqdn) -> Result<(), DnsError> {
         let zone = self.zone.as_str();
         let inside = name.as_str() == zone || name.as_str().strip_suffix(zone).is_some_and(|head| head.ends_with('.'));
-        if inside { Ok(()) } else { Err(DnsError::OutsideZone { name: name.clone(), zone: self.zone.clone() }) }
+        if inside {
+            Ok(())
+        } else {
+            Err(DnsError::OutsideZone {
+                name: name.clone(),
+                zone: self.zone.clone(),
+            })
+        }
     }
 
     /// One signed update: delete the RRset of `record`'s name and type, add `record`.
@@ -332,7 +386,9 @@ impl DnsUpdater {
             .set_op_code(OpCode::Update)
             .set_recursion_desired(false);
         let mut zone = Query::new();
-        zone.set_name(to_name(&self.zone)?).set_query_class(DNSClass::IN).set_query_type(RecordType::SOA);
+        zone.set_name(to_name(&self.zone)?)
+            .set_query_class(DNSClass::IN)
+            .set_query_type(RecordType::SOA);
         update.add_zone(zone);
         let mut delete = Record::update0(record.name().clone(), 0, record.record_type());
         delete.set_dns_class(DNSClass::ANY);
@@ -341,7 +397,9 @@ impl DnsUpdater {
 
         let signer = self.key.signer()?;
         let now = unix_now();
-        let verifier = update.finalize(&signer, now).map_err(|e| DnsError::Encode(e.to_string()))?;
+        let verifier = update
+            .finalize(&signer, now)
+            .map_err(|e| DnsError::Encode(e.to_string()))?;
         let bytes = update.to_vec().map_err(|e| DnsError::Encode(e.to_string()))?;
         let raw = exchange(server, &bytes, self.query.timeout).await?;
         let answer = parse_answer(server, &raw, &update)?;
@@ -352,7 +410,10 @@ impl DnsUpdater {
             && let Some(code) = tsig_error(tsig)
             && code != 0
         {
-            return Err(DnsError::KeyRejected { key: self.key.name.clone(), why: tsig_error_meaning(code) });
+            return Err(DnsError::KeyRejected {
+                key: self.key.name.clone(),
+                why: tsig_error_meaning(code),
+            });
         }
         match verifier {
             Some(mut verify) => {
@@ -360,16 +421,24 @@ impl DnsUpdater {
                     return Err(classify_unverified(&self.key.name, server, &answer, &e.to_string()));
                 }
             }
-            None => return Err(DnsError::Encode("hickory returned no TSIG verifier for a signed message".into())),
+            None => {
+                return Err(DnsError::Encode(
+                    "hickory returned no TSIG verifier for a signed message".into(),
+                ));
+            }
         }
         match answer.response_code() {
             ResponseCode::NoError => Ok(()),
-            ResponseCode::Refused => {
-                Err(DnsError::Refused { server, name: name.clone(), rtype, key: self.key.name.clone() })
-            }
-            ResponseCode::NotAuth | ResponseCode::NotZone => {
-                Err(DnsError::NotAuthoritative { server, zone: self.zone.clone() })
-            }
+            ResponseCode::Refused => Err(DnsError::Refused {
+                server,
+                name: name.clone(),
+                rtype,
+                key: self.key.name.clone(),
+            }),
+            ResponseCode::NotAuth | ResponseCode::NotZone => Err(DnsError::NotAuthoritative {
+                server,
+                zone: self.zone.clone(),
+            }),
             rcode => Err(DnsError::Rcode {
                 server,
                 rcode: rcode_name(rcode),
@@ -384,14 +453,23 @@ impl DnsUpdater {
 /// truncated HMACs; that is a rejected key, not a protocol fault.
 fn classify_unverified(key: &str, server: SocketAddr, answer: &Message, hickory_error: &str) -> DnsError {
     let unsigned_rejection = hickory_error.contains("truncated HMAC")
-        || matches!(answer.response_code(), ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME);
+        || matches!(
+            answer.response_code(),
+            ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME
+        );
     if unsigned_rejection {
-        return DnsError::KeyRejected { key: key.to_string(), why: "it answered without a signature".to_string() };
+        return DnsError::KeyRejected {
+            key: key.to_string(),
+            why: "it answered without a signature".to_string(),
+        };
     }
     let rcode = answer.response_code();
     let why = match tsig_of(answer) {
         None => format!("the answer ({}) is not signed with TSIG key '{key}'", rcode_name(rcode)),
-        Some(_) => format!("the TSIG signature of the answer ({}) does not verify: {hickory_error}", rcode_name(rcode)),
+        Some(_) => format!(
+            "the TSIG signature of the answer ({}) does not verify: {hickory_error}",
+            rcode_name(rcode)
+        ),
     };
     DnsError::BadAnswer { server, why }
 }
@@ -449,14 +527,19 @@ fn parse_answer(server: SocketAddr, raw: &[u8], request: &Message) -> Result<Mes
         return Err(bad("it is not the answer to the request sent".to_string()));
     }
     if answer.op_code() != request.op_code() {
-        return Err(bad(format!("it answers a {:?}, not a {:?}", answer.op_code(), request.op_code())));
+        return Err(bad(format!(
+            "it answers a {:?}, not a {:?}",
+            answer.op_code(),
+            request.op_code()
+        )));
     }
     Ok(answer)
 }
 
 /// One DNS message each way over TCP, with a two-byte length prefix (RFC 1035 4.2.2).
 async fn exchange(server: SocketAddr, request: &[u8], timeout: Duration) -> Result<Vec<u8>, DnsError> {
-    let len = u16::try_from(request.len()).map_err(|_| DnsError::Encode("the message is longer than 65535 bytes".into()))?;
+    let len =
+        u16::try_from(request.len()).map_err(|_| DnsError::Encode("the message is longer than 65535 bytes".into()))?;
     let talk = async {
         let mut stream = TcpStream::connect(server).await?;
         let mut framed = Vec::with_capacity(request.len() + 2);
@@ -470,9 +553,10 @@ async fn exchange(server: SocketAddr, request: &[u8], timeout: Duration) -> Resu
     };
     match tokio::time::timeout(timeout, talk).await {
         Err(_) => Err(DnsError::Timeout { server, after: timeout }),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(DnsError::BadAnswer { server, why: "it closed the connection without a complete answer".to_string() })
-        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(DnsError::BadAnswer {
+            server,
+            why: "it closed the connection without a complete answer".to_string(),
+        }),
         Ok(Err(source)) => Err(DnsError::Unreachable { server, source }),
         Ok(Ok(answer)) => Ok(answer),
     }
@@ -492,11 +576,18 @@ pub async fn resolve_server(server: &str) -> Result<SocketAddr, DnsError> {
         Some((_, port)) if port.parse::<u16>().is_ok() => server.to_string(),
         _ => format!("{server}:53"),
     };
-    let unknown = |why: String| DnsError::UnknownServer { shown: shown(server), why };
+    let unknown = |why: String| DnsError::UnknownServer {
+        shown: shown(server),
+        why,
+    };
     let host = with_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(&with_port);
     Fqdn::parse(host).map_err(|e| unknown(e.to_string()))?;
-    let mut addrs = tokio::net::lookup_host(&with_port).await.map_err(|e| unknown(e.to_string()))?;
-    addrs.next().ok_or_else(|| unknown("the name has no address".to_string()))
+    let mut addrs = tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| unknown(e.to_string()))?;
+    addrs
+        .next()
+        .ok_or_else(|| unknown("the name has no address".to_string()))
 }
 
 fn to_name(name: &Fqdn) -> Result<Name, DnsError> {
@@ -513,11 +604,18 @@ fn presentation(name: &Name) -> String {
 }
 
 fn listing(items: &[String]) -> String {
-    if items.is_empty() { "empty".to_string() } else { items.join(", ") }
+    if items.is_empty() {
+        "empty".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 fn unix_now() -> u32 {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     u32::try_from(secs).unwrap_or(u32::MAX)
 }
 
@@ -540,24 +638,46 @@ mod tests {
     fn keys_parse_and_never_show_their_secret() {
         let k = key("baton.", SECRET).expect("valid key");
         assert_eq!(k.name(), "baton");
-        let updater = DnsUpdater::new("127.0.0.1:53".parse().expect("addr"), fqdn("contoso.test"), k, Duration::from_secs(1));
+        let updater = DnsUpdater::new(
+            "127.0.0.1:53".parse().expect("addr"),
+            fqdn("contoso.test"),
+            k,
+            Duration::from_secs(1),
+        );
         let debug = format!("{updater:?}");
         assert!(debug.contains("baton") && debug.contains("[redacted]"), "{debug}");
         assert!(!debug.contains(SECRET) && !debug.contains("vokJY8"), "{debug}");
 
         let err = key("baton", "not base64 !!").expect_err("bad secret").to_string();
-        assert_eq!(err, "the secret of TSIG key 'baton' is not valid base64 (paste the `secret` value that tsig-keygen prints)");
+        assert_eq!(
+            err,
+            "the secret of TSIG key 'baton' is not valid base64 (paste the `secret` value that tsig-keygen prints)"
+        );
         assert!(key("baton", "").is_err());
         let err = key("bad key\n", SECRET).expect_err("bad name").to_string();
-        assert_eq!(err, "'bad key\\n' is not a valid TSIG key name: use 1 to 253 letters, digits, '-', '_' or '.'");
+        assert_eq!(
+            err,
+            "'bad key\\n' is not a valid TSIG key name: use 1 to 253 letters, digits, '-', '_' or '.'"
+        );
     }
 
     /// An answer as BIND sends it when it rejects a key: unsigned, TSIG error set, empty MAC.
     fn rejection(request: &Message, error: u16) -> Vec<u8> {
         let mut answer = Message::new();
-        answer.set_id(request.id()).set_message_type(MessageType::Response).set_op_code(OpCode::Update);
+        answer
+            .set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Update);
         answer.set_response_code(ResponseCode::NotAuth);
-        let tsig = TSIG::new(TsigAlgorithm::HmacSha256, u64::from(unix_now()), 300, Vec::new(), request.id(), error, Vec::new());
+        let tsig = TSIG::new(
+            TsigAlgorithm::HmacSha256,
+            u64::from(unix_now()),
+            300,
+            Vec::new(),
+            request.id(),
+            error,
+            Vec::new(),
+        );
         let name = Name::from_ascii("baton.").expect("valid name");
         answer.add_tsig(make_tsig_record(name, tsig));
         answer.to_vec().expect("encodes")
@@ -568,13 +688,17 @@ mod tests {
         let k = key("baton", SECRET).expect("valid key");
         let mut request = Message::new();
         request.set_id(4242).set_op_code(OpCode::Update);
-        let verifier = request.finalize(&k.signer().expect("signer"), unix_now()).expect("signs");
+        let verifier = request
+            .finalize(&k.signer().expect("signer"), unix_now())
+            .expect("signs");
         let raw = rejection(&request, BADKEY);
         let answer = Message::from_vec(&raw).expect("parses");
 
         // The fact behind hickory-dns issue 1981: hickory 0.25 calls this a truncated HMAC.
         let mut verify = verifier.expect("a TSIG signer returns a verifier");
-        let hickory_error = verify(&raw).expect_err("an unsigned answer does not verify").to_string();
+        let hickory_error = verify(&raw)
+            .expect_err("an unsigned answer does not verify")
+            .to_string();
         assert!(hickory_error.contains("truncated HMAC"), "{hickory_error}");
 
         assert_eq!(tsig_of(&answer).and_then(tsig_error), Some(BADKEY));
@@ -584,7 +708,11 @@ mod tests {
             "the DNS server rejected TSIG key 'baton': it answered without a signature"
         );
         assert_eq!(
-            DnsError::KeyRejected { key: "baton".into(), why: tsig_error_meaning(BADSIG) }.to_string(),
+            DnsError::KeyRejected {
+                key: "baton".into(),
+                why: tsig_error_meaning(BADSIG)
+            }
+            .to_string(),
             "the DNS server rejected TSIG key 'baton': the secret does not match the server's (BADSIG)"
         );
     }
@@ -607,15 +735,28 @@ mod tests {
             Duration::from_secs(1),
         );
         for name in ["xmpp.contoso.com", "xmpp.evilcontoso.test"] {
-            let err = updater.set_a(&fqdn(name), Ipv4Addr::LOCALHOST, 300).await.expect_err("outside");
-            assert_eq!(err.to_string(), format!("{name} is not in zone contoso.test, so this updater may not change it"));
+            let err = updater
+                .set_a(&fqdn(name), Ipv4Addr::LOCALHOST, 300)
+                .await
+                .expect_err("outside");
+            assert_eq!(
+                err.to_string(),
+                format!("{name} is not in zone contoso.test, so this updater may not change it")
+            );
         }
     }
 
     #[test]
     fn rcodes_read_as_dig_prints_them() {
-        let names: Vec<String> =
-            [ResponseCode::Refused, ResponseCode::ServFail, ResponseCode::NotAuth, ResponseCode::NXDomain].into_iter().map(rcode_name).collect();
+        let names: Vec<String> = [
+            ResponseCode::Refused,
+            ResponseCode::ServFail,
+            ResponseCode::NotAuth,
+            ResponseCode::NXDomain,
+        ]
+        .into_iter()
+        .map(rcode_name)
+        .collect();
         assert_eq!(names, ["REFUSED", "SERVFAIL", "NOTAUTH", "NXDOMAIN"]);
     }
 
@@ -623,7 +764,12 @@ mod tests {
     async fn servers_resolve_with_port_53_by_default() {
         let check = |s: &str| {
             let s = s.to_string();
-            async move { resolve_server(&s).await.map(|a| a.to_string()).unwrap_or_else(|e| e.to_string()) }
+            async move {
+                resolve_server(&s)
+                    .await
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            }
         };
         assert_eq!(check("127.0.0.1:5353").await, "127.0.0.1:5353");
         assert_eq!(check("127.0.0.1").await, "127.0.0.1:53");
@@ -645,7 +791,10 @@ mod tests {
         });
         let q = DnsQuery::new(server, Duration::from_millis(200));
         let err = q.a(&fqdn("xmpp.contoso.test")).await.expect_err("times out");
-        assert_eq!(err.to_string(), format!("no answer from the DNS server {server} within 0.2s"));
+        assert_eq!(
+            err.to_string(),
+            format!("no answer from the DNS server {server} within 0.2s")
+        );
         silent.abort();
     }
 
@@ -665,7 +814,10 @@ mod tests {
                 }
             });
             let q = DnsQuery::new(server, Duration::from_secs(2));
-            let err = q.srv(&fqdn("_xmpp-server._tcp.contoso.test")).await.expect_err("garbage");
+            let err = q
+                .srv(&fqdn("_xmpp-server._tcp.contoso.test"))
+                .await
+                .expect_err("garbage");
             assert!(matches!(err, DnsError::BadAnswer { .. }), "{reply:?}: {err}");
             peer.abort();
         }

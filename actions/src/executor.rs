@@ -20,14 +20,19 @@ impl IdempotencyKey {
     /// `store` is the store's random id, so two stores that both number runs from 1 never share
     /// keys at an agent.
     pub fn new(store: &str, run: u64, step: usize, action: usize, place: &str, attempt: u32) -> IdempotencyKey {
-        IdempotencyKey(format!("{store}/r{run}/s{}/a{}-{place}/t{attempt}", step + 1, action + 1))
+        IdempotencyKey(format!(
+            "{store}/r{run}/s{}/a{}-{place}/t{attempt}",
+            step + 1,
+            action + 1
+        ))
     }
 
     /// Accepts a key received on the wire: 1 to 200 characters of `[A-Za-z0-9._/-]`.
     pub fn parse(s: &str) -> Option<IdempotencyKey> {
         let ok = !s.is_empty()
             && s.len() <= 200
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'));
         ok.then(|| IdempotencyKey(s.to_string()))
     }
 

@@ -96,10 +96,23 @@ pub(crate) mod fixture {
             servers: servers.iter().map(|s| fqdn(s)).collect(),
         };
         Inventory {
-            sites: vec![SiteName::parse("Site1").expect("site"), SiteName::parse("Site2").expect("site")],
+            sites: vec![
+                SiteName::parse("Site1").expect("site"),
+                SiteName::parse("Site2").expect("site"),
+            ],
             pools: vec![
-                pool("EdgePool1", "Site1", "203.0.113.10", &["edge1a.contoso.com", "edge1b.contoso.com"]),
-                pool("EdgePool2", "Site2", "203.0.113.20", &["edge2a.contoso.com", "edge2b.contoso.com"]),
+                pool(
+                    "EdgePool1",
+                    "Site1",
+                    "203.0.113.10",
+                    &["edge1a.contoso.com", "edge1b.contoso.com"],
+                ),
+                pool(
+                    "EdgePool2",
+                    "Site2",
+                    "203.0.113.20",
+                    &["edge2a.contoso.com", "edge2b.contoso.com"],
+                ),
             ],
             management_host: fqdn("mgmt1.contoso.com"),
             federation: Federation {
@@ -111,7 +124,10 @@ pub(crate) mod fixture {
                 srv_weight: 10,
                 ttl: 300,
             },
-            dns: DnsProvider::Rfc2136 { server: "ns1.contoso.com:53".into(), zone: fqdn("contoso.com") },
+            dns: DnsProvider::Rfc2136 {
+                server: "ns1.contoso.com:53".into(),
+                zone: fqdn("contoso.com"),
+            },
         }
     }
 }

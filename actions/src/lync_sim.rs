@@ -9,9 +9,11 @@
 //! `BATON_SIM_DELAY_MS` / `BATON_SIM_FAIL`, or an `inject` entry in the state file per action
 //! (`{"delay_ms": 3000, "fail": "why", "times": 1, "spawn_child": true}`).
 
-use anyhow::{Context, Result, anyhow, bail};
-use crate::protocol::{DnsAReport, DnsSrvReport, RouteChangeReport, RouteReport, ServiceState, ServicesReport, SrvRecord};
+use crate::protocol::{
+    DnsAReport, DnsSrvReport, RouteChangeReport, RouteReport, ServiceState, ServicesReport, SrvRecord,
+};
 use crate::{Fqdn, SiteName};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -124,7 +126,8 @@ fn with_state<T>(path: &Path, change: impl FnOnce(&mut State) -> Result<T>) -> R
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("locking {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", lock_path.display()))?;
     let mut state = match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
@@ -144,7 +147,14 @@ fn param<T: serde::de::DeserializeOwned>(params: &Map<String, Value>, name: &str
 
 fn services(state: &State) -> ServicesReport {
     ServicesReport {
-        services: state.services.iter().map(|(name, status)| ServiceState { name: name.clone(), status: status.clone() }).collect(),
+        services: state
+            .services
+            .iter()
+            .map(|(name, status)| ServiceState {
+                name: name.clone(),
+                status: status.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -152,30 +162,54 @@ fn services(state: &State) -> ServicesReport {
 fn act(state: &mut State, action: &str, p: &Map<String, Value>) -> Result<String> {
     match action {
         "services.stop" | "services.start" => {
-            let to = if action == "services.stop" { "Stopped" } else { "Running" };
+            let to = if action == "services.stop" {
+                "Stopped"
+            } else {
+                "Running"
+            };
             state.services.values_mut().for_each(|s| *s = to.to_string());
             Ok(json(&services(state)))
         }
         "services.status" => Ok(json(&services(state))),
         "route.get" => {
             let site: SiteName = param(p, "site")?;
-            let route = state.sites.get(site.as_str()).ok_or_else(|| anyhow!("Get-CsSite: no site {site}"))?.clone();
+            let route = state
+                .sites
+                .get(site.as_str())
+                .ok_or_else(|| anyhow!("Get-CsSite: no site {site}"))?
+                .clone();
             Ok(json(&RouteReport { site, route }))
         }
         "route.set" => {
             let site: SiteName = param(p, "site")?;
-            let value: String = if state.parameter == "XmppFederationRoute" { param(p, "route")? } else { param(p, "edge_pool")? };
-            let slot = state.sites.get_mut(site.as_str()).ok_or_else(|| anyhow!("Set-CsSite: no site {site}"))?;
+            let value: String = if state.parameter == "XmppFederationRoute" {
+                param(p, "route")?
+            } else {
+                param(p, "edge_pool")?
+            };
+            let slot = state
+                .sites
+                .get_mut(site.as_str())
+                .ok_or_else(|| anyhow!("Set-CsSite: no site {site}"))?;
             let before = slot.replace(value.clone());
             let after = slot.clone();
-            Ok(json(&RouteChangeReport { site, parameter: state.parameter.clone(), value, before, after }))
+            Ok(json(&RouteChangeReport {
+                site,
+                parameter: state.parameter.clone(),
+                value,
+                before,
+                after,
+            }))
         }
         "dns.set_a" => {
             let name: Fqdn = param(p, "name")?;
             let address: Ipv4Addr = param(p, "address")?;
             let entry = state.dns.entry(name.to_string()).or_default();
             entry.a = vec![address];
-            Ok(json(&DnsAReport { name, addresses: entry.a.clone() }))
+            Ok(json(&DnsAReport {
+                name,
+                addresses: entry.a.clone(),
+            }))
         }
         "dns.ensure_srv" => {
             let name: Fqdn = param(p, "name")?;
@@ -190,7 +224,11 @@ fn act(state: &mut State, action: &str, p: &Map<String, Value>) -> Result<String
             if created {
                 entry.srv.push(wanted);
             }
-            Ok(json(&DnsSrvReport { name, records: entry.srv.clone(), created }))
+            Ok(json(&DnsSrvReport {
+                name,
+                records: entry.srv.clone(),
+                created,
+            }))
         }
         other => bail!("the simulator does not know the action {other}"),
     }
@@ -207,8 +245,11 @@ pub fn run(args: LyncSimArgs) -> Result<()> {
     let action = std::env::var("BATON_ACTION").context("BATON_ACTION is not set")?;
     let key = std::env::var("BATON_KEY").context("BATON_KEY is not set")?;
     let mut input = String::new();
-    std::io::stdin().read_to_string(&mut input).context("reading the parameters on stdin")?;
-    let params: Map<String, Value> = serde_json::from_str(&input).context("the parameters on stdin are not a JSON object")?;
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the parameters on stdin")?;
+    let params: Map<String, Value> =
+        serde_json::from_str(&input).context("the parameters on stdin are not a JSON object")?;
     let pid = std::process::id();
 
     let inject = with_state(&args.state, |state| {
@@ -232,9 +273,14 @@ pub fn run(args: LyncSimArgs) -> Result<()> {
         });
         Ok(inject)
     })?;
-    let env_delay = std::env::var("BATON_SIM_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok());
+    let env_delay = std::env::var("BATON_SIM_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let delay = args.delay_ms.or(env_delay).unwrap_or(0).max(inject.delay_ms);
-    let fail = args.fail.or_else(|| std::env::var("BATON_SIM_FAIL").ok()).or(inject.fail);
+    let fail = args
+        .fail
+        .or_else(|| std::env::var("BATON_SIM_FAIL").ok())
+        .or(inject.fail);
     let mark = |status: &str, child: Option<u32>| {
         with_state(&args.state, |state| {
             if let Some(e) = state.executions.iter_mut().rev().find(|e| e.pid == pid && e.key == key) {
@@ -246,7 +292,10 @@ pub fn run(args: LyncSimArgs) -> Result<()> {
     };
     // Kept alive until the end: a killed simulator leaves it to the agent's tree kill.
     let _child = if args.spawn_child || inject.spawn_child {
-        let child = std::process::Command::new("sleep").arg("300").spawn().context("starting the child process")?;
+        let child = std::process::Command::new("sleep")
+            .arg("300")
+            .spawn()
+            .context("starting the child process")?;
         mark("started", Some(child.id()))?;
         Some(child)
     } else {

@@ -8,7 +8,9 @@ use std::fmt;
 pub enum NameError {
     #[error("'{shown}' is not a valid host name: {why}")]
     Fqdn { shown: String, why: &'static str },
-    #[error("'{shown}' is not a valid {what} name: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit")]
+    #[error(
+        "'{shown}' is not a valid {what} name: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+    )]
     Simple { shown: String, what: &'static str },
 }
 
@@ -91,8 +93,13 @@ fn simple_name(s: &str, what: &'static str) -> Result<String, NameError> {
     let ok = !s.is_empty()
         && s.len() <= 64
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok { Ok(s.to_string()) } else { Err(NameError::Simple { shown: shown(s), what }) }
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(NameError::Simple { shown: shown(s), what })
+    }
 }
 
 macro_rules! simple_name_type {
@@ -159,23 +166,54 @@ mod tests {
     fn fqdns() {
         check("Edge2A.Contoso.com.", "edge2a.contoso.com");
         check("_xmpp-server._tcp.contoso.com", "_xmpp-server._tcp.contoso.com");
-        check("edge2a", "'edge2a' is not a valid host name: it needs a domain (e.g. edge2a.contoso.com)");
+        check(
+            "edge2a",
+            "'edge2a' is not a valid host name: it needs a domain (e.g. edge2a.contoso.com)",
+        );
         check("", "'' is not a valid host name: it is empty");
-        check("a..b", "'a..b' is not a valid host name: each label needs 1 to 63 characters");
-        check("-a.b", "'-a.b' is not a valid host name: labels may not start or end with '-'");
-        check("a;rm -rf /.com", "'a;rm -rf /.com' is not a valid host name: labels may hold only letters, digits and '-'");
-        check("a$(x).com", "'a$(x).com' is not a valid host name: labels may hold only letters, digits and '-'");
-        check("a\n.com", "'a\\n.com' is not a valid host name: labels may hold only letters, digits and '-'");
-        check(&format!("{}.com", "a".repeat(64)), &format!("'{}.com' is not a valid host name: each label needs 1 to 63 characters", "a".repeat(64)));
+        check(
+            "a..b",
+            "'a..b' is not a valid host name: each label needs 1 to 63 characters",
+        );
+        check(
+            "-a.b",
+            "'-a.b' is not a valid host name: labels may not start or end with '-'",
+        );
+        check(
+            "a;rm -rf /.com",
+            "'a;rm -rf /.com' is not a valid host name: labels may hold only letters, digits and '-'",
+        );
+        check(
+            "a$(x).com",
+            "'a$(x).com' is not a valid host name: labels may hold only letters, digits and '-'",
+        );
+        check(
+            "a\n.com",
+            "'a\\n.com' is not a valid host name: labels may hold only letters, digits and '-'",
+        );
+        check(
+            &format!("{}.com", "a".repeat(64)),
+            &format!(
+                "'{}.com' is not a valid host name: each label needs 1 to 63 characters",
+                "a".repeat(64)
+            ),
+        );
         let long = format!("{}com", "abcdefghi.".repeat(30));
-        assert!(Fqdn::parse(&long).expect_err("too long").to_string().ends_with("it is longer than 253 characters"));
+        assert!(
+            Fqdn::parse(&long)
+                .expect_err("too long")
+                .to_string()
+                .ends_with("it is longer than 253 characters")
+        );
     }
 
     #[test]
     fn simple_names() {
         assert_eq!(SiteName::parse("Site2").expect("valid").as_str(), "Site2");
         assert_eq!(
-            SiteName::parse("Site2; Stop-Computer").expect_err("invalid").to_string(),
+            SiteName::parse("Site2; Stop-Computer")
+                .expect_err("invalid")
+                .to_string(),
             "'Site2; Stop-Computer' is not a valid site name: use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit"
         );
         assert!(PoolName::parse("").is_err());

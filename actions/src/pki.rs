@@ -61,7 +61,15 @@ impl PkiFiles {
             bot_key: out_dir.join("bot.key"),
             agents: agent_hosts
                 .iter()
-                .map(|h| (h.clone(), AgentFiles { cert: out_dir.join(format!("{h}.crt")), key: out_dir.join(format!("{h}.key")) }))
+                .map(|h| {
+                    (
+                        h.clone(),
+                        AgentFiles {
+                            cert: out_dir.join(format!("{h}.crt")),
+                            key: out_dir.join(format!("{h}.key")),
+                        },
+                    )
+                })
                 .collect(),
         }
     }
@@ -89,11 +97,17 @@ fn name(cn: &str) -> DistinguishedName {
 }
 
 fn generate(what: &str) -> Result<KeyPair, PkiError> {
-    KeyPair::generate().map_err(|source| PkiError::Generate { what: format!("key of {what}"), source })
+    KeyPair::generate().map_err(|source| PkiError::Generate {
+        what: format!("key of {what}"),
+        source,
+    })
 }
 
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
-    let err = |source| PkiError::Write { path: path.to_path_buf(), source };
+    let err = |source| PkiError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -117,21 +131,31 @@ fn write_key(path: &Path, key: &KeyPair) -> Result<(), PkiError> {
 /// `agent_hosts` (SAN: the host's FQDN, plus loopback names if asked), and writes them to
 /// `out_dir` (created if missing). Refuses to overwrite an existing `ca.crt`.
 pub fn init(out_dir: &Path, agent_hosts: &[Fqdn], options: &PkiOptions) -> Result<PkiFiles, PkiError> {
-    std::fs::create_dir_all(out_dir).map_err(|source| PkiError::Write { path: out_dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| PkiError::Write {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
     let files = PkiFiles::in_dir(out_dir, agent_hosts);
     if files.ca_cert.exists() {
-        return Err(PkiError::Exists { dir: out_dir.to_path_buf() });
+        return Err(PkiError::Exists {
+            dir: out_dir.to_path_buf(),
+        });
     }
 
     let ca_key = generate("the CA")?;
     let mut ca_params = CertificateParams::default();
     ca_params.distinguished_name = name("Baton CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut ca_params, 10);
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .map_err(|source| PkiError::Generate { what: "CA certificate".into(), source })?;
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(|source| PkiError::Generate {
+        what: "CA certificate".into(),
+        source,
+    })?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let bot_name = options.bot_name.as_deref().unwrap_or(BOT_NAME);
@@ -144,7 +168,10 @@ pub fn init(out_dir: &Path, agent_hosts: &[Fqdn], options: &PkiOptions) -> Resul
     validity(&mut bot_params, 2);
     let bot_cert = bot_params
         .signed_by(&bot_key, &issuer)
-        .map_err(|source| PkiError::Generate { what: "bot certificate".into(), source })?;
+        .map_err(|source| PkiError::Generate {
+            what: "bot certificate".into(),
+            source,
+        })?;
 
     write_file(&files.ca_cert, ca_cert.pem().as_bytes(), false)?;
     write_key(&files.ca_key, issuer.key())?;
@@ -157,16 +184,19 @@ pub fn init(out_dir: &Path, agent_hosts: &[Fqdn], options: &PkiOptions) -> Resul
         if options.loopback {
             sans.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
         }
-        let mut params = CertificateParams::new(sans)
-            .map_err(|source| PkiError::Generate { what: format!("certificate of {host}"), source })?;
+        let mut params = CertificateParams::new(sans).map_err(|source| PkiError::Generate {
+            what: format!("certificate of {host}"),
+            source,
+        })?;
         params.distinguished_name = name(host.as_str());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;
         validity(&mut params, 2);
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|source| PkiError::Generate { what: format!("certificate of {host}"), source })?;
+        let cert = params.signed_by(&key, &issuer).map_err(|source| PkiError::Generate {
+            what: format!("certificate of {host}"),
+            source,
+        })?;
         write_file(&paths.cert, cert.pem().as_bytes(), false)?;
         write_key(&paths.key, &key)?;
     }
@@ -180,8 +210,19 @@ mod tests {
     #[test]
     fn writes_a_ca_a_bot_and_agents_with_private_keys_protected() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let hosts = [Fqdn::parse("edge2a.contoso.com").expect("valid"), Fqdn::parse("mgmt1.contoso.com").expect("valid")];
-        let files = init(dir.path(), &hosts, &PkiOptions { loopback: true, bot_name: None }).expect("init");
+        let hosts = [
+            Fqdn::parse("edge2a.contoso.com").expect("valid"),
+            Fqdn::parse("mgmt1.contoso.com").expect("valid"),
+        ];
+        let files = init(
+            dir.path(),
+            &hosts,
+            &PkiOptions {
+                loopback: true,
+                bot_name: None,
+            },
+        )
+        .expect("init");
         assert_eq!(files.agents.len(), 2);
         let edge = &files.agents[&hosts[0]];
         let der = crate::tls::load_certs(&edge.cert).expect("loads")[0].clone();
@@ -195,8 +236,18 @@ mod tests {
             .iter()
             .map(|n| n.to_string())
             .collect();
-        assert_eq!(sans, ["DNSName(edge2a.contoso.com)", "DNSName(localhost)", "IPAddress(7f:00:00:01)"]);
-        assert_eq!(crate::tls::subject(&crate::tls::load_certs(&files.bot_cert).expect("loads")[0]).as_deref(), Some("CN=baton-bot"));
+        assert_eq!(
+            sans,
+            [
+                "DNSName(edge2a.contoso.com)",
+                "DNSName(localhost)",
+                "IPAddress(7f:00:00:01)"
+            ]
+        );
+        assert_eq!(
+            crate::tls::subject(&crate::tls::load_certs(&files.bot_cert).expect("loads")[0]).as_deref(),
+            Some("CN=baton-bot")
+        );
         // The pieces make working TLS configurations on both sides.
         crate::tls::server_config(&edge.cert, &edge.key, &files.ca_cert).expect("server config");
         crate::tls::client_config(&files.bot_cert, &files.bot_key, &files.ca_cert).expect("client config");
@@ -210,6 +261,9 @@ mod tests {
         }
         // Nothing that describes the files shows key material.
         assert!(!format!("{files:?}").contains("PRIVATE KEY"));
-        assert!(matches!(init(dir.path(), &hosts, &PkiOptions::default()), Err(PkiError::Exists { .. })));
+        assert!(matches!(
+            init(dir.path(), &hosts, &PkiOptions::default()),
+            Err(PkiError::Exists { .. })
+        ));
     }
 }

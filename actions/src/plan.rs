@@ -64,7 +64,13 @@ pub struct Step {
 impl Step {
     /// One line saying what the step does, with its exact targets.
     pub fn summary(&self) -> String {
-        let hosts = || self.actions.iter().map(|a| a.where_long()).collect::<Vec<_>>().join(", ");
+        let hosts = || {
+            self.actions
+                .iter()
+                .map(|a| a.where_long())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let first = self.actions.first();
         match (self.kind, first) {
             (StepKind::Precheck, _) => {
@@ -77,16 +83,33 @@ impl Step {
             (StepKind::DnsA, Some(Action::DnsSetA { dns, name, address, .. })) => {
                 format!("{name} -> {address} ({})", dns_how(dns))
             }
-            (StepKind::DnsSrv, Some(Action::DnsEnsureSrv { dns, name, target, port, .. })) => {
+            (
+                StepKind::DnsSrv,
+                Some(Action::DnsEnsureSrv {
+                    dns,
+                    name,
+                    target,
+                    port,
+                    ..
+                }),
+            ) => {
                 format!("{name} -> {target}:{port}, exactly once ({})", dns_how(dns))
             }
             (StepKind::PortCheck, Some(Action::PortCheck { address, port })) => {
-                format!("{} reachable through the firewall", std::net::SocketAddr::new(*address, *port))
+                format!(
+                    "{} reachable through the firewall",
+                    std::net::SocketAddr::new(*address, *port)
+                )
             }
             (StepKind::Verify, Some(Action::Verify { srv, port, .. })) => {
                 format!("{srv} resolves to the new pool; an XMPP s2s stream opens on {port}")
             }
-            _ => self.actions.iter().map(|a| a.command_line()).collect::<Vec<_>>().join("; "),
+            _ => self
+                .actions
+                .iter()
+                .map(|a| a.command_line())
+                .collect::<Vec<_>>()
+                .join("; "),
         }
     }
 }
@@ -166,12 +189,22 @@ pub fn resolve(inv: &Inventory, target: &str, current: Option<&PoolName>) -> Res
         known: inv.pool_names().into_iter().map(str::to_string).collect(),
     })?;
     if current.is_some_and(|c| c.as_str().eq_ignore_ascii_case(pool.name.as_str())) {
-        return Err(PlanError::AlreadyCurrent { pool: pool.name.clone() });
+        return Err(PlanError::AlreadyCurrent {
+            pool: pool.name.clone(),
+        });
     }
     if pool.servers.is_empty() {
-        return Err(PlanError::NoServers { pool: pool.name.clone() });
+        return Err(PlanError::NoServers {
+            pool: pool.name.clone(),
+        });
     }
-    let steps = XMPP_FAILOVER.iter().map(|kind| Step { kind: *kind, actions: actions_for(*kind, inv, pool) }).collect();
+    let steps = XMPP_FAILOVER
+        .iter()
+        .map(|kind| Step {
+            kind: *kind,
+            actions: actions_for(*kind, inv, pool),
+        })
+        .collect();
     let warnings = vec![format!(
         "stopping the services of {} interrupts its remote access and federation until step 7 starts them again",
         pool.name
@@ -226,7 +259,10 @@ fn actions_for(kind: StepKind, inv: &Inventory, pool: &Pool) -> Vec<Action> {
             weight: fed.srv_weight,
             ttl: fed.ttl,
         }],
-        StepKind::PortCheck => vec![Action::PortCheck { address: IpAddr::V4(pool.external_address), port: fed.port }],
+        StepKind::PortCheck => vec![Action::PortCheck {
+            address: IpAddr::V4(pool.external_address),
+            port: fed.port,
+        }],
         StepKind::Verify => vec![Action::Verify {
             srv: fed.srv.clone(),
             host: fed.host.clone(),
@@ -247,7 +283,12 @@ mod tests {
     }
 
     fn describe(plan: &Plan) -> String {
-        let mut out = format!("{:?} -> {} ({})\n", plan.from_pool.as_ref().map(|p| p.as_str()), plan.to_pool, plan.to_site);
+        let mut out = format!(
+            "{:?} -> {} ({})\n",
+            plan.from_pool.as_ref().map(|p| p.as_str()),
+            plan.to_pool,
+            plan.to_site
+        );
         for (i, step) in plan.steps.iter().enumerate() {
             out.push_str(&format!("{}. {}: {}\n", i + 1, step.kind.title(), step.summary()));
             for a in &step.actions {
@@ -294,7 +335,10 @@ mod tests {
             zone: Fqdn::parse("contoso.com").expect("valid"),
         };
         let plan = resolve(&inv, "EdgePool1", Some(&pool("EdgePool2"))).expect("resolves");
-        assert_eq!(plan.steps[0].summary(), "agents on edge1a, edge1b, mgmt1, dns1 answer health");
+        assert_eq!(
+            plan.steps[0].summary(),
+            "agents on edge1a, edge1b, mgmt1, dns1 answer health"
+        );
         assert_eq!(plan.steps[3].actions[0].where_short(), "dns1");
     }
 
@@ -302,10 +346,18 @@ mod tests {
     fn refusals() {
         let inv = contoso();
         let err = |target: &str, current: Option<&str>| {
-            resolve(&inv, target, current.map(pool).as_ref()).expect_err("refused").to_string()
+            resolve(&inv, target, current.map(pool).as_ref())
+                .expect_err("refused")
+                .to_string()
         };
-        assert_eq!(err("EdgePool9", None), "unknown pool 'EdgePool9'; known pools: EdgePool1, EdgePool2");
-        assert_eq!(err("EDGEPOOL1", Some("EdgePool1")), "EdgePool1 already holds the XMPP federation route; nothing to fail over");
+        assert_eq!(
+            err("EdgePool9", None),
+            "unknown pool 'EdgePool9'; known pools: EdgePool1, EdgePool2"
+        );
+        assert_eq!(
+            err("EDGEPOOL1", Some("EdgePool1")),
+            "EdgePool1 already holds the XMPP federation route; nothing to fail over"
+        );
         let mut empty = contoso();
         empty.pools[1].servers.clear();
         assert_eq!(
@@ -330,9 +382,21 @@ mod tests {
         assert_ne!(a.hash(), c.hash());
         let mut moved = contoso();
         moved.pools[1].external_address = "203.0.113.21".parse().expect("valid");
-        assert_ne!(a.hash(), resolve(&moved, "EdgePool2", Some(&pool("EdgePool1"))).expect("resolves").hash());
+        assert_ne!(
+            a.hash(),
+            resolve(&moved, "EdgePool2", Some(&pool("EdgePool1")))
+                .expect("resolves")
+                .hash()
+        );
         let mut grown = contoso();
-        grown.pools[1].servers.push(Fqdn::parse("edge2c.contoso.com").expect("valid"));
-        assert_ne!(a.hash(), resolve(&grown, "EdgePool2", Some(&pool("EdgePool1"))).expect("resolves").hash());
+        grown.pools[1]
+            .servers
+            .push(Fqdn::parse("edge2c.contoso.com").expect("valid"));
+        assert_ne!(
+            a.hash(),
+            resolve(&grown, "EdgePool2", Some(&pool("EdgePool1")))
+                .expect("resolves")
+                .hash()
+        );
     }
 }

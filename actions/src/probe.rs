@@ -83,7 +83,9 @@ impl PortCheck {
         match self.state {
             PortState::Open => format!("open in {t}"),
             PortState::Refused => format!("refused in {t} (reachable, nothing listening yet)"),
-            PortState::Filtered => format!("filtered: no answer within {t} (a firewall drops the packets, or the host is down)"),
+            PortState::Filtered => {
+                format!("filtered: no answer within {t} (a firewall drops the packets, or the host is down)")
+            }
             PortState::Unreachable => {
                 format!("unreachable after {t}: {}", self.error.as_deref().unwrap_or("no route"))
             }
@@ -106,7 +108,12 @@ pub async fn port_check(addr: SocketAddr, timeout: Duration) -> PortCheck {
     };
     let error = if state == PortState::Unreachable { error } else { None };
     debug!(addr = %addr, state = %state, latency_us = latency.as_micros() as u64, "port checked");
-    PortCheck { addr, state, latency, error }
+    PortCheck {
+        addr,
+        state,
+        latency,
+        error,
+    }
 }
 
 fn classify_connect_error(e: &std::io::Error) -> PortState {
@@ -146,7 +153,10 @@ impl fmt::Debug for TlsTrust {
 impl TlsTrust {
     /// Reads every certificate of a PEM file (at most 1 MiB) as a trust anchor.
     pub fn from_ca_file(path: &Path) -> Result<TlsTrust, ProbeError> {
-        let bad = |why: String| ProbeError::CaFile { path: path.to_path_buf(), why };
+        let bad = |why: String| ProbeError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
         let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
         if meta.len() > 1024 * 1024 {
             return Err(bad("it is larger than 1 MiB".to_string()));
@@ -155,7 +165,9 @@ impl TlsTrust {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(&pem) {
             let cert = cert.map_err(|e| bad(format!("it is not valid PEM: {e}")))?;
-            roots.add(cert).map_err(|e| bad(format!("a certificate cannot be used: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("a certificate cannot be used: {e}")))?;
         }
         if roots.is_empty() {
             return Err(bad("it holds no certificate".to_string()));
@@ -166,7 +178,10 @@ impl TlsTrust {
             .map_err(|e| bad(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(TlsTrust { config: Arc::new(config), source: path.to_path_buf() })
+        Ok(TlsTrust {
+            config: Arc::new(config),
+            source: path.to_path_buf(),
+        })
     }
 }
 
@@ -178,7 +193,12 @@ pub enum ProbeError {
     #[error("{addr} is not an XMPP server-to-server endpoint: {why}")]
     NotS2s { addr: SocketAddr, why: String },
     #[error("the XMPP server at {addr} ended the stream for {domain} with error '{condition}'{}", text_suffix(.text))]
-    StreamError { addr: SocketAddr, domain: Fqdn, condition: String, text: Option<String> },
+    StreamError {
+        addr: SocketAddr,
+        domain: Fqdn,
+        condition: String,
+        text: Option<String>,
+    },
     #[error("the XMPP server at {addr} sent no stream features within {}", human_duration(*.after))]
     NoFeatures { addr: SocketAddr, after: Duration },
     #[error("the XMPP server at {addr} does not offer STARTTLS (features: {features})")]
@@ -251,16 +271,30 @@ pub async fn s2s_probe(
             return Err(ProbeError::Connect { addr, check });
         }
         Err(_) => {
-            let check = PortCheck { addr, state: PortState::Filtered, latency: started.elapsed(), error: None };
+            let check = PortCheck {
+                addr,
+                state: PortState::Filtered,
+                latency: started.elapsed(),
+                error: None,
+            };
             return Err(ProbeError::Connect { addr, check });
         }
     };
-    let mut conn = Conn { io: tcp, buf: Vec::new(), addr, deadline, started };
+    let mut conn = Conn {
+        io: tcp,
+        buf: Vec::new(),
+        addr,
+        deadline,
+        started,
+    };
     let opened = conn.open_stream(domain).await?;
     let latency = started.elapsed();
     if !opened.features.iter().any(|f| f == "starttls") {
         conn.close().await;
-        return Err(ProbeError::NoStartTls { addr, features: listing(&opened.features) });
+        return Err(ProbeError::NoStartTls {
+            addr,
+            features: listing(&opened.features),
+        });
     }
     let tls = match tls {
         None => {
@@ -269,7 +303,14 @@ pub async fn s2s_probe(
         }
         Some(trust) => Some(conn.starttls(domain, trust).await?),
     };
-    Ok(S2sReport { addr, stream_id: opened.id, from: opened.from, features: opened.features, latency, tls })
+    Ok(S2sReport {
+        addr,
+        stream_id: opened.id,
+        from: opened.from,
+        features: opened.features,
+        latency,
+        tls,
+    })
 }
 
 /// What the opening of a stream gave.
@@ -296,13 +337,19 @@ enum Fill {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn not_s2s(&self, why: impl Into<String>) -> ProbeError {
-        ProbeError::NotS2s { addr: self.addr, why: why.into() }
+        ProbeError::NotS2s {
+            addr: self.addr,
+            why: why.into(),
+        }
     }
 
     /// Reads once more, within the deadline and the size bound.
     async fn fill(&mut self) -> Result<Fill, ProbeError> {
         if self.buf.len() >= MAX_READ {
-            return Err(self.not_s2s(format!("it sent more than {} KiB without completing the exchange", MAX_READ / 1024)));
+            return Err(self.not_s2s(format!(
+                "it sent more than {} KiB without completing the exchange",
+                MAX_READ / 1024
+            )));
         }
         let mut chunk = vec![0u8; (MAX_READ - self.buf.len()).min(8192)];
         match tokio::time::timeout_at(self.deadline, self.io.read(&mut chunk)).await {
@@ -320,7 +367,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         match tokio::time::timeout_at(self.deadline, self.io.write_all(bytes.as_bytes())).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(self.not_s2s(format!("writing failed: {e}"))),
-            Err(_) => Err(ProbeError::NoFeatures { addr: self.addr, after: self.started.elapsed() }),
+            Err(_) => Err(ProbeError::NoFeatures {
+                addr: self.addr,
+                after: self.started.elapsed(),
+            }),
         }
     }
 
@@ -347,9 +397,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 if !features.is(NS_STREAMS, "features") {
                     return Err(self.not_s2s(format!("it sent <{}> where stream features belong", features.name)));
                 }
-                let id = header.id.clone().ok_or_else(|| self.not_s2s("its stream header has no id"))?;
+                let id = header
+                    .id
+                    .clone()
+                    .ok_or_else(|| self.not_s2s("its stream header has no id"))?;
                 let features = features.children.iter().map(|(_, name)| name.clone()).collect();
-                return Ok(Opened { id, from: header.from.clone(), features });
+                return Ok(Opened {
+                    id,
+                    from: header.from.clone(),
+                    features,
+                });
             }
             if view.closed {
                 return Err(self.not_s2s("it closed the stream before sending stream features"));
@@ -367,14 +424,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                         self.what_came()
                     )));
                 }
-                Fill::TimedOut => return Err(ProbeError::NoFeatures { addr: self.addr, after: self.started.elapsed() }),
+                Fill::TimedOut => {
+                    return Err(ProbeError::NoFeatures {
+                        addr: self.addr,
+                        after: self.started.elapsed(),
+                    });
+                }
             }
         }
     }
 
     /// "after sending nothing", or the start of what it sent.
     fn what_came(&self) -> String {
-        if self.buf.is_empty() { "it sent nothing".to_string() } else { format!("it sent '{}'", snippet(&self.buf)) }
+        if self.buf.is_empty() {
+            "it sent nothing".to_string()
+        } else {
+            format!("it sent '{}'", snippet(&self.buf))
+        }
     }
 
     /// Ends the stream politely; errors do not matter any more.
@@ -389,7 +455,10 @@ impl Conn<TcpStream> {
     async fn starttls(mut self, domain: &Fqdn, trust: &TlsTrust) -> Result<TlsReport, ProbeError> {
         let addr = self.addr;
         let tls_error = |why: String| ProbeError::Tls { addr, why };
-        let already = StreamView::parse(&self.buf).map_err(|why| self.not_s2s(why))?.elements.len();
+        let already = StreamView::parse(&self.buf)
+            .map_err(|why| self.not_s2s(why))?
+            .elements
+            .len();
         self.send(&format!("<starttls xmlns='{NS_TLS}'/>")).await?;
         let consumed = loop {
             let view = StreamView::parse(&self.buf).map_err(|why| self.not_s2s(why))?;
@@ -397,43 +466,88 @@ impl Conn<TcpStream> {
                 if answer.is(NS_TLS, "proceed") {
                     break view.consumed;
                 }
-                return Err(tls_error(format!("the server answered <{}> to <starttls/>", answer.name)));
+                return Err(tls_error(format!(
+                    "the server answered <{}> to <starttls/>",
+                    answer.name
+                )));
             }
             match self.fill().await? {
                 Fill::More => {}
-                Fill::Closed => return Err(tls_error("the server closed the connection instead of <proceed/>".into())),
-                Fill::TimedOut => return Err(tls_error(format!("no <proceed/> within {}", human_duration(self.started.elapsed())))),
+                Fill::Closed => {
+                    return Err(tls_error(
+                        "the server closed the connection instead of <proceed/>".into(),
+                    ));
+                }
+                Fill::TimedOut => {
+                    return Err(tls_error(format!(
+                        "no <proceed/> within {}",
+                        human_duration(self.started.elapsed())
+                    )));
+                }
             }
         };
         if consumed != self.buf.len() {
-            return Err(tls_error("the server sent data after <proceed/> before the TLS handshake".into()));
+            return Err(tls_error(
+                "the server sent data after <proceed/> before the TLS handshake".into(),
+            ));
         }
         let name = ServerName::try_from(domain.to_string()).map_err(|e| tls_error(e.to_string()))?;
         let connector = tokio_rustls::TlsConnector::from(trust.config.clone());
         let stream = match tokio::time::timeout_at(self.deadline, connector.connect(name, self.io)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(tls_error(e.to_string())),
-            Err(_) => return Err(tls_error(format!("no TLS handshake within {}", human_duration(self.started.elapsed())))),
+            Err(_) => {
+                return Err(tls_error(format!(
+                    "no TLS handshake within {}",
+                    human_duration(self.started.elapsed())
+                )));
+            }
         };
         let (_, session) = stream.get_ref();
-        let version = session.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default().replace('_', ".");
-        let cipher = session.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default();
-        let mut secure = Conn { io: stream, buf: Vec::new(), addr, deadline: self.deadline, started: self.started };
+        let version = session
+            .protocol_version()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default()
+            .replace('_', ".");
+        let cipher = session
+            .negotiated_cipher_suite()
+            .map(|c| format!("{:?}", c.suite()))
+            .unwrap_or_default();
+        let mut secure = Conn {
+            io: stream,
+            buf: Vec::new(),
+            addr,
+            deadline: self.deadline,
+            started: self.started,
+        };
         let opened = secure.open_stream(domain).await?;
         secure.close().await;
-        Ok(TlsReport { version, cipher, stream_id: opened.id })
+        Ok(TlsReport {
+            version,
+            cipher,
+            stream_id: opened.id,
+        })
     }
 }
 
 fn check_header(header: &Header) -> Result<(), String> {
     match header.default_ns.as_deref() {
         Some(NS_SERVER) => {}
-        Some(NS_CLIENT) => return Err("it opened a jabber:client stream (a client port, not the federation port)".into()),
+        Some(NS_CLIENT) => {
+            return Err("it opened a jabber:client stream (a client port, not the federation port)".into());
+        }
         Some(other) => return Err(format!("its stream namespace is '{}', not jabber:server", shown(other))),
         None => return Err("its stream header has no namespace".into()),
     }
     match header.version.as_deref() {
-        Some(v) if v.split('.').next().and_then(|major| major.parse::<u32>().ok()).is_some_and(|m| m >= 1) => Ok(()),
+        Some(v)
+            if v.split('.')
+                .next()
+                .and_then(|major| major.parse::<u32>().ok())
+                .is_some_and(|m| m >= 1) =>
+        {
+            Ok(())
+        }
         _ => Err("its stream header has no version 1.0, so it offers no stream features".into()),
     }
 }
@@ -447,11 +561,20 @@ fn stream_error(addr: SocketAddr, domain: &Fqdn, e: &Element) -> ProbeError {
         .unwrap_or_else(|| "undefined-condition".to_string());
     let text = e.text.trim();
     let text = (!text.is_empty()).then(|| shown(text));
-    ProbeError::StreamError { addr, domain: domain.clone(), condition, text }
+    ProbeError::StreamError {
+        addr,
+        domain: domain.clone(),
+        condition,
+        text,
+    }
 }
 
 fn listing(items: &[String]) -> String {
-    if items.is_empty() { "none".to_string() } else { items.join(", ") }
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
 }
 
 /// The server's stream header.
@@ -533,11 +656,21 @@ impl StreamView {
                     depth = 1;
                 }
                 Event::Start(e) if depth == 1 => {
-                    current = Some(Element { ns, name: local(&e), children: Vec::new(), text: String::new() });
+                    current = Some(Element {
+                        ns,
+                        name: local(&e),
+                        children: Vec::new(),
+                        text: String::new(),
+                    });
                     depth = 2;
                 }
                 Event::Empty(e) if depth == 1 => {
-                    view.elements.push(Element { ns, name: local(&e), children: Vec::new(), text: String::new() });
+                    view.elements.push(Element {
+                        ns,
+                        name: local(&e),
+                        children: Vec::new(),
+                        text: String::new(),
+                    });
                     view.consumed = position(&reader);
                 }
                 Event::Start(e) if depth == 2 => {
@@ -598,7 +731,9 @@ fn position(reader: &NsReader<&[u8]>) -> usize {
 fn header(e: &BytesStart<'_>) -> Header {
     let mut h = Header::default();
     for attr in e.attributes().flatten() {
-        let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else { continue };
+        let Ok(value) = attr.normalized_value(quick_xml::XmlVersion::Implicit1_0) else {
+            continue;
+        };
         let value = value.into_owned();
         match attr.key.as_ref() {
             "xmlns" => h.default_ns = Some(value),
@@ -647,11 +782,20 @@ mod tests {
         match StreamView::parse(input.as_bytes()) {
             Err(why) => format!("error: {why}"),
             Ok(v) => {
-                let header = v.header.map(|h| format!("{:?} id={:?}", h.default_ns, h.id)).unwrap_or("no header".into());
+                let header = v
+                    .header
+                    .map(|h| format!("{:?} id={:?}", h.default_ns, h.id))
+                    .unwrap_or("no header".into());
                 let elements: Vec<String> = v
                     .elements
                     .iter()
-                    .map(|e| format!("{}[{}]", e.name, e.children.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(",")))
+                    .map(|e| {
+                        format!(
+                            "{}[{}]",
+                            e.name,
+                            e.children.iter().map(|c| c.1.as_str()).collect::<Vec<_>>().join(",")
+                        )
+                    })
                     .collect();
                 format!("{header}; {}; closed={}", elements.join(" "), v.closed)
             }
@@ -661,23 +805,48 @@ mod tests {
     #[test]
     fn stream_views() {
         let check = |input: &str, expect: &str| assert_eq!(view(input), expect, "input {input:?}");
-        check(PROSODY_S2S, r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); features[starttls,dialback]; closed=false"#);
+        check(
+            PROSODY_S2S,
+            r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); features[starttls,dialback]; closed=false"#,
+        );
         let header_end = PROSODY_S2S.find("<stream:features>").expect("has features");
-        check(&PROSODY_S2S[..header_end], r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); ; closed=false"#);
-        check(&PROSODY_S2S[..header_end + 30], r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); ; closed=false"#);
+        check(
+            &PROSODY_S2S[..header_end],
+            r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); ; closed=false"#,
+        );
+        check(
+            &PROSODY_S2S[..header_end + 30],
+            r#"Some("jabber:server") id=Some("76246921-fcc6-47d5"); ; closed=false"#,
+        );
         check(&PROSODY_S2S[..40], "no header; ; closed=false");
         check("", "no header; ; closed=false");
-        check(HOST_UNKNOWN, r#"Some("jabber:server") id=Some("b3"); error[host-unknown,text]; closed=true"#);
-        check("HTTP/1.1 400 Bad Request\r\n\r\n", "error: it sent 'HTTP/1.1 400 Bad Request'");
+        check(
+            HOST_UNKNOWN,
+            r#"Some("jabber:server") id=Some("b3"); error[host-unknown,text]; closed=true"#,
+        );
+        check(
+            "HTTP/1.1 400 Bad Request\r\n\r\n",
+            "error: it sent 'HTTP/1.1 400 Bad Request'",
+        );
         check("<!DOCTYPE html><html>", "error: it sent '<!DOCTYPE html><html>'");
         check("<html><body>", "error: it sent '<html><body>'");
-        check("<stream:stream xmlns:stream='urn:other'>", "error: it sent '<stream:stream xmlns:stream=\\'urn:other\\'>'");
+        check(
+            "<stream:stream xmlns:stream='urn:other'>",
+            "error: it sent '<stream:stream xmlns:stream=\\'urn:other\\'>'",
+        );
         check("\u{0}\u{1}\u{2}", "error: it sent '\\0\\u{1}\\u{2}'");
         // A character cut in two by a read: the complete part parses.
-        let cut = format!("{}<x>é", &PROSODY_S2S[..PROSODY_S2S.find("<stream:features>").expect("has features")]);
+        let cut = format!(
+            "{}<x>é",
+            &PROSODY_S2S[..PROSODY_S2S.find("<stream:features>").expect("has features")]
+        );
         let bytes = cut.as_bytes();
         assert!(StreamView::parse(&bytes[..bytes.len() - 1]).is_ok());
-        assert!(StreamView::parse(&[0xFF, 0xFE, b'<']).expect_err("not UTF-8").starts_with("it sent bytes that are not UTF-8"));
+        assert!(
+            StreamView::parse(&[0xFF, 0xFE, b'<'])
+                .expect_err("not UTF-8")
+                .starts_with("it sent bytes that are not UTF-8")
+        );
     }
 
     proptest! {
@@ -698,7 +867,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move {
-            let Ok((mut s, _)) = listener.accept().await else { return };
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
             let mut first = [0u8; 1024];
             let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut first)).await;
             for chunk in chunks {
@@ -735,7 +906,11 @@ mod tests {
         assert_eq!(report.stream_id, "76246921-fcc6-47d5");
         assert_eq!(report.from.as_deref(), Some("contoso.test"));
         assert_eq!(report.features, vec!["starttls".to_string(), "dialback".to_string()]);
-        assert!(report.summary().starts_with("s2s stream ok in "), "{}", report.summary());
+        assert!(
+            report.summary().starts_with("s2s stream ok in "),
+            "{}",
+            report.summary()
+        );
     }
 
     #[tokio::test]
@@ -743,24 +918,41 @@ mod tests {
         let client = probe_error(pieces(PROSODY_C2S)).await;
         assert!(client.ends_with("is not an XMPP server-to-server endpoint: it opened a jabber:client stream (a client port, not the federation port)"), "{client}");
         let http = probe_error(vec![b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n".to_vec()]).await;
-        assert!(http.ends_with("is not an XMPP server-to-server endpoint: it sent 'HTTP/#.# ### Bad Request'"), "{http}");
+        assert!(
+            http.ends_with("is not an XMPP server-to-server endpoint: it sent 'HTTP/#.# ### Bad Request'"),
+            "{http}"
+        );
         let silent = probe_error(vec![]).await;
-        assert!(silent.contains("is not an XMPP server-to-server endpoint: no XMPP stream header within"), "{silent}");
+        assert!(
+            silent.contains("is not an XMPP server-to-server endpoint: no XMPP stream header within"),
+            "{silent}"
+        );
         assert!(silent.ends_with("(it sent nothing)"), "{silent}");
         let no_id = probe_error(pieces(&PROSODY_S2S.replace("id='76246921-fcc6-47d5' ", ""))).await;
-        assert!(no_id.ends_with("is not an XMPP server-to-server endpoint: its stream header has no id"), "{no_id}");
+        assert!(
+            no_id.ends_with("is not an XMPP server-to-server endpoint: its stream header has no id"),
+            "{no_id}"
+        );
         let old = probe_error(pieces(&PROSODY_S2S.replace("version='1.0'", ""))).await;
-        assert!(old.ends_with("its stream header has no version #.#, so it offers no stream features"), "{old}");
+        assert!(
+            old.ends_with("its stream header has no version #.#, so it offers no stream features"),
+            "{old}"
+        );
     }
 
     #[tokio::test]
     async fn xmpp_answers_without_what_verify_needs_fail_clearly() {
-        let no_tls = PROSODY_S2S.replace("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>", "");
+        let no_tls = PROSODY_S2S.replace(
+            "<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required/></starttls>",
+            "",
+        );
         let e = probe_error(pieces(&no_tls)).await;
         assert!(e.ends_with("does not offer STARTTLS (features: dialback)"), "{e}");
         let e = probe_error(pieces(HOST_UNKNOWN)).await;
         assert!(
-            e.ends_with("ended the stream for contoso.test with error 'host-unknown' (This host does not serve other.test)"),
+            e.ends_with(
+                "ended the stream for contoso.test with error 'host-unknown' (This host does not serve other.test)"
+            ),
             "{e}"
         );
         let header_only = &PROSODY_S2S[..PROSODY_S2S.find("<stream:features>").expect("has features")];
@@ -772,7 +964,10 @@ mod tests {
     async fn endless_or_garbage_streams_end_within_bounds() {
         let header = &PROSODY_S2S[..PROSODY_S2S.find("<stream:features>").expect("has features")];
         let flood: Vec<Vec<u8>> = std::iter::once(header.as_bytes().to_vec())
-            .chain(std::iter::repeat_n(b"<message><body>x</body></message>".repeat(300), 10))
+            .chain(std::iter::repeat_n(
+                b"<message><body>x</body></message>".repeat(300),
+                10,
+            ))
             .collect();
         let started = std::time::Instant::now();
         let e = probe_error(flood).await;
@@ -781,8 +976,14 @@ mod tests {
             .chain(std::iter::repeat_n(b"<a>".repeat(4000), 10))
             .collect();
         let e = probe_error(deep).await;
-        assert!(e.contains("it sent more than ## KiB without completing the exchange") || e.contains("no stream features"), "{e}");
-        assert!(started.elapsed() < Duration::from_secs(5), "each probe ends at its deadline");
+        assert!(
+            e.contains("it sent more than ## KiB without completing the exchange") || e.contains("no stream features"),
+            "{e}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "each probe ends at its deadline"
+        );
     }
 
     #[tokio::test]
@@ -790,7 +991,11 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
         let open = port_check(listener.local_addr().expect("addr"), Duration::from_secs(2)).await;
         assert_eq!(open.state, PortState::Open);
-        assert!(open.reachable() && open.summary().starts_with("open in "), "{}", open.summary());
+        assert!(
+            open.reachable() && open.summary().starts_with("open in "),
+            "{}",
+            open.summary()
+        );
 
         let closed_addr = {
             let l = TcpListener::bind("127.0.0.1:0").await.expect("binds");
@@ -799,29 +1004,62 @@ mod tests {
         let refused = port_check(closed_addr, Duration::from_secs(2)).await;
         assert_eq!(refused.state, PortState::Refused);
         assert!(refused.reachable());
-        assert!(refused.summary().ends_with(" (reachable, nothing listening yet)"), "{}", refused.summary());
+        assert!(
+            refused.summary().ends_with(" (reachable, nothing listening yet)"),
+            "{}",
+            refused.summary()
+        );
 
-        let e = s2s_probe(closed_addr, &domain(), None, Duration::from_secs(2)).await.expect_err("nothing listens");
-        assert!(e.to_string().starts_with(&format!("cannot connect to {closed_addr}: refused in ")), "{e}");
+        let e = s2s_probe(closed_addr, &domain(), None, Duration::from_secs(2))
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot connect to {closed_addr}: refused in ")),
+            "{e}"
+        );
     }
 
     #[test]
     fn connect_errors_and_durations_read_well() {
         use std::io::{Error, ErrorKind};
-        assert_eq!(classify_connect_error(&Error::from(ErrorKind::ConnectionRefused)), PortState::Refused);
-        assert_eq!(classify_connect_error(&Error::from(ErrorKind::TimedOut)), PortState::Filtered);
-        assert_eq!(classify_connect_error(&Error::from(ErrorKind::HostUnreachable)), PortState::Unreachable);
-        assert_eq!(classify_connect_error(&Error::from(ErrorKind::NetworkUnreachable)), PortState::Unreachable);
+        assert_eq!(
+            classify_connect_error(&Error::from(ErrorKind::ConnectionRefused)),
+            PortState::Refused
+        );
+        assert_eq!(
+            classify_connect_error(&Error::from(ErrorKind::TimedOut)),
+            PortState::Filtered
+        );
+        assert_eq!(
+            classify_connect_error(&Error::from(ErrorKind::HostUnreachable)),
+            PortState::Unreachable
+        );
+        assert_eq!(
+            classify_connect_error(&Error::from(ErrorKind::NetworkUnreachable)),
+            PortState::Unreachable
+        );
         let unreachable = PortCheck {
             addr: "192.0.2.1:5269".parse().expect("addr"),
             state: PortState::Unreachable,
             latency: Duration::from_micros(150),
             error: Some("No route to host (os error 113)".into()),
         };
-        assert_eq!(unreachable.summary(), "unreachable after 0.1 ms: No route to host (os error 113)");
-        let filtered = PortCheck { state: PortState::Filtered, latency: Duration::from_secs(10), error: None, ..unreachable };
+        assert_eq!(
+            unreachable.summary(),
+            "unreachable after 0.1 ms: No route to host (os error 113)"
+        );
+        let filtered = PortCheck {
+            state: PortState::Filtered,
+            latency: Duration::from_secs(10),
+            error: None,
+            ..unreachable
+        };
         assert!(!filtered.reachable());
-        assert_eq!(filtered.summary(), "filtered: no answer within 10.0 s (a firewall drops the packets, or the host is down)");
+        assert_eq!(
+            filtered.summary(),
+            "filtered: no answer within 10.0 s (a firewall drops the packets, or the host is down)"
+        );
         assert_eq!(human_duration(Duration::from_millis(41)), "41 ms");
     }
 
@@ -830,9 +1068,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("none.pem");
         let e = TlsTrust::from_ca_file(&missing).expect_err("missing");
-        assert!(e.to_string().starts_with(&format!("cannot use the CA file {}: ", missing.display())), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot use the CA file {}: ", missing.display())),
+            "{e}"
+        );
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("writes");
-        assert!(TlsTrust::from_ca_file(&empty).expect_err("empty").to_string().ends_with("it holds no certificate"));
+        assert!(
+            TlsTrust::from_ca_file(&empty)
+                .expect_err("empty")
+                .to_string()
+                .ends_with("it holds no certificate")
+        );
     }
 }

@@ -78,9 +78,15 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// braces, redirections and control characters do not.
 pub fn check_text(field: &str, value: &str) -> Result<(), WireError> {
     if value.is_empty() || value.len() > MAX_TEXT {
-        return Err(WireError::Invalid(format!("{field}: needs 1 to {MAX_TEXT} characters, got {}", value.len())));
+        return Err(WireError::Invalid(format!(
+            "{field}: needs 1 to {MAX_TEXT} characters, got {}",
+            value.len()
+        )));
     }
-    if let Some(bad) = value.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))) {
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    {
         return Err(WireError::Invalid(format!(
             "{field}: '{}' carries the character {:?}, which is not allowed",
             shown(value),
@@ -94,10 +100,13 @@ pub fn check_text(field: &str, value: &str) -> Result<(), WireError> {
 fn check_strings(path: &str, value: &serde_json::Value) -> Result<(), WireError> {
     match value {
         serde_json::Value::String(s) => check_text(path, s),
-        serde_json::Value::Array(items) => {
-            items.iter().enumerate().try_for_each(|(i, v)| check_strings(&format!("{path}[{i}]"), v))
-        }
-        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| check_strings(&format!("{path}.{k}"), v)),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| check_strings(&format!("{path}[{i}]"), v)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .try_for_each(|(k, v)| check_strings(&format!("{path}.{k}"), v)),
         _ => Ok(()),
     }
 }
@@ -111,9 +120,11 @@ fn extra_fields(path: &str, raw: &serde_json::Value, typed: &serde_json::Value) 
             Some(tv) => extra_fields(&format!("{path}.{k}"), v, tv),
             None => Err(WireError::Invalid(format!("{path}: unknown field `{}`", shown(k)))),
         }),
-        (Value::Array(r), Value::Array(t)) => {
-            r.iter().zip(t).enumerate().try_for_each(|(i, (rv, tv))| extra_fields(&format!("{path}[{i}]"), rv, tv))
-        }
+        (Value::Array(r), Value::Array(t)) => r
+            .iter()
+            .zip(t)
+            .enumerate()
+            .try_for_each(|(i, (rv, tv))| extra_fields(&format!("{path}[{i}]"), rv, tv)),
         _ => Ok(()),
     }
 }
@@ -149,7 +160,10 @@ impl Health {
 fn wire_key<'de, D: Deserializer<'de>>(d: D) -> Result<IdempotencyKey, D::Error> {
     let s = String::deserialize(d)?;
     IdempotencyKey::parse(&s).ok_or_else(|| {
-        serde::de::Error::custom(format!("key '{}' is not 1 to 200 characters of [A-Za-z0-9._/-]", shown(&s)))
+        serde::de::Error::custom(format!(
+            "key '{}' is not 1 to 200 characters of [A-Za-z0-9._/-]",
+            shown(&s)
+        ))
     })
 }
 
@@ -199,7 +213,11 @@ impl ActionCall {
             )));
         }
         if call.wait() > MAX_WAIT {
-            return Err(WireError::Invalid(format!("wait_ms must be at most {}, got {}", MAX_WAIT.as_millis(), call.wait_ms)));
+            return Err(WireError::Invalid(format!(
+                "wait_ms must be at most {}, got {}",
+                MAX_WAIT.as_millis(),
+                call.wait_ms
+            )));
         }
         let typed = serde_json::to_value(&call.action).expect("an action is plain data and always serializes");
         let raw: serde_json::Value = serde_json::from_slice(body).map_err(WireError::from_serde)?;
@@ -390,7 +408,11 @@ pub struct ErrorBody {
 
 impl ErrorBody {
     pub fn new(error: ErrorKind, message: impl Into<String>) -> ErrorBody {
-        ErrorBody { protocol: VERSION, error, message: message.into() }
+        ErrorBody {
+            protocol: VERSION,
+            error,
+            message: message.into(),
+        }
     }
     pub fn encode(&self) -> Vec<u8> {
         encode(self)
@@ -402,7 +424,11 @@ impl ErrorBody {
 
 impl From<WireError> for ErrorBody {
     fn from(e: WireError) -> ErrorBody {
-        let kind = if e == WireError::TooLarge { ErrorKind::TooLarge } else { ErrorKind::BadRequest };
+        let kind = if e == WireError::TooLarge {
+            ErrorKind::TooLarge
+        } else {
+            ErrorKind::BadRequest
+        };
         ErrorBody::new(kind, e.to_string())
     }
 }
@@ -446,23 +472,29 @@ mod tests {
 
     #[test]
     fn calls_are_validated() {
-        check(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#, "ok services.stop");
-        check(r#"{"action":"route.get","host":"mgmt1.contoso.com","site":"Site2"}"#, "ok route.get");
+        check(
+            r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#,
+            "ok services.stop",
+        );
+        check(
+            r#"{"action":"route.get","host":"mgmt1.contoso.com","site":"Site2"}"#,
+            "ok route.get",
+        );
         check(
             r#"{"action":"shell","cmd":"rm -rf /"}"#,
-            "invalid request: unknown variant `shell`, expected one of `health`, `services.stop`, `services.start`, `services.status`, `route.get`, `route.set`, `dns.set_a`, `dns.ensure_srv`, `port.check`, `verify`"
+            "invalid request: unknown variant `shell`, expected one of `health`, `services.stop`, `services.start`, `services.status`, `route.get`, `route.set`, `dns.set_a`, `dns.ensure_srv`, `port.check`, `verify`",
         );
         check(
             r#"{"action":"services.stop","host":"edge2a.contoso.com","force":true}"#,
-            "invalid request: unknown field `force`, expected `host`"
+            "invalid request: unknown field `force`, expected `host`",
         );
         check(
             r#"{"action":"route.get","host":"mgmt1.contoso.com","site":"Site2; Stop-Computer"}"#,
-            "invalid request: \\'Site2; Stop-Computer\\' is not a valid site name: use 1 to 64 letters, digits, \\'-\\', \\'_\\' or \\'.\\', starting with a letter or digit"
+            "invalid request: \\'Site2; Stop-Computer\\' is not a valid site name: use 1 to 64 letters, digits, \\'-\\', \\'_\\' or \\'.\\', starting with a letter or digit",
         );
         check(
             r#"{"action":"services.stop","host":"edge2a.contoso.com$(Stop-Computer)"}"#,
-            "invalid request: \\'edge2a.contoso.com$(Stop-Computer)\\' is not a valid host name: labels may hold only letters, digits and \\'-\\'"
+            "invalid request: \\'edge2a.contoso.com$(Stop-Computer)\\' is not a valid host name: labels may hold only letters, digits and \\'-\\'",
         );
         // A raw string field of the catalog (the RFC 2136 server) is checked too.
         check(
@@ -473,13 +505,33 @@ mod tests {
             r#"{"action":"dns.set_a","dns":{"provider":"agent","host":"dns1.contoso.com","zone":"contoso.com","x":1},"name":"xmpp.contoso.com","address":"203.0.113.20","ttl":300}"#,
             "invalid request: action.dns: unknown field `x`",
         );
-        let long = format!(r#"{{"action":"route.get","host":"mgmt1.contoso.com","site":"{}"}}"#, "S".repeat(300));
-        assert!(ActionCall::decode(call_json(&long).as_bytes()).expect_err("too long").to_string().contains("is not a valid site name"));
-        let extra = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#).replace("\"wait_ms\"", "\"x\":1,\"wait_ms\"");
-        assert!(ActionCall::decode(extra.as_bytes()).expect_err("extra").to_string().contains("unknown field `x`"));
+        let long = format!(
+            r#"{{"action":"route.get","host":"mgmt1.contoso.com","site":"{}"}}"#,
+            "S".repeat(300)
+        );
+        assert!(
+            ActionCall::decode(call_json(&long).as_bytes())
+                .expect_err("too long")
+                .to_string()
+                .contains("is not a valid site name")
+        );
+        let extra = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#)
+            .replace("\"wait_ms\"", "\"x\":1,\"wait_ms\"");
+        assert!(
+            ActionCall::decode(extra.as_bytes())
+                .expect_err("extra")
+                .to_string()
+                .contains("unknown field `x`")
+        );
         let bad_key = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#).replace("st/r7", "st r7;");
-        assert!(ActionCall::decode(bad_key.as_bytes()).expect_err("key").to_string().contains("is not 1 to 200 characters"));
-        let v2 = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#).replace("\"protocol\":1", "\"protocol\":2");
+        assert!(
+            ActionCall::decode(bad_key.as_bytes())
+                .expect_err("key")
+                .to_string()
+                .contains("is not 1 to 200 characters")
+        );
+        let v2 = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#)
+            .replace("\"protocol\":1", "\"protocol\":2");
         assert_eq!(ActionCall::decode(v2.as_bytes()), Err(WireError::Version { got: 2 }));
         let zero = call_json(r#"{"action":"services.stop","host":"edge2a.contoso.com"}"#).replace("5000", "0");
         assert!(ActionCall::decode(zero.as_bytes()).is_err());
@@ -488,10 +540,18 @@ mod tests {
 
     #[test]
     fn text_checks() {
-        for ok in ["edge2a.contoso.com", "203.0.113.20", "2001:db8::1", "ns1.contoso.com:53", "Site_2"] {
+        for ok in [
+            "edge2a.contoso.com",
+            "203.0.113.20",
+            "2001:db8::1",
+            "ns1.contoso.com:53",
+            "Site_2",
+        ] {
             assert_eq!(check_text("f", ok), Ok(()), "{ok}");
         }
-        for bad in ["", "a b", "a;b", "a|b", "a&b", "$x", "`x`", "a'b", "a\"b", "(x)", "{x}", "a>b", "a\nb", "é"] {
+        for bad in [
+            "", "a b", "a;b", "a|b", "a&b", "$x", "`x`", "a'b", "a\"b", "(x)", "{x}", "a>b", "a\nb", "é",
+        ] {
             assert!(check_text("f", bad).is_err(), "{bad:?}");
         }
         assert!(check_text("f", &"a".repeat(MAX_TEXT + 1)).is_err());
@@ -503,7 +563,10 @@ mod tests {
             key: key(),
             detail: "2 services stopped".into(),
             result: ActionResult::Services(ServicesReport {
-                services: vec![ServiceState { name: "RTCSRV".into(), status: "Stopped".into() }],
+                services: vec![ServiceState {
+                    name: "RTCSRV".into(),
+                    status: "Stopped".into(),
+                }],
             }),
             elapsed_ms: 2100,
             replayed: false,
@@ -516,11 +579,17 @@ mod tests {
         assert_eq!(ActionAnswer::decode(&bytes), Ok(ok.clone()));
         assert!(matches!(ok.replayed(), ActionAnswer::Ok { replayed: true, .. }));
         let running = br#"{"status":"running","key":"k","elapsed_ms":5}"#;
-        assert!(matches!(ActionAnswer::decode(running), Ok(ActionAnswer::Running { .. })));
+        assert!(matches!(
+            ActionAnswer::decode(running),
+            Ok(ActionAnswer::Running { .. })
+        ));
         let extra = br#"{"status":"running","key":"k","elapsed_ms":5,"x":1}"#;
         assert!(ActionAnswer::decode(extra).is_err());
         let nested = br#"{"status":"ok","key":"k","detail":"d","result":{"kind":"route","site":"Site2","route":null,"x":1},"elapsed_ms":1,"replayed":false}"#;
-        assert!(ActionAnswer::decode(nested).is_err(), "unknown fields inside a result are refused too");
+        assert!(
+            ActionAnswer::decode(nested).is_err(),
+            "unknown fields inside a result are refused too"
+        );
         let err = ErrorBody::new(ErrorKind::Forbidden, "client certificate not allowed");
         assert_eq!(ErrorBody::decode(&err.encode()), Ok(err));
         assert_eq!(ErrorKind::Conflict.status(), 409);
@@ -536,6 +605,9 @@ mod tests {
             actions: vec!["services.start".into(), "services.stop".into()],
         };
         assert_eq!(Health::decode(&h.encode()), Ok(h));
-        assert!(Health::decode(br#"{"protocol":1,"agent_version":"x","host":"a.b","executor":"c","actions":[],"extra":0}"#).is_err());
+        assert!(
+            Health::decode(br#"{"protocol":1,"agent_version":"x","host":"a.b","executor":"c","actions":[],"extra":0}"#)
+                .is_err()
+        );
     }
 }

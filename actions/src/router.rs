@@ -40,16 +40,29 @@ mod tests {
     #[async_trait]
     impl Executor for Says {
         async fn execute(&self, _: ActionRequest) -> ActionReport {
-            ActionReport { outcome: ActionOutcome::Ok { detail: self.0.into() }, elapsed_ms: 0, replayed: false }
+            ActionReport {
+                outcome: ActionOutcome::Ok { detail: self.0.into() },
+                elapsed_ms: 0,
+                replayed: false,
+            }
         }
     }
 
     #[tokio::test]
     async fn agent_actions_go_to_agents_and_bot_actions_to_the_bot() {
         let router = Router::new(Arc::new(Says("agents")), Arc::new(Says("bot")));
-        let req = |action| ActionRequest { key: IdempotencyKey::new("s", 1, 0, 0, "x", 1), action, timeout: Duration::from_secs(1) };
-        let stop = Action::ServicesStop { host: Fqdn::parse("edge2a.contoso.com").expect("valid") };
-        let probe = Action::PortCheck { address: "203.0.113.20".parse().expect("valid"), port: 5269 };
+        let req = |action| ActionRequest {
+            key: IdempotencyKey::new("s", 1, 0, 0, "x", 1),
+            action,
+            timeout: Duration::from_secs(1),
+        };
+        let stop = Action::ServicesStop {
+            host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+        };
+        let probe = Action::PortCheck {
+            address: "203.0.113.20".parse().expect("valid"),
+            port: 5269,
+        };
         assert_eq!(router.execute(req(stop)).await.outcome.text(), "agents");
         assert_eq!(router.execute(req(probe)).await.outcome.text(), "bot");
     }

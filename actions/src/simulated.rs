@@ -30,9 +30,13 @@ impl FromStr for FailureRule {
     type Err = String;
     fn from_str(s: &str) -> Result<FailureRule, String> {
         let (rest, times) = match s.rsplit_once(':') {
-            Some((rest, n)) => {
-                (rest, Some(n.parse::<u32>().map_err(|_| format!("'{n}' in '{s}' is not a number of failures"))?))
-            }
+            Some((rest, n)) => (
+                rest,
+                Some(
+                    n.parse::<u32>()
+                        .map_err(|_| format!("'{n}' in '{s}' is not a number of failures"))?,
+                ),
+            ),
             None => (s, None),
         };
         let (action, host) = match rest.split_once('@') {
@@ -40,9 +44,16 @@ impl FromStr for FailureRule {
             None => (rest, None),
         };
         if !crate::ACTION_IDS.contains(&action) {
-            return Err(format!("unknown action '{action}' (actions: {})", crate::ACTION_IDS.join(", ")));
+            return Err(format!(
+                "unknown action '{action}' (actions: {})",
+                crate::ACTION_IDS.join(", ")
+            ));
         }
-        Ok(FailureRule { action: action.to_string(), host, times })
+        Ok(FailureRule {
+            action: action.to_string(),
+            host,
+            times,
+        })
     }
 }
 
@@ -111,26 +122,45 @@ impl SimulatedExecutor {
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
-        let conn = open().map_err(|source| SimulationError::Open { path: path.display().to_string(), source })?;
-        Ok(SimulatedExecutor { db: Mutex::new(conn), in_flight: Mutex::new(HashSet::new()), config })
+        let conn = open().map_err(|source| SimulationError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(SimulatedExecutor {
+            db: Mutex::new(conn),
+            in_flight: Mutex::new(HashSet::new()),
+            config,
+        })
     }
 
     fn recorded(&self, key: &IdempotencyKey) -> Option<ActionReport> {
-        let db = self.db.lock().expect("the simulation lock is never held across a panic");
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
         let row: Option<(String, i64)> = db
-            .query_row("SELECT outcome, elapsed_ms FROM outcomes WHERE key = ?1", [key.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT outcome, elapsed_ms FROM outcomes WHERE key = ?1",
+                [key.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .unwrap_or(None);
         row.and_then(|(json, elapsed)| {
             let outcome = serde_json::from_str(&json).ok()?;
-            Some(ActionReport { outcome, elapsed_ms: u64::try_from(elapsed).unwrap_or(0), replayed: true })
+            Some(ActionReport {
+                outcome,
+                elapsed_ms: u64::try_from(elapsed).unwrap_or(0),
+                replayed: true,
+            })
         })
     }
 
     fn failures_so_far(&self, action: &Action) -> u32 {
-        let db = self.db.lock().expect("the simulation lock is never held across a panic");
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
         db.query_row(
             "SELECT COUNT(*) FROM executions WHERE action = ?1 AND place = ?2 AND ok = 0",
             params![action.id(), action.where_short()],
@@ -140,7 +170,10 @@ impl SimulatedExecutor {
     }
 
     fn record(&self, key: &IdempotencyKey, action: &Action, report: &ActionReport) -> rusqlite::Result<()> {
-        let mut db = self.db.lock().expect("the simulation lock is never held across a panic");
+        let mut db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
         let tx = db.transaction()?;
         tx.execute(
             "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
@@ -155,13 +188,19 @@ impl SimulatedExecutor {
     }
 
     fn delay_for(&self, action: &Action) -> Duration {
-        self.config.delays.get(action.id()).copied().unwrap_or(self.config.default_delay)
+        self.config
+            .delays
+            .get(action.id())
+            .copied()
+            .unwrap_or(self.config.default_delay)
     }
 
     fn simulate(&self, action: &Action) -> ActionOutcome {
         for rule in self.config.failures.iter().filter(|r| r.matches(action)) {
             if rule.times.is_none_or(|n| self.failures_so_far(action) < n) {
-                return ActionOutcome::Failed { error: format!("simulated failure of {} on {}", action.id(), action.where_short()) };
+                return ActionOutcome::Failed {
+                    error: format!("simulated failure of {} on {}", action.id(), action.where_short()),
+                };
             }
         }
         let detail = match action {
@@ -201,7 +240,11 @@ impl Executor for SimulatedExecutor {
             if let Some(report) = self.recorded(&key) {
                 return report;
             }
-            let claimed = self.in_flight.lock().expect("the in-flight lock is never held across a panic").insert(key.clone());
+            let claimed = self
+                .in_flight
+                .lock()
+                .expect("the in-flight lock is never held across a panic")
+                .insert(key.clone());
             if claimed {
                 break InFlight(&self.in_flight, key.clone());
             }
@@ -215,7 +258,10 @@ impl Executor for SimulatedExecutor {
         let outcome = if delay > timeout {
             tokio::time::sleep(timeout).await;
             ActionOutcome::Failed {
-                error: format!("timed out after {}s; the simulated action was stopped", timeout.as_secs_f32()),
+                error: format!(
+                    "timed out after {}s; the simulated action was stopped",
+                    timeout.as_secs_f32()
+                ),
             }
         } else {
             tokio::time::sleep(delay).await;
@@ -230,7 +276,11 @@ impl Executor for SimulatedExecutor {
             tracing::error!(key = %key, error = %e, "simulation could not record an execution");
         }
         if self.config.crash_after.as_ref().is_some_and(|r| r.matches(&action)) {
-            eprintln!("simulated crash after executing {} on {} (key {key})", action.id(), action.where_short());
+            eprintln!(
+                "simulated crash after executing {} on {} (key {key})",
+                action.id(),
+                action.where_short()
+            );
             std::process::abort();
         }
         drop(guard);
@@ -244,25 +294,38 @@ mod tests {
     use crate::names::Fqdn;
 
     fn stop(host: &str) -> Action {
-        Action::ServicesStop { host: Fqdn::parse(host).expect("valid") }
+        Action::ServicesStop {
+            host: Fqdn::parse(host).expect("valid"),
+        }
     }
 
     fn count(path: &Path) -> i64 {
         let c = Connection::open(path).expect("opens");
-        c.query_row("SELECT COUNT(*) FROM executions", [], |r| r.get(0)).expect("counts")
+        c.query_row("SELECT COUNT(*) FROM executions", [], |r| r.get(0))
+            .expect("counts")
     }
 
     #[tokio::test]
     async fn a_key_executes_once_even_across_reopen_and_concurrent_requests() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sim.sqlite");
-        let cfg = SimulationConfig { default_delay: Duration::from_millis(50), ..Default::default() };
+        let cfg = SimulationConfig {
+            default_delay: Duration::from_millis(50),
+            ..Default::default()
+        };
         let sim = std::sync::Arc::new(SimulatedExecutor::open(&path, cfg.clone()).expect("opens"));
         let key = IdempotencyKey::new("s", 1, 1, 0, "edge2a", 1);
-        let req = ActionRequest { key: key.clone(), action: stop("edge2a.contoso.com"), timeout: Duration::from_secs(5) };
+        let req = ActionRequest {
+            key: key.clone(),
+            action: stop("edge2a.contoso.com"),
+            timeout: Duration::from_secs(5),
+        };
         let (a, b) = tokio::join!(sim.execute(req.clone()), sim.execute(req.clone()));
         assert!(a.outcome.is_ok() && b.outcome.is_ok());
-        assert!(a.replayed != b.replayed, "exactly one of two concurrent requests executes");
+        assert!(
+            a.replayed != b.replayed,
+            "exactly one of two concurrent requests executes"
+        );
         drop(sim);
         let again = SimulatedExecutor::open(&path, cfg).expect("reopens");
         let c = again.execute(req).await;
@@ -288,24 +351,46 @@ mod tests {
         };
         assert!(sim.execute(run(1, "edge2a")).await.outcome.is_ok());
         let failed = sim.execute(run(1, "edge2b")).await;
-        assert_eq!(failed.outcome, ActionOutcome::Failed { error: "simulated failure of services.stop on edge2b".into() });
-        assert!(sim.execute(run(2, "edge2b")).await.outcome.is_ok(), "fails once, then succeeds");
+        assert_eq!(
+            failed.outcome,
+            ActionOutcome::Failed {
+                error: "simulated failure of services.stop on edge2b".into()
+            }
+        );
+        assert!(
+            sim.execute(run(2, "edge2b")).await.outcome.is_ok(),
+            "fails once, then succeeds"
+        );
         let slow = ActionRequest {
             key: IdempotencyKey::new("s", 1, 6, 0, "edge2a", 1),
-            action: Action::ServicesStart { host: Fqdn::parse("edge2a.contoso.com").expect("valid") },
+            action: Action::ServicesStart {
+                host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+            },
             timeout: Duration::from_millis(30),
         };
         let timed_out = sim.execute(slow).await;
-        assert_eq!(timed_out.outcome.text(), "timed out after 0.03s; the simulated action was stopped");
+        assert_eq!(
+            timed_out.outcome.text(),
+            "timed out after 0.03s; the simulated action was stopped"
+        );
     }
 
     #[test]
     fn failure_rules_parse() {
         assert_eq!(
             "services.start@Edge2B:2".parse::<FailureRule>(),
-            Ok(FailureRule { action: "services.start".into(), host: Some("edge2b".into()), times: Some(2) })
+            Ok(FailureRule {
+                action: "services.start".into(),
+                host: Some("edge2b".into()),
+                times: Some(2)
+            })
         );
-        assert!("rm@edge2b".parse::<FailureRule>().expect_err("unknown").starts_with("unknown action 'rm'"));
+        assert!(
+            "rm@edge2b"
+                .parse::<FailureRule>()
+                .expect_err("unknown")
+                .starts_with("unknown action 'rm'")
+        );
         assert!("verify:x".parse::<FailureRule>().is_err());
     }
 }

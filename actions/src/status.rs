@@ -101,7 +101,12 @@ pub async fn gather_xmpp_status(
             .map_err(bounded(format!("the SRV query of {}", fed.srv)))
             .and_then(|r| r.map_err(|e| e.to_string()))
     };
-    let probes = join_all(inventory.pools.iter().map(|pool| probe_pool(pool, fed.port, &fed.domain, settings)));
+    let probes = join_all(
+        inventory
+            .pools
+            .iter()
+            .map(|pool| probe_pool(pool, fed.port, &fed.domain, settings)),
+    );
     let site_routes = async {
         match routes {
             None => Vec::new(),
@@ -111,7 +116,10 @@ pub async fn gather_xmpp_status(
                         .await
                         .map_err(bounded(format!("route.get for {site}")))
                         .and_then(|r| r);
-                    SiteRoute { site: site.clone(), route }
+                    SiteRoute {
+                        site: site.clone(),
+                        route,
+                    }
                 }))
                 .await
             }
@@ -143,8 +151,15 @@ async fn probe_pool(pool: &Pool, port: u16, domain: &Fqdn, settings: &StatusSett
     let addr = SocketAddr::new(IpAddr::V4(pool.external_address), port);
     let check = port_check(addr, settings.timeout).await;
     let s2s = if check.state == PortState::Open {
-        let left = settings.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        Some(s2s_probe(addr, domain, settings.tls.as_ref(), left).await.map_err(|e| e.to_string()))
+        let left = settings
+            .timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
+        Some(
+            s2s_probe(addr, domain, settings.tls.as_ref(), left)
+                .await
+                .map_err(|e| e.to_string()),
+        )
     } else {
         None
     };

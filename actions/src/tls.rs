@@ -15,7 +15,11 @@ pub enum TlsError {
     #[error("cannot read {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{} holds no usable {what}: {why}", path.display())]
-    Pem { path: PathBuf, what: &'static str, why: String },
+    Pem {
+        path: PathBuf,
+        what: &'static str,
+        why: String,
+    },
     #[error("{} holds no certificate", path.display())]
     NoCertificate { path: PathBuf },
     #[error("the CA certificate in {} is not usable: {why}", path.display())]
@@ -31,7 +35,10 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Every certificate of a PEM file, in order (leaf first for a chain).
@@ -39,9 +46,15 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: "certificate", why: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+            why: e.to_string(),
+        })?;
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate { path: path.to_path_buf() });
+        return Err(TlsError::NoCertificate {
+            path: path.to_path_buf(),
+        });
     }
     Ok(certs)
 }
@@ -49,21 +62,33 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1). The error never shows key material.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem)
-        .map_err(|e| TlsError::Pem { path: path.to_path_buf(), what: "private key", why: e.to_string() })
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "private key",
+        why: e.to_string(),
+    })
 }
 
 /// The trust anchors of a PEM file (one or more CA certificates).
 pub fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| TlsError::Ca { path: path.to_path_buf(), why: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::Ca {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
     }
     Ok(Arc::new(roots))
 }
 
 fn unusable_pair<'a>(cert: &'a Path, key: &'a Path) -> impl Fn(rustls::Error) -> TlsError + 'a {
-    move |e| TlsError::Config(format!("{} and {} do not make a usable pair: {e}", cert.display(), key.display()))
+    move |e| {
+        TlsError::Config(format!(
+            "{} and {} do not make a usable pair: {e}",
+            cert.display(),
+            key.display()
+        ))
+    }
 }
 
 /// The agent's side: its own certificate and key, and client certificates required to chain to
@@ -104,7 +129,11 @@ pub fn sha256_hex(der: &[u8]) -> String {
 /// Normalises a configured fingerprint: `AB:CD:…` or `abcd…` -> `abcd…`; `None` unless it is
 /// 64 hex digits.
 pub fn normalize_fingerprint(s: &str) -> Option<String> {
-    let hex: String = s.chars().filter(|c| *c != ':' && !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let hex: String = s
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
@@ -144,7 +173,10 @@ mod tests {
         let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let key = load_key(&files.bot_key).expect("loads");
         let shown = format!("{key:?}");
-        assert!(!shown.contains(&body[..24]) && !shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(
+            !shown.contains(&body[..24]) && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
         let dispatcher = crate::dispatcher::DispatcherConfig::new(
             files.ca_cert.clone(),
             files.bot_cert.clone(),
@@ -158,10 +190,20 @@ mod tests {
     fn missing_and_empty_files_are_clear_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("nope.pem");
-        assert!(load_certs(&missing).expect_err("missing").to_string().starts_with("cannot read"));
+        assert!(
+            load_certs(&missing)
+                .expect_err("missing")
+                .to_string()
+                .starts_with("cannot read")
+        );
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not pem").expect("writes");
-        assert!(load_certs(&empty).expect_err("empty").to_string().ends_with("holds no certificate"));
+        assert!(
+            load_certs(&empty)
+                .expect_err("empty")
+                .to_string()
+                .ends_with("holds no certificate")
+        );
         let err = load_key(&empty).expect_err("no key").to_string();
         assert!(err.contains("holds no usable private key"), "{err}");
     }

@@ -21,7 +21,12 @@ fn sim(state: &Path, action: &str, key: &str, params: Value, extra: &[&str]) -> 
         .stderr(Stdio::piped())
         .spawn()
         .expect("the simulator starts");
-    child.stdin.take().expect("piped").write_all(params.to_string().as_bytes()).expect("writes");
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(params.to_string().as_bytes())
+        .expect("writes");
     let out = child.wait_with_output().expect("the simulator ends");
     (
         out.status.code().unwrap_or(-1),
@@ -38,17 +43,31 @@ fn state(path: &Path) -> Value {
 fn actions_change_the_state_and_print_one_result_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("mgmt.json");
-    std::fs::write(&path, json!({"services": {"RTCSRV": "Running"}, "sites": {"Site2": null}}).to_string()).expect("seed");
+    std::fs::write(
+        &path,
+        json!({"services": {"RTCSRV": "Running"}, "sites": {"Site2": null}}).to_string(),
+    )
+    .expect("seed");
     let host = json!({"host": "edge2a.contoso.com"});
-    assert_eq!(sim(&path, "services.stop", "k1", host.clone(), &[]).1, r#"{"services":[{"name":"RTCSRV","status":"Stopped"}]}"#);
-    let route = json!({"site": "Site2", "edge_pool": "edgepool2.contoso.com", "route": "EdgeServer:edgepool2.contoso.com"});
+    assert_eq!(
+        sim(&path, "services.stop", "k1", host.clone(), &[]).1,
+        r#"{"services":[{"name":"RTCSRV","status":"Stopped"}]}"#
+    );
+    let route =
+        json!({"site": "Site2", "edge_pool": "edgepool2.contoso.com", "route": "EdgeServer:edgepool2.contoso.com"});
     assert_eq!(
         sim(&path, "route.set", "k2", route, &[]).1,
         r#"{"site":"Site2","parameter":"XmppFederationRoute","value":"EdgeServer:edgepool2.contoso.com","before":null,"after":"EdgeServer:edgepool2.contoso.com"}"#
     );
     let (code, _, err) = sim(&path, "route.get", "k3", json!({"site": "Site9"}), &[]);
     assert_eq!((code, err.as_str()), (1, "Get-CsSite: no site Site9"));
-    let (code, _, err) = sim(&path, "services.start", "k4", host.clone(), &["--fail", "RTCSRV would not start"]);
+    let (code, _, err) = sim(
+        &path,
+        "services.start",
+        "k4",
+        host.clone(),
+        &["--fail", "RTCSRV would not start"],
+    );
     assert_eq!((code, err.as_str()), (1, "RTCSRV would not start"));
     let s = state(&path);
     assert_eq!(s["services"]["RTCSRV"], "Stopped", "a failed action changes nothing");
@@ -65,8 +84,12 @@ fn actions_change_the_state_and_print_one_result_line() {
 fn injected_failures_apply_the_given_number_of_times() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("edge.json");
-    std::fs::write(&path, json!({"services": {"RTCSRV": "Stopped"}, "inject": {"services.start": {"fail": "boom", "times": 1}}}).to_string())
-        .expect("seed");
+    std::fs::write(
+        &path,
+        json!({"services": {"RTCSRV": "Stopped"}, "inject": {"services.start": {"fail": "boom", "times": 1}}})
+            .to_string(),
+    )
+    .expect("seed");
     let host = json!({"host": "edge2a.contoso.com"});
     assert_eq!(sim(&path, "services.start", "a", host.clone(), &[]).0, 1);
     assert_eq!(sim(&path, "services.start", "b", host, &[]).0, 0);

@@ -23,7 +23,11 @@ fn main() -> anyhow::Result<()> {
         match a.as_str() {
             "--dir" => base = args.next().map(PathBuf::from),
             "--bench" => {}
-            n => rounds = n.parse().map_err(|_| anyhow::anyhow!("rounds must be a number, got {n:?}"))?,
+            n => {
+                rounds = n
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("rounds must be a number, got {n:?}"))?
+            }
         }
     }
     let dir = match &base {
@@ -39,8 +43,17 @@ fn main() -> anyhow::Result<()> {
         let seen = store.handled(&room, &id)?;
         let checked = Instant::now();
         assert!(!seen, "fresh ids only");
-        let reply = Message { room: room.clone(), run: None, text: format!("XMPP federation route: EdgePool1. No active run. ({n})"), card: None };
-        store.commit(&Batch { messages: std::slice::from_ref(&reply), handled: Some((&room, &id)), ..Default::default() })?;
+        let reply = Message {
+            room: room.clone(),
+            run: None,
+            text: format!("XMPP federation route: EdgePool1. No active run. ({n})"),
+            card: None,
+        };
+        store.commit(&Batch {
+            messages: std::slice::from_ref(&reply),
+            handled: Some((&room, &id)),
+            ..Default::default()
+        })?;
         let committed = Instant::now();
         let pending = store.outbox(Platform::Xmpp, 50)?;
         let read = Instant::now();
@@ -55,9 +68,18 @@ fn main() -> anyhow::Result<()> {
         times[4].push(marked - started);
     }
     let fsyncs = raw_fsync(&dir.path().join("fsync.probe"), rounds)?;
-    println!("store calls per command, {rounds} commands, store in {}", dir.path().display());
+    println!(
+        "store calls per command, {rounds} commands, store in {}",
+        dir.path().display()
+    );
     println!("{:<40} {:>10} {:>10} {:>10}", "", "p50", "p90", "p99");
-    let names = ["handled? (the duplicate check)", "commit (handled id + reply, fsync)", "outbox (read the reply)", "delivered (mark, fsync)", "all four"];
+    let names = [
+        "handled? (the duplicate check)",
+        "commit (handled id + reply, fsync)",
+        "outbox (read the reply)",
+        "delivered (mark, fsync)",
+        "all four",
+    ];
     for (name, t) in names.iter().zip(times.iter_mut()) {
         row(name, t);
     }

@@ -11,10 +11,10 @@
 //! ```
 
 use anyhow::{Context, bail};
+use baton::adapters::xmpp::TlsMode;
 use baton::adapters::xmpp::connect::{Backoff, Connector, stanza_stream};
 use baton::adapters::xmpp::inbound::best_body;
 use baton::adapters::xmpp::outbound::groupchat;
-use baton::adapters::xmpp::TlsMode;
 use clap::Parser;
 use futures::StreamExt;
 use secrecy::SecretString;
@@ -54,17 +54,30 @@ struct Args {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     let password = SecretString::from(
-        std::env::var(&args.password_env).with_context(|| format!("reading the password from ${}", args.password_env))?,
+        std::env::var(&args.password_env)
+            .with_context(|| format!("reading the password from ${}", args.password_env))?,
     );
     let jid = BareJid::new(&args.jid).context("parsing --jid")?;
     let room = BareJid::new(&args.room).context("parsing --room")?;
-    let tls = if args.plain { TlsMode::Plain } else { TlsMode::StartTls { ca_file: None, server_name: None } };
+    let tls = if args.plain {
+        TlsMode::Plain
+    } else {
+        TlsMode::StartTls {
+            ca_file: None,
+            server_name: None,
+        }
+    };
     let connector = Connector::new(&args.server, &tls, jid.domain().as_str())?;
     let stop = CancellationToken::new();
-    let backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(5) };
+    let backoff = Backoff {
+        initial: Duration::from_millis(200),
+        max: Duration::from_secs(5),
+    };
     let mut stream = stanza_stream(connector, jid, password, backoff, Duration::from_secs(10), stop.clone());
     let mut sent = 0u64;
     // One listener for the whole run: a new one per turn would miss a Ctrl-C that arrives while
@@ -87,14 +100,23 @@ async fn main() -> anyhow::Result<()> {
             }
             Event::Stanza(Stanza::Presence(p)) => {
                 // The room confirms the join with the bot's own presence (status 110).
-                let own = p.from.as_ref().is_some_and(|f| f.to_bare() == room && f.resource().is_some_and(|n| n.as_str() == args.nick));
+                let own = p
+                    .from
+                    .as_ref()
+                    .is_some_and(|f| f.to_bare() == room && f.resource().is_some_and(|n| n.as_str() == args.nick));
                 if own && p.type_ == tokio_xmpp::parsers::presence::Type::None {
                     println!("joined {room}");
                 }
             }
             Event::Stanza(Stanza::Message(m)) if m.type_ == MessageType::Groupchat => {
-                let from_other = m.from.as_ref().and_then(|f| f.resource()).is_some_and(|n| n.as_str() != args.nick);
-                let Some(text) = best_body(&m).filter(|t| t.starts_with(args.prefix.as_str())) else { continue };
+                let from_other = m
+                    .from
+                    .as_ref()
+                    .and_then(|f| f.resource())
+                    .is_some_and(|n| n.as_str() != args.nick);
+                let Some(text) = best_body(&m).filter(|t| t.starts_with(args.prefix.as_str())) else {
+                    continue;
+                };
                 if from_other && m.payloads.iter().all(|p| !p.is("delay", "urn:xmpp:delay")) {
                     sent += 1;
                     let reply = groupchat(&room, format!("echo-{sent}"), format!("echo: {text}"));

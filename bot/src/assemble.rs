@@ -32,7 +32,11 @@ fn resolver_name(config: &Config) -> Option<&str> {
 
 fn trust(config: &Config) -> anyhow::Result<Option<TlsTrust>> {
     match &config.probes.ca_file {
-        Some(path) => Ok(Some(TlsTrust::from_ca_file(path).with_context(|| format!("reading [probes] ca_file {}", path.display()))?)),
+        Some(path) => {
+            Ok(Some(TlsTrust::from_ca_file(path).with_context(|| {
+                format!("reading [probes] ca_file {}", path.display())
+            })?))
+        }
         None => Ok(None),
     }
 }
@@ -40,14 +44,20 @@ fn trust(config: &Config) -> anyhow::Result<Option<TlsTrust>> {
 /// Builds the executor the configuration names. `record` is the simulation's record file.
 pub async fn executors(config: &Config, record: &Path) -> anyhow::Result<Executors> {
     match config.bot.executor {
-        ExecutorKind::Simulated => Ok(Executors { executor: Arc::new(SimulatedExecutor::open(record, config.simulation.clone())?), dispatcher: None }),
+        ExecutorKind::Simulated => Ok(Executors {
+            executor: Arc::new(SimulatedExecutor::open(record, config.simulation.clone())?),
+            dispatcher: None,
+        }),
         ExecutorKind::Agents => {
             let a = config.agents.as_ref().context("executor \"agents\" needs [agents]")?;
             let mut dc = DispatcherConfig::new(
                 a.ca.clone(),
                 a.cert.clone(),
                 a.key.clone(),
-                a.addresses.iter().map(|(h, s)| (h.clone(), AgentAddress::Socket(*s))).collect(),
+                a.addresses
+                    .iter()
+                    .map(|(h, s)| (h.clone(), AgentAddress::Socket(*s)))
+                    .collect(),
             );
             dc.default_port = Some(a.port);
             dc.connect_timeout = a.connect_timeout;
@@ -56,7 +66,10 @@ pub async fn executors(config: &Config, record: &Path) -> anyhow::Result<Executo
             let dispatcher = Arc::new(Dispatcher::new(dc).context("preparing the agent dispatcher")?);
             let direct = direct_executor(config).await?;
             let executor: Arc<dyn Executor> = Arc::new(Router::new(dispatcher.clone(), Arc::new(direct)));
-            Ok(Executors { executor, dispatcher: Some(dispatcher) })
+            Ok(Executors {
+                executor,
+                dispatcher: Some(dispatcher),
+            })
         }
     }
 }
@@ -65,14 +78,29 @@ pub async fn executors(config: &Config, record: &Path) -> anyhow::Result<Executo
 pub async fn direct_executor(config: &Config) -> anyhow::Result<DirectExecutor> {
     let mut updaters = BTreeMap::new();
     if let DnsProvider::Rfc2136 { server, zone } = &config.dns.provider {
-        let name = config.dns.tsig_key_name.as_deref().context("[dns] tsig_key_name is needed for RFC 2136 updates")?;
-        let secret = config.dns.tsig_secret.as_ref().context("[dns] tsig_secret is needed for RFC 2136 updates")?;
+        let name = config
+            .dns
+            .tsig_key_name
+            .as_deref()
+            .context("[dns] tsig_key_name is needed for RFC 2136 updates")?;
+        let secret = config
+            .dns
+            .tsig_secret
+            .as_ref()
+            .context("[dns] tsig_secret is needed for RFC 2136 updates")?;
         let key = TsigKey::from_base64(name, secret)?;
-        let addr = resolve_server(server).await.with_context(|| format!("resolving the DNS server {server}"))?;
-        updaters.insert(server.clone(), DnsUpdater::new(addr, zone.clone(), key, config.dns.timeout));
+        let addr = resolve_server(server)
+            .await
+            .with_context(|| format!("resolving the DNS server {server}"))?;
+        updaters.insert(
+            server.clone(),
+            DnsUpdater::new(addr, zone.clone(), key, config.dns.timeout),
+        );
     }
     let resolver_text = resolver_name(config).context("set [dns] resolver: verify needs a resolver to ask")?;
-    let resolver = resolve_server(resolver_text).await.with_context(|| format!("resolving the DNS resolver {resolver_text}"))?;
+    let resolver = resolve_server(resolver_text)
+        .await
+        .with_context(|| format!("resolving the DNS resolver {resolver_text}"))?;
     Ok(DirectExecutor::new(DirectConfig {
         updaters,
         resolver,
@@ -100,8 +128,18 @@ pub async fn status_look(config: &Config, dispatcher: Option<Arc<Dispatcher>>) -
         None
     });
     let routes = dispatcher.map(|d| {
-        Arc::new(AgentRoutes::new(d, config.inventory.management_host.clone(), config.probes.timeout))
-            as Arc<dyn baton_actions::status::RouteReader>
+        Arc::new(AgentRoutes::new(
+            d,
+            config.inventory.management_host.clone(),
+            config.probes.timeout,
+        )) as Arc<dyn baton_actions::status::RouteReader>
     });
-    Some(StatusLook { settings: StatusSettings { resolver, timeout: config.probes.timeout, tls }, routes })
+    Some(StatusLook {
+        settings: StatusSettings {
+            resolver,
+            timeout: config.probes.timeout,
+            tls,
+        },
+        routes,
+    })
 }

@@ -25,7 +25,10 @@ pub struct RoomRef {
 
 impl RoomRef {
     pub fn new(platform: Platform, id: impl Into<String>) -> RoomRef {
-        RoomRef { platform, id: id.into() }
+        RoomRef {
+            platform,
+            id: id.into(),
+        }
     }
 }
 
@@ -94,7 +97,10 @@ pub enum DeliveryError {
     /// Not connected, or the platform asked to slow down: the outbox keeps the message and tries
     /// again, in order, after `retry_after` (or its own backoff).
     #[error("not delivered yet: {reason}")]
-    Transient { reason: String, retry_after: Option<std::time::Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
     /// The platform will never accept this message (room gone, forbidden): the outbox records the
     /// reason and moves on so one bad room cannot block the others.
     #[error("cannot be delivered: {reason}")]

@@ -13,17 +13,33 @@ use std::sync::LazyLock;
 /// A parsed command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    Failover { pool: String, reason: Option<String> },
-    Plan { pool: String },
-    Approve { run: RunId },
-    Deny { run: RunId, reason: Option<String> },
+    Failover {
+        pool: String,
+        reason: Option<String>,
+    },
+    Plan {
+        pool: String,
+    },
+    Approve {
+        run: RunId,
+    },
+    Deny {
+        run: RunId,
+        reason: Option<String>,
+    },
     /// Active runs.
     Status,
-    StatusRun { run: RunId },
+    StatusRun {
+        run: RunId,
+    },
     /// The live outside-in view of federation.
     StatusXmpp,
-    Abort { run: RunId },
-    Retry { run: RunId },
+    Abort {
+        run: RunId,
+    },
+    Retry {
+        run: RunId,
+    },
     Runs,
     Help,
 }
@@ -36,30 +52,77 @@ pub struct Usage {
 }
 
 pub const USAGE: &[Usage] = &[
-    Usage { name: "failover", args: "xmpp <Pool> [reason]", summary: "plan moving XMPP federation to <Pool> and ask for approval" },
-    Usage { name: "plan", args: "xmpp <Pool>", summary: "show the exact plan for <Pool> without starting anything" },
-    Usage { name: "approve", args: "<run>", summary: "approve a pending run (not your own)" },
-    Usage { name: "deny", args: "<run> [reason]", summary: "refuse a pending run; it ends" },
-    Usage { name: "status", args: "[<run> | xmpp]", summary: "active runs, one run's steps, or federation seen from outside" },
-    Usage { name: "abort", args: "<run>", summary: "stop a run before its next step (a step in flight finishes)" },
-    Usage { name: "retry", args: "<run>", summary: "run a failed step again" },
-    Usage { name: "runs", args: "", summary: "recent runs" },
-    Usage { name: "help", args: "", summary: "this help" },
+    Usage {
+        name: "failover",
+        args: "xmpp <Pool> [reason]",
+        summary: "plan moving XMPP federation to <Pool> and ask for approval",
+    },
+    Usage {
+        name: "plan",
+        args: "xmpp <Pool>",
+        summary: "show the exact plan for <Pool> without starting anything",
+    },
+    Usage {
+        name: "approve",
+        args: "<run>",
+        summary: "approve a pending run (not your own)",
+    },
+    Usage {
+        name: "deny",
+        args: "<run> [reason]",
+        summary: "refuse a pending run; it ends",
+    },
+    Usage {
+        name: "status",
+        args: "[<run> | xmpp]",
+        summary: "active runs, one run's steps, or federation seen from outside",
+    },
+    Usage {
+        name: "abort",
+        args: "<run>",
+        summary: "stop a run before its next step (a step in flight finishes)",
+    },
+    Usage {
+        name: "retry",
+        args: "<run>",
+        summary: "run a failed step again",
+    },
+    Usage {
+        name: "runs",
+        args: "",
+        summary: "recent runs",
+    },
+    Usage {
+        name: "help",
+        args: "",
+        summary: "this help",
+    },
 ];
 
 /// The help text, with the configured prefix.
 pub fn help_text(prefix: &str) -> String {
     let mut out = String::from("Baton commands:");
     for u in USAGE {
-        let call = if u.args.is_empty() { format!("{prefix}{}", u.name) } else { format!("{prefix}{} {}", u.name, u.args) };
+        let call = if u.args.is_empty() {
+            format!("{prefix}{}", u.name)
+        } else {
+            format!("{prefix}{} {}", u.name, u.args)
+        };
         out.push_str(&format!("\n  {call:<36} {}", u.summary));
     }
     out
 }
 
 fn usage_of(prefix: &str, name: &str) -> String {
-    let u = USAGE.iter().find(|u| u.name == name).expect("usage_of is only called with names from USAGE");
-    if u.args.is_empty() { format!("{prefix}{}", u.name) } else { format!("{prefix}{} {}", u.name, u.args) }
+    let u = USAGE
+        .iter()
+        .find(|u| u.name == name)
+        .expect("usage_of is only called with names from USAGE");
+    if u.args.is_empty() {
+        format!("{prefix}{}", u.name)
+    } else {
+        format!("{prefix}{} {}", u.name, u.args)
+    }
 }
 
 /// Why a message addressed to the bot is not a command. The text is what the user reads.
@@ -78,11 +141,14 @@ pub const MAX_LEN: usize = 2000;
 /// Longest reason kept; longer ones are cut.
 pub const MAX_REASON: usize = 200;
 
-static HEAD: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*?))?\s*$").expect("the command head pattern is valid"));
-static POOL: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").expect("the pool pattern is valid"));
+static HEAD: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?s)^([A-Za-z][A-Za-z0-9_-]{0,31})(?:\s+(.*?))?\s*$").expect("the command head pattern is valid")
+});
+static POOL: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").expect("the pool pattern is valid"));
 static RUN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^#?([0-9]{1,9})$").expect("the run pattern is valid"));
-static WORDS: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)^(\S+)(?:\s+(.*))?$").expect("the words pattern is valid"));
+static WORDS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?s)^(\S+)(?:\s+(.*))?$").expect("the words pattern is valid"));
 
 /// Parses `text`. Returns `None` when the text is not addressed to the bot (it does not start
 /// with `prefix` directly followed by a letter), so ordinary conversation is ignored.
@@ -93,19 +159,33 @@ pub fn parse(prefix: &str, text: &str) -> Option<Result<Command, CommandError>> 
         return None;
     }
     if text.len() > MAX_LEN {
-        return Some(Err(CommandError::TooLong { len: text.len(), prefix: prefix.to_string() }));
+        return Some(Err(CommandError::TooLong {
+            len: text.len(),
+            prefix: prefix.to_string(),
+        }));
     }
     Some(parse_addressed(prefix, rest))
 }
 
 fn parse_addressed(prefix: &str, rest: &str) -> Result<Command, CommandError> {
     let Some(caps) = HEAD.captures(rest) else {
-        let word: String = rest.chars().take_while(|c| !c.is_whitespace()).take(32).flat_map(char::escape_debug).collect();
-        return Err(CommandError::Unknown { word, prefix: prefix.to_string() });
+        let word: String = rest
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .take(32)
+            .flat_map(char::escape_debug)
+            .collect();
+        return Err(CommandError::Unknown {
+            word,
+            prefix: prefix.to_string(),
+        });
     };
     let name = caps.get(1).map_or("", |m| m.as_str()).to_ascii_lowercase();
     let args = caps.get(2).map_or("", |m| m.as_str()).trim();
-    let usage = |problem: String| CommandError::Usage { problem, usage: usage_of(prefix, &name) };
+    let usage = |problem: String| CommandError::Usage {
+        problem,
+        usage: usage_of(prefix, &name),
+    };
     let (first, more) = split(args);
     match name.as_str() {
         "failover" | "plan" => {
@@ -129,7 +209,10 @@ fn parse_addressed(prefix: &str, rest: &str) -> Result<Command, CommandError> {
                 }
                 return Ok(Command::Plan { pool: pool.to_string() });
             }
-            Ok(Command::Failover { pool: pool.to_string(), reason: clean_reason(reason) })
+            Ok(Command::Failover {
+                pool: pool.to_string(),
+                reason: clean_reason(reason),
+            })
         }
         "approve" | "abort" | "retry" => {
             let run = run_id(first).map_err(usage)?;
@@ -144,7 +227,10 @@ fn parse_addressed(prefix: &str, rest: &str) -> Result<Command, CommandError> {
         }
         "deny" => {
             let run = run_id(first).map_err(usage)?;
-            Ok(Command::Deny { run, reason: clean_reason(more) })
+            Ok(Command::Deny {
+                run,
+                reason: clean_reason(more),
+            })
         }
         "status" => {
             if first.is_empty() {
@@ -163,14 +249,20 @@ fn parse_addressed(prefix: &str, rest: &str) -> Result<Command, CommandError> {
             }
             Ok(if name == "runs" { Command::Runs } else { Command::Help })
         }
-        _ => Err(CommandError::Unknown { word: shown(&name), prefix: prefix.to_string() }),
+        _ => Err(CommandError::Unknown {
+            word: shown(&name),
+            prefix: prefix.to_string(),
+        }),
     }
 }
 
 /// The first word and the rest.
 fn split(s: &str) -> (&str, &str) {
     match WORDS.captures(s) {
-        Some(c) => (c.get(1).map_or("", |m| m.as_str()), c.get(2).map_or("", |m| m.as_str()).trim()),
+        Some(c) => (
+            c.get(1).map_or("", |m| m.as_str()),
+            c.get(2).map_or("", |m| m.as_str()).trim(),
+        ),
         None => ("", ""),
     }
 }

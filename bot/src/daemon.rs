@@ -109,9 +109,29 @@ impl Daemon {
         tracing::info!(events, runs = engine.runs().count(), "journal loaded");
         let rooms = adapters
             .into_iter()
-            .map(|a| (a.platform(), Room { adapter: a, flushing: Arc::default(), wake: Arc::new(Notify::new()) }))
+            .map(|a| {
+                (
+                    a.platform(),
+                    Room {
+                        adapter: a,
+                        flushing: Arc::default(),
+                        wake: Arc::new(Notify::new()),
+                    },
+                )
+            })
             .collect();
-        Ok(Daemon { engine, store: Arc::new(Mutex::new(store)), executor, rooms, turns, lifetime, in_flight: 0, reloads: None, status: None, direct_ids: -Utc::now().timestamp_millis() })
+        Ok(Daemon {
+            engine,
+            store: Arc::new(Mutex::new(store)),
+            executor,
+            rooms,
+            turns,
+            lifetime,
+            in_flight: 0,
+            reloads: None,
+            status: None,
+            direct_ids: -Utc::now().timestamp_millis(),
+        })
     }
 
     /// Answers `!status xmpp` by looking from here.
@@ -134,7 +154,9 @@ impl Daemon {
     /// runtime's worker threads, not in the caller's `block_on`: hand-offs between the adapters,
     /// the loop and the outbox pumps then stay within the pool instead of waking another thread.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tokio::spawn(self.serve(shutdown)).await.context("the daemon's loop panicked")?
+        tokio::spawn(self.serve(shutdown))
+            .await
+            .context("the daemon's loop panicked")?
     }
 
     async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -150,7 +172,13 @@ impl Daemon {
                     tracing::error!(platform = %adapter.platform(), error = %format!("{e:#}"), "chat adapter stopped");
                 }
             });
-            tasks.spawn(pump(room.adapter.clone(), self.store.clone(), room.flushing.clone(), room.wake.clone(), shutdown.child_token()));
+            tasks.spawn(pump(
+                room.adapter.clone(),
+                self.store.clone(),
+                room.flushing.clone(),
+                room.wake.clone(),
+                shutdown.child_token(),
+            ));
         }
         drop(in_tx);
         for d in self.engine.resume() {
@@ -167,14 +195,21 @@ impl Daemon {
             }
         };
         loop {
-            if self.lifetime == Lifetime::UntilIdle && !inputs_open && self.in_flight == 0 && !self.engine.is_executing() {
+            if self.lifetime == Lifetime::UntilIdle
+                && !inputs_open
+                && self.in_flight == 0
+                && !self.engine.is_executing()
+            {
                 let backlog = lock(&self.store).outbox_len()?;
                 if backlog == 0 {
                     break;
                 }
                 self.wake_all();
             }
-            let deadline = self.engine.next_deadline().map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            let deadline = self
+                .engine
+                .next_deadline()
+                .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
@@ -211,7 +246,12 @@ impl Daemon {
         Ok(())
     }
 
-    async fn inbound(&mut self, m: Inbound, done: &mpsc::Sender<Finished>, replies: &mpsc::Sender<Reply>) -> anyhow::Result<()> {
+    async fn inbound(
+        &mut self,
+        m: Inbound,
+        done: &mpsc::Sender<Finished>,
+        replies: &mpsc::Sender<Reply>,
+    ) -> anyhow::Result<()> {
         let console = m.room.platform == Platform::Console;
         let prefix = self.engine.config().prefix.clone();
         let parsed = match m.button {
@@ -226,7 +266,11 @@ impl Daemon {
                 tracing::info!(room = %m.room, id = %m.message_id, "message already handled; ignored");
             } else {
                 tracing::info!(room = %m.room, id = %m.message_id, "command received");
-                let input = Input::Chat { room: m.room.clone(), sender: m.sender, command };
+                let input = Input::Chat {
+                    room: m.room.clone(),
+                    sender: m.sender,
+                    command,
+                };
                 let mut out = self.engine.handle(input, Utc::now());
                 let pure = answer_only(&out);
                 let answered = if pure { self.answer_now(&out.messages).await } else { 0 };
@@ -283,7 +327,8 @@ impl Daemon {
                     tokio::spawn(async move {
                         let text = match look {
                             Some(look) => {
-                                let status = gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
+                                let status =
+                                    gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
                                 render::status_xmpp(&status, holder.as_ref())
                             }
                             None => render::status_xmpp_unavailable(),
@@ -311,14 +356,22 @@ impl Daemon {
         if platform == Platform::Console || messages.iter().any(|m| m.room.platform != platform) {
             return 0;
         }
-        let Some(room) = self.rooms.get(&platform) else { return 0 };
+        let Some(room) = self.rooms.get(&platform) else {
+            return 0;
+        };
         let _in_order = room.flushing.lock().await;
         if !lock(&self.store).outbox(platform, 1).is_ok_and(|o| o.is_empty()) {
             return 0;
         }
         for (delivered, m) in messages.iter().enumerate() {
             self.direct_ids -= 1;
-            let outbound = crate::chat::Outbound { id: self.direct_ids, room: m.room.clone(), run: m.run, text: m.text.clone(), card: m.card.clone() };
+            let outbound = crate::chat::Outbound {
+                id: self.direct_ids,
+                room: m.room.clone(),
+                run: m.run,
+                text: m.text.clone(),
+                card: m.card.clone(),
+            };
             if let Err(e) = room.adapter.deliver(&outbound).await {
                 tracing::info!(platform = %platform, reason = %e, "direct answer not delivered; it goes through the outbox");
                 return delivered;
@@ -343,7 +396,12 @@ impl Daemon {
             })
             .collect();
         lock(&self.store)
-            .commit(&Batch { events: &out.events, messages: &out.messages, runs, handled })
+            .commit(&Batch {
+                events: &out.events,
+                messages: &out.messages,
+                runs,
+                handled,
+            })
             .context("journaling (Baton stops rather than act on what it could not record)")
     }
 
@@ -374,7 +432,11 @@ impl Daemon {
 
 /// Delivers one platform's outbox in order. Returns the wait before trying again when the
 /// platform is not reachable.
-async fn flush(adapter: &Arc<dyn ChatAdapter>, store: &SharedStore, flushing: &tokio::sync::Mutex<()>) -> Result<(), Option<Duration>> {
+async fn flush(
+    adapter: &Arc<dyn ChatAdapter>,
+    store: &SharedStore,
+    flushing: &tokio::sync::Mutex<()>,
+) -> Result<(), Option<Duration>> {
     let _one_at_a_time = flushing.lock().await;
     let platform = adapter.platform();
     loop {
@@ -413,7 +475,13 @@ async fn flush(adapter: &Arc<dyn ChatAdapter>, store: &SharedStore, flushing: &t
 
 /// Keeps one platform's outbox flowing: on every wake-up, and every few seconds, with capped
 /// backoff while the platform is unreachable.
-async fn pump(adapter: Arc<dyn ChatAdapter>, store: SharedStore, flushing: Arc<tokio::sync::Mutex<()>>, wake: Arc<Notify>, stop: CancellationToken) {
+async fn pump(
+    adapter: Arc<dyn ChatAdapter>,
+    store: SharedStore,
+    flushing: Arc<tokio::sync::Mutex<()>>,
+    wake: Arc<Notify>,
+    stop: CancellationToken,
+) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let wait = match flush(&adapter, &store, &flushing).await {

@@ -13,10 +13,10 @@ use crate::engine::EngineConfig;
 use crate::fleet::LocalFleet;
 use crate::store::{SqliteStore, Store};
 use anyhow::Context;
+use baton_actions::Executor;
 use baton_actions::dispatcher::{AgentRoutes, Dispatcher};
 use baton_actions::router::Router;
 use baton_actions::simulated::{FailureRule, SimulatedExecutor};
-use baton_actions::Executor;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,7 +40,10 @@ pub struct DemoOptions {
 }
 
 fn is_agent_action(rule: &FailureRule) -> bool {
-    matches!(rule.action.as_str(), "services.stop" | "services.start" | "route.set" | "health")
+    matches!(
+        rule.action.as_str(),
+        "services.stop" | "services.start" | "route.set" | "health"
+    )
 }
 
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -48,15 +51,24 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         Some(path) => (Config::load(path)?, path.display().to_string()),
         None => {
             let var = |name: &str| std::env::var(name).ok();
-            let env = SecretEnv { var: &var, base: PathBuf::from(".") };
-            (Config::parse(EXAMPLE, "examples/contoso.toml (built in)", &env)?, "examples/contoso.toml (built in)".to_string())
+            let env = SecretEnv {
+                var: &var,
+                base: PathBuf::from("."),
+            };
+            (
+                Config::parse(EXAMPLE, "examples/contoso.toml (built in)", &env)?,
+                "examples/contoso.toml (built in)".to_string(),
+            )
         }
     };
     let _temp;
     let store_path = match &opts.store {
         Some(p) => p.clone(),
         None => {
-            let dir = tempfile::Builder::new().prefix("baton-demo-").tempdir().context("creating a temporary folder for the store")?;
+            let dir = tempfile::Builder::new()
+                .prefix("baton-demo-")
+                .tempdir()
+                .context("creating a temporary folder for the store")?;
             let path = dir.path().join("baton.sqlite");
             _temp = dir;
             path
@@ -77,14 +89,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         sim.failures.extend(opts.fail.iter().cloned());
         Arc::new(SimulatedExecutor::open(&record, sim)?)
     } else {
-        let (agent_rules, bot_rules): (Vec<FailureRule>, Vec<FailureRule>) = opts.fail.iter().cloned().partition(is_agent_action);
+        let (agent_rules, bot_rules): (Vec<FailureRule>, Vec<FailureRule>) =
+            opts.fail.iter().cloned().partition(is_agent_action);
         let delay = sim.delays.get("services.stop").copied().unwrap_or(sim.default_delay);
         let holder = config.route.initial.as_ref().map(|p| p.as_str().to_string());
         let dir = store_path.with_file_name("fleet");
         let inventory = config.inventory.clone();
-        let local = tokio::task::spawn_blocking(move || LocalFleet::start(&dir, &inventory, holder.as_deref(), delay, &agent_rules))
-            .await
-            .context("starting the demo's agents")??;
+        let local = tokio::task::spawn_blocking(move || {
+            LocalFleet::start(&dir, &inventory, holder.as_deref(), delay, &agent_rules)
+        })
+        .await
+        .context("starting the demo's agents")??;
         let d = Arc::new(Dispatcher::new(local.dispatcher_config()).context("preparing the dispatcher")?);
         fleet = Some(local);
         dispatcher = Some(d.clone());
@@ -92,7 +107,11 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         let bot: Arc<dyn Executor> = Arc::new(SimulatedExecutor::open(&record, sim)?);
         Arc::new(Router::new(d, bot))
     };
-    let room = config.chat.console.as_ref().map_or("incident".to_string(), |c| c.room.clone());
+    let room = config
+        .chat
+        .console
+        .as_ref()
+        .map_or("incident".to_string(), |c| c.room.clone());
     let turns = Arc::new(Turns::default());
     let interactive = std::io::stdin().is_terminal();
     let console = ConsoleAdapter::new(
@@ -103,7 +122,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         turns.clone(),
     );
     let how = if fleet.is_some() {
-        format!("agents on 127.0.0.1 over mutual TLS for {}, the bot's DNS and probe actions simulated", hosts_of(&config))
+        format!(
+            "agents on 127.0.0.1 over mutual TLS for {}, the bot's DNS and probe actions simulated",
+            hosts_of(&config)
+        )
     } else {
         "every action simulated in-process".to_string()
     };
@@ -114,11 +136,21 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         store_path.display(),
         p = config.bot.command_prefix
     );
-    let mut daemon = Daemon::new(engine_cfg, Box::new(store) as Box<dyn Store>, executor, vec![Arc::new(console)], Some(turns), Lifetime::UntilIdle)?;
+    let mut daemon = Daemon::new(
+        engine_cfg,
+        Box::new(store) as Box<dyn Store>,
+        executor,
+        vec![Arc::new(console)],
+        Some(turns),
+        Lifetime::UntilIdle,
+    )?;
     if let Some(look) = crate::assemble::status_look(&config, None).await {
         let routes = dispatcher.map(|d| {
-            Arc::new(AgentRoutes::new(d, config.inventory.management_host.clone(), config.probes.timeout))
-                as Arc<dyn baton_actions::status::RouteReader>
+            Arc::new(AgentRoutes::new(
+                d,
+                config.inventory.management_host.clone(),
+                config.probes.timeout,
+            )) as Arc<dyn baton_actions::status::RouteReader>
         });
         daemon = daemon.with_status(StatusLook { routes, ..look });
     }

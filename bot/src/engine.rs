@@ -57,9 +57,19 @@ impl EngineConfig {
 #[derive(Clone, Debug)]
 pub enum Input {
     /// A message addressed to the bot, parsed at the edge.
-    Chat { room: RoomRef, sender: Sender, command: Result<Command, CommandError> },
+    Chat {
+        room: RoomRef,
+        sender: Sender,
+        command: Result<Command, CommandError>,
+    },
     /// An action dispatched earlier ended.
-    ActionFinished { run: RunId, step: usize, attempt: u32, action: usize, report: ActionReport },
+    ActionFinished {
+        run: RunId,
+        step: usize,
+        attempt: u32,
+        action: usize,
+        report: ActionReport,
+    },
     /// Time passed (requests may expire).
     Tick,
     /// The configuration was reloaded: pending plans are resolved again.
@@ -119,7 +129,12 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         let route_holder = cfg.initial_route.clone();
-        Engine { cfg, runs: BTreeMap::new(), next_run: 1, route_holder }
+        Engine {
+            cfg,
+            runs: BTreeMap::new(),
+            next_run: 1,
+            route_holder,
+        }
     }
 
     /// Rebuilds the state from a journal.
@@ -184,12 +199,20 @@ impl Engine {
         let mut out = Output::default();
         match input {
             Input::Chat { room, sender, command } => self.chat(room, sender, command, now, &mut out),
-            Input::ActionFinished { run, step, attempt, action, report } => {
-                self.action_finished(&mut out, now, run, step, attempt, action, report)
-            }
+            Input::ActionFinished {
+                run,
+                step,
+                attempt,
+                action,
+                report,
+            } => self.action_finished(&mut out, now, run, step, attempt, action, report),
             Input::Tick => self.tick(now, &mut out),
             Input::Reload(r) => {
-                let Reload { policy, directory, inventory } = *r;
+                let Reload {
+                    policy,
+                    directory,
+                    inventory,
+                } = *r;
                 self.reload(policy, directory, inventory, now, &mut out)
             }
         }
@@ -202,7 +225,15 @@ impl Engine {
     fn apply(&mut self, r: &Recorded) {
         let at = r.at;
         match &r.event {
-            Event::Requested { run, requester, room, reason, plan, plan_hash, .. } => {
+            Event::Requested {
+                run,
+                requester,
+                room,
+                reason,
+                plan,
+                plan_hash,
+                ..
+            } => {
                 let steps = fresh_steps(plan);
                 let review = Review::open(&self.cfg.policy, requester, plan_hash, at);
                 self.runs.insert(
@@ -226,7 +257,9 @@ impl Engine {
                 );
                 self.next_run = self.next_run.max(run.0 + 1);
             }
-            Event::Approved { run, person, plan_hash, .. } => {
+            Event::Approved {
+                run, person, plan_hash, ..
+            } => {
                 let (policy, dir) = (&self.cfg.policy, &self.cfg.directory);
                 let Some(r) = self.runs.get_mut(run) else { return };
                 // Only the policy check builds a VerifiedApproval, on replay too: an approval
@@ -241,7 +274,9 @@ impl Engine {
                             r.approvers.push(person.clone());
                         }
                     }
-                    Err(why) => tracing::warn!(run = %run, person = %person, why = %why, "journaled approval no longer passes the policy; not counted"),
+                    Err(why) => {
+                        tracing::warn!(run = %run, person = %person, why = %why, "journaled approval no longer passes the policy; not counted")
+                    }
                 }
             }
             Event::Refused { .. } => {}
@@ -251,7 +286,10 @@ impl Engine {
                         // Denying a retry leaves the run failed, to be aborted or retried.
                         Phase::RetryPending { step } => r.phase = Phase::Failed { step },
                         _ => {
-                            r.phase = Phase::Denied { by: person.clone(), reason: reason.clone() };
+                            r.phase = Phase::Denied {
+                                by: person.clone(),
+                                reason: reason.clone(),
+                            };
                             r.finished_at = Some(at);
                         }
                     }
@@ -263,7 +301,9 @@ impl Engine {
                     r.finished_at = Some(at);
                 }
             }
-            Event::PlanChanged { run, plan, plan_hash, .. } => {
+            Event::PlanChanged {
+                run, plan, plan_hash, ..
+            } => {
                 if let Some(r) = self.runs.get_mut(run) {
                     r.review.rebind(plan_hash);
                     r.steps = fresh_steps(plan);
@@ -295,7 +335,13 @@ impl Engine {
                     r.phase = Phase::Running { step: *step };
                 }
             }
-            Event::ActionFinished { run, step, attempt, action, report } => {
+            Event::ActionFinished {
+                run,
+                step,
+                attempt,
+                action,
+                report,
+            } => {
                 if let Some(r) = self.runs.get_mut(run)
                     && let Some(s) = r.steps.get_mut(*step)
                     && s.attempt == *attempt
@@ -319,7 +365,10 @@ impl Engine {
             }
             Event::Aborted { run, person, reason } => {
                 if let Some(r) = self.runs.get_mut(run) {
-                    r.phase = Phase::Aborted { by: person.clone(), reason: reason.clone() };
+                    r.phase = Phase::Aborted {
+                        by: person.clone(),
+                        reason: reason.clone(),
+                    };
                     r.finished_at = Some(at);
                 }
             }
@@ -390,9 +439,12 @@ fn right_for(cmd: &Command) -> Right {
         Command::Deny { .. } => Right::Deny,
         Command::Abort { .. } => Right::Abort,
         Command::Retry { .. } => Right::Retry,
-        Command::Plan { .. } | Command::Status | Command::StatusRun { .. } | Command::StatusXmpp | Command::Runs | Command::Help => {
-            Right::View
-        }
+        Command::Plan { .. }
+        | Command::Status
+        | Command::StatusRun { .. }
+        | Command::StatusXmpp
+        | Command::Runs
+        | Command::Help => Right::View,
     }
 }
 
@@ -413,7 +465,12 @@ impl Engine {
     }
 
     fn say(&self, out: &mut Output, room: &RoomRef, text: String) {
-        out.messages.push(Message { room: room.clone(), run: None, text, card: None });
+        out.messages.push(Message {
+            room: room.clone(),
+            run: None,
+            text,
+            card: None,
+        });
     }
 
     /// A message about a run, in the run's room (and every mirror room), carrying its card.
@@ -421,16 +478,33 @@ impl Engine {
         if let Some(run) = self.runs.get(&id) {
             let card = render::card(run);
             for mirror in self.cfg.mirror_rooms.iter().filter(|m| **m != run.room) {
-                out.messages.push(Message { room: mirror.clone(), run: Some(id), text: text.clone(), card: Some(card.clone()) });
+                out.messages.push(Message {
+                    room: mirror.clone(),
+                    run: Some(id),
+                    text: text.clone(),
+                    card: Some(card.clone()),
+                });
             }
             out.messages.insert(
                 out.messages.len() - self.cfg.mirror_rooms.iter().filter(|m| **m != run.room).count(),
-                Message { room: run.room.clone(), run: Some(id), text, card: Some(card) },
+                Message {
+                    room: run.room.clone(),
+                    run: Some(id),
+                    text,
+                    card: Some(card),
+                },
             );
         }
     }
 
-    fn chat(&mut self, room: RoomRef, sender: Sender, command: Result<Command, CommandError>, now: DateTime<Utc>, out: &mut Output) {
+    fn chat(
+        &mut self,
+        room: RoomRef,
+        sender: Sender,
+        command: Result<Command, CommandError>,
+        now: DateTime<Utc>,
+        out: &mut Output,
+    ) {
         let cmd = match command {
             Ok(cmd) => cmd,
             Err(e) => return self.say(out, &room, render::sentence(&e.to_string())),
@@ -438,7 +512,17 @@ impl Engine {
         let right = right_for(&cmd);
         let actor = match self.cfg.policy.authorize(&self.cfg.directory, &sender, right) {
             Ok(actor) => actor,
-            Err(why) => return self.refuse(out, now, &room, run_of(&cmd), &sender_name(&sender), &cmd, &why.to_string()),
+            Err(why) => {
+                return self.refuse(
+                    out,
+                    now,
+                    &room,
+                    run_of(&cmd),
+                    &sender_name(&sender),
+                    &cmd,
+                    &why.to_string(),
+                );
+            }
         };
         let via = match &sender {
             Sender::Verified(id) => id.to_string(),
@@ -480,22 +564,65 @@ impl Engine {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn refuse(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, run: Option<RunId>, who: &str, cmd: &Command, why: &str) {
+    fn refuse(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        run: Option<RunId>,
+        who: &str,
+        cmd: &Command,
+        why: &str,
+    ) {
         let command = describe(cmd);
         // Read-only commands refused are not worth an audit record; anything else is.
         if right_for(cmd) != Right::View {
-            self.emit(out, now, Event::Refused { run, who: who.to_string(), command: command.clone(), why: why.to_string() });
+            self.emit(
+                out,
+                now,
+                Event::Refused {
+                    run,
+                    who: who.to_string(),
+                    command: command.clone(),
+                    why: why.to_string(),
+                },
+            );
         }
-        self.say(out, room, render::refused(&format!("{}{command}", self.cfg.prefix), why));
+        self.say(
+            out,
+            room,
+            render::refused(&format!("{}{command}", self.cfg.prefix), why),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn failover(&mut self, out: &mut Output, now: DateTime<Utc>, room: RoomRef, actor: &Actor, via: String, pool: String, reason: Option<String>) {
-        let cmd = Command::Failover { pool: pool.clone(), reason: reason.clone() };
+    fn failover(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: RoomRef,
+        actor: &Actor,
+        via: String,
+        pool: String,
+        reason: Option<String>,
+    ) {
+        let cmd = Command::Failover {
+            pool: pool.clone(),
+            reason: reason.clone(),
+        };
         if let Some(active) = self.active_run() {
             let text = render::already_active(active, &self.cfg.prefix);
             let id = active.id;
-            self.emit(out, now, Event::Refused { run: Some(id), who: actor.person().to_string(), command: describe(&cmd), why: format!("run {id} is active") });
+            self.emit(
+                out,
+                now,
+                Event::Refused {
+                    run: Some(id),
+                    who: actor.person().to_string(),
+                    command: describe(&cmd),
+                    why: format!("run {id} is active"),
+                },
+            );
             return self.say(out, &room, text);
         }
         let plan = match plan::resolve(&self.cfg.inventory, &pool, self.route_holder.as_ref()) {
@@ -504,7 +631,19 @@ impl Engine {
         };
         let id = RunId(self.next_run);
         let plan_hash = plan.hash().as_str().to_string();
-        self.emit(out, now, Event::Requested { run: id, requester: actor.person().clone(), via, room, reason, plan, plan_hash });
+        self.emit(
+            out,
+            now,
+            Event::Requested {
+                run: id,
+                requester: actor.person().clone(),
+                via,
+                room,
+                reason,
+                plan,
+                plan_hash,
+            },
+        );
         let run = &self.runs[&id];
         let text = render::plan_posted(run, &self.cfg.policy, &self.cfg.prefix);
         self.say_run(out, id, text);
@@ -512,18 +651,39 @@ impl Engine {
 
     fn approve(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, via: String, id: RunId) {
         let cmd = Command::Approve { run: id };
-        let Some(run) = self.runs.get(&id) else { return self.say(out, room, render::no_such_run(id, &self.cfg.prefix)) };
+        let Some(run) = self.runs.get(&id) else {
+            return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
+        };
         let retry_step = match run.phase {
             Phase::PendingApproval => None,
             Phase::RetryPending { step } => Some(step),
             _ => return self.say(out, room, render::not_waiting(run)),
         };
-        let checked = run.review.check_approval(&self.cfg.policy, actor, run.plan_hash.as_str(), now);
+        let checked = run
+            .review
+            .check_approval(&self.cfg.policy, actor, run.plan_hash.as_str(), now);
         let hash = run.plan_hash.as_str().to_string();
         if let Err(why) = checked {
-            return self.refuse(out, now, room, Some(id), actor.person().as_str(), &cmd, &why.to_string());
+            return self.refuse(
+                out,
+                now,
+                room,
+                Some(id),
+                actor.person().as_str(),
+                &cmd,
+                &why.to_string(),
+            );
         }
-        self.emit(out, now, Event::Approved { run: id, person: actor.person().clone(), via, plan_hash: hash });
+        self.emit(
+            out,
+            now,
+            Event::Approved {
+                run: id,
+                person: actor.person().clone(),
+                via,
+                plan_hash: hash,
+            },
+        );
         let run = &self.runs[&id];
         match (run.review.tally(&self.cfg.policy), retry_step) {
             (Tally::Pending { have, need }, _) => {
@@ -544,18 +704,47 @@ impl Engine {
         }
     }
 
-    fn deny(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, id: RunId, reason: Option<String>) {
-        let cmd = Command::Deny { run: id, reason: reason.clone() };
-        let Some(run) = self.runs.get(&id) else { return self.say(out, room, render::no_such_run(id, &self.cfg.prefix)) };
+    fn deny(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        actor: &Actor,
+        id: RunId,
+        reason: Option<String>,
+    ) {
+        let cmd = Command::Deny {
+            run: id,
+            reason: reason.clone(),
+        };
+        let Some(run) = self.runs.get(&id) else {
+            return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
+        };
         let retry = match run.phase {
             Phase::PendingApproval => false,
             Phase::RetryPending { .. } => true,
             _ => return self.say(out, room, render::not_waiting(run)),
         };
         if let Err(why) = run.review.check_deny(&self.cfg.policy, actor, now) {
-            return self.refuse(out, now, room, Some(id), actor.person().as_str(), &cmd, &why.to_string());
+            return self.refuse(
+                out,
+                now,
+                room,
+                Some(id),
+                actor.person().as_str(),
+                &cmd,
+                &why.to_string(),
+            );
         }
-        self.emit(out, now, Event::Denied { run: id, person: actor.person().clone(), reason: reason.clone() });
+        self.emit(
+            out,
+            now,
+            Event::Denied {
+                run: id,
+                person: actor.person().clone(),
+                reason: reason.clone(),
+            },
+        );
         let run = &self.runs[&id];
         let text = if retry {
             render::retry_denied(run, actor.person(), reason.as_deref(), &self.cfg.prefix)
@@ -566,19 +755,36 @@ impl Engine {
     }
 
     fn abort(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, id: RunId) {
-        let Some(run) = self.runs.get(&id) else { return self.say(out, room, render::no_such_run(id, &self.cfg.prefix)) };
+        let Some(run) = self.runs.get(&id) else {
+            return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
+        };
         match run.phase {
             Phase::Running { .. } => {
                 if run.abort_requested.is_some() {
                     let text = format!("{id} is already stopping after its current step.");
                     return self.say(out, room, text);
                 }
-                self.emit(out, now, Event::AbortRequested { run: id, person: actor.person().clone() });
+                self.emit(
+                    out,
+                    now,
+                    Event::AbortRequested {
+                        run: id,
+                        person: actor.person().clone(),
+                    },
+                );
                 let text = render::abort_requested(&self.runs[&id], actor.person());
                 self.say_run(out, id, text);
             }
             Phase::PendingApproval | Phase::Failed { .. } | Phase::RetryPending { .. } => {
-                self.emit(out, now, Event::Aborted { run: id, person: Some(actor.person().clone()), reason: None });
+                self.emit(
+                    out,
+                    now,
+                    Event::Aborted {
+                        run: id,
+                        person: Some(actor.person().clone()),
+                        reason: None,
+                    },
+                );
                 let text = render::finished(&self.runs[&id], now);
                 self.say_run(out, id, text);
             }
@@ -590,13 +796,23 @@ impl Engine {
     }
 
     fn retry(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, id: RunId) {
-        let Some(run) = self.runs.get(&id) else { return self.say(out, room, render::no_such_run(id, &self.cfg.prefix)) };
+        let Some(run) = self.runs.get(&id) else {
+            return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
+        };
         let Phase::Failed { step } = run.phase else {
             let text = format!("Only a failed run can be retried; {id} is {}.", run.phase.name());
             return self.say(out, room, text);
         };
         if self.cfg.policy.retry_needs_approval {
-            self.emit(out, now, Event::RetryRequested { run: id, person: actor.person().clone(), step });
+            self.emit(
+                out,
+                now,
+                Event::RetryRequested {
+                    run: id,
+                    person: actor.person().clone(),
+                    step,
+                },
+            );
             let text = render::retry_needs_approval(&self.runs[&id], step, &self.cfg.policy, &self.cfg.prefix);
             return self.say_run(out, id, text);
         }
@@ -622,19 +838,39 @@ impl Engine {
             if result.is_some() {
                 continue;
             }
-            let key = IdempotencyKey::new(&self.cfg.store_id, run.id.0, step, i, &action.where_short(), state.attempt);
+            let key = IdempotencyKey::new(
+                &self.cfg.store_id,
+                run.id.0,
+                step,
+                i,
+                &action.where_short(),
+                state.attempt,
+            );
             into.push(Dispatch {
                 run: run.id,
                 step,
                 attempt: state.attempt,
                 action: i,
-                request: ActionRequest { key, action: action.clone(), timeout: action.default_timeout() },
+                request: ActionRequest {
+                    key,
+                    action: action.clone(),
+                    timeout: action.default_timeout(),
+                },
             });
         }
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn action_finished(&mut self, out: &mut Output, now: DateTime<Utc>, id: RunId, step: usize, attempt: u32, action: usize, report: ActionReport) {
+    fn action_finished(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        id: RunId,
+        step: usize,
+        attempt: u32,
+        action: usize,
+        report: ActionReport,
+    ) {
         let Some(run) = self.runs.get(&id) else { return };
         let current = run.running_step() == Some(step)
             && run.steps[step].attempt == attempt
@@ -643,7 +879,17 @@ impl Engine {
             // A late or repeated report (e.g. after a resume): already recorded, nothing to do.
             return;
         }
-        self.emit(out, now, Event::ActionFinished { run: id, step, attempt, action, report });
+        self.emit(
+            out,
+            now,
+            Event::ActionFinished {
+                run: id,
+                step,
+                attempt,
+                action,
+                report,
+            },
+        );
         if self.runs[&id].step_complete(step) {
             self.finish_step(out, now, id, step);
         }
@@ -653,12 +899,29 @@ impl Engine {
         let run = &self.runs[&id];
         let ok = run.step_ok(step);
         let attempt = run.steps[step].attempt;
-        self.emit(out, now, Event::StepFinished { run: id, step, attempt, ok });
+        self.emit(
+            out,
+            now,
+            Event::StepFinished {
+                run: id,
+                step,
+                attempt,
+                ok,
+            },
+        );
         let text = render::step_finished(&self.runs[&id], step);
         self.say_run(out, id, text);
         let run = &self.runs[&id];
         if let Some(by) = run.abort_requested.clone() {
-            self.emit(out, now, Event::Aborted { run: id, person: Some(by), reason: None });
+            self.emit(
+                out,
+                now,
+                Event::Aborted {
+                    run: id,
+                    person: Some(by),
+                    reason: None,
+                },
+            );
             let text = render::finished(&self.runs[&id], now);
             self.say_run(out, id, text);
         } else if !ok {
@@ -698,25 +961,63 @@ impl Engine {
         }
     }
 
-    fn reload(&mut self, policy: Policy, directory: Directory, inventory: Inventory, now: DateTime<Utc>, out: &mut Output) {
+    fn reload(
+        &mut self,
+        policy: Policy,
+        directory: Directory,
+        inventory: Inventory,
+        now: DateTime<Utc>,
+        out: &mut Output,
+    ) {
         self.cfg.policy = policy;
         self.cfg.directory = directory;
         self.cfg.inventory = inventory;
-        let pending: Vec<RunId> = self.runs.values().filter(|r| r.phase == Phase::PendingApproval).map(|r| r.id).collect();
+        let pending: Vec<RunId> = self
+            .runs
+            .values()
+            .filter(|r| r.phase == Phase::PendingApproval)
+            .map(|r| r.id)
+            .collect();
         for id in pending {
             let run = &self.runs[&id];
-            match plan::resolve(&self.cfg.inventory, run.plan.to_pool.as_str(), self.route_holder.as_ref()) {
+            match plan::resolve(
+                &self.cfg.inventory,
+                run.plan.to_pool.as_str(),
+                self.route_holder.as_ref(),
+            ) {
                 Ok(plan) if plan.hash() == run.plan_hash => {}
                 Ok(plan) => {
-                    let lapsed = run.review.approvals().iter().map(|a| a.person().clone()).collect::<Vec<_>>();
+                    let lapsed = run
+                        .review
+                        .approvals()
+                        .iter()
+                        .map(|a| a.person().clone())
+                        .collect::<Vec<_>>();
                     let plan_hash = plan.hash().as_str().to_string();
-                    self.emit(out, now, Event::PlanChanged { run: id, plan, plan_hash, lapsed: lapsed.clone() });
+                    self.emit(
+                        out,
+                        now,
+                        Event::PlanChanged {
+                            run: id,
+                            plan,
+                            plan_hash,
+                            lapsed: lapsed.clone(),
+                        },
+                    );
                     let text = render::plan_changed(&self.runs[&id], &lapsed, &self.cfg.policy, &self.cfg.prefix);
                     self.say_run(out, id, text);
                 }
                 Err(e) => {
                     let reason = format!("the plan can no longer be resolved: {e}");
-                    self.emit(out, now, Event::Aborted { run: id, person: None, reason: Some(reason) });
+                    self.emit(
+                        out,
+                        now,
+                        Event::Aborted {
+                            run: id,
+                            person: None,
+                            reason: Some(reason),
+                        },
+                    );
                     let text = render::finished(&self.runs[&id], now);
                     self.say_run(out, id, text);
                 }
@@ -727,9 +1028,11 @@ impl Engine {
 
 fn run_of(cmd: &Command) -> Option<RunId> {
     match cmd {
-        Command::Approve { run } | Command::Deny { run, .. } | Command::Abort { run } | Command::Retry { run } | Command::StatusRun { run } => {
-            Some(*run)
-        }
+        Command::Approve { run }
+        | Command::Deny { run, .. }
+        | Command::Abort { run }
+        | Command::Retry { run }
+        | Command::StatusRun { run } => Some(*run),
         _ => None,
     }
 }

@@ -24,31 +24,88 @@ pub enum Event {
         plan_hash: String,
     },
     /// A person's approval of the plan with this hash passed the policy.
-    Approved { run: RunId, person: PersonId, via: String, plan_hash: String },
+    Approved {
+        run: RunId,
+        person: PersonId,
+        via: String,
+        plan_hash: String,
+    },
     /// The policy or the run's state refused a command (kept for the audit trail).
-    Refused { run: Option<RunId>, who: String, command: String, why: String },
-    Denied { run: RunId, person: PersonId, reason: Option<String> },
+    Refused {
+        run: Option<RunId>,
+        who: String,
+        command: String,
+        why: String,
+    },
+    Denied {
+        run: RunId,
+        person: PersonId,
+        reason: Option<String>,
+    },
     /// The request was not approved in time.
-    Expired { run: RunId },
+    Expired {
+        run: RunId,
+    },
     /// The inventory changed and the plan with it: earlier approvals lapse.
-    PlanChanged { run: RunId, plan: Plan, plan_hash: String, lapsed: Vec<PersonId> },
+    PlanChanged {
+        run: RunId,
+        plan: Plan,
+        plan_hash: String,
+        lapsed: Vec<PersonId>,
+    },
     /// Enough people approved: the run starts.
-    Started { run: RunId, approvers: Vec<PersonId> },
+    Started {
+        run: RunId,
+        approvers: Vec<PersonId>,
+    },
     /// A step starts (or starts again, on retry, with a new attempt).
-    StepStarted { run: RunId, step: usize, attempt: u32 },
+    StepStarted {
+        run: RunId,
+        step: usize,
+        attempt: u32,
+    },
     /// One action of a step ended.
-    ActionFinished { run: RunId, step: usize, attempt: u32, action: usize, report: ActionReport },
+    ActionFinished {
+        run: RunId,
+        step: usize,
+        attempt: u32,
+        action: usize,
+        report: ActionReport,
+    },
     /// A step ended: all its actions have results.
-    StepFinished { run: RunId, step: usize, attempt: u32, ok: bool },
+    StepFinished {
+        run: RunId,
+        step: usize,
+        attempt: u32,
+        ok: bool,
+    },
     /// `!abort` while a step is in flight: the run stops when it ends.
-    AbortRequested { run: RunId, person: PersonId },
-    Aborted { run: RunId, person: Option<PersonId>, reason: Option<String> },
+    AbortRequested {
+        run: RunId,
+        person: PersonId,
+    },
+    Aborted {
+        run: RunId,
+        person: Option<PersonId>,
+        reason: Option<String>,
+    },
     /// `!retry` when the policy wants fresh approvals first.
-    RetryRequested { run: RunId, person: PersonId, step: usize },
+    RetryRequested {
+        run: RunId,
+        person: PersonId,
+        step: usize,
+    },
     /// A retry waited for approvals in vain; the run is failed again.
-    RetryExpired { run: RunId },
-    Succeeded { run: RunId },
-    Failed { run: RunId, step: usize },
+    RetryExpired {
+        run: RunId,
+    },
+    Succeeded {
+        run: RunId,
+    },
+    Failed {
+        run: RunId,
+        step: usize,
+    },
 }
 
 impl Event {

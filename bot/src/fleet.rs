@@ -46,7 +46,10 @@ fn initial_state(inventory: &Inventory, host: &Fqdn, holder: Option<&str>, failu
     }
     let mut inject = serde_json::Map::new();
     for rule in failures {
-        let here = rule.host.as_deref().is_none_or(|h| h == host.as_str() || h == host.short());
+        let here = rule
+            .host
+            .as_deref()
+            .is_none_or(|h| h == host.as_str() || h == host.short());
         if here {
             let mut entry = json!({ "fail": format!("simulated failure of {} on {}", rule.action, host.short()) });
             if let Some(n) = rule.times {
@@ -65,7 +68,13 @@ fn initial_state(inventory: &Inventory, host: &Fqdn, holder: Option<&str>, failu
 impl LocalFleet {
     /// Starts an agent for every host of the inventory, each action taking `delay`, and waits
     /// until each one listens. Host state survives in `dir` across demo restarts.
-    pub fn start(dir: &Path, inventory: &Inventory, holder: Option<&str>, delay: Duration, failures: &[FailureRule]) -> anyhow::Result<LocalFleet> {
+    pub fn start(
+        dir: &Path,
+        inventory: &Inventory,
+        holder: Option<&str>,
+        delay: Duration,
+        failures: &[FailureRule],
+    ) -> anyhow::Result<LocalFleet> {
         let exe = std::env::current_exe().context("finding the baton executable to run the agents")?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let hosts: Vec<Fqdn> = inventory.agent_hosts().into_iter().cloned().collect();
@@ -73,9 +82,21 @@ impl LocalFleet {
         let pki = if pki_dir.join("ca.crt").exists() {
             pki::PkiFiles::in_dir(&pki_dir, &hosts)
         } else {
-            pki::init(&pki_dir, &hosts, &PkiOptions { loopback: true, bot_name: None })?
+            pki::init(
+                &pki_dir,
+                &hosts,
+                &PkiOptions {
+                    loopback: true,
+                    bot_name: None,
+                },
+            )?
         };
-        let mut fleet = LocalFleet { pki, addresses: BTreeMap::new(), children: Vec::new(), dir: dir.to_path_buf() };
+        let mut fleet = LocalFleet {
+            pki,
+            addresses: BTreeMap::new(),
+            children: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
         for host in &hosts {
             fleet.spawn(&exe, inventory, host, holder, delay, failures)?;
         }
@@ -83,16 +104,25 @@ impl LocalFleet {
         for host in &hosts {
             let file = dir.join(host.as_str()).join("state").join(ADDRESS_FILE);
             let address = loop {
-                if let Some(a) = std::fs::read_to_string(&file).ok().and_then(|t| t.trim().parse::<SocketAddr>().ok()) {
+                if let Some(a) = std::fs::read_to_string(&file)
+                    .ok()
+                    .and_then(|t| t.trim().parse::<SocketAddr>().ok())
+                {
                     break a;
                 }
                 if let Some((_, child)) = fleet.children.iter_mut().find(|(h, _)| h == host)
                     && let Ok(Some(status)) = child.try_wait()
                 {
-                    bail!("the demo agent for {host} exited at start ({status}); see {}", fleet.log(host).display());
+                    bail!(
+                        "the demo agent for {host} exited at start ({status}); see {}",
+                        fleet.log(host).display()
+                    );
                 }
                 if started.elapsed() > Duration::from_secs(20) {
-                    bail!("the demo agent for {host} did not start within 20 s; see {}", fleet.log(host).display());
+                    bail!(
+                        "the demo agent for {host} did not start within 20 s; see {}",
+                        fleet.log(host).display()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(20));
             };
@@ -105,24 +135,41 @@ impl LocalFleet {
         self.dir.join(host.as_str()).join("agent.log")
     }
 
-    fn spawn(&mut self, exe: &Path, inventory: &Inventory, host: &Fqdn, holder: Option<&str>, delay: Duration, failures: &[FailureRule]) -> anyhow::Result<()> {
+    fn spawn(
+        &mut self,
+        exe: &Path,
+        inventory: &Inventory,
+        host: &Fqdn,
+        holder: Option<&str>,
+        delay: Duration,
+        failures: &[FailureRule],
+    ) -> anyhow::Result<()> {
         let base = self.dir.join(host.as_str());
         let state_dir = base.join("state");
         std::fs::create_dir_all(&state_dir)?;
         let _ = std::fs::remove_file(state_dir.join(ADDRESS_FILE));
         let sim_state = base.join("host.json");
         if !sim_state.exists() {
-            std::fs::write(&sim_state, serde_json::to_vec_pretty(&initial_state(inventory, host, holder, failures))?)?;
+            std::fs::write(
+                &sim_state,
+                serde_json::to_vec_pretty(&initial_state(inventory, host, holder, failures))?,
+            )?;
         }
         let is_edge = inventory.pools.iter().any(|p| p.servers.contains(host));
         let mut actions: Vec<String> = Vec::new();
         if is_edge {
             actions.extend(EDGE_ACTIONS.iter().map(|s| s.to_string()));
         }
-        if *host == inventory.management_host || matches!(&inventory.dns, baton_actions::DnsProvider::Agent { host: h, .. } if h == host) {
+        if *host == inventory.management_host
+            || matches!(&inventory.dns, baton_actions::DnsProvider::Agent { host: h, .. } if h == host)
+        {
             actions.extend(MANAGEMENT_ACTIONS.iter().map(|s| s.to_string()));
         }
-        let files = self.pki.agents.get(host).with_context(|| format!("no certificate for {host}"))?;
+        let files = self
+            .pki
+            .agents
+            .get(host)
+            .with_context(|| format!("no certificate for {host}"))?;
         let argv = vec![
             exe.display().to_string(),
             "lync-sim".to_string(),
@@ -147,7 +194,10 @@ impl LocalFleet {
         .to_toml();
         let config = base.join("agent.toml");
         std::fs::write(&config, text)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(base.join("agent.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(base.join("agent.log"))?;
         let mut cmd = Command::new(exe);
         cmd.args(["agent-process", "--config"])
             .arg(&config)
@@ -157,15 +207,26 @@ impl LocalFleet {
             .stdout(log.try_clone()?)
             .stderr(log);
         die_with_parent(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("starting the demo agent for {host}"))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the demo agent for {host}"))?;
         self.children.push((host.clone(), child));
         Ok(())
     }
 
     /// How the bot reaches this fleet.
     pub fn dispatcher_config(&self) -> DispatcherConfig {
-        let agents = self.addresses.iter().map(|(h, a)| (h.clone(), AgentAddress::Socket(*a))).collect();
-        DispatcherConfig::new(self.pki.ca_cert.clone(), self.pki.bot_cert.clone(), self.pki.bot_key.clone(), agents)
+        let agents = self
+            .addresses
+            .iter()
+            .map(|(h, a)| (h.clone(), AgentAddress::Socket(*a)))
+            .collect();
+        DispatcherConfig::new(
+            self.pki.ca_cert.clone(),
+            self.pki.bot_cert.clone(),
+            self.pki.bot_key.clone(),
+            agents,
+        )
     }
 }
 

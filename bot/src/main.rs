@@ -103,7 +103,11 @@ enum Cmd {
 fn init_logs(level: Option<&str>, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or(default)));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn shutdown_on_signals() -> CancellationToken {
@@ -122,13 +126,32 @@ fn shutdown_on_signals() -> CancellationToken {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Demo { config, store, delay, fail, crash_after, simulate } => {
+        Cmd::Demo {
+            config,
+            store,
+            delay,
+            fail,
+            crash_after,
+            simulate,
+        } => {
             init_logs(cli.log.as_deref(), "warn");
-            demo::run(DemoOptions { config, store, delay, fail, crash_after, simulate }, shutdown_on_signals())
-                .await
-                .map(|()| ExitCode::SUCCESS)
+            demo::run(
+                DemoOptions {
+                    config,
+                    store,
+                    delay,
+                    fail,
+                    crash_after,
+                    simulate,
+                },
+                shutdown_on_signals(),
+            )
+            .await
+            .map(|()| ExitCode::SUCCESS)
         }
-        Cmd::Pki { command: PkiCmd::Init { out, agents, loopback } } => pki_init(&out, &agents, loopback).map(|()| ExitCode::SUCCESS),
+        Cmd::Pki {
+            command: PkiCmd::Init { out, agents, loopback },
+        } => pki_init(&out, &agents, loopback).map(|()| ExitCode::SUCCESS),
         Cmd::AgentProcess { config } => {
             init_logs(cli.log.as_deref(), "info");
             agent_process(&config).await.map(|()| ExitCode::SUCCESS)
@@ -167,7 +190,10 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 file.display(),
                 c.inventory.pools.len(),
                 c.directory.people().count(),
-                c.route.initial.as_ref().map_or("(unknown)".to_string(), |p| p.to_string())
+                c.route
+                    .initial
+                    .as_ref()
+                    .map_or("(unknown)".to_string(), |p| p.to_string())
             );
             ExitCode::SUCCESS
         }
@@ -179,9 +205,23 @@ fn check_config(file: &std::path::Path) -> ExitCode {
 }
 
 fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow::Result<()> {
-    let hosts = agents.iter().map(|a| baton_actions::Fqdn::parse(a)).collect::<Result<Vec<_>, _>>()?;
-    let files = baton_actions::pki::init(out, &hosts, &baton_actions::pki::PkiOptions { loopback, bot_name: None })?;
-    println!("CA     {} (its key {} signs new certificates: keep it offline)", files.ca_cert.display(), files.ca_key.display());
+    let hosts = agents
+        .iter()
+        .map(|a| baton_actions::Fqdn::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let files = baton_actions::pki::init(
+        out,
+        &hosts,
+        &baton_actions::pki::PkiOptions {
+            loopback,
+            bot_name: None,
+        },
+    )?;
+    println!(
+        "CA     {} (its key {} signs new certificates: keep it offline)",
+        files.ca_cert.display(),
+        files.ca_key.display()
+    );
     println!("bot    {} {}", files.bot_cert.display(), files.bot_key.display());
     for (host, f) in &files.agents {
         println!("{host} {} {}", f.cert.display(), f.key.display());
@@ -196,7 +236,8 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
 }
 
 async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
-    let config = baton_actions::agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
+    let config =
+        baton_actions::agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
     let stop = async {
         #[cfg(unix)]
         if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -208,7 +249,9 @@ async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
         }
         let _ = tokio::signal::ctrl_c().await;
     };
-    baton_actions::agent::run(config, stop).await.context("running the agent")
+    baton_actions::agent::run(config, stop)
+        .await
+        .context("running the agent")
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
@@ -235,12 +278,22 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         adapters.push(Arc::new(adapter));
     }
     if adapters.is_empty() {
-        anyhow::bail!("{}: no chat platform is enabled; enable [chat.console] or [chat.xmpp]", path.display());
+        anyhow::bail!(
+            "{}: no chat platform is enabled; enable [chat.console] or [chat.xmpp]",
+            path.display()
+        );
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
-    let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, turns, Lifetime::Forever)
-        .with_context(|| format!("starting with {}", path.display()))?
-        .with_reloads(reload_on_sighup(path));
+    let mut daemon = Daemon::new(
+        engine_cfg,
+        Box::new(store),
+        parts.executor,
+        adapters,
+        turns,
+        Lifetime::Forever,
+    )
+    .with_context(|| format!("starting with {}", path.display()))?
+    .with_reloads(reload_on_sighup(path));
     if let Some(look) = baton::assemble::status_look(&config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }
@@ -271,7 +324,9 @@ fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::engine:
                         return;
                     }
                 }
-                Err(e) => tracing::error!(errors = %e, "reload refused: the configuration has errors; keeping the running one"),
+                Err(e) => {
+                    tracing::error!(errors = %e, "reload refused: the configuration has errors; keeping the running one")
+                }
             }
         }
     });
@@ -292,13 +347,19 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
     let run = match run {
         "all" => None,
         n => Some(baton::run::RunId(
-            n.trim_start_matches('#').parse().with_context(|| format!("'{n}' is not a run number (or `all`)"))?,
+            n.trim_start_matches('#')
+                .parse()
+                .with_context(|| format!("'{n}' is not a run number (or `all`)"))?,
         )),
     };
     let mut store = SqliteStore::open(&path)?;
     let events = store.journal(run)?;
     if run.is_some() && events.is_empty() {
-        anyhow::bail!("the store {} has no run {}", path.display(), run.map(|r| r.to_string()).unwrap_or_default());
+        anyhow::bail!(
+            "the store {} has no run {}",
+            path.display(),
+            run.map(|r| r.to_string()).unwrap_or_default()
+        );
     }
     let chain = store.verify_chain()?;
     let doc = serde_json::json!({
@@ -307,11 +368,17 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
         "chain": { "intact": chain.intact(), "rows": chain.rows, "problems": chain.problems },
         "events": events,
     });
-    println!("{}", serde_json::to_string_pretty(&doc).expect("the audit document is plain JSON"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&doc).expect("the audit document is plain JSON")
+    );
     if chain.intact() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("baton: the journal's hash chain is broken: {}", chain.problems.join("; "));
+        eprintln!(
+            "baton: the journal's hash chain is broken: {}",
+            chain.problems.join("; ")
+        );
         Ok(ExitCode::from(2))
     }
 }

@@ -134,7 +134,11 @@ pub fn plan_changed(run: &Run, lapsed: &[PersonId], policy: &Policy, prefix: &st
 }
 
 pub fn approval_recorded(run: &Run, by: &PersonId, have: u32, need: u32) -> String {
-    format!("{} approved by {by} ({have} of {need} approvals). Waiting for {} more.", run.id, need - have)
+    format!(
+        "{} approved by {by} ({have} of {need} approvals). Waiting for {} more.",
+        run.id,
+        need - have
+    )
 }
 
 pub fn started(run: &Run) -> String {
@@ -171,7 +175,11 @@ pub fn step_finished(run: &Run, step: usize) -> String {
         .filter_map(|(a, r)| r.as_ref().map(|r| action_part(&a.where_short(), r, single)))
         .collect();
     let verdict = if run.step_ok(step) { "" } else { " FAILED" };
-    let attempt = if state.attempt > 1 { format!(" (attempt {})", state.attempt) } else { String::new() };
+    let attempt = if state.attempt > 1 {
+        format!(" (attempt {})", state.attempt)
+    } else {
+        String::new()
+    };
     format!(
         "{} [{}/{}] {}{verdict}{attempt}: {}",
         run.id,
@@ -261,7 +269,10 @@ pub fn denied(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
 
 pub fn retry_denied(run: &Run, by: &PersonId, reason: Option<&str>, prefix: &str) -> String {
     let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-    format!("{} retry denied by {by}{reason}. The run stays failed; `{prefix}abort {}` ends it.", run.id, run.id.0)
+    format!(
+        "{} retry denied by {by}{reason}. The run stays failed; `{prefix}abort {}` ends it.",
+        run.id, run.id.0
+    )
 }
 
 pub fn expired(run: &Run, policy: &Policy) -> String {
@@ -273,7 +284,11 @@ pub fn expired(run: &Run, policy: &Policy) -> String {
 }
 
 pub fn retry_expired(run: &Run, prefix: &str) -> String {
-    format!("{} retry was not approved in time. The run stays failed: `{prefix}retry {n}` or `{prefix}abort {n}`.", run.id, n = run.id.0)
+    format!(
+        "{} retry was not approved in time. The run stays failed: `{prefix}retry {n}` or `{prefix}abort {n}`.",
+        run.id,
+        n = run.id.0
+    )
 }
 
 pub fn abort_requested(run: &Run, by: &PersonId) -> String {
@@ -311,7 +326,11 @@ fn phase_line(run: &Run) -> String {
 
 /// `!status <run>`: the run's step table.
 pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
-    let approved = if run.approvers.is_empty() { String::new() } else { format!(", approved by {}", people(&run.approvers)) };
+    let approved = if run.approvers.is_empty() {
+        String::new()
+    } else {
+        format!(", approved by {}", people(&run.approvers))
+    };
     let mut out = format!(
         "{} {}: {} -> {}, requested {} UTC by {}{approved}",
         run.id,
@@ -330,7 +349,13 @@ pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
             (Some(s), None, StepStatus::Running) => format!("{} so far", elapsed(s, now)),
             _ => String::new(),
         };
-        let _ = write!(out, "\n  {}. {:<9} {:<8} {time}", i + 1, step.kind.title(), step_mark(state.status));
+        let _ = write!(
+            out,
+            "\n  {}. {:<9} {:<8} {time}",
+            i + 1,
+            step.kind.title(),
+            step_mark(state.status)
+        );
         let out_trim = out.trim_end().len();
         out.truncate(out_trim);
         if state.status == StepStatus::Failed {
@@ -404,19 +429,43 @@ pub fn card(run: &Run) -> RunCard {
         .iter()
         .zip(&run.steps)
         .enumerate()
-        .map(|(i, (s, st))| format!("{}. {} [{}] {}", i + 1, s.kind.title(), step_mark(st.status), s.summary()))
+        .map(|(i, (s, st))| {
+            format!(
+                "{}. {} [{}] {}",
+                i + 1,
+                s.kind.title(),
+                step_mark(st.status),
+                s.summary()
+            )
+        })
         .collect();
-    let approved = if run.approvers.is_empty() { String::new() } else { format!(", approved by {}", people(&run.approvers)) };
+    let approved = if run.approvers.is_empty() {
+        String::new()
+    } else {
+        format!(", approved by {}", people(&run.approvers))
+    };
     let buttons = match run.phase {
-        Phase::PendingApproval | Phase::RetryPending { .. } => vec![ButtonIntent::Approve(run.id), ButtonIntent::Deny(run.id)],
+        Phase::PendingApproval | Phase::RetryPending { .. } => {
+            vec![ButtonIntent::Approve(run.id), ButtonIntent::Deny(run.id)]
+        }
         _ => Vec::new(),
     };
     RunCard {
         run: run.id,
-        title: format!("{} XMPP federation {} -> {}", run.id, route(run.plan.from_pool.as_ref()), run.plan.to_pool),
+        title: format!(
+            "{} XMPP federation {} -> {}",
+            run.id,
+            route(run.plan.from_pool.as_ref()),
+            run.plan.to_pool
+        ),
         state: phase_line(run),
         steps,
-        footer: format!("requested by {} at {} UTC{approved}; plan sha256 {}", run.requester, clock(run.requested_at), run.plan_hash.short()),
+        footer: format!(
+            "requested by {} at {} UTC{approved}; plan sha256 {}",
+            run.requester,
+            clock(run.requested_at),
+            run.plan_hash.short()
+        ),
         buttons,
     }
 }
@@ -465,10 +514,12 @@ pub fn status_xmpp(s: &baton_actions::status::XmppStatus, holder: Option<&PoolNa
             }
         }
     }
-    let owner = |r: &baton_actions::dns::ARecord| match s.pools.iter().find(|p| p.addr.ip() == std::net::IpAddr::V4(r.address)) {
-        Some(p) => format!("{} ({})", r.address, p.pool),
-        None => format!("{} (no pool of the inventory)", r.address),
-    };
+    let owner =
+        |r: &baton_actions::dns::ARecord| match s.pools.iter().find(|p| p.addr.ip() == std::net::IpAddr::V4(r.address))
+        {
+            Some(p) => format!("{} ({})", r.address, p.pool),
+            None => format!("{} (no pool of the inventory)", r.address),
+        };
     out.push_str(&records_line("A   ", &s.host, &s.a, owner));
     out.push_str(&records_line("SRV ", &s.srv_name, &s.srv, |r| r.to_string()));
     for p in &s.pools {
@@ -483,15 +534,28 @@ pub fn status_xmpp(s: &baton_actions::status::XmppStatus, holder: Option<&PoolNa
         }
         out.push_str(&line);
     }
-    let _ = write!(out, "\n  (asked resolver {} and probed from Baton's host in {})", s.resolver, baton_actions::probe::human_duration(s.elapsed));
+    let _ = write!(
+        out,
+        "\n  (asked resolver {} and probed from Baton's host in {})",
+        s.resolver,
+        baton_actions::probe::human_duration(s.elapsed)
+    );
     out
 }
 
 /// `  A    xmpp.contoso.com -> 203.0.113.20 (EdgePool2)`, or no record, or why there is no answer.
-fn records_line<T>(kind: &str, name: &baton_actions::Fqdn, answer: &Result<Vec<T>, String>, show: impl Fn(&T) -> String) -> String {
+fn records_line<T>(
+    kind: &str,
+    name: &baton_actions::Fqdn,
+    answer: &Result<Vec<T>, String>,
+    show: impl Fn(&T) -> String,
+) -> String {
     match answer {
         Ok(records) if records.is_empty() => format!("\n  {kind} {name} -> no record"),
-        Ok(records) => format!("\n  {kind} {name} -> {}", records.iter().map(show).collect::<Vec<_>>().join(", ")),
+        Ok(records) => format!(
+            "\n  {kind} {name} -> {}",
+            records.iter().map(show).collect::<Vec<_>>().join(", ")
+        ),
         Err(e) => format!("\n  {kind} {name}: {e}"),
     }
 }
@@ -505,15 +569,27 @@ fn xmpp_verdict(s: &baton_actions::status::XmppStatus) -> String {
         Ok(list) => !list.is_empty() && list.iter().all(|r| r.target == s.host.as_str()),
         Err(_) => false,
     };
-    let srv_note = if srv_ok { String::new() } else { format!(" The SRV record does not point at {} only.", s.host) };
+    let srv_note = if srv_ok {
+        String::new()
+    } else {
+        format!(" The SRV record does not point at {} only.", s.host)
+    };
     let in_dns: Vec<&baton_actions::status::PoolStatus> = s.pools.iter().filter(|p| p.in_dns).collect();
     let verdict = match (in_dns.as_slice(), records.is_empty()) {
         (_, true) => format!("{} has no A record: partners cannot reach federation.", s.host),
         ([], false) => format!("{} points to no pool of the inventory.", s.host),
         ([p], false) => match &p.s2s {
             Some(Ok(_)) => format!("working: DNS points to {} and its s2s stream opens.", p.pool),
-            Some(Err(_)) => format!("DNS points to {}, which accepts connections but fails the s2s probe.", p.pool),
-            None => format!("DNS points to {}, but its port {} is {}.", p.pool, p.addr.port(), p.port.state),
+            Some(Err(_)) => format!(
+                "DNS points to {}, which accepts connections but fails the s2s probe.",
+                p.pool
+            ),
+            None => format!(
+                "DNS points to {}, but its port {} is {}.",
+                p.pool,
+                p.addr.port(),
+                p.port.state
+            ),
         },
         (many, false) => {
             let names: Vec<&str> = many.iter().map(|p| p.pool.as_str()).collect();
@@ -540,10 +616,22 @@ mod tests {
             fqdn: Fqdn::parse("edgepool.contoso.com").expect("valid"),
             addr,
             in_dns,
-            port: PortCheck { addr, state, latency: Duration::from_micros(300), error: None },
+            port: PortCheck {
+                addr,
+                state,
+                latency: Duration::from_micros(300),
+                error: None,
+            },
             s2s: s2s.map(|r| {
-                r.map(|()| S2sReport { addr, stream_id: "x".into(), from: None, features: vec!["starttls".into()], latency: Duration::from_millis(2), tls: None })
-                    .map_err(str::to_string)
+                r.map(|()| S2sReport {
+                    addr,
+                    stream_id: "x".into(),
+                    from: None,
+                    features: vec!["starttls".into()],
+                    latency: Duration::from_millis(2),
+                    tls: None,
+                })
+                .map_err(str::to_string)
             }),
         }
     }
@@ -552,9 +640,23 @@ mod tests {
         XmppStatus {
             domain: Fqdn::parse("contoso.com").expect("valid"),
             host: Fqdn::parse("xmpp.contoso.com").expect("valid"),
-            a: a.map(|v| v.iter().map(|ip| ARecord { address: ip.parse().expect("valid"), ttl: 300 }).collect()).map_err(str::to_string),
+            a: a.map(|v| {
+                v.iter()
+                    .map(|ip| ARecord {
+                        address: ip.parse().expect("valid"),
+                        ttl: 300,
+                    })
+                    .collect()
+            })
+            .map_err(str::to_string),
             srv_name: Fqdn::parse("_xmpp-server._tcp.contoso.com").expect("valid"),
-            srv: Ok(vec![SrvRecord { priority: 10, weight: 10, port: 5269, target: "xmpp.contoso.com".into(), ttl: 300 }]),
+            srv: Ok(vec![SrvRecord {
+                priority: 10,
+                weight: 10,
+                port: 5269,
+                target: "xmpp.contoso.com".into(),
+                ttl: 300,
+            }]),
             resolver: "198.51.100.53:53".parse().expect("valid"),
             pools,
             routes: Vec::new(),
@@ -568,18 +670,54 @@ mod tests {
 
     #[test]
     fn the_verdict_names_what_is_wrong() {
-        let ok = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), true)]);
-        assert_eq!(verdict(&ok), "XMPP federation of contoso.com: working: DNS points to EdgePool2 and its s2s stream opens.");
-        let closed = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Refused, None, true)]);
-        assert_eq!(verdict(&closed), "XMPP federation of contoso.com: DNS points to EdgePool2, but its port 5269 is refused.");
-        let stray = status(Ok(vec!["192.0.2.1"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), false)]);
-        assert_eq!(verdict(&stray), "XMPP federation of contoso.com: xmpp.contoso.com points to no pool of the inventory.");
+        let ok = status(
+            Ok(vec!["203.0.113.20"]),
+            vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), true)],
+        );
+        assert_eq!(
+            verdict(&ok),
+            "XMPP federation of contoso.com: working: DNS points to EdgePool2 and its s2s stream opens."
+        );
+        let closed = status(
+            Ok(vec!["203.0.113.20"]),
+            vec![pool("EdgePool2", "203.0.113.20", PortState::Refused, None, true)],
+        );
+        assert_eq!(
+            verdict(&closed),
+            "XMPP federation of contoso.com: DNS points to EdgePool2, but its port 5269 is refused."
+        );
+        let stray = status(
+            Ok(vec!["192.0.2.1"]),
+            vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Ok(())), false)],
+        );
+        assert_eq!(
+            verdict(&stray),
+            "XMPP federation of contoso.com: xmpp.contoso.com points to no pool of the inventory."
+        );
         assert!(status_xmpp(&stray, None).contains("A    xmpp.contoso.com -> 192.0.2.1 (no pool of the inventory)"));
-        let broken = status(Ok(vec!["203.0.113.20"]), vec![pool("EdgePool2", "203.0.113.20", PortState::Open, Some(Err("not an XMPP server-to-server endpoint")), true)]);
-        assert_eq!(verdict(&broken), "XMPP federation of contoso.com: DNS points to EdgePool2, which accepts connections but fails the s2s probe.");
+        let broken = status(
+            Ok(vec!["203.0.113.20"]),
+            vec![pool(
+                "EdgePool2",
+                "203.0.113.20",
+                PortState::Open,
+                Some(Err("not an XMPP server-to-server endpoint")),
+                true,
+            )],
+        );
+        assert_eq!(
+            verdict(&broken),
+            "XMPP federation of contoso.com: DNS points to EdgePool2, which accepts connections but fails the s2s probe."
+        );
         let silent = status(Err("no answer to the A query within 3 s"), vec![]);
-        assert_eq!(verdict(&silent), "XMPP federation of contoso.com: cannot tell: the A query got no answer (see below).");
+        assert_eq!(
+            verdict(&silent),
+            "XMPP federation of contoso.com: cannot tell: the A query got no answer (see below)."
+        );
         let none = status(Ok(vec![]), vec![]);
-        assert_eq!(verdict(&none), "XMPP federation of contoso.com: xmpp.contoso.com has no A record: partners cannot reach federation.");
+        assert_eq!(
+            verdict(&none),
+            "XMPP federation of contoso.com: xmpp.contoso.com has no A record: partners cannot reach federation."
+        );
     }
 }

@@ -25,23 +25,38 @@ pub enum Phase {
     /// Waiting for approvals of the plan.
     PendingApproval,
     /// Executing `step` (0-based).
-    Running { step: usize },
+    Running {
+        step: usize,
+    },
     /// `step` failed; waiting for `!retry` or `!abort`.
-    Failed { step: usize },
+    Failed {
+        step: usize,
+    },
     /// `!retry` of `step` is waiting for approvals (when the policy asks for them).
-    RetryPending { step: usize },
+    RetryPending {
+        step: usize,
+    },
     Succeeded,
     /// Stopped by a person, or by Baton itself (`by: None`) when its plan could no longer be
     /// resolved.
-    Aborted { by: Option<PersonId>, reason: Option<String> },
-    Denied { by: PersonId, reason: Option<String> },
+    Aborted {
+        by: Option<PersonId>,
+        reason: Option<String>,
+    },
+    Denied {
+        by: PersonId,
+        reason: Option<String>,
+    },
     Expired,
 }
 
 impl Phase {
     /// Active runs hold the federation route: only one may exist at a time.
     pub fn is_active(&self) -> bool {
-        matches!(self, Phase::PendingApproval | Phase::Running { .. } | Phase::Failed { .. } | Phase::RetryPending { .. })
+        matches!(
+            self,
+            Phase::PendingApproval | Phase::Running { .. } | Phase::Failed { .. } | Phase::RetryPending { .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {
@@ -115,10 +130,14 @@ impl Run {
 
     /// Whether every action of `step` has a result in the current attempt.
     pub fn step_complete(&self, step: usize) -> bool {
-        self.steps.get(step).is_some_and(|s| s.results.iter().all(Option::is_some))
+        self.steps
+            .get(step)
+            .is_some_and(|s| s.results.iter().all(Option::is_some))
     }
 
     pub fn step_ok(&self, step: usize) -> bool {
-        self.steps.get(step).is_some_and(|s| s.results.iter().all(|r| r.as_ref().is_some_and(|r| r.outcome.is_ok())))
+        self.steps
+            .get(step)
+            .is_some_and(|s| s.results.iter().all(|r| r.as_ref().is_some_and(|r| r.outcome.is_ok())))
     }
 }

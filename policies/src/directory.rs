@@ -49,7 +49,11 @@ impl fmt::Display for GroupName {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DirectoryError {
     #[error("identity {identity} is claimed by both {first} and {second}")]
-    SharedIdentity { identity: Identity, first: PersonId, second: PersonId },
+    SharedIdentity {
+        identity: Identity,
+        first: PersonId,
+        second: PersonId,
+    },
     #[error("group {group} names {person}, who is not in [people]")]
     UnknownMember { group: GroupName, person: PersonId },
     #[error("person {0} is listed twice")]
@@ -98,7 +102,10 @@ impl Directory {
                 if dir.people.contains_key(&person) {
                     set.insert(person);
                 } else {
-                    errors.push(DirectoryError::UnknownMember { group: group.clone(), person });
+                    errors.push(DirectoryError::UnknownMember {
+                        group: group.clone(),
+                        person,
+                    });
                 }
             }
             dir.groups.insert(group, set);
@@ -121,7 +128,9 @@ impl Directory {
 
     /// Whether `person` belongs to at least one of `groups`.
     pub fn in_any(&self, person: &PersonId, groups: &[GroupName]) -> bool {
-        groups.iter().any(|g| self.groups.get(g).is_some_and(|members| members.contains(person)))
+        groups
+            .iter()
+            .any(|g| self.groups.get(g).is_some_and(|members| members.contains(person)))
     }
 
     pub fn people(&self) -> impl Iterator<Item = &PersonId> {
@@ -141,14 +150,20 @@ mod tests {
     fn maps_identities_to_people_and_groups() {
         let dir = Directory::new(
             [
-                (PersonId::new("alice"), vec![id("xmpp:alice@contoso.com"), id("console:alice")]),
+                (
+                    PersonId::new("alice"),
+                    vec![id("xmpp:alice@contoso.com"), id("console:alice")],
+                ),
                 (PersonId::new("bob"), vec![id("discord:42")]),
             ],
             [(GroupName::new("edge-admins"), vec![PersonId::new("alice")])],
         )
         .expect("valid directory");
         assert_eq!(dir.person_of(&id("console:alice")), Some(&PersonId::new("alice")));
-        assert_eq!(dir.person_of(&id("xmpp:ALICE@contoso.com")), Some(&PersonId::new("alice")));
+        assert_eq!(
+            dir.person_of(&id("xmpp:ALICE@contoso.com")),
+            Some(&PersonId::new("alice"))
+        );
         assert_eq!(dir.person_of(&id("console:mallory")), None);
         assert!(dir.in_any(&PersonId::new("alice"), &[GroupName::new("edge-admins")]));
         assert!(!dir.in_any(&PersonId::new("bob"), &[GroupName::new("edge-admins")]));

@@ -103,7 +103,9 @@ impl Identity {
             Platform::Console => {
                 let lower = account.to_ascii_lowercase();
                 if !(lower.len() <= 32
-                    && lower.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+                    && lower
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
                 {
                     return bad("must be a short name of letters, digits, - or _");
                 }
@@ -116,8 +118,8 @@ impl Identity {
     /// Parses `platform:account`.
     pub fn parse(s: &str) -> Result<Identity, IdentityError> {
         let (platform, account) = s.split_once(':').ok_or(IdentityError::Shape)?;
-        let platform =
-            Platform::parse(platform).ok_or_else(|| IdentityError::UnknownPlatform(platform.chars().take(20).collect()))?;
+        let platform = Platform::parse(platform)
+            .ok_or_else(|| IdentityError::UnknownPlatform(platform.chars().take(20).collect()))?;
         Identity::new(platform, account)
     }
 
@@ -133,7 +135,10 @@ impl Identity {
 fn is_guid(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.len() == 5
-        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 impl fmt::Display for Identity {
@@ -170,20 +175,53 @@ mod tests {
     #[test]
     fn parses_and_normalises() {
         check("xmpp:Alice@Contoso.COM", "xmpp:alice@contoso.com");
-        check("xmpp:alice@contoso.com/laptop", "error: xmpp account must be a bare JID (no /resource)");
-        check("xmpp:alice", "error: xmpp account must be a bare JID like alice@contoso.com");
-        check("xmpp:@contoso.com", "error: xmpp account must be a bare JID like alice@contoso.com");
-        check("xmpp:a@b@c", "error: xmpp account must be a bare JID like alice@contoso.com");
-        check("teams:0F4E1B2C-1234-4abc-8def-0123456789AB", "teams:0f4e1b2c-1234-4abc-8def-0123456789ab");
-        check("teams:not-a-guid", "error: teams account must be an Azure AD object id (a GUID)");
+        check(
+            "xmpp:alice@contoso.com/laptop",
+            "error: xmpp account must be a bare JID (no /resource)",
+        );
+        check(
+            "xmpp:alice",
+            "error: xmpp account must be a bare JID like alice@contoso.com",
+        );
+        check(
+            "xmpp:@contoso.com",
+            "error: xmpp account must be a bare JID like alice@contoso.com",
+        );
+        check(
+            "xmpp:a@b@c",
+            "error: xmpp account must be a bare JID like alice@contoso.com",
+        );
+        check(
+            "teams:0F4E1B2C-1234-4abc-8def-0123456789AB",
+            "teams:0f4e1b2c-1234-4abc-8def-0123456789ab",
+        );
+        check(
+            "teams:not-a-guid",
+            "error: teams account must be an Azure AD object id (a GUID)",
+        );
         check("discord:80351110224678912", "discord:80351110224678912");
-        check("discord:bob", "error: discord account must be a numeric Discord user id");
+        check(
+            "discord:bob",
+            "error: discord account must be a numeric Discord user id",
+        );
         check("console:Bob", "console:bob");
-        check("console:bob smith", "error: console account contains spaces or control characters");
+        check(
+            "console:bob smith",
+            "error: console account contains spaces or control characters",
+        );
         check("console:", "error: console account is empty");
-        check("irc:bob", "error: unknown platform 'irc' (platforms: xmpp, teams, discord, console)");
-        check("bob", "error: identity must look like platform:account (platforms: xmpp, teams, discord, console)");
-        check("xmpp:al\u{0}ice@x", "error: xmpp account contains spaces or control characters");
+        check(
+            "irc:bob",
+            "error: unknown platform 'irc' (platforms: xmpp, teams, discord, console)",
+        );
+        check(
+            "bob",
+            "error: identity must look like platform:account (platforms: xmpp, teams, discord, console)",
+        );
+        check(
+            "xmpp:al\u{0}ice@x",
+            "error: xmpp account contains spaces or control characters",
+        );
     }
 
     #[test]

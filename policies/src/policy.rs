@@ -21,7 +21,14 @@ pub enum Right {
 }
 
 impl Right {
-    pub const ALL: [Right; 6] = [Right::View, Right::Request, Right::Approve, Right::Deny, Right::Abort, Right::Retry];
+    pub const ALL: [Right; 6] = [
+        Right::View,
+        Right::Request,
+        Right::Approve,
+        Right::Deny,
+        Right::Abort,
+        Right::Retry,
+    ];
 
     pub fn verb(self) -> &'static str {
         match self {
@@ -103,12 +110,22 @@ impl Actor {
 /// Why the policy said no. The `Display` text is what the chat user reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    Unverified { why: String },
-    UnknownIdentity { identity: Identity },
-    NotAllowed { person: PersonId, right: Right, groups: Vec<GroupName> },
+    Unverified {
+        why: String,
+    },
+    UnknownIdentity {
+        identity: Identity,
+    },
+    NotAllowed {
+        person: PersonId,
+        right: Right,
+        groups: Vec<GroupName>,
+    },
     SelfApproval,
     AlreadyApproved,
-    Expired { at: DateTime<Utc> },
+    Expired {
+        at: DateTime<Utc>,
+    },
     PlanChanged,
 }
 
@@ -121,10 +138,19 @@ impl fmt::Display for Refusal {
             }
             Refusal::NotAllowed { person, right, groups } => {
                 if groups.is_empty() {
-                    write!(f, "{person} may not {}: nobody is allowed to by the policy", right.verb())
+                    write!(
+                        f,
+                        "{person} may not {}: nobody is allowed to by the policy",
+                        right.verb()
+                    )
                 } else {
                     let names: Vec<&str> = groups.iter().map(GroupName::as_str).collect();
-                    write!(f, "{person} may not {}: only members of {} may", right.verb(), names.join(", "))
+                    write!(
+                        f,
+                        "{person} may not {}: only members of {} may",
+                        right.verb(),
+                        names.join(", ")
+                    )
                 }
             }
             Refusal::SelfApproval => write!(f, "you requested this; another person must approve it"),
@@ -167,9 +193,9 @@ impl Policy {
             Sender::Verified(identity) => identity,
             Sender::Unverified { why, .. } => return Err(Refusal::Unverified { why: why.clone() }),
         };
-        let person = dir
-            .person_of(identity)
-            .ok_or_else(|| Refusal::UnknownIdentity { identity: identity.clone() })?;
+        let person = dir.person_of(identity).ok_or_else(|| Refusal::UnknownIdentity {
+            identity: identity.clone(),
+        })?;
         self.authorize_person(dir, person, right)
     }
 
@@ -177,11 +203,19 @@ impl Policy {
     /// was recorded rather than the chat sender).
     pub fn authorize_person(&self, dir: &Directory, person: &PersonId, right: Right) -> Result<Actor, Refusal> {
         match self.groups_for(right) {
-            None => Ok(Actor { person: person.clone(), right }),
-            Some(groups) if dir.contains(person) && dir.in_any(person, groups) => {
-                Ok(Actor { person: person.clone(), right })
-            }
-            Some(groups) => Err(Refusal::NotAllowed { person: person.clone(), right, groups: groups.to_vec() }),
+            None => Ok(Actor {
+                person: person.clone(),
+                right,
+            }),
+            Some(groups) if dir.contains(person) && dir.in_any(person, groups) => Ok(Actor {
+                person: person.clone(),
+                right,
+            }),
+            Some(groups) => Err(Refusal::NotAllowed {
+                person: person.clone(),
+                right,
+                groups: groups.to_vec(),
+            }),
         }
     }
 }

@@ -100,14 +100,22 @@ impl Review {
         if self.approvals.iter().any(|a| a.person == *approver.person()) {
             return Err(Refusal::AlreadyApproved);
         }
-        Ok(VerifiedApproval { person: approver.person().clone(), plan_hash: plan_hash.to_string(), at: now })
+        Ok(VerifiedApproval {
+            person: approver.person().clone(),
+            plan_hash: plan_hash.to_string(),
+            at: now,
+        })
     }
 
     /// Checks a deny. Any person allowed to deny may, the requester included (that withdraws
     /// the request), until it expires.
     pub fn check_deny(&self, policy: &Policy, denier: &Actor, now: DateTime<Utc>) -> Result<(), Refusal> {
         if denier.right() != Right::Deny {
-            return Err(Refusal::NotAllowed { person: denier.person().clone(), right: Right::Deny, groups: policy.deny.clone() });
+            return Err(Refusal::NotAllowed {
+                person: denier.person().clone(),
+                right: Right::Deny,
+                groups: policy.deny.clone(),
+            });
         }
         if self.is_expired(now) {
             return Err(Refusal::Expired { at: self.expires_at });
@@ -135,7 +143,11 @@ impl Review {
             .collect();
         let need = policy.approvals_required.max(1);
         let have = u32::try_from(approvers.len()).unwrap_or(u32::MAX);
-        if have >= need { Tally::Approved { approvers } } else { Tally::Pending { have, need } }
+        if have >= need {
+            Tally::Approved { approvers }
+        } else {
+            Tally::Pending { have, need }
+        }
     }
 
     /// Binds the review to a new plan: earlier approvals lapse. Returns who had approved.
@@ -144,6 +156,9 @@ impl Review {
             return Vec::new();
         }
         self.plan_hash = plan_hash.to_string();
-        std::mem::take(&mut self.approvals).into_iter().map(|a| a.person).collect()
+        std::mem::take(&mut self.approvals)
+            .into_iter()
+            .map(|a| a.person)
+            .collect()
     }
 }

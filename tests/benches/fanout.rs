@@ -37,22 +37,39 @@ fn fan_out(n: usize, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
             .enumerate()
             .map(|(i, h)| ActionRequest {
                 key: IdempotencyKey::new("bench", n as u64, 1, i, &h[..7], round),
-                action: Action::ServicesStop { host: Fqdn::parse(h).expect("valid") },
+                action: Action::ServicesStop {
+                    host: Fqdn::parse(h).expect("valid"),
+                },
                 timeout: Duration::from_secs(30),
             })
             .collect();
         let t = Instant::now();
-        let reports = runtime.block_on(futures::future::join_all(requests.into_iter().map(|r| dispatcher.execute(r))));
+        let reports = runtime.block_on(futures::future::join_all(
+            requests.into_iter().map(|r| dispatcher.execute(r)),
+        ));
         rounds.push(t.elapsed());
-        let failed: Vec<&str> = reports.iter().filter(|r| !r.outcome.is_ok()).map(|r| r.outcome.text()).collect();
-        anyhow::ensure!(failed.is_empty(), "{} of {n} failed: {:?}", failed.len(), &failed[..failed.len().min(3)]);
+        let failed: Vec<&str> = reports
+            .iter()
+            .filter(|r| !r.outcome.is_ok())
+            .map(|r| r.outcome.text())
+            .collect();
+        anyhow::ensure!(
+            failed.is_empty(),
+            "{} of {n} failed: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(3)]
+        );
     }
     let best = *rounds.iter().min().expect("three rounds");
     println!(
         "fan-out {n:>3} agents, 1 s action: best {:7.1} ms, median {:7.1} ms (rounds: {}) [{} agents started in {:.1} s]",
         ms(best),
         ms(median(rounds.clone())),
-        rounds.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(", "),
+        rounds
+            .iter()
+            .map(|d| format!("{:.0}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", "),
         n,
         startup.as_secs_f64()
     );
@@ -99,7 +116,10 @@ fn overhead(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a filter argument selects nothing here.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    println!("baton-agent fan-out benchmark ({} cores)", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "baton-agent fan-out benchmark ({} cores)",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
     overhead(&runtime)?;
     for n in [1, 10, 100] {
         fan_out(n, &runtime)?;

@@ -38,13 +38,18 @@ const ECHO_COMMAND: &str = "?status";
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; the one other argument is the number of rounds.
     let rounds = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
-        Some(a) => a.parse::<usize>().with_context(|| format!("rounds must be a number, got {a:?}"))?,
+        Some(a) => a
+            .parse::<usize>()
+            .with_context(|| format!("rounds must be a number, got {a:?}"))?,
         None => 300,
     };
     if rounds < 200 {
         bail!("use at least 200 rounds (p99 needs them)");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(bench(rounds))
 }
 
@@ -73,9 +78,15 @@ impl Samples {
 
 async fn bench(rounds: usize) -> anyhow::Result<()> {
     let mut stack = tokio::task::block_in_place(|| {
-        Stack::start(StackOptions { xmpp_chat: true, sim_args: vec!["--delay-ms".into(), "300".into()], ..StackOptions::default() })
+        Stack::start(StackOptions {
+            xmpp_chat: true,
+            sim_args: vec!["--delay-ms".into(), "300".into()],
+            ..StackOptions::default()
+        })
     })?;
-    stack.prosody.register("echo", SecretString::from(format!("echo-{}", std::process::id())))?;
+    stack
+        .prosody
+        .register("echo", SecretString::from(format!("echo-{}", std::process::id())))?;
     let mut alice = TestClient::connect(&stack.prosody, "alice").await?;
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
 
@@ -101,9 +112,16 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     let mut bob = TestClient::connect(&stack.prosody, "bob").await?;
     bob.join(INCIDENT_ROOM, "bob", JoinHistory::None).await?;
     alice.send(INCIDENT_ROOM, "!failover xmpp EdgePool2 benchmark").await?;
-    alice.expect_message(|m| m.nick == "baton" && m.text.starts_with("Run #1 requested by alice"), WAIT).await?;
+    alice
+        .expect_message(
+            |m| m.nick == "baton" && m.text.starts_with("Run #1 requested by alice"),
+            WAIT,
+        )
+        .await?;
     bob.send(INCIDENT_ROOM, "!approve 1").await?;
-    alice.expect_message(|m| m.nick == "baton" && m.text.ends_with("Running."), WAIT).await?;
+    alice
+        .expect_message(|m| m.nick == "baton" && m.text.ends_with("Running."), WAIT)
+        .await?;
     let mut during = Samples::default();
     let mut peak_during = 0u64;
     let run_started = Instant::now();
@@ -142,9 +160,17 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     );
     println!("resident memory (VmRSS) of baton run:");
     println!("  idle, joined, before any command    {}", mib(idle.rss_kib));
-    println!("  after {:>4} commands for it          {}", 2 * (rounds + WARM_UP), mib(after_commands.rss_kib));
+    println!(
+        "  after {:>4} commands for it          {}",
+        2 * (rounds + WARM_UP),
+        mib(after_commands.rss_kib)
+    );
     println!("  during a failover (peak of samples) {}", mib(peak_during));
-    println!("  after the run                       {} (VmHWM, the process's peak: {})", mib(after_run.rss_kib), mib(after_run.hwm_kib));
+    println!(
+        "  after the run                       {} (VmHWM, the process's peak: {})",
+        mib(after_run.rss_kib),
+        mib(after_run.hwm_kib)
+    );
     if let Some(m) = echo_memory {
         println!("  (the bare echo bot: {}, peak {})", mib(m.rss_kib), mib(m.hwm_kib));
     }
@@ -178,7 +204,10 @@ async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration
     alice.send(INCIDENT_ROOM, command).await?;
     loop {
         let left = WAIT.saturating_sub(started.elapsed());
-        let m: RoomMessage = alice.expect_message(|_| true, left).await.context("waiting for the answer")?;
+        let m: RoomMessage = alice
+            .expect_message(|_| true, left)
+            .await
+            .context("waiting for the answer")?;
         let took = started.elapsed();
         let echo_answer = m.nick == "echo" && m.text.starts_with("echo: ");
         let baton_answer = m.nick == "baton" && m.text.starts_with(BATON_ANSWER);
@@ -188,7 +217,9 @@ async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration
         match who {
             Bot::Echo if echo_answer => return Ok((took, run_done)),
             Bot::Baton if baton_answer => return Ok((took, run_done)),
-            _ if echo_answer || baton_answer => bail!("<{}> answered a command that was not for it: {}", m.nick, m.text),
+            _ if echo_answer || baton_answer => {
+                bail!("<{}> answered a command that was not for it: {}", m.nick, m.text)
+            }
             _ => {}
         }
     }
@@ -200,7 +231,12 @@ async fn wait_for_baton(alice: &mut TestClient) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         alice.send(INCIDENT_ROOM, BATON_COMMAND).await?;
-        let answered = alice.expect_message(|m| m.nick == "baton" && m.text.starts_with(BATON_ANSWER), Duration::from_secs(2)).await;
+        let answered = alice
+            .expect_message(
+                |m| m.nick == "baton" && m.text.starts_with(BATON_ANSWER),
+                Duration::from_secs(2),
+            )
+            .await;
         if answered.is_ok() {
             alice.collect_for(Duration::from_millis(500)).await;
             return Ok(());
@@ -225,7 +261,10 @@ fn memory(pid: u32) -> Memory {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
     };
-    Memory { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:") }
+    Memory {
+        rss_kib: field("VmRSS:"),
+        hwm_kib: field("VmHWM:"),
+    }
 }
 
 fn percentile(samples: &[Duration], p: usize) -> Duration {
@@ -248,5 +287,11 @@ fn mib(kib: u64) -> String {
 
 fn row(name: &str, samples: &[Duration]) {
     let cell = |p| format!("{:.2} ms", ms(percentile(samples, p)));
-    println!("{name:<44} {:>9} {:>9} {:>9} {:>6}", cell(50), cell(90), cell(99), samples.len());
+    println!(
+        "{name:<44} {:>9} {:>9} {:>9} {:>6}",
+        cell(50),
+        cell(90),
+        cell(99),
+        samples.len()
+    );
 }

@@ -26,7 +26,12 @@ const WARM_UP: usize = 20;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let rounds: usize = std::env::args().nth(1).map(|a| a.parse()).transpose().context("rounds must be a number")?.unwrap_or(300);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()
+        .context("rounds must be a number")?
+        .unwrap_or(300);
     if rounds < 10 {
         bail!("use at least 10 rounds");
     }
@@ -42,8 +47,13 @@ async fn main() -> anyhow::Result<()> {
     echo.stop().await.context("stopping the echo bot")?;
 
     // The adapter with an echo loop behind it.
-    let mut config = XmppConfig::new(server.jid("baton"), server.password("baton")?, server.c2s_addr().to_string(), TlsMode::Plain)
-        .with_room(INCIDENT_ROOM, "baton");
+    let mut config = XmppConfig::new(
+        server.jid("baton"),
+        server.password("baton")?,
+        server.c2s_addr().to_string(),
+        TlsMode::Plain,
+    )
+    .with_room(INCIDENT_ROOM, "baton");
     config.reconnect_initial = Duration::from_millis(100);
     let adapter = Arc::new(XmppAdapter::new(config)?);
     let (tx, mut rx) = mpsc::channel(64);
@@ -59,7 +69,13 @@ async fn main() -> anyhow::Result<()> {
             let mut id = 0;
             while let Some(inbound) = rx.recv().await {
                 id += 1;
-                let reply = Outbound { id, room: inbound.room, run: None, text: format!("echo: {}", inbound.text), card: None };
+                let reply = Outbound {
+                    id,
+                    room: inbound.room,
+                    run: None,
+                    text: format!("echo: {}", inbound.text),
+                    card: None,
+                };
                 if let Err(e) = adapter.deliver(&reply).await {
                     eprintln!("delivery failed: {e}");
                 }
@@ -110,13 +126,22 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
 }
 
 fn print_row(name: &str, sorted: &[Duration], rss: Option<u64>) {
-    let rss = rss.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "?".into());
+    let rss = rss
+        .map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+        .unwrap_or_else(|| "?".into());
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1000.0);
-    println!("{name:<28} {:>10} {:>10} {rss:>12}", ms(percentile(sorted, 50)), ms(percentile(sorted, 99)));
+    println!(
+        "{name:<28} {:>10} {:>10} {rss:>12}",
+        ms(percentile(sorted, 50)),
+        ms(percentile(sorted, 99))
+    );
 }
 
 /// Resident memory of a process in KiB, from /proc.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

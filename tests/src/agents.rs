@@ -18,8 +18,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Every action an agent can carry out.
-pub const ALL_ACTIONS: &[&str] =
-    &["services.stop", "services.start", "services.status", "route.get", "route.set", "dns.set_a", "dns.ensure_srv"];
+pub const ALL_ACTIONS: &[&str] = &[
+    "services.stop",
+    "services.start",
+    "services.status",
+    "route.get",
+    "route.set",
+    "dns.set_a",
+    "dns.ensure_srv",
+];
 
 /// The `baton-agent` and `baton-lync-sim` executables of the current profile.
 #[derive(Clone, Debug)]
@@ -32,15 +39,24 @@ pub struct Binaries {
 /// `target/<profile>/`.
 pub fn binaries() -> Result<Binaries> {
     let exe = std::env::current_exe().context("finding the test executable")?;
-    let mut dir = exe.parent().ok_or_else(|| anyhow!("the test executable has no folder"))?.to_path_buf();
+    let mut dir = exe
+        .parent()
+        .ok_or_else(|| anyhow!("the test executable has no folder"))?
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }
     let suffix = std::env::consts::EXE_SUFFIX;
-    let bins = Binaries { agent: dir.join(format!("baton-agent{suffix}")), sim: dir.join(format!("baton-lync-sim{suffix}")) };
+    let bins = Binaries {
+        agent: dir.join(format!("baton-agent{suffix}")),
+        sim: dir.join(format!("baton-lync-sim{suffix}")),
+    };
     for b in [&bins.agent, &bins.sim] {
         if !b.exists() {
-            bail!("{} is missing: build it with `cargo build -p baton-actions --bins` (or run `cargo test -p baton-actions -p baton-e2e`)", b.display());
+            bail!(
+                "{} is missing: build it with `cargo build -p baton-actions --bins` (or run `cargo test -p baton-actions -p baton-e2e`)",
+                b.display()
+            );
         }
     }
     Ok(bins)
@@ -106,7 +122,14 @@ impl Fleet {
         let bins = binaries()?;
         let dir = tempfile::tempdir().context("making the fleet folder")?;
         let hosts: Vec<Fqdn> = specs.iter().map(|s| s.host.clone()).collect();
-        let pki = pki::init(&dir.path().join("pki"), &hosts, &PkiOptions { loopback: true, bot_name: None })?;
+        let pki = pki::init(
+            &dir.path().join("pki"),
+            &hosts,
+            &PkiOptions {
+                loopback: true,
+                bot_name: None,
+            },
+        )?;
         let mut agents = BTreeMap::new();
         for spec in specs {
             let base = dir.path().join(spec.host.as_str());
@@ -151,17 +174,32 @@ impl Fleet {
     }
 
     fn agent(&self, host: &Fqdn) -> Result<&Agent> {
-        self.agents.get(host).ok_or_else(|| anyhow!("no agent {host} in this fleet"))
+        self.agents
+            .get(host)
+            .ok_or_else(|| anyhow!("no agent {host} in this fleet"))
     }
 
     fn agent_mut(&mut self, host: &Fqdn) -> Result<&mut Agent> {
-        self.agents.get_mut(host).ok_or_else(|| anyhow!("no agent {host} in this fleet"))
+        self.agents
+            .get_mut(host)
+            .ok_or_else(|| anyhow!("no agent {host} in this fleet"))
     }
 
     fn write_config(&self, a: &Agent) -> Result<()> {
-        let files = self.pki.agents.get(&a.spec.host).ok_or_else(|| anyhow!("no certificate for {}", a.spec.host))?;
-        let listen = a.address.map(|s| s.to_string()).unwrap_or_else(|| "127.0.0.1:0".to_string());
-        let mut argv = vec![self.bins.sim.display().to_string(), "--state".to_string(), a.sim_state.display().to_string()];
+        let files = self
+            .pki
+            .agents
+            .get(&a.spec.host)
+            .ok_or_else(|| anyhow!("no certificate for {}", a.spec.host))?;
+        let listen = a
+            .address
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "127.0.0.1:0".to_string());
+        let mut argv = vec![
+            self.bins.sim.display().to_string(),
+            "--state".to_string(),
+            a.sim_state.display().to_string(),
+        ];
         argv.extend(a.spec.sim_args.iter().cloned());
         let text = baton_actions::agent::config::CommandAgentFiles {
             host: a.spec.host.as_str(),
@@ -203,7 +241,10 @@ impl Fleet {
         let started = Instant::now();
         let mut child = child;
         let address = loop {
-            if let Some(address) = std::fs::read_to_string(&address_file).ok().and_then(|t| t.trim().parse::<SocketAddr>().ok()) {
+            if let Some(address) = std::fs::read_to_string(&address_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<SocketAddr>().ok())
+            {
                 break address;
             }
             if let Some(status) = child.try_wait()? {
@@ -287,18 +328,34 @@ impl Fleet {
     /// The address `host`'s agent listens (or last listened) on.
     pub fn address(&self, host: &Fqdn) -> Result<SocketAddr> {
         let a = self.agent(host)?;
-        a.running.as_ref().map(|r| r.address).or(a.address).ok_or_else(|| anyhow!("{host} was never started"))
+        a.running
+            .as_ref()
+            .map(|r| r.address)
+            .or(a.address)
+            .ok_or_else(|| anyhow!("{host} was never started"))
     }
 
     /// The process id of `host`'s running agent.
     pub fn pid(&self, host: &Fqdn) -> Option<u32> {
-        self.agents.get(host).and_then(|a| a.running.as_ref()).map(|r| r.child.id())
+        self.agents
+            .get(host)
+            .and_then(|a| a.running.as_ref())
+            .map(|r| r.child.id())
     }
 
     /// A dispatcher configuration for every agent of the fleet, with short test times.
     pub fn dispatcher_config(&self) -> DispatcherConfig {
-        let agents = self.agents.iter().filter_map(|(h, a)| a.address.map(|s| (h.clone(), s.into()))).collect();
-        let mut c = DispatcherConfig::new(self.pki.ca_cert.clone(), self.pki.bot_cert.clone(), self.pki.bot_key.clone(), agents);
+        let agents = self
+            .agents
+            .iter()
+            .filter_map(|(h, a)| a.address.map(|s| (h.clone(), s.into())))
+            .collect();
+        let mut c = DispatcherConfig::new(
+            self.pki.ca_cert.clone(),
+            self.pki.bot_cert.clone(),
+            self.pki.bot_key.clone(),
+            agents,
+        );
         c.connect_timeout = Duration::from_secs(2);
         c.request_timeout = Duration::from_secs(5);
         c.poll_wait = Duration::from_secs(2);
@@ -331,7 +388,11 @@ impl Fleet {
     /// delay or a failure for the next executions).
     pub fn edit_sim(&self, host: &Fqdn, change: impl FnOnce(&mut Value)) -> Result<()> {
         let path = self.sim_path(host)?;
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path.with_extension("lock"))?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.with_extension("lock"))?;
         lock.lock()?;
         let mut state = self.sim(host)?;
         if state.is_null() {
@@ -345,7 +406,11 @@ impl Fleet {
     /// Every recorded simulator execution of `host`: (key, action, status).
     pub fn executions(&self, host: &Fqdn) -> Result<Vec<(String, String, String)>> {
         let state = self.sim(host)?;
-        let list = state.get("executions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let list = state
+            .get("executions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
         Ok(list
             .iter()
             .map(|e| {
@@ -362,7 +427,10 @@ impl Fleet {
 
     /// The agent's log, for failure messages.
     pub fn log(&self, host: &Fqdn) -> String {
-        self.agents.get(host).and_then(|a| std::fs::read_to_string(&a.log).ok()).unwrap_or_default()
+        self.agents
+            .get(host)
+            .and_then(|a| std::fs::read_to_string(&a.log).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -379,8 +447,15 @@ impl Drop for Fleet {
 
 /// A simulator state with every service running and the given sites' routes.
 pub fn sim_state(sites: &[(&str, Option<&str>)]) -> Value {
-    let sites: serde_json::Map<String, Value> =
-        sites.iter().map(|(s, r)| (s.to_string(), r.map(|r| Value::String(r.to_string())).unwrap_or(Value::Null))).collect();
+    let sites: serde_json::Map<String, Value> = sites
+        .iter()
+        .map(|(s, r)| {
+            (
+                s.to_string(),
+                r.map(|r| Value::String(r.to_string())).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
     json!({
         "services": {"REPLICA": "Running", "RTCDATAPROXY": "Running", "RTCMEDIARELAY": "Running", "RTCMRAUTH": "Running", "RTCSRV": "Running"},
         "sites": sites,
@@ -432,9 +507,14 @@ pub async fn raw_request(
         None => builder.with_no_client_auth(),
     };
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(host.as_str().to_string()).map_err(|e| e.to_string())?;
-    let mut tls = connector.connect(name, tcp).await.map_err(|e| format!("handshake: {e}"))?;
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -467,6 +547,9 @@ pub async fn raw_request(
         .nth(1)
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| format!("not an HTTP answer: {}", text.chars().take(200).collect::<String>()))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

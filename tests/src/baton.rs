@@ -14,9 +14,16 @@ use std::time::{Duration, Instant};
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("tests run from target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace --bins` before the tests", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
     path
 }
 
@@ -45,7 +52,10 @@ impl Baton {
     pub fn start(args: &[&str]) -> anyhow::Result<Baton> {
         let mut child = Command::new(bin("baton"))
             .args(args)
-            .env("RUST_LOG", std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -56,7 +66,12 @@ impl Baton {
         collect(child.stdout.take().context("stdout is piped")?, lines.clone());
         collect(child.stderr.take().context("stderr is piped")?, stderr.clone());
         let stdin = child.stdin.take();
-        Ok(Baton { child, stdin, lines, stderr })
+        Ok(Baton {
+            child,
+            stdin,
+            lines,
+            stderr,
+        })
     }
 
     /// Starts `baton demo --store STORE <extra>`.
@@ -102,7 +117,11 @@ impl Baton {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        bail!("no line with {needle:?} within {timeout:?}; stdout:\n{}\nstderr:\n{}", self.lines().join("\n"), self.stderr())
+        bail!(
+            "no line with {needle:?} within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+            self.lines().join("\n"),
+            self.stderr()
+        )
     }
 
     /// SIGKILL: no chance to clean up, as in a crash or a power cut.
@@ -122,7 +141,11 @@ impl Baton {
             }
             if Instant::now() > deadline {
                 self.kill9();
-                bail!("baton did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}", self.lines().join("\n"), self.stderr());
+                bail!(
+                    "baton did not exit within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                    self.lines().join("\n"),
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

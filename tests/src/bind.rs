@@ -43,7 +43,10 @@ impl Bind {
         // A free port can be taken by someone else between the probe and named's bind; try again.
         for _ in 0..3 {
             let port = free_port()?;
-            let dir = tempfile::Builder::new().prefix("baton-bind-").tempdir().context("creating named's directory")?;
+            let dir = tempfile::Builder::new()
+                .prefix("baton-bind-")
+                .tempdir()
+                .context("creating named's directory")?;
             write_config(dir.path(), port, &secret, extra)?;
             match launch(dir, port, &secret) {
                 Ok(bind) => return Ok(bind),
@@ -84,7 +87,12 @@ impl Bind {
     /// The records of `name` and `rtype` in dig's `+short` form, sorted.
     pub fn records(&self, name: &str, rtype: &str) -> Result<Vec<String>> {
         let out = self.dig(&["+short", name, rtype])?;
-        let mut lines: Vec<String> = out.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+        let mut lines: Vec<String> = out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
         lines.sort();
         Ok(lines)
     }
@@ -94,7 +102,9 @@ impl Bind {
         let soa = self.records(ZONE, "SOA")?;
         let line = soa.first().context("the zone has no SOA")?;
         let serial = line.split_whitespace().nth(2).context("the SOA answer has no serial")?;
-        serial.parse().with_context(|| format!("the SOA serial '{serial}' is not a number"))
+        serial
+            .parse()
+            .with_context(|| format!("the SOA serial '{serial}' is not a number"))
     }
 
     /// What `named` has logged so far (for diagnostics in failing tests).
@@ -123,7 +133,11 @@ fn generate_secret() -> Result<String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let secret = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix("secret \"").and_then(|rest| rest.strip_suffix("\";")))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("secret \"")
+                .and_then(|rest| rest.strip_suffix("\";"))
+        })
         .context("tsig-keygen printed no secret line")?;
     Ok(secret.to_string())
 }
@@ -191,7 +205,12 @@ fn launch(dir: tempfile::TempDir, port: u16, secret: &str) -> Result<Bind> {
         .stderr(log)
         .spawn()
         .context("starting /usr/sbin/named (Debian package bind9)")?;
-    let mut bind = Bind { child, port, secret: secret.to_string(), dir };
+    let mut bind = Bind {
+        child,
+        port,
+        secret: secret.to_string(),
+        dir,
+    };
     let started = Instant::now();
     while started.elapsed() < START_LIMIT {
         if let Some(status) = bind.child.try_wait().context("checking on named")? {
@@ -202,5 +221,9 @@ fn launch(dir: tempfile::TempDir, port: u16, secret: &str) -> Result<Bind> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    bail!("named did not answer within {}s:\n{}", START_LIMIT.as_secs(), bind.log())
+    bail!(
+        "named did not answer within {}s:\n{}",
+        START_LIMIT.as_secs(),
+        bind.log()
+    )
 }

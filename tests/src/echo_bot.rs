@@ -22,10 +22,17 @@ pub struct EchoBot {
 fn binary() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the running benchmark")?;
     let dir = exe.parent().context("the benchmark has a folder")?;
-    let profile = dir.parent().context("the benchmark runs from target/<profile>/<folder>")?;
-    let bin = profile.join("examples").join(format!("xmpp_echo{}", std::env::consts::EXE_SUFFIX));
+    let profile = dir
+        .parent()
+        .context("the benchmark runs from target/<profile>/<folder>")?;
+    let bin = profile
+        .join("examples")
+        .join(format!("xmpp_echo{}", std::env::consts::EXE_SUFFIX));
     if !bin.exists() {
-        bail!("{} is missing: build it with cargo build [--release] -p baton --example xmpp_echo", bin.display());
+        bail!(
+            "{} is missing: build it with cargo build [--release] -p baton --example xmpp_echo",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -36,7 +43,13 @@ impl EchoBot {
     pub async fn start(server: &Prosody, user: &str, room: &str, nick: &str, prefix: &str) -> anyhow::Result<EchoBot> {
         let bin = binary()?;
         let mut child = tokio::process::Command::new(&bin)
-            .args(["--jid", &server.jid(user), "--server", &server.c2s_addr().to_string(), "--plain"])
+            .args([
+                "--jid",
+                &server.jid(user),
+                "--server",
+                &server.c2s_addr().to_string(),
+                "--plain",
+            ])
             .args(["--room", room, "--nick", nick, "--prefix", prefix])
             .env("XMPP_PASSWORD", server.password(user)?.expose_secret())
             .stdout(std::process::Stdio::piped())

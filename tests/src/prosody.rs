@@ -105,7 +105,10 @@ impl Prosody {
     /// Writes the configuration, registers the users, starts the server and waits until it
     /// answers a stream and its rooms exist.
     pub fn start_with(options: ProsodyOptions) -> anyhow::Result<Prosody> {
-        let dir = tempfile::Builder::new().prefix("baton-prosody-").tempdir().context("creating prosody tempdir")?;
+        let dir = tempfile::Builder::new()
+            .prefix("baton-prosody-")
+            .tempdir()
+            .context("creating prosody tempdir")?;
         for sub in ["data", "plugins", "certs"] {
             std::fs::create_dir_all(dir.path().join(sub)).with_context(|| format!("creating {sub} dir"))?;
         }
@@ -115,10 +118,21 @@ impl Prosody {
             s2s_port = free_port()?;
         }
         let config = dir.path().join("prosody.cfg.lua");
-        std::fs::write(&config, config_text(dir.path(), c2s_port, s2s_port, &options)).context("writing prosody config")?;
-        std::fs::write(dir.path().join("plugins").join("mod_baton_test_rooms.lua"), ROOMS_MODULE)
-            .context("writing room module")?;
-        let mut prosody = Prosody { dir, config, c2s_port, s2s_port, child: None, passwords: BTreeMap::new() };
+        std::fs::write(&config, config_text(dir.path(), c2s_port, s2s_port, &options))
+            .context("writing prosody config")?;
+        std::fs::write(
+            dir.path().join("plugins").join("mod_baton_test_rooms.lua"),
+            ROOMS_MODULE,
+        )
+        .context("writing room module")?;
+        let mut prosody = Prosody {
+            dir,
+            config,
+            c2s_port,
+            s2s_port,
+            child: None,
+            passwords: BTreeMap::new(),
+        };
         for user in USERS {
             let password = SecretString::from(format!("{user}-{}", unique_suffix()));
             prosody.register(user, password)?;
@@ -129,7 +143,11 @@ impl Prosody {
 
     /// Registers (or re-registers) a user with `prosodyctl`; works whether the server runs or not.
     pub fn register(&mut self, user: &str, password: SecretString) -> anyhow::Result<()> {
-        if user.is_empty() || !user.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if user.is_empty()
+            || !user
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             bail!("test user names are letters, digits, - and _ (got {user:?})");
         }
         let mut child = Command::new("prosodyctl")
@@ -180,7 +198,10 @@ impl Prosody {
         self.child = Some(child);
         if let Err(e) = self.wait_ready(marker_count) {
             self.kill();
-            return Err(e.context(format!("prosody did not become ready; log tail:\n{}", self.log_tail(40))));
+            return Err(e.context(format!(
+                "prosody did not become ready; log tail:\n{}",
+                self.log_tail(40)
+            )));
         }
         Ok(())
     }
@@ -269,7 +290,10 @@ impl Prosody {
 
     /// The password of a registered user.
     pub fn password(&self, user: &str) -> anyhow::Result<SecretString> {
-        self.passwords.get(user).cloned().with_context(|| format!("no registered test user {user:?}"))
+        self.passwords
+            .get(user)
+            .cloned()
+            .with_context(|| format!("no registered test user {user:?}"))
     }
 
     /// The directory holding the config, data and logs.
@@ -311,7 +335,10 @@ pub fn probe_stream(addr: SocketAddr, domain: &str, ns: &str, timeout: Duration)
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            bail!("no stream features within {timeout:?}; got {:?}", String::from_utf8_lossy(&seen));
+            bail!(
+                "no stream features within {timeout:?}; got {:?}",
+                String::from_utf8_lossy(&seen)
+            );
         }
         tcp.set_read_timeout(Some(left)).context("setting read timeout")?;
         let n = tcp.read(&mut buf).context("reading stream reply")?;
@@ -336,12 +363,17 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 fn unique_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{}-{nanos:x}", std::process::id())
 }
 
 fn count_marker(log: &Path) -> usize {
-    std::fs::read_to_string(log).map(|t| t.matches(ROOMS_READY).count()).unwrap_or(0)
+    std::fs::read_to_string(log)
+        .map(|t| t.matches(ROOMS_READY).count())
+        .unwrap_or(0)
 }
 
 fn wait_bounded(child: &mut Child, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
@@ -430,7 +462,11 @@ Component "{muc}" "muc"
         incident = INCIDENT_ROOM,
         semi = SEMI_ANONYMOUS_ROOM,
         history = options.room_history,
-        s2s_extra = options.s2s_extra_interfaces.iter().map(|a| format!(", \"{a}\"")).collect::<String>(),
+        s2s_extra = options
+            .s2s_extra_interfaces
+            .iter()
+            .map(|a| format!(", \"{a}\""))
+            .collect::<String>(),
     )
 }
 
@@ -472,7 +508,10 @@ pub struct TestPki {
 impl TestPki {
     /// The certificate and key as Prosody takes them.
     pub fn tls_files(&self) -> TlsFiles {
-        TlsFiles { certificate: self.cert.clone(), key: self.key.clone() }
+        TlsFiles {
+            certificate: self.cert.clone(),
+            key: self.key.clone(),
+        }
     }
 }
 
@@ -482,7 +521,9 @@ pub fn test_pki(dir: &Path, name: &str) -> anyhow::Result<TestPki> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("Baton test CA {name}"));
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("Baton test CA {name}"));
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
     let key = KeyPair::generate()?;

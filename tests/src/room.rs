@@ -25,10 +25,21 @@ pub struct Follower {
 
 impl Follower {
     /// Connects as `user` and joins `room` as `nick`.
-    pub async fn join(server: &Prosody, user: &str, room: &str, nick: &str, history: JoinHistory) -> anyhow::Result<Follower> {
+    pub async fn join(
+        server: &Prosody,
+        user: &str,
+        room: &str,
+        nick: &str,
+        history: JoinHistory,
+    ) -> anyhow::Result<Follower> {
         let mut client = TestClient::connect(server, user).await?;
         client.join(room, nick, history).await?;
-        Ok(Follower { client, user: user.to_string(), log: Vec::new(), cursor: 0 })
+        Ok(Follower {
+            client,
+            user: user.to_string(),
+            log: Vec::new(),
+            cursor: 0,
+        })
     }
 
     /// Joins a further room with the same connection.
@@ -48,7 +59,11 @@ impl Follower {
 
     /// The first message at or after the cursor that `matching` accepts, waiting at most
     /// `timeout`; the cursor moves past it.
-    pub async fn wait_for(&mut self, matching: impl Fn(&RoomMessage) -> bool, timeout: Duration) -> anyhow::Result<RoomMessage> {
+    pub async fn wait_for(
+        &mut self,
+        matching: impl Fn(&RoomMessage) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<RoomMessage> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(pos) = self.log[self.cursor..].iter().position(&matching) {
@@ -57,12 +72,20 @@ impl Follower {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                bail!("{}: no matching message within {timeout:?}; seen since the last match:\n{}", self.user, self.render(self.cursor));
+                bail!(
+                    "{}: no matching message within {timeout:?}; seen since the last match:\n{}",
+                    self.user,
+                    self.render(self.cursor)
+                );
             }
             match self.client.expect_message(|_| true, left).await {
                 Ok(m) => self.log.push(m),
                 Err(e) => {
-                    return Err(e.context(format!("{}: waiting; seen since the last match:\n{}", self.user, self.render(self.cursor))));
+                    return Err(e.context(format!(
+                        "{}: waiting; seen since the last match:\n{}",
+                        self.user,
+                        self.render(self.cursor)
+                    )));
                 }
             }
         }
@@ -70,9 +93,12 @@ impl Follower {
 
     /// The bot's next message in `room` that contains `needle`.
     pub async fn bot_says(&mut self, room: &str, needle: &str, timeout: Duration) -> anyhow::Result<RoomMessage> {
-        self.wait_for(|m| m.room == room && m.nick == BOT_NICK && m.text.contains(needle), timeout)
-            .await
-            .with_context(|| format!("waiting for the bot to say {needle:?} in {room}"))
+        self.wait_for(
+            |m| m.room == room && m.nick == BOT_NICK && m.text.contains(needle),
+            timeout,
+        )
+        .await
+        .with_context(|| format!("waiting for the bot to say {needle:?} in {room}"))
     }
 
     /// Receives for `window` more (everything goes into the transcript).
@@ -88,7 +114,11 @@ impl Follower {
 
     /// The bot's messages in `room`, in arrival order.
     pub fn bot_lines(&self, room: &str) -> Vec<String> {
-        self.log.iter().filter(|m| m.room == room && m.nick == BOT_NICK).map(|m| m.text.clone()).collect()
+        self.log
+            .iter()
+            .filter(|m| m.room == room && m.nick == BOT_NICK)
+            .map(|m| m.text.clone())
+            .collect()
     }
 
     /// Sends `!help` until the bot answers in `room` (it is connected and in the room). Messages
@@ -106,7 +136,10 @@ impl Follower {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                bail!("{}: the bot did not answer !help in {room} within {BOT_READY_TIMEOUT:?}", self.user);
+                bail!(
+                    "{}: the bot did not answer !help in {room} within {BOT_READY_TIMEOUT:?}",
+                    self.user
+                );
             }
         }
     }
@@ -119,7 +152,15 @@ impl Follower {
     fn render(&self, from: usize) -> String {
         self.log[from.min(self.log.len())..]
             .iter()
-            .map(|m| format!("  [{}] <{}>{} {}", m.room, m.nick, if m.delayed { " (history)" } else { "" }, m.text.replace('\n', "\n      ")))
+            .map(|m| {
+                format!(
+                    "  [{}] <{}>{} {}",
+                    m.room,
+                    m.nick,
+                    if m.delayed { " (history)" } else { "" },
+                    m.text.replace('\n', "\n      ")
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -127,5 +168,9 @@ impl Follower {
 
 /// The messages of `lines` that start with `prefix`, in order (e.g. every `#1 [` status line).
 pub fn starting_with<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
-    lines.iter().filter(|l| l.starts_with(prefix)).map(String::as_str).collect()
+    lines
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::as_str)
+        .collect()
 }

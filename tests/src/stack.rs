@@ -19,8 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The agent hosts of the stack's inventory.
-pub const HOSTS: [&str; 5] =
-    ["edge1a.contoso.test", "edge1b.contoso.test", "edge2a.contoso.test", "edge2b.contoso.test", "mgmt1.contoso.test"];
+pub const HOSTS: [&str; 5] = [
+    "edge1a.contoso.test",
+    "edge1b.contoso.test",
+    "edge2a.contoso.test",
+    "edge2b.contoso.test",
+    "mgmt1.contoso.test",
+];
 pub const MANAGEMENT: &str = "mgmt1.contoso.test";
 /// EdgePool1's and EdgePool2's external addresses.
 pub const POOL1_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -72,7 +77,10 @@ impl Stack {
                 let mut spec = AgentSpec::new(h);
                 spec.sim_args = options.sim_args.clone();
                 if *h == MANAGEMENT {
-                    spec.sim_state = Some(sim_state(&[("Site1", Some("EdgeServer:edgepool1.contoso.test")), ("Site2", None)]));
+                    spec.sim_state = Some(sim_state(&[
+                        ("Site1", Some("EdgeServer:edgepool1.contoso.test")),
+                        ("Site2", None),
+                    ]));
                 }
                 spec
             })
@@ -80,7 +88,16 @@ impl Stack {
         let fleet = Fleet::start_all(specs).context("starting the agents")?;
         let config = dir.path().join("baton.toml");
         let store = dir.path().join("baton.sqlite");
-        let stack = Stack { bind, prosody, fleet, dir, config, store, options, federation_ca: tls.ca };
+        let stack = Stack {
+            bind,
+            prosody,
+            fleet,
+            dir,
+            config,
+            store,
+            options,
+            federation_ca: tls.ca,
+        };
         stack.write_config()?;
         Ok(stack)
     }
@@ -89,7 +106,10 @@ impl Stack {
     pub fn write_config(&self) -> Result<()> {
         let dir = self.dir.path();
         std::fs::write(dir.join("tsig.secret"), self.bind.secret())?;
-        std::fs::write(dir.join("xmpp.password"), self.prosody.password("baton")?.expose_secret())?;
+        std::fs::write(
+            dir.join("xmpp.password"),
+            self.prosody.password("baton")?.expose_secret(),
+        )?;
         let mut addresses = String::new();
         for h in HOSTS {
             let host = Fqdn::parse(h)?;
@@ -219,12 +239,19 @@ attempts = 3
         let (status, stdout, stderr) = crate::baton::run(&["audit", "all", "--store", store], Duration::from_secs(30))?;
         anyhow::ensure!(status.success(), "baton audit failed ({status}): {stderr}");
         let doc: serde_json::Value = serde_json::from_str(&stdout).context("baton audit prints JSON")?;
-        doc["events"].as_array().cloned().context("the audit has an events list")
+        doc["events"]
+            .as_array()
+            .cloned()
+            .context("the audit has an events list")
     }
 
     /// The kinds of the journal's rows, in order.
     pub fn journal_kinds(&self) -> Result<Vec<String>> {
-        Ok(self.journal()?.iter().map(|e| e["kind"].as_str().unwrap_or("?").to_string()).collect())
+        Ok(self
+            .journal()?
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap_or("?").to_string())
+            .collect())
     }
 
     /// The chat message ids the store recorded as handled (commands only), read while

@@ -4,9 +4,9 @@
 
 use crate::prosody::Prosody;
 use anyhow::{Context, bail};
+use baton::adapters::xmpp::TlsMode;
 use baton::adapters::xmpp::connect::{Backoff, Connector, stanza_stream};
 use baton::adapters::xmpp::inbound::best_body;
-use baton::adapters::xmpp::TlsMode;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -63,10 +63,26 @@ impl TestClient {
         let jid = BareJid::new(&server.jid(user)).context("test user jid")?;
         let connector = Connector::new(&server.c2s_addr().to_string(), &TlsMode::Plain, server.domain())?;
         let stop = CancellationToken::new();
-        let backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
-        let stream = stanza_stream(connector, jid, server.password(user)?, backoff, Duration::from_secs(5), stop.clone());
-        let mut client =
-            TestClient { user: user.to_string(), stream, stop, received: VecDeque::new(), presences: VecDeque::new(), sent: 0 };
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let stream = stanza_stream(
+            connector,
+            jid,
+            server.password(user)?,
+            backoff,
+            Duration::from_secs(5),
+            stop.clone(),
+        );
+        let mut client = TestClient {
+            user: user.to_string(),
+            stream,
+            stop,
+            received: VecDeque::new(),
+            presences: VecDeque::new(),
+            sent: 0,
+        };
         let deadline = Instant::now() + SETUP_TIMEOUT;
         loop {
             match client.next_event(deadline).await? {
@@ -78,12 +94,17 @@ impl TestClient {
 
     /// Joins `room` as `nick` and waits for the room's confirmation (self-presence).
     pub async fn join(&mut self, room: &str, nick: &str, history: JoinHistory) -> anyhow::Result<()> {
-        let occupant = BareJid::new(room).context("room jid")?.with_resource_str(nick).context("nickname")?;
+        let occupant = BareJid::new(room)
+            .context("room jid")?
+            .with_resource_str(nick)
+            .context("nickname")?;
         let muc = match history {
             JoinHistory::None => Muc::new().with_history(History::new().with_maxstanzas(0)),
             JoinHistory::All => Muc::new(),
         };
-        let join = Presence::available().with_to(Jid::from(occupant.clone())).with_payload(muc);
+        let join = Presence::available()
+            .with_to(Jid::from(occupant.clone()))
+            .with_payload(muc);
         self.stream.send(Box::new(Stanza::Presence(join))).await;
         let deadline = Instant::now() + SETUP_TIMEOUT;
         self.wait_presence(deadline, |p| {
@@ -101,7 +122,10 @@ impl TestClient {
 
     /// Leaves `room` and waits for the room to confirm.
     pub async fn leave(&mut self, room: &str, nick: &str) -> anyhow::Result<()> {
-        let occupant = BareJid::new(room).context("room jid")?.with_resource_str(nick).context("nickname")?;
+        let occupant = BareJid::new(room)
+            .context("room jid")?
+            .with_resource_str(nick)
+            .context("nickname")?;
         let leave = Presence::unavailable().with_to(Jid::from(occupant));
         self.stream.send(Box::new(Stanza::Presence(leave))).await;
         let deadline = Instant::now() + SETUP_TIMEOUT;
@@ -141,15 +165,25 @@ impl TestClient {
         let mut scanned = 0;
         loop {
             if let Some(pos) = self.received.iter().skip(scanned).position(&matching) {
-                let found = self.received.remove(scanned + pos).expect("position is within the buffer");
+                let found = self
+                    .received
+                    .remove(scanned + pos)
+                    .expect("position is within the buffer");
                 return Ok(found);
             }
             scanned = self.received.len();
             match self.next_event(deadline).await {
                 Ok(event) => self.keep(event),
                 Err(e) => {
-                    let seen: Vec<String> = self.received.iter().map(|m| format!("<{}> {}", m.nick, m.text)).collect();
-                    return Err(e.context(format!("{}: no matching message; unmatched so far: {seen:?}", self.user)));
+                    let seen: Vec<String> = self
+                        .received
+                        .iter()
+                        .map(|m| format!("<{}> {}", m.nick, m.text))
+                        .collect();
+                    return Err(e.context(format!(
+                        "{}: no matching message; unmatched so far: {seen:?}",
+                        self.user
+                    )));
                 }
             }
         }
@@ -198,7 +232,9 @@ impl TestClient {
         match event {
             Event::Stanza(Stanza::Message(m)) if m.type_ == MessageType::Groupchat => {
                 let Some(from) = m.from.as_ref() else { return };
-                let (Some(nick), Some(text)) = (from.resource(), best_body(&m)) else { return };
+                let (Some(nick), Some(text)) = (from.resource(), best_body(&m)) else {
+                    return;
+                };
                 self.received.push_back(RoomMessage {
                     room: from.to_bare().to_string(),
                     nick: nick.to_string(),

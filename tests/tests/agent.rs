@@ -20,7 +20,11 @@ fn key(s: &str) -> IdempotencyKey {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime")
 }
 
 fn stop(host: &str) -> Action {
@@ -28,7 +32,11 @@ fn stop(host: &str) -> Action {
 }
 
 fn request(k: &str, action: Action, timeout: Duration) -> ActionRequest {
-    ActionRequest { key: key(k), action, timeout }
+    ActionRequest {
+        key: key(k),
+        action,
+        timeout,
+    }
 }
 
 /// The Contoso inventory with Windows DNS on the management host, so that every step of the
@@ -65,7 +73,10 @@ fn hosts_line(fleet: &Fleet) -> Result<String> {
     }
     let mgmt = fleet.sim(&fqdn("mgmt1.contoso.com"))?;
     let sites = mgmt["sites"].as_object().cloned().unwrap_or_default();
-    let routes: Vec<String> = sites.iter().map(|(s, r)| format!("{s}={}", r.as_str().unwrap_or("-"))).collect();
+    let routes: Vec<String> = sites
+        .iter()
+        .map(|(s, r)| format!("{s}={}", r.as_str().unwrap_or("-")))
+        .collect();
     parts.push(routes.join(" "));
     parts.push(format!("A {}", mgmt["dns"]["xmpp.contoso.com"]["a"]));
     parts.push(format!("SRV {}", mgmt["dns"]["_xmpp-server._tcp.contoso.com"]["srv"]));
@@ -83,7 +94,11 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
     let mut state = sim_state(&[("Site1", Some("EdgeServer:edgepool1.contoso.com")), ("Site2", None)]);
     state["dns"] = json!({ "xmpp.contoso.com": { "a": ["203.0.113.10"] } });
     mgmt.sim_state = Some(state);
-    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com"), AgentSpec::new("edge2b.contoso.com"), mgmt])?;
+    let fleet = Fleet::start_all(vec![
+        AgentSpec::new("edge2a.contoso.com"),
+        AgentSpec::new("edge2b.contoso.com"),
+        mgmt,
+    ])?;
     let dispatcher = fleet.dispatcher()?;
     let rt = runtime();
     let plan = baton_actions::plan::resolve(&contoso(), "EdgePool2", Some(&PoolName::parse("EdgePool1")?))?;
@@ -107,10 +122,27 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
             transcript.push_str(&format!("{}. {}: runs on the bot\n", i + 1, step.kind.title()));
             continue;
         }
-        let reports = rt.block_on(futures::future::join_all(requests.iter().map(|r| dispatcher.execute(r.clone()))));
-        let lines: Vec<String> = requests.iter().zip(&reports).map(|(r, rep)| outcome_line(&r.action, rep)).collect();
-        transcript.push_str(&format!("{}. {}: {}\n   {}\n", i + 1, step.kind.title(), lines.join("; "), hosts_line(&fleet)?));
-        keys.extend(requests.iter().filter(|r| !matches!(r.action, Action::Health { .. })).map(|r| (r.action.target(), r.key.clone())));
+        let reports = rt.block_on(futures::future::join_all(
+            requests.iter().map(|r| dispatcher.execute(r.clone())),
+        ));
+        let lines: Vec<String> = requests
+            .iter()
+            .zip(&reports)
+            .map(|(r, rep)| outcome_line(&r.action, rep))
+            .collect();
+        transcript.push_str(&format!(
+            "{}. {}: {}\n   {}\n",
+            i + 1,
+            step.kind.title(),
+            lines.join("; "),
+            hosts_line(&fleet)?
+        ));
+        keys.extend(
+            requests
+                .iter()
+                .filter(|r| !matches!(r.action, Action::Health { .. }))
+                .map(|r| (r.action.target(), r.key.clone())),
+        );
     }
     expect_test::expect![[r#"
         before: edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
@@ -133,7 +165,9 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
 
     // Every action ran exactly once, under its own key, on its own host.
     for (target, k) in &keys {
-        let Target::Agent(host) = target else { unreachable!("only agent actions were sent") };
+        let Target::Agent(host) = target else {
+            unreachable!("only agent actions were sent")
+        };
         assert_eq!(fleet.executions_of(host, k.as_str())?, 1, "{k} on {host}");
     }
     assert_eq!(fleet.executions(&fqdn("edge2a.contoso.com"))?.len(), 2);
@@ -142,12 +176,27 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
     // The read-only actions see the new state, and running the SRV step again adds nothing.
     let site2 = SiteName::parse("Site2")?;
     let reads = [
-        request("e2e/read/1", Action::ServicesStatus { host: fqdn("edge2b.contoso.com") }, Duration::from_secs(10)),
-        request("e2e/read/2", Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site: site2 }, Duration::from_secs(10)),
+        request(
+            "e2e/read/1",
+            Action::ServicesStatus {
+                host: fqdn("edge2b.contoso.com"),
+            },
+            Duration::from_secs(10),
+        ),
+        request(
+            "e2e/read/2",
+            Action::RouteGet {
+                host: fqdn("mgmt1.contoso.com"),
+                site: site2,
+            },
+            Duration::from_secs(10),
+        ),
         request("e2e/read/3", plan.steps[4].actions[0].clone(), Duration::from_secs(10)),
     ];
-    let texts: Vec<String> =
-        reads.iter().map(|r| rt.block_on(dispatcher.execute(r.clone())).outcome.text().to_string()).collect();
+    let texts: Vec<String> = reads
+        .iter()
+        .map(|r| rt.block_on(dispatcher.execute(r.clone())).outcome.text().to_string())
+        .collect();
     assert_eq!(
         texts,
         [
@@ -156,15 +205,27 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
             "_xmpp-server._tcp.contoso.com SRV -> xmpp.contoso.com:5269 already present, present once",
         ]
     );
-    assert_eq!(fleet.sim(&fqdn("mgmt1.contoso.com"))?["dns"]["_xmpp-server._tcp.contoso.com"]["srv"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        fleet.sim(&fqdn("mgmt1.contoso.com"))?["dns"]["_xmpp-server._tcp.contoso.com"]["srv"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
 
     // `!status xmpp` reads every site's route through the management agent.
     use baton_actions::status::RouteReader;
-    let routes = AgentRoutes::new(std::sync::Arc::new(dispatcher), fqdn("mgmt1.contoso.com"), Duration::from_secs(10));
+    let routes = AgentRoutes::new(
+        std::sync::Arc::new(dispatcher),
+        fqdn("mgmt1.contoso.com"),
+        Duration::from_secs(10),
+    );
     let read = |s: &str| rt.block_on(routes.route(&SiteName::parse(s).expect("valid")));
     assert_eq!(read("Site1"), Ok("EdgeServer:edgepool1.contoso.com".to_string()));
     assert_eq!(read("Site2"), Ok("EdgeServer:edgepool2.contoso.com".to_string()));
-    assert_eq!(read("Site9"), Err("mgmt1.contoso.com: route.get failed with exit code 1: Get-CsSite: no site Site9".to_string()));
+    assert_eq!(
+        read("Site9"),
+        Err("mgmt1.contoso.com: route.get failed with exit code 1: Get-CsSite: no site Site9".to_string())
+    );
     Ok(())
 }
 
@@ -192,35 +253,78 @@ fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Resul
     }
     fleet.wait_ready(&edge2a)?;
     fleet.wait_ready(&edge2c)?;
-    let other = baton_actions::pki::init(&fleet.dir().join("other-ca"), std::slice::from_ref(&edge2a), &Default::default())?;
+    let other = baton_actions::pki::init(
+        &fleet.dir().join("other-ca"),
+        std::slice::from_ref(&edge2a),
+        &Default::default(),
+    )?;
     let rt = runtime();
     let pki = fleet.pki.clone();
-    let body = valid_call("sec/1", json!({ "action": "services.stop", "host": "edge2a.contoso.com" }));
+    let body = valid_call(
+        "sec/1",
+        json!({ "action": "services.stop", "host": "edge2a.contoso.com" }),
+    );
     let a = fleet.address(&edge2a)?;
 
     // No client certificate: the handshake is refused (TLS 1.3 reports it on the first read).
-    let none = rt.block_on(raw_request(a, &edge2a, &pki.ca_cert, None, "POST", "/v1/actions", &body));
+    let none = rt.block_on(raw_request(
+        a,
+        &edge2a,
+        &pki.ca_cert,
+        None,
+        "POST",
+        "/v1/actions",
+        &body,
+    ));
     let err = none.expect_err("refused without a certificate");
     assert!(err.contains("received fatal alert: CertificateRequired"), "{err}");
 
     // A certificate from another CA: refused at the handshake.
-    let foreign = rt.block_on(raw_request(a, &edge2a, &pki.ca_cert, Some((&other.bot_cert, &other.bot_key)), "POST", "/v1/actions", &body));
+    let foreign = rt.block_on(raw_request(
+        a,
+        &edge2a,
+        &pki.ca_cert,
+        Some((&other.bot_cert, &other.bot_key)),
+        "POST",
+        "/v1/actions",
+        &body,
+    ));
     let err = foreign.expect_err("refused with a foreign certificate");
     // (Both CAs are named "Baton CA": the signature check is what fails.)
-    assert!(err.contains("received fatal alert: DecryptError") || err.contains("received fatal alert: UnknownCA"), "{err}");
+    assert!(
+        err.contains("received fatal alert: DecryptError") || err.contains("received fatal alert: UnknownCA"),
+        "{err}"
+    );
 
     // The right CA but not pinned: 403, also through the dispatcher, naming the host.
     let b = fleet.address(&edge2b)?;
-    let body_b = valid_call("sec/2", json!({ "action": "services.stop", "host": "edge2b.contoso.com" }));
+    let body_b = valid_call(
+        "sec/2",
+        json!({ "action": "services.stop", "host": "edge2b.contoso.com" }),
+    );
     let (status, text) = rt
-        .block_on(raw_request(b, &edge2b, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), "POST", "/v1/actions", &body_b))
+        .block_on(raw_request(
+            b,
+            &edge2b,
+            &pki.ca_cert,
+            Some((&pki.bot_cert, &pki.bot_key)),
+            "POST",
+            "/v1/actions",
+            &body_b,
+        ))
         .map_err(anyhow::Error::msg)?;
     assert_eq!(status, 403, "{text}");
-    assert!(text.contains("client certificate not allowed here (subject CN=baton-bot, sha256 "), "{text}");
-    let dispatcher = fleet.dispatcher()?;
-    let refused = rt.block_on(dispatcher.execute(request("sec/3", stop("edge2b.contoso.com"), Duration::from_secs(10))));
     assert!(
-        refused.outcome.text().starts_with("edge2b.contoso.com: the agent refused the request (403): client certificate not allowed here"),
+        text.contains("client certificate not allowed here (subject CN=baton-bot, sha256 "),
+        "{text}"
+    );
+    let dispatcher = fleet.dispatcher()?;
+    let refused =
+        rt.block_on(dispatcher.execute(request("sec/3", stop("edge2b.contoso.com"), Duration::from_secs(10))));
+    assert!(
+        refused.outcome.text().starts_with(
+            "edge2b.contoso.com: the agent refused the request (403): client certificate not allowed here"
+        ),
         "{}",
         refused.outcome.text()
     );
@@ -236,13 +340,22 @@ fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Resul
     let d = baton_actions::dispatcher::Dispatcher::new(foreign_ca)?;
     let started = Instant::now();
     let err = rt.block_on(d.health(&edge2a)).expect_err("untrusted agent").to_string();
-    assert!(err.starts_with("edge2a.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(2), "a certificate failure is not retried");
+    assert!(
+        err.starts_with("edge2a.contoso.com: TLS with the agent failed: invalid peer certificate"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a certificate failure is not retried"
+    );
     let mut misrouted = fleet.dispatcher_config();
     misrouted.agents.insert(edge2b.clone(), a.into());
     let d = baton_actions::dispatcher::Dispatcher::new(misrouted)?;
     let err = rt.block_on(d.health(&edge2b)).expect_err("wrong agent").to_string();
-    assert!(err.starts_with("edge2b.contoso.com: TLS with the agent failed: invalid peer certificate"), "{err}");
+    assert!(
+        err.starts_with("edge2b.contoso.com: TLS with the agent failed: invalid peer certificate"),
+        "{err}"
+    );
 
     assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran on edge2a");
     assert!(fleet.executions(&edge2b)?.is_empty(), "nothing ran on edge2b");
@@ -260,40 +373,143 @@ fn malformed_or_dangerous_requests_get_400_and_nothing_runs() -> Result<()> {
     let pki = fleet.pki.clone();
     let address = fleet.address(&edge2a)?;
     let send = |method: &str, path: &str, body: &[u8]| -> (u16, String) {
-        rt.block_on(raw_request(address, &edge2a, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), method, path, body))
-            .unwrap_or_else(|e| (0, e))
+        rt.block_on(raw_request(
+            address,
+            &edge2a,
+            &pki.ca_cert,
+            Some((&pki.bot_cert, &pki.bot_key)),
+            method,
+            path,
+            body,
+        ))
+        .unwrap_or_else(|e| (0, e))
     };
     let call = |action: Value| valid_call("bad/1", action);
     let long = "a".repeat(300);
     let cases: Vec<(&str, Vec<u8>, u16, String)> = vec![
-        ("unknown action", call(json!({"action": "shell", "cmd": "rm -rf /"})), 400, "unknown variant `shell`".into()),
-        ("extra field in the action", call(json!({"action": "services.stop", "host": "edge2a.contoso.com", "force": true})), 400, "unknown field `force`".into()),
+        (
+            "unknown action",
+            call(json!({"action": "shell", "cmd": "rm -rf /"})),
+            400,
+            "unknown variant `shell`".into(),
+        ),
+        (
+            "extra field in the action",
+            call(json!({"action": "services.stop", "host": "edge2a.contoso.com", "force": true})),
+            400,
+            "unknown field `force`".into(),
+        ),
         (
             "extra field in the call",
-            serde_json::to_vec(&json!({"protocol": 1, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0, "shell": "x"}))?,
+            serde_json::to_vec(
+                &json!({"protocol": 1, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0, "shell": "x"}),
+            )?,
             400,
             "unknown field `shell`".into(),
         ),
-        ("shell metacharacters", call(json!({"action": "services.stop", "host": "edge2a.contoso.com;reboot"})), 400, "is not a valid host name".into()),
-        ("command substitution", call(json!({"action": "services.stop", "host": "$(reboot).contoso.com"})), 400, "is not a valid host name".into()),
-        ("PowerShell subexpression", call(json!({"action": "route.set", "host": "edge2a.contoso.com", "site": "Site2$(Stop-Computer)", "edge_pool": "edgepool2.contoso.com"})), 400, "is not a valid site name".into()),
-        ("PowerShell backtick", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2`n"})), 400, "is not a valid site name".into()),
-        ("a raw string with a quote", call(json!({"action": "dns.set_a", "dns": {"provider": "rfc2136", "server": "ns1'; rm x", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.20", "ttl": 300})), 400, "carries the character".into()),
-        ("extra field in a nested part", call(json!({"action": "dns.set_a", "dns": {"provider": "agent", "host": "edge2a.contoso.com", "zone": "contoso.com", "script": "x"}, "name": "xmpp.contoso.com", "address": "203.0.113.20", "ttl": 300})), 400, "action.dns: unknown field `script`".into()),
-        ("over-long site", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": long})), 400, "is not a valid site name".into()),
-        ("over-long host", call(json!({"action": "services.stop", "host": format!("{long}.contoso.com")})), 400, "is not a valid host name".into()),
-        ("over-long key", valid_call(&"k".repeat(201), json!({"action": "services.stop", "host": "edge2a.contoso.com"})), 400, "is not 1 to 200 characters".into()),
-        ("not an address", call(json!({"action": "dns.set_a", "dns": {"provider": "agent", "host": "edge2a.contoso.com", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.2000", "ttl": 300})), 400, "invalid IPv4 address syntax".into()),
-        ("another host's action", call(json!({"action": "services.stop", "host": "edge2b.contoso.com"})), 400, "this agent serves edge2a.contoso.com; the action is for edge2b.contoso.com".into()),
-        ("a disabled action", call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2"})), 400, "action route.get is not enabled on this agent (enabled: services.start, services.stop)".into()),
-        ("a bot action", call(json!({"action": "port.check", "address": "203.0.113.20", "port": 5269})), 400, "port.check runs on the bot, not on an agent".into()),
+        (
+            "shell metacharacters",
+            call(json!({"action": "services.stop", "host": "edge2a.contoso.com;reboot"})),
+            400,
+            "is not a valid host name".into(),
+        ),
+        (
+            "command substitution",
+            call(json!({"action": "services.stop", "host": "$(reboot).contoso.com"})),
+            400,
+            "is not a valid host name".into(),
+        ),
+        (
+            "PowerShell subexpression",
+            call(
+                json!({"action": "route.set", "host": "edge2a.contoso.com", "site": "Site2$(Stop-Computer)", "edge_pool": "edgepool2.contoso.com"}),
+            ),
+            400,
+            "is not a valid site name".into(),
+        ),
+        (
+            "PowerShell backtick",
+            call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2`n"})),
+            400,
+            "is not a valid site name".into(),
+        ),
+        (
+            "a raw string with a quote",
+            call(
+                json!({"action": "dns.set_a", "dns": {"provider": "rfc2136", "server": "ns1'; rm x", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.20", "ttl": 300}),
+            ),
+            400,
+            "carries the character".into(),
+        ),
+        (
+            "extra field in a nested part",
+            call(
+                json!({"action": "dns.set_a", "dns": {"provider": "agent", "host": "edge2a.contoso.com", "zone": "contoso.com", "script": "x"}, "name": "xmpp.contoso.com", "address": "203.0.113.20", "ttl": 300}),
+            ),
+            400,
+            "action.dns: unknown field `script`".into(),
+        ),
+        (
+            "over-long site",
+            call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": long})),
+            400,
+            "is not a valid site name".into(),
+        ),
+        (
+            "over-long host",
+            call(json!({"action": "services.stop", "host": format!("{long}.contoso.com")})),
+            400,
+            "is not a valid host name".into(),
+        ),
+        (
+            "over-long key",
+            valid_call(
+                &"k".repeat(201),
+                json!({"action": "services.stop", "host": "edge2a.contoso.com"}),
+            ),
+            400,
+            "is not 1 to 200 characters".into(),
+        ),
+        (
+            "not an address",
+            call(
+                json!({"action": "dns.set_a", "dns": {"provider": "agent", "host": "edge2a.contoso.com", "zone": "contoso.com"}, "name": "xmpp.contoso.com", "address": "203.0.113.2000", "ttl": 300}),
+            ),
+            400,
+            "invalid IPv4 address syntax".into(),
+        ),
+        (
+            "another host's action",
+            call(json!({"action": "services.stop", "host": "edge2b.contoso.com"})),
+            400,
+            "this agent serves edge2a.contoso.com; the action is for edge2b.contoso.com".into(),
+        ),
+        (
+            "a disabled action",
+            call(json!({"action": "route.get", "host": "edge2a.contoso.com", "site": "Site2"})),
+            400,
+            "action route.get is not enabled on this agent (enabled: services.start, services.stop)".into(),
+        ),
+        (
+            "a bot action",
+            call(json!({"action": "port.check", "address": "203.0.113.20", "port": 5269})),
+            400,
+            "port.check runs on the bot, not on an agent".into(),
+        ),
         (
             "another protocol",
-            serde_json::to_vec(&json!({"protocol": 2, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0}))?,
+            serde_json::to_vec(
+                &json!({"protocol": 2, "key": "bad/1", "action": {"action": "services.stop", "host": "edge2a.contoso.com"}, "timeout_ms": 1000, "wait_ms": 0}),
+            )?,
             400,
             "protocol version 2 is not supported".into(),
         ),
-        ("not JSON", b"services.stop edge2a".to_vec(), 400, "invalid request: expected value".into()),
+        (
+            "not JSON",
+            b"services.stop edge2a".to_vec(),
+            400,
+            "invalid request: expected value".into(),
+        ),
         ("a huge body", vec![b' '; 70_000], 413, "larger than".into()),
     ];
     for (what, body, status, needle) in &cases {
@@ -303,15 +519,27 @@ fn malformed_or_dangerous_requests_get_400_and_nothing_runs() -> Result<()> {
     }
     assert_eq!(send("GET", "/v1/actions", b"").0, 405);
     assert_eq!(send("GET", "/v1/admin", b"").0, 404);
-    assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran: {:?}", fleet.executions(&edge2a)?);
+    assert!(
+        fleet.executions(&edge2a)?.is_empty(),
+        "nothing ran: {:?}",
+        fleet.executions(&edge2a)?
+    );
 
     // None of the refused calls used up the key: the first valid call with it runs, once.
-    let (status, text) = send("POST", "/v1/actions", &call(json!({"action": "services.stop", "host": "edge2a.contoso.com"})));
+    let (status, text) = send(
+        "POST",
+        "/v1/actions",
+        &call(json!({"action": "services.stop", "host": "edge2a.contoso.com"})),
+    );
     assert_eq!(status, 200, "{text}");
     assert!(text.contains(r#""status":"ok""#), "{text}");
     assert_eq!(fleet.executions_of(&edge2a, "bad/1")?, 1);
     // The same key for another action is a conflict, and runs nothing.
-    let (status, text) = send("POST", "/v1/actions", &call(json!({"action": "services.start", "host": "edge2a.contoso.com"})));
+    let (status, text) = send(
+        "POST",
+        "/v1/actions",
+        &call(json!({"action": "services.start", "host": "edge2a.contoso.com"})),
+    );
     assert_eq!(status, 409, "{text}");
     assert_eq!(fleet.executions(&edge2a)?.len(), 1);
     Ok(())
@@ -327,19 +555,40 @@ fn an_action_past_its_timeout_is_killed_with_its_children_and_fails_clearly() ->
     let rt = runtime();
     let started = Instant::now();
     // The bot allows 60 s; the agent's configuration caps services.stop at 1 s.
-    let report = rt.block_on(fleet.dispatcher()?.execute(request("slow/1", stop("edge2a.contoso.com"), Duration::from_secs(60))));
-    assert_eq!(report.outcome.text(), "edge2a.contoso.com: services.stop timed out after 1s; the process and its children were killed");
-    assert!(started.elapsed() < Duration::from_secs(10), "failed at the deadline, took {:?}", started.elapsed());
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "slow/1",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(60),
+    )));
+    assert_eq!(
+        report.outcome.text(),
+        "edge2a.contoso.com: services.stop timed out after 1s; the process and its children were killed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "failed at the deadline, took {:?}",
+        started.elapsed()
+    );
     let state = fleet.sim(&edge2a)?;
     let execution = &state["executions"][0];
-    assert_eq!(execution["status"], "started", "the simulator never finished: {execution}");
+    assert_eq!(
+        execution["status"], "started",
+        "the simulator never finished: {execution}"
+    );
     for field in ["pid", "child_pid"] {
         let pid = u32::try_from(execution[field].as_u64().expect("a recorded pid")).expect("pids fit");
         assert!(gone_within(pid, Duration::from_secs(5)), "{field} {pid} is gone");
     }
-    assert_eq!(state["services"]["RTCSRV"], "Running", "the killed action changed nothing");
+    assert_eq!(
+        state["services"]["RTCSRV"], "Running",
+        "the killed action changed nothing"
+    );
     // The same key is not run again: its recorded failure comes back.
-    let again = rt.block_on(fleet.dispatcher()?.execute(request("slow/1", stop("edge2a.contoso.com"), Duration::from_secs(60))));
+    let again = rt.block_on(fleet.dispatcher()?.execute(request(
+        "slow/1",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(60),
+    )));
     assert!(again.replayed && !again.outcome.is_ok());
     assert_eq!(fleet.executions(&edge2a)?.len(), 1);
     Ok(())
@@ -351,9 +600,12 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
     let rt = runtime();
     let dispatcher = fleet.dispatcher()?;
-    fleet.edit_sim(&edge2a, |s| s["inject"] = json!({ "services.stop": { "delay_ms": 300 } }))?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 300 } })
+    })?;
     let r = request("once/1", stop("edge2a.contoso.com"), Duration::from_secs(10));
-    let (first, second) = rt.block_on(async { tokio::join!(dispatcher.execute(r.clone()), dispatcher.execute(r.clone())) });
+    let (first, second) =
+        rt.block_on(async { tokio::join!(dispatcher.execute(r.clone()), dispatcher.execute(r.clone())) });
     assert!(first.outcome.is_ok() && second.outcome.is_ok(), "{first:?} {second:?}");
     let third = rt.block_on(dispatcher.execute(r.clone()));
     assert!(third.replayed, "a repeated key answers the recorded result");
@@ -367,23 +619,46 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     assert_eq!(fleet.executions_of(&edge2a, "once/1")?, 1);
 
     // An action still running when the agent dies is reported interrupted, never run again.
-    fleet.edit_sim(&edge2a, |s| s["inject"] = json!({ "services.start": { "delay_ms": 1500 } }))?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.start": { "delay_ms": 1500 } })
+    })?;
     let start = json!({ "action": "services.start", "host": "edge2a.contoso.com" });
-    let body = serde_json::to_vec(&json!({ "protocol": 1, "key": "once/2", "action": start, "timeout_ms": 10000, "wait_ms": 100 }))?;
+    let body = serde_json::to_vec(
+        &json!({ "protocol": 1, "key": "once/2", "action": start, "timeout_ms": 10000, "wait_ms": 100 }),
+    )?;
     let pki = fleet.pki.clone();
     let address = fleet.address(&edge2a)?;
     let (status, text) = rt
-        .block_on(raw_request(address, &edge2a, &pki.ca_cert, Some((&pki.bot_cert, &pki.bot_key)), "POST", "/v1/actions", &body))
+        .block_on(raw_request(
+            address,
+            &edge2a,
+            &pki.ca_cert,
+            Some((&pki.bot_cert, &pki.bot_key)),
+            "POST",
+            "/v1/actions",
+            &body,
+        ))
         .map_err(anyhow::Error::msg)?;
     assert_eq!(status, 200);
-    assert!(matches!(ActionAnswer::decode(text.as_bytes())?, ActionAnswer::Running { .. }), "{text}");
+    assert!(
+        matches!(ActionAnswer::decode(text.as_bytes())?, ActionAnswer::Running { .. }),
+        "{text}"
+    );
     fleet.kill(&edge2a)?;
     fleet.restart(&edge2a)?;
-    let report = rt.block_on(dispatcher.execute(request("once/2", Action::ServicesStart { host: edge2a.clone() }, Duration::from_secs(10))));
+    let report = rt.block_on(dispatcher.execute(request(
+        "once/2",
+        Action::ServicesStart { host: edge2a.clone() },
+        Duration::from_secs(10),
+    )));
     assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
     assert!(report.replayed);
     std::thread::sleep(Duration::from_millis(2000));
-    assert_eq!(fleet.executions_of(&edge2a, "once/2")?, 1, "the interrupted key was not run again");
+    assert_eq!(
+        fleet.executions_of(&edge2a, "once/2")?,
+        1,
+        "the interrupted key was not run again"
+    );
     Ok(())
 }
 
@@ -398,8 +673,16 @@ fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
     let dispatcher = baton_actions::dispatcher::Dispatcher::new(config)?;
     let rt = runtime();
     let started = Instant::now();
-    let answer = rt.block_on(dispatcher.call(&edge2a, &key("poll/1"), &stop("edge2a.contoso.com"), Duration::from_secs(30)))?;
-    assert!(matches!(&answer, ActionAnswer::Ok { detail, replayed: false, .. } if detail == "5 services stopped"), "{answer:?}");
+    let answer = rt.block_on(dispatcher.call(
+        &edge2a,
+        &key("poll/1"),
+        &stop("edge2a.contoso.com"),
+        Duration::from_secs(30),
+    ))?;
+    assert!(
+        matches!(&answer, ActionAnswer::Ok { detail, replayed: false, .. } if detail == "5 services stopped"),
+        "{answer:?}"
+    );
     assert!(started.elapsed() >= Duration::from_millis(2500));
     assert_eq!(fleet.executions_of(&edge2a, "poll/1")?, 1);
     Ok(())
@@ -409,7 +692,10 @@ fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
 fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_once_back() -> Result<()> {
     let edge2a = fqdn("edge2a.contoso.com");
     let edge2b = fqdn("edge2b.contoso.com");
-    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com"), AgentSpec::new("edge2b.contoso.com")])?;
+    let mut fleet = Fleet::start_all(vec![
+        AgentSpec::new("edge2a.contoso.com"),
+        AgentSpec::new("edge2b.contoso.com"),
+    ])?;
     let rt = runtime();
     let dispatcher = fleet.dispatcher()?;
     fleet.kill(&edge2a)?;
@@ -418,14 +704,24 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
     let started = Instant::now();
     let (a, b) = rt.block_on(async {
         tokio::join!(
-            dispatcher.execute(request("down/s2/a1-edge2a/t1", stop("edge2a.contoso.com"), Duration::from_secs(30))),
-            dispatcher.execute(request("down/s2/a2-edge2b/t1", stop("edge2b.contoso.com"), Duration::from_secs(30))),
+            dispatcher.execute(request(
+                "down/s2/a1-edge2a/t1",
+                stop("edge2a.contoso.com"),
+                Duration::from_secs(30)
+            )),
+            dispatcher.execute(request(
+                "down/s2/a2-edge2b/t1",
+                stop("edge2b.contoso.com"),
+                Duration::from_secs(30)
+            )),
         )
     });
     let took = started.elapsed();
     let port = fleet.address(&edge2a)?.port();
     assert!(
-        a.outcome.text().starts_with(&format!("edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:{port}")),
+        a.outcome.text().starts_with(&format!(
+            "edge2a.contoso.com: agent unreachable after 3 attempts: cannot connect to 127.0.0.1:{port}"
+        )),
         "{}",
         a.outcome.text()
     );
@@ -434,7 +730,11 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
 
     // Back again: a new attempt (what !retry sends) runs; so does the failed key, once.
     fleet.restart(&edge2a)?;
-    let retried = rt.block_on(dispatcher.execute(request("down/s2/a1-edge2a/t2", stop("edge2a.contoso.com"), Duration::from_secs(30))));
+    let retried = rt.block_on(dispatcher.execute(request(
+        "down/s2/a1-edge2a/t2",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(30),
+    )));
     assert_eq!(retried.outcome.text(), "5 services stopped");
     assert_eq!(fleet.executions(&edge2a)?.len(), 1);
 
@@ -446,7 +746,11 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
     patient.max_backoff = Duration::from_millis(200);
     let patient = baton_actions::dispatcher::Dispatcher::new(patient)?;
     let start = Action::ServicesStart { host: edge2a.clone() };
-    let pending = rt.spawn(async move { patient.execute(request("down/s7/a1-edge2a/t1", start, Duration::from_secs(30))).await });
+    let pending = rt.spawn(async move {
+        patient
+            .execute(request("down/s7/a1-edge2a/t1", start, Duration::from_secs(30)))
+            .await
+    });
     std::thread::sleep(Duration::from_millis(700));
     fleet.restart(&edge2a)?;
     let report = rt.block_on(pending)?;

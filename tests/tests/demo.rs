@@ -31,27 +31,53 @@ fn the_story_through_the_demo() -> anyhow::Result<()> {
     assert!(text.contains("Refused (!approve 1): mallory may not approve: only members of edge-admins may."));
     assert!(text.contains("#1 approved by bob (2 people: alice and bob). Running."));
     // Every step reported once, in order.
-    let positions: Vec<usize> =
-        (1..=8).map(|k| lines.iter().position(|l| l.contains(&format!("#1 [{k}/8]"))).expect("every step reported")).collect();
+    let positions: Vec<usize> = (1..=8)
+        .map(|k| {
+            lines
+                .iter()
+                .position(|l| l.contains(&format!("#1 [{k}/8]")))
+                .expect("every step reported")
+        })
+        .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "steps out of order:\n{text}");
     for k in 1..=8 {
         assert_eq!(count(&lines, &format!("#1 [{k}/8]")), 1, "step {k} reported once");
     }
     // The status table mid-run, then the summary naming requester, approver and duration.
     assert!(text.contains("#1 running, step "), "{text}");
-    let summary = lines.iter().find(|l| l.contains("#1 succeeded in")).expect("a final summary");
-    assert!(summary.contains("Requested by alice") && summary.contains("approved by bob"), "{summary}");
+    let summary = lines
+        .iter()
+        .find(|l| l.contains("#1 succeeded in"))
+        .expect("a final summary");
+    assert!(
+        summary.contains("Requested by alice") && summary.contains("approved by bob"),
+        "{summary}"
+    );
     // The agent steps went through real agent processes: their hosts' simulated state shows it.
     let host = |name: &str| -> anyhow::Result<serde_json::Value> {
-        Ok(serde_json::from_slice(&std::fs::read(dir.path().join("fleet").join(name).join("host.json"))?)?)
+        Ok(serde_json::from_slice(&std::fs::read(
+            dir.path().join("fleet").join(name).join("host.json"),
+        )?)?)
     };
     let mgmt = host("mgmt1.contoso.com")?;
     assert_eq!(mgmt["sites"]["Site2"], "EdgeServer:edgepool2.contoso.com");
     for edge in ["edge2a.contoso.com", "edge2b.contoso.com"] {
         let h = host(edge)?;
-        let actions: Vec<&str> = h["executions"].as_array().expect("executions").iter().filter_map(|x| x["action"].as_str()).collect();
+        let actions: Vec<&str> = h["executions"]
+            .as_array()
+            .expect("executions")
+            .iter()
+            .filter_map(|x| x["action"].as_str())
+            .collect();
         assert_eq!(actions, ["services.stop", "services.start"], "{edge}");
-        assert!(h["services"].as_object().expect("services").values().all(|v| v == "Running"), "{edge}: {h}");
+        assert!(
+            h["services"]
+                .as_object()
+                .expect("services")
+                .values()
+                .all(|v| v == "Running"),
+            "{edge}: {h}"
+        );
     }
     let untouched = host("edge1a.contoso.com")?;
     assert_eq!(untouched["executions"].as_array().map_or(0, Vec::len), 0, "{untouched}");
@@ -82,12 +108,20 @@ fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
     lines.extend(second.lines());
     let text = lines.join("\n");
     for k in 1..=8 {
-        assert_eq!(count(&lines, &format!("#1 [{k}/8]")), 1, "step {k} must be reported exactly once (killed at {kill_at}):\n{text}");
+        assert_eq!(
+            count(&lines, &format!("#1 [{k}/8]")),
+            1,
+            "step {k} must be reported exactly once (killed at {kill_at}):\n{text}"
+        );
     }
     assert_eq!(count(&lines, "#1 succeeded in"), 1, "{text}");
     assert_eq!(count(&lines, "Run #1 requested by alice"), 1, "{text}");
     let runs = executions(&dir.path().join("simulation.sqlite"))?;
-    assert_eq!(runs.len(), 12, "3 health, 2 stops, route, A, SRV, port, 2 starts, verify: got {runs:?}");
+    assert_eq!(
+        runs.len(),
+        12,
+        "3 health, 2 stops, route, A, SRV, port, 2 starts, verify: got {runs:?}"
+    );
     assert!(runs.iter().all(|(_, n)| *n == 1), "an action executed twice: {runs:?}");
     Ok(())
 }
@@ -116,13 +150,32 @@ fn crash_later_in_the_run() -> anyhow::Result<()> {
 fn crash_after_an_action_executed_but_before_its_outcome_was_journaled() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("baton.sqlite");
-    let mut first = Baton::demo(&store, &["--simulate", "--delay", "100ms", "--crash-after", "services.stop@edge2b"])?;
+    let mut first = Baton::demo(
+        &store,
+        &[
+            "--simulate",
+            "--delay",
+            "100ms",
+            "--crash-after",
+            "services.stop@edge2b",
+        ],
+    )?;
     first.send("alice> !failover xmpp EdgePool2 drill")?;
     first.send("bob> !approve 1")?;
     let status = first.wait_exit(T)?;
     assert!(!status.success(), "the drill aborts the process");
-    assert!(first.stderr().contains("simulated crash after executing services.stop on edge2b"), "{}", first.stderr());
-    assert_eq!(count(&first.lines(), "#1 [2/8]"), 0, "the step's outcome was never journaled");
+    assert!(
+        first
+            .stderr()
+            .contains("simulated crash after executing services.stop on edge2b"),
+        "{}",
+        first.stderr()
+    );
+    assert_eq!(
+        count(&first.lines(), "#1 [2/8]"),
+        0,
+        "the step's outcome was never journaled"
+    );
     let mut second = Baton::demo(&store, &["--simulate", "--delay", "100ms"])?;
     second.close_stdin();
     assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
@@ -149,7 +202,12 @@ fn audit_detects_an_edited_journal_row() -> anyhow::Result<()> {
     assert!(status.success(), "{out}");
     let doc: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(doc["chain"]["intact"], true);
-    let kinds: Vec<&str> = doc["events"].as_array().expect("events").iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = doc["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(kinds.first(), Some(&"requested"));
     assert_eq!(kinds.last(), Some(&"succeeded"));
     // Someone with file access changes who approved.
@@ -162,7 +220,12 @@ fn audit_detects_an_edited_journal_row() -> anyhow::Result<()> {
     let doc: serde_json::Value = serde_json::from_str(&out)?;
     assert_eq!(doc["chain"]["intact"], false);
     let problem = format!("row {seq} (approved) was altered");
-    assert!(doc["chain"]["problems"][0].as_str().is_some_and(|p| p.contains(&problem)), "{out}");
+    assert!(
+        doc["chain"]["problems"][0]
+            .as_str()
+            .is_some_and(|p| p.contains(&problem)),
+        "{out}"
+    );
     assert!(err.contains(&problem), "{err}");
     // And Baton refuses to act on it.
     let (status, _, err) = run(&["demo", "--store", s], T)?;
@@ -182,10 +245,19 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
     assert!(out.contains("ok (2 pools, 4 people, route held by EdgePool1)"), "{out}");
 
     let bad = example
-        .replace("tsig_secret = { env = \"BATON_TSIG_SECRET\" }", "tsig_secret = \"Tm90QVJlYWxTZWNyZXQ=\"")
-        .replace("servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]", "servers = [\"edge2a\", \"edge2b.contoso.com\"]")
+        .replace(
+            "tsig_secret = { env = \"BATON_TSIG_SECRET\" }",
+            "tsig_secret = \"Tm90QVJlYWxTZWNyZXQ=\"",
+        )
+        .replace(
+            "servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]",
+            "servers = [\"edge2a\", \"edge2b.contoso.com\"]",
+        )
         .replace("expiry = \"15m\"", "expiry = 15")
-        .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true\ncolour = \"blue\"");
+        .replace(
+            "[chat.xmpp]\nenabled = false",
+            "[chat.xmpp]\nenabled = true\ncolour = \"blue\"",
+        );
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, bad)?;
     let (status, out, err) = run(&["check-config", path.to_str().expect("utf-8")], T)?;
@@ -201,8 +273,14 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
     ] {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
-    assert!(err.lines().skip(1).all(|l| l.trim_start().starts_with("line ")), "every error has a line:\n{err}");
-    assert!(!err.contains("Tm90QVJlYWxTZWNyZXQ") && !err.contains("panicked"), "{err}");
+    assert!(
+        err.lines().skip(1).all(|l| l.trim_start().starts_with("line ")),
+        "every error has a line:\n{err}"
+    );
+    assert!(
+        !err.contains("Tm90QVJlYWxTZWNyZXQ") && !err.contains("panicked"),
+        "{err}"
+    );
 
     let (status, _, err) = run(&["check-config", "/nonexistent/baton.toml"], T)?;
     assert_eq!(status.code(), Some(1));

@@ -28,10 +28,17 @@ fn failover_then_failback_moves_the_zone_and_verify_passes() -> anyhow::Result<(
     bot.wait_for("XMPP federation of contoso.test: working: DNS points to EdgePool2", T)?;
 
     bot.send("bob> !failover xmpp EdgePool1 failback")?;
-    bot.wait_for("Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1", T)?;
+    bot.wait_for(
+        "Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1",
+        T,
+    )?;
     bot.send("alice> !approve 2")?;
     bot.wait_for("#2 succeeded in", T)?;
     assert_eq!(stack.a_records()?, [POOL1_ADDRESS.to_string()]);
-    assert_eq!(stack.srv_records()?, [format!("10 10 {port} xmpp.contoso.test.")], "the SRV record stays exactly once");
+    assert_eq!(
+        stack.srv_records()?,
+        [format!("10 10 {port} xmpp.contoso.test.")],
+        "the SRV record stays exactly once"
+    );
     Ok(())
 }

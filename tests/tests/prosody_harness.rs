@@ -16,7 +16,10 @@ fn starts_answers_and_restarts_on_the_same_ports() {
 
     server.stop().expect("prosody stops");
     assert!(!server.is_running());
-    assert!(probe_stream(c2s, DOMAIN, "jabber:client", Duration::from_secs(1)).is_err(), "stopped server still answers");
+    assert!(
+        probe_stream(c2s, DOMAIN, "jabber:client", Duration::from_secs(1)).is_err(),
+        "stopped server still answers"
+    );
 
     server.start_again().expect("prosody starts again");
     assert_eq!(server.c2s_addr(), c2s);

@@ -10,7 +10,10 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(90);
 
 fn slow() -> StackOptions {
-    StackOptions { sim_args: vec!["--delay-ms".into(), "1000".into()], ..StackOptions::default() }
+    StackOptions {
+        sim_args: vec!["--delay-ms".into(), "1000".into()],
+        ..StackOptions::default()
+    }
 }
 
 fn count(lines: &[String], needle: &str) -> usize {
@@ -19,7 +22,13 @@ fn count(lines: &[String], needle: &str) -> usize {
 
 /// Every simulator execution of `host` for `action`, by key.
 fn runs_of(stack: &Stack, host: &str, action: &str) -> anyhow::Result<Vec<String>> {
-    Ok(stack.fleet.executions(&Fqdn::parse(host)?)?.into_iter().filter(|(_, a, _)| a == action).map(|(k, _, _)| k).collect())
+    Ok(stack
+        .fleet
+        .executions(&Fqdn::parse(host)?)?
+        .into_iter()
+        .filter(|(_, a, _)| a == action)
+        .map(|(k, _, _)| k)
+        .collect())
 }
 
 #[test]
@@ -34,14 +43,26 @@ fn an_agent_down_fails_its_step_naming_the_host_and_retry_completes_the_run() ->
     bot.wait_for("#1 [2/8] services:", T)?;
     stack.fleet.kill(&edge2b)?;
     bot.wait_for("#1 stopped at step 7/8 (services)", T)?;
-    let failed = bot.lines().into_iter().find(|l| l.contains("#1 [7/8] services FAILED")).expect("the step's line");
+    let failed = bot
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("#1 [7/8] services FAILED"))
+        .expect("the step's line");
     assert!(failed.contains("edge2a ok"), "{failed}");
-    assert!(failed.contains("edge2b FAILED") && failed.contains("edge2b.contoso.test: agent unreachable after 3 attempts"), "{failed}");
+    assert!(
+        failed.contains("edge2b FAILED") && failed.contains("edge2b.contoso.test: agent unreachable after 3 attempts"),
+        "{failed}"
+    );
     stack.fleet.restart(&edge2b)?;
     bot.send("carol> !retry 1")?;
     bot.wait_for("#1 succeeded in", T)?;
     let lines = bot.lines();
-    assert_eq!(count(&lines, "#1 [7/8] services (attempt 2): edge2a ok"), 1, "{}", lines.join("\n"));
+    assert_eq!(
+        count(&lines, "#1 [7/8] services (attempt 2): edge2a ok"),
+        1,
+        "{}",
+        lines.join("\n")
+    );
     // edge2a's start ran once (attempt 1); edge2b's ran once (attempt 2), after it came back.
     let a = runs_of(&stack, "edge2a.contoso.test", "services.start")?;
     let b = runs_of(&stack, "edge2b.contoso.test", "services.start")?;
@@ -68,7 +89,11 @@ fn the_bot_killed_mid_step_resumes_with_the_same_keys_and_nothing_runs_twice() -
     lines.extend(second.lines());
     let text = lines.join("\n");
     for k in 1..=8 {
-        assert_eq!(count(&lines, &format!("#1 [{k}/8]")), 1, "step {k} reported exactly once:\n{text}");
+        assert_eq!(
+            count(&lines, &format!("#1 [{k}/8]")),
+            1,
+            "step {k} reported exactly once:\n{text}"
+        );
     }
     let route = runs_of(&stack, "mgmt1.contoso.test", "route.set")?;
     assert_eq!(route.len(), 1, "Set-CsSite ran once: {route:?}");

@@ -26,7 +26,10 @@ struct Bot {
 
 impl Bot {
     async fn start(server: &Prosody) -> Bot {
-        let _ = tracing_subscriber::fmt().with_env_filter("baton=debug").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("baton=debug")
+            .with_test_writer()
+            .try_init();
         let mut config = XmppConfig::new(
             server.jid("baton"),
             server.password("baton").expect("baton is registered"),
@@ -47,7 +50,12 @@ impl Bot {
             async move { adapter.run(tx, shutdown).await }
         });
         adapter.wait_until_joined(WAIT).await.expect("adapter joins both rooms");
-        Bot { adapter, inbound, shutdown, task }
+        Bot {
+            adapter,
+            inbound,
+            shutdown,
+            task,
+        }
     }
 
     async fn next(&mut self) -> Inbound {
@@ -64,14 +72,24 @@ impl Bot {
     }
 
     async fn say(&self, id: i64, room: &str, text: &str) -> Result<(), DeliveryError> {
-        let message = Outbound { id, room: RoomRef::new(Platform::Xmpp, room), run: None, text: text.into(), card: None };
+        let message = Outbound {
+            id,
+            room: RoomRef::new(Platform::Xmpp, room),
+            run: None,
+            text: text.into(),
+            card: None,
+        };
         self.adapter.deliver(&message).await
     }
 
     async fn stop(self) {
         self.shutdown.cancel();
-        let ended = tokio::time::timeout(WAIT, self.task).await.expect("adapter stops within the wait");
-        ended.expect("adapter task did not panic").expect("adapter ends cleanly");
+        let ended = tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("adapter stops within the wait");
+        ended
+            .expect("adapter task did not panic")
+            .expect("adapter ends cleanly");
     }
 }
 
@@ -80,7 +98,10 @@ async fn incident_room_with_alice() -> (Prosody, Bot, TestClient) {
     let server = Prosody::start().expect("prosody starts");
     let bot = Bot::start(&server).await;
     let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    alice
+        .join(INCIDENT_ROOM, "alice", JoinHistory::None)
+        .await
+        .expect("alice joins");
     (server, bot, alice)
 }
 
@@ -103,15 +124,23 @@ async fn senders_are_real_jids_never_nicknames() {
 
     // mallory takes the nickname "bob": she is still mallory.
     let mut mallory = TestClient::connect(&server, "mallory").await.expect("mallory connects");
-    mallory.join(INCIDENT_ROOM, "bob", JoinHistory::None).await.expect("mallory joins as bob");
+    mallory
+        .join(INCIDENT_ROOM, "bob", JoinHistory::None)
+        .await
+        .expect("mallory joins as bob");
     mallory.send(INCIDENT_ROOM, "!approve 7").await.expect("mallory sends");
     let got = bot.next().await;
     assert_eq!(got.text, "!approve 7");
     assert_eq!(got.sender, verified("mallory"));
 
     // Replies reach the room, attributed to the bot.
-    bot.say(1, INCIDENT_ROOM, "refused: mallory is not an approver").await.expect("delivered");
-    let seen = alice.expect_message(from_nick("baton"), WAIT).await.expect("alice sees the reply");
+    bot.say(1, INCIDENT_ROOM, "refused: mallory is not an approver")
+        .await
+        .expect("delivered");
+    let seen = alice
+        .expect_message(from_nick("baton"), WAIT)
+        .await
+        .expect("alice sees the reply");
     assert_eq!(seen.text, "refused: mallory is not an approver");
     bot.stop().await;
 }
@@ -120,13 +149,26 @@ async fn senders_are_real_jids_never_nicknames() {
 async fn semi_anonymous_room_senders_are_unverified_and_the_bot_says_why_once() {
     let server = Prosody::start().expect("prosody starts");
     let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(SEMI_ANONYMOUS_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    alice
+        .join(SEMI_ANONYMOUS_ROOM, "alice", JoinHistory::None)
+        .await
+        .expect("alice joins");
     let mut bot = Bot::start(&server).await;
-    let notice = alice.expect_message(from_nick("baton"), WAIT).await.expect("the bot explains the room setting");
+    let notice = alice
+        .expect_message(from_nick("baton"), WAIT)
+        .await
+        .expect("the bot explains the room setting");
     assert!(notice.text.contains("semi-anonymous"), "{}", notice.text);
-    assert!(notice.text.contains("will not accept requests or approvals"), "{}", notice.text);
+    assert!(
+        notice.text.contains("will not accept requests or approvals"),
+        "{}",
+        notice.text
+    );
 
-    alice.send(SEMI_ANONYMOUS_ROOM, "!approve 7").await.expect("alice sends");
+    alice
+        .send(SEMI_ANONYMOUS_ROOM, "!approve 7")
+        .await
+        .expect("alice sends");
     let got = bot.next().await;
     match got.sender {
         Sender::Unverified { display, why } => {
@@ -145,8 +187,14 @@ async fn semi_anonymous_room_senders_are_unverified_and_the_bot_says_why_once() 
 async fn history_and_repeated_ids_produce_no_inbound() {
     let (server, mut bot, mut alice) = incident_room_with_alice().await;
 
-    alice.send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2", "fixed-id").await.expect("sent");
-    alice.send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2 again", "fixed-id").await.expect("sent");
+    alice
+        .send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2", "fixed-id")
+        .await
+        .expect("sent");
+    alice
+        .send_with_id(INCIDENT_ROOM, "!failover xmpp EdgePool2 again", "fixed-id")
+        .await
+        .expect("sent");
     alice.send(INCIDENT_ROOM, "!status").await.expect("sent");
     assert_eq!(bot.next().await.text, "!failover xmpp EdgePool2");
     assert_eq!(bot.next().await.text, "!status", "the repeated id was dropped");
@@ -158,10 +206,19 @@ async fn history_and_repeated_ids_produce_no_inbound() {
 
     // A user who rejoins with full history sees it replayed (the room does keep it) ...
     let live = alice.collect_for(Duration::from_millis(200)).await;
-    assert!(live.iter().all(|m| !m.delayed), "alice joined without history: {live:?}");
+    assert!(
+        live.iter().all(|m| !m.delayed),
+        "alice joined without history: {live:?}"
+    );
     alice.leave(INCIDENT_ROOM, "alice").await.expect("alice leaves");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::All).await.expect("alice rejoins");
-    let replay = alice.expect_message(|m| m.text == "!status", WAIT).await.expect("history replayed to alice");
+    alice
+        .join(INCIDENT_ROOM, "alice", JoinHistory::All)
+        .await
+        .expect("alice rejoins");
+    let replay = alice
+        .expect_message(|m| m.text == "!status", WAIT)
+        .await
+        .expect("history replayed to alice");
     assert!(replay.delayed, "history carries a delay stamp");
     // ... and the bot still sees only live messages.
     bot.assert_quiet(Duration::from_millis(500)).await;
@@ -178,9 +235,14 @@ async fn a_thousand_round_trips_do_not_stall() {
         alice.send(INCIDENT_ROOM, &format!("!ping {n}")).await.expect("sent");
         let got = bot.next().await;
         assert_eq!(got.text, format!("!ping {n}"));
-        bot.say(n, INCIDENT_ROOM, &format!("pong {n}")).await.expect("reply delivered");
+        bot.say(n, INCIDENT_ROOM, &format!("pong {n}"))
+            .await
+            .expect("reply delivered");
         let want = format!("pong {n}");
-        alice.expect_message(|m| m.nick == "baton" && m.text == want, WAIT).await.expect("alice gets the reply");
+        alice
+            .expect_message(|m| m.nick == "baton" && m.text == want, WAIT)
+            .await
+            .expect("alice gets the reply");
     }
     println!("1000 round trips in {:?}", started.elapsed());
     bot.stop().await;
@@ -194,7 +256,10 @@ async fn prosody_restart_refuses_deliveries_while_down_then_delivers_in_order() 
     let sessions_before = status.borrow().sessions;
 
     tokio::task::block_in_place(|| server.stop()).expect("prosody stops");
-    tokio::time::timeout(WAIT, status.wait_for(|s| !s.online)).await.expect("adapter notices").expect("status open");
+    tokio::time::timeout(WAIT, status.wait_for(|s| !s.online))
+        .await
+        .expect("adapter notices")
+        .expect("status open");
     for id in 1..=3 {
         match bot.say(id, INCIDENT_ROOM, &format!("status {id}")).await {
             Err(DeliveryError::Transient { .. }) => {}
@@ -203,16 +268,32 @@ async fn prosody_restart_refuses_deliveries_while_down_then_delivers_in_order() 
     }
 
     tokio::task::block_in_place(|| server.start_again()).expect("prosody starts again");
-    bot.adapter.wait_until_joined(Duration::from_secs(20)).await.expect("adapter reconnects and rejoins");
-    assert!(status.borrow().sessions > sessions_before, "a new session was established");
+    bot.adapter
+        .wait_until_joined(Duration::from_secs(20))
+        .await
+        .expect("adapter reconnects and rejoins");
+    assert!(
+        status.borrow().sessions > sessions_before,
+        "a new session was established"
+    );
 
     let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    alice
+        .join(INCIDENT_ROOM, "alice", JoinHistory::None)
+        .await
+        .expect("alice joins");
     for id in 1..=3 {
-        bot.say(id, INCIDENT_ROOM, &format!("status {id}")).await.expect("delivered after reconnect");
+        bot.say(id, INCIDENT_ROOM, &format!("status {id}"))
+            .await
+            .expect("delivered after reconnect");
     }
-    let seen: Vec<String> =
-        alice.collect_for(Duration::from_secs(1)).await.into_iter().filter(|m| m.nick == "baton").map(|m| m.text).collect();
+    let seen: Vec<String> = alice
+        .collect_for(Duration::from_secs(1))
+        .await
+        .into_iter()
+        .filter(|m| m.nick == "baton")
+        .map(|m| m.text)
+        .collect();
     assert_eq!(seen, ["status 1", "status 2", "status 3"]);
     bot.stop().await;
 }
@@ -224,9 +305,14 @@ async fn a_busy_receiver_does_not_block_deliveries() {
     for n in 0..100 {
         alice.send(INCIDENT_ROOM, &format!("!status {n}")).await.expect("sent");
     }
-    alice.expect_message(|m| m.text == "!status 99", WAIT).await.expect("the room relayed them all");
+    alice
+        .expect_message(|m| m.text == "!status 99", WAIT)
+        .await
+        .expect("the room relayed them all");
     // ... and a delivery still gets its confirmation.
-    bot.say(1, INCIDENT_ROOM, "still here").await.expect("delivered while the receiver is busy");
+    bot.say(1, INCIDENT_ROOM, "still here")
+        .await
+        .expect("delivered while the receiver is busy");
     for n in 0..100 {
         assert_eq!(bot.next().await.text, format!("!status {n}"));
     }

@@ -21,7 +21,10 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("log buffer poisoned"))?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -54,7 +57,9 @@ fn capture_logs() -> Captured {
 fn make_ca(dir: &Path, name: &str) -> (PathBuf, Issuer<'static, KeyPair>) {
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SAN list is valid");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("{name} test CA"));
     let key = KeyPair::generate().expect("key generation");
     let cert = params.self_signed(&key).expect("self-signed CA");
     let path = dir.join(format!("{name}.pem"));
@@ -70,7 +75,10 @@ fn make_server_cert(dir: &Path, issuer: &Issuer<'static, KeyPair>) -> TlsFiles {
     let key_path = dir.join("server.key");
     std::fs::write(&certificate, cert.pem()).expect("write cert");
     std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    TlsFiles { certificate, key: key_path }
+    TlsFiles {
+        certificate,
+        key: key_path,
+    }
 }
 
 fn adapter(server: &Prosody, password: SecretString, ca: &Path) -> Arc<XmppAdapter> {
@@ -78,7 +86,10 @@ fn adapter(server: &Prosody, password: SecretString, ca: &Path) -> Arc<XmppAdapt
         server.jid("baton"),
         password,
         server.c2s_addr().to_string(),
-        TlsMode::StartTls { ca_file: Some(ca.to_path_buf()), server_name: None },
+        TlsMode::StartTls {
+            ca_file: Some(ca.to_path_buf()),
+            server_name: None,
+        },
     )
     .with_room(INCIDENT_ROOM, "baton");
     config.reconnect_initial = Duration::from_millis(100);
@@ -102,29 +113,46 @@ async fn starttls_checks_the_ca_and_failed_attempts_are_logged_with_their_reason
     let (good_ca, issuer) = make_ca(certs.path(), "good");
     let (other_ca, _) = make_ca(certs.path(), "other");
     let tls = make_server_cert(certs.path(), &issuer);
-    let server = Prosody::start_with(ProsodyOptions { tls: Some(tls), ..ProsodyOptions::default() }).expect("prosody starts");
+    let server = Prosody::start_with(ProsodyOptions {
+        tls: Some(tls),
+        ..ProsodyOptions::default()
+    })
+    .expect("prosody starts");
     let password = server.password("baton").expect("registered");
 
     // The right CA: the adapter connects over TLS and works.
     let good = adapter(&server, password.clone(), &good_ca);
     let (stop_good, mut inbound) = spawn(&good);
-    good.wait_until_joined(Duration::from_secs(10)).await.expect("joins over STARTTLS");
+    good.wait_until_joined(Duration::from_secs(10))
+        .await
+        .expect("joins over STARTTLS");
     let mut alice = TestClient::connect(&server, "alice").await.expect("alice connects");
-    alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await.expect("alice joins");
+    alice
+        .join(INCIDENT_ROOM, "alice", JoinHistory::None)
+        .await
+        .expect("alice joins");
     alice.send(INCIDENT_ROOM, "!status").await.expect("sent");
-    let got = tokio::time::timeout(Duration::from_secs(10), inbound.recv()).await.expect("in time").expect("open");
+    let got = tokio::time::timeout(Duration::from_secs(10), inbound.recv())
+        .await
+        .expect("in time")
+        .expect("open");
     assert_eq!(got.text, "!status");
     stop_good.cancel();
 
     // Another CA: never online, each attempt logged as a TLS failure.
     let foreign = adapter(&server, password.clone(), &other_ca);
     let (stop_foreign, _rx) = spawn(&foreign);
-    assert!(foreign.wait_until_joined(Duration::from_millis(1500)).await.is_err(), "connected despite a foreign CA");
+    assert!(
+        foreign.wait_until_joined(Duration::from_millis(1500)).await.is_err(),
+        "connected despite a foreign CA"
+    );
     stop_foreign.cancel();
     let text = logs.text();
     let tls_failures = text
         .lines()
-        .filter(|l| l.contains("xmpp connection attempt failed") && l.contains("tls handshake with contoso.test failed"))
+        .filter(|l| {
+            l.contains("xmpp connection attempt failed") && l.contains("tls handshake with contoso.test failed")
+        })
         .count();
     assert!(tls_failures >= 2, "expected repeated logged TLS failures, log:\n{text}");
 
@@ -132,12 +160,20 @@ async fn starttls_checks_the_ca_and_failed_attempts_are_logged_with_their_reason
     let wrong = SecretString::from("not-the-password-4711");
     let denied = adapter(&server, wrong, &good_ca);
     let (stop_denied, _rx) = spawn(&denied);
-    assert!(denied.wait_until_joined(Duration::from_millis(1500)).await.is_err(), "connected with a wrong password");
+    assert!(
+        denied.wait_until_joined(Duration::from_millis(1500)).await.is_err(),
+        "connected with a wrong password"
+    );
     stop_denied.cancel();
     let text = logs.text();
-    let auth_failures =
-        text.lines().filter(|l| l.contains("xmpp connection attempt failed") && l.contains("authentication failed")).count();
-    assert!(auth_failures >= 2, "expected repeated logged auth failures, log:\n{text}");
+    let auth_failures = text
+        .lines()
+        .filter(|l| l.contains("xmpp connection attempt failed") && l.contains("authentication failed"))
+        .count();
+    assert!(
+        auth_failures >= 2,
+        "expected repeated logged auth failures, log:\n{text}"
+    );
     assert!(text.contains("retry_in="), "each failure says when the next attempt is");
 
     if std::env::var_os("SHOW_LOGS").is_some() {

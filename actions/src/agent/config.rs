@@ -35,8 +35,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The actions an agent can carry out; `health` is answered by the agent itself.
-pub const AGENT_ACTIONS: &[&str] =
-    &["services.stop", "services.start", "services.status", "route.get", "route.set", "dns.set_a", "dns.ensure_srv"];
+pub const AGENT_ACTIONS: &[&str] = &[
+    "services.stop",
+    "services.start",
+    "services.status",
+    "route.get",
+    "route.set",
+    "dns.set_a",
+    "dns.ensure_srv",
+];
 
 /// Where Windows keeps Windows PowerShell 5.1; used unless the configuration names another.
 pub const DEFAULT_POWERSHELL: &str = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe";
@@ -148,23 +155,36 @@ struct RawTls {
 #[derive(Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawExecutor {
-    Command { commands: BTreeMap<String, Vec<String>> },
-    Powershell { module: LyncModule, program: Option<PathBuf> },
+    Command {
+        commands: BTreeMap<String, Vec<String>>,
+    },
+    Powershell {
+        module: LyncModule,
+        program: Option<PathBuf>,
+    },
 }
 
 impl AgentConfig {
     /// Reads and validates the file at `path`; relative paths in it are taken from its folder.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        AgentConfig::parse(&text, base).map_err(|errors| ConfigError::Invalid { path: path.to_path_buf(), errors })
+        AgentConfig::parse(&text, base).map_err(|errors| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            errors,
+        })
     }
 
     /// Validates a configuration text; relative paths are joined to `base`. Returns every error.
     pub fn parse(text: &str, base: &Path) -> Result<AgentConfig, Vec<String>> {
         let raw: Raw = toml::from_str(text).map_err(|e| vec![toml_error(text, &e)])?;
         let mut errors = Vec::new();
-        let host = Fqdn::parse(&raw.host).map_err(|e| errors.push(format!("host: {e}"))).ok();
+        let host = Fqdn::parse(&raw.host)
+            .map_err(|e| errors.push(format!("host: {e}")))
+            .ok();
         let listen = raw
             .listen
             .parse::<SocketAddr>()
@@ -175,7 +195,10 @@ impl AgentConfig {
             if AGENT_ACTIONS.contains(&a.as_str()) {
                 actions.insert(a.clone());
             } else {
-                errors.push(format!("actions[{i}]: '{a}' is not an agent action (agent actions: {})", AGENT_ACTIONS.join(", ")));
+                errors.push(format!(
+                    "actions[{i}]: '{a}' is not an agent action (agent actions: {})",
+                    AGENT_ACTIONS.join(", ")
+                ));
             }
         }
         let mut timeouts = BTreeMap::new();
@@ -188,7 +211,9 @@ impl AgentConfig {
                 Ok(d) if !d.is_zero() && d <= crate::protocol::MAX_TIMEOUT => {
                     timeouts.insert(action.clone(), d);
                 }
-                _ => errors.push(format!("timeouts.\"{action}\": '{text}' is not a duration between 1ms and 1h (e.g. \"90s\")")),
+                _ => errors.push(format!(
+                    "timeouts.\"{action}\": '{text}' is not a duration between 1ms and 1h (e.g. \"90s\")"
+                )),
             }
         }
         let shutdown_grace = match raw.shutdown_grace.as_deref().map(humantime::parse_duration) {
@@ -203,7 +228,9 @@ impl AgentConfig {
         for (i, f) in raw.tls.client_sha256.iter().enumerate() {
             match crate::tls::normalize_fingerprint(f) {
                 Some(n) => client_sha256.push(n),
-                None => errors.push(format!("tls.client_sha256[{i}]: not a SHA-256 fingerprint (64 hex digits, ':' allowed)")),
+                None => errors.push(format!(
+                    "tls.client_sha256[{i}]: not a SHA-256 fingerprint (64 hex digits, ':' allowed)"
+                )),
             }
         }
         let executor = match raw.executor {
@@ -212,12 +239,16 @@ impl AgentConfig {
                     if !AGENT_ACTIONS.contains(&action.as_str()) {
                         errors.push(format!("executor.commands.\"{action}\": not an agent action"));
                     } else if argv.is_empty() || argv[0].is_empty() {
-                        errors.push(format!("executor.commands.\"{action}\": needs a program and its arguments"));
+                        errors.push(format!(
+                            "executor.commands.\"{action}\": needs a program and its arguments"
+                        ));
                     }
                 }
                 for action in &actions {
                     if !commands.contains_key(action) {
-                        errors.push(format!("executor.commands: the enabled action '{action}' has no command"));
+                        errors.push(format!(
+                            "executor.commands: the enabled action '{action}' has no command"
+                        ));
                     }
                 }
                 ExecutorConfig::Command { commands }
@@ -250,7 +281,11 @@ impl AgentConfig {
 
     /// The timeout an action gets: what the caller asked, at most the configured bound.
     pub fn timeout_for(&self, action: &crate::Action, asked: Duration) -> Duration {
-        let bound = self.timeouts.get(action.id()).copied().unwrap_or_else(|| action.default_timeout());
+        let bound = self
+            .timeouts
+            .get(action.id())
+            .copied()
+            .unwrap_or_else(|| action.default_timeout());
         asked.min(bound)
     }
 }
@@ -307,7 +342,11 @@ kind = "command"
         assert_eq!(c.timeout_for(&stop, Duration::from_secs(300)), Duration::from_secs(90));
         assert_eq!(c.timeout_for(&stop, Duration::from_secs(5)), Duration::from_secs(5));
         let start = crate::Action::ServicesStart { host: c.host.clone() };
-        assert_eq!(c.timeout_for(&start, Duration::from_secs(3600)), Duration::from_secs(300), "catalog default");
+        assert_eq!(
+            c.timeout_for(&start, Duration::from_secs(3600)),
+            Duration::from_secs(300),
+            "catalog default"
+        );
         assert_eq!(c.executor.describe(), "command");
     }
 
@@ -316,7 +355,10 @@ kind = "command"
         let bad = GOOD
             .replace("Edge2A.contoso.com", "edge2a")
             .replace("127.0.0.1:4443", "localhost")
-            .replace(r#""services.start"]"#, r#""services.start", "rm", "port.check", "route.get"]"#)
+            .replace(
+                r#""services.start"]"#,
+                r#""services.start", "rm", "port.check", "route.get"]"#,
+            )
             .replace(r#""90s""#, r#""soon""#)
             .replace("AB:AB:AB:AB:", "");
         expect_test::expect![[r#"
@@ -333,14 +375,26 @@ kind = "command"
         .assert_debug_eq(&errors(&bad));
         let unknown = errors(&GOOD.replace("shutdown_grace", "shutdown_grase"));
         assert_eq!(unknown.len(), 1);
-        assert!(unknown[0].starts_with("line 6: unknown field `shutdown_grase`"), "{unknown:?}");
+        assert!(
+            unknown[0].starts_with("line 6: unknown field `shutdown_grase`"),
+            "{unknown:?}"
+        );
     }
 
     #[test]
     fn the_example_file_is_valid() {
-        let c = AgentConfig::parse(include_str!("../../../examples/agent.toml"), Path::new(r"C:\ProgramData\Baton"))
-            .expect("examples/agent.toml is valid");
-        assert_eq!(c.executor, ExecutorConfig::PowerShell { program: PathBuf::from(DEFAULT_POWERSHELL), module: LyncModule::Lync });
+        let c = AgentConfig::parse(
+            include_str!("../../../examples/agent.toml"),
+            Path::new(r"C:\ProgramData\Baton"),
+        )
+        .expect("examples/agent.toml is valid");
+        assert_eq!(
+            c.executor,
+            ExecutorConfig::PowerShell {
+                program: PathBuf::from(DEFAULT_POWERSHELL),
+                module: LyncModule::Lync
+            }
+        );
         assert_eq!(c.tls.client_subjects, ["CN=baton-bot"]);
     }
 
@@ -353,7 +407,10 @@ kind = "command"
         let c = AgentConfig::parse(&text, Path::new("/etc/baton")).expect("valid");
         assert_eq!(
             c.executor,
-            ExecutorConfig::PowerShell { program: PathBuf::from(DEFAULT_POWERSHELL), module: LyncModule::SkypeForBusiness }
+            ExecutorConfig::PowerShell {
+                program: PathBuf::from(DEFAULT_POWERSHELL),
+                module: LyncModule::SkypeForBusiness
+            }
         );
         assert_eq!(c.executor.describe(), "powershell (SkypeForBusiness)");
         assert!(errors(&text.replace("SkypeForBusiness", "Exchange"))[0].contains("unknown variant `Exchange`"));

@@ -25,11 +25,24 @@ pub fn parameters(action: &Action) -> Map<String, Value> {
         Action::RouteSet { host, site, edge_pool } => {
             json!({ "host": host, "site": site, "edge_pool": edge_pool, "route": xmpp_route(edge_pool) })
         }
-        Action::DnsSetA { dns, name, address, ttl } => {
+        Action::DnsSetA {
+            dns,
+            name,
+            address,
+            ttl,
+        } => {
             let zone = dns_zone(dns);
             json!({ "zone": zone, "name": name, "record": relative(name, zone), "address": address, "ttl": ttl })
         }
-        Action::DnsEnsureSrv { dns, name, target, port, priority, weight, ttl } => {
+        Action::DnsEnsureSrv {
+            dns,
+            name,
+            target,
+            port,
+            priority,
+            weight,
+            ttl,
+        } => {
             let zone = dns_zone(dns);
             json!({
                 "zone": zone, "name": name, "record": relative(name, zone), "target": target,
@@ -37,7 +50,13 @@ pub fn parameters(action: &Action) -> Map<String, Value> {
             })
         }
         Action::PortCheck { address, port } => json!({ "address": address, "port": port }),
-        Action::Verify { srv, host, address, port, domain } => {
+        Action::Verify {
+            srv,
+            host,
+            address,
+            port,
+            domain,
+        } => {
             json!({ "srv": srv, "host": host, "address": address, "port": port, "domain": domain })
         }
     };
@@ -74,7 +93,11 @@ fn common_env(key: &IdempotencyKey, action: &Action, params: &Map<String, Value>
 pub fn command(argv: &[String], key: &IdempotencyKey, action: &Action) -> Invocation {
     let params = parameters(action);
     let mut env = common_env(key, action, &params);
-    env.extend(params.iter().map(|(k, v)| (format!("BATON_PARAM_{}", k.to_ascii_uppercase()), text(v))));
+    env.extend(
+        params
+            .iter()
+            .map(|(k, v)| (format!("BATON_PARAM_{}", k.to_ascii_uppercase()), text(v))),
+    );
     Invocation {
         program: argv.first().map(Into::into).unwrap_or_default(),
         args: argv.iter().skip(1).cloned().collect(),
@@ -118,7 +141,12 @@ pub fn encode_command(script: &str) -> String {
 
 /// The `powershell` executor: `powershell.exe -NoLogo -NoProfile -NonInteractive
 /// -EncodedCommand <fixed script>`, parameters as JSON in `BATON_PARAMS`, no standard input.
-pub fn powershell(program: &std::path::Path, module: LyncModule, key: &IdempotencyKey, action: &Action) -> Option<Invocation> {
+pub fn powershell(
+    program: &std::path::Path,
+    module: LyncModule,
+    key: &IdempotencyKey,
+    action: &Action,
+) -> Option<Invocation> {
     let script = script(module, action)?;
     let params = parameters(action);
     Some(Invocation {
@@ -159,23 +187,40 @@ pub(super) mod tests {
     }
 
     fn windows_dns() -> DnsVia {
-        DnsVia::Agent { host: fqdn("dns1.contoso.com"), zone: fqdn("contoso.com") }
+        DnsVia::Agent {
+            host: fqdn("dns1.contoso.com"),
+            zone: fqdn("contoso.com"),
+        }
     }
 
     /// One action of each kind an agent carries out, in [`crate::agent::config::AGENT_ACTIONS`]
     /// order (the other agent modules' tests use it too).
     pub(crate) fn catalog() -> Vec<Action> {
         vec![
-            Action::ServicesStop { host: fqdn("edge2a.contoso.com") },
-            Action::ServicesStart { host: fqdn("edge2a.contoso.com") },
-            Action::ServicesStatus { host: fqdn("edge2a.contoso.com") },
-            Action::RouteGet { host: fqdn("mgmt1.contoso.com"), site: SiteName::parse("Site2").expect("valid") },
+            Action::ServicesStop {
+                host: fqdn("edge2a.contoso.com"),
+            },
+            Action::ServicesStart {
+                host: fqdn("edge2a.contoso.com"),
+            },
+            Action::ServicesStatus {
+                host: fqdn("edge2a.contoso.com"),
+            },
+            Action::RouteGet {
+                host: fqdn("mgmt1.contoso.com"),
+                site: SiteName::parse("Site2").expect("valid"),
+            },
             Action::RouteSet {
                 host: fqdn("mgmt1.contoso.com"),
                 site: SiteName::parse("Site2").expect("valid"),
                 edge_pool: fqdn("edgepool2.contoso.com"),
             },
-            Action::DnsSetA { dns: windows_dns(), name: fqdn("xmpp.contoso.com"), address: "203.0.113.20".parse().expect("ip"), ttl: 300 },
+            Action::DnsSetA {
+                dns: windows_dns(),
+                name: fqdn("xmpp.contoso.com"),
+                address: "203.0.113.20".parse().expect("ip"),
+                ttl: 300,
+            },
             Action::DnsEnsureSrv {
                 dns: windows_dns(),
                 name: fqdn("_xmpp-server._tcp.contoso.com"),
@@ -191,7 +236,10 @@ pub(super) mod tests {
     /// Decodes `-EncodedCommand` back to the script, as PowerShell does.
     fn decode_command(b64: &str) -> String {
         let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
-        let units: Vec<u16> = bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
         String::from_utf16(&units).expect("utf-16")
     }
 
@@ -303,12 +351,25 @@ pub(super) mod tests {
         ] {
             assert!(route.contains(needle), "route.set script has {needle}");
         }
-        assert!(script(LyncModule::Lync, &Action::PortCheck { address: "203.0.113.20".parse().expect("ip"), port: 5269 }).is_none());
+        assert!(
+            script(
+                LyncModule::Lync,
+                &Action::PortCheck {
+                    address: "203.0.113.20".parse().expect("ip"),
+                    port: 5269
+                }
+            )
+            .is_none()
+        );
     }
 
     #[test]
     fn command_executor_passes_parameters_as_data() {
-        let argv = vec!["/usr/bin/baton-lync-sim".to_string(), "--state".to_string(), "/tmp/mgmt.json".to_string()];
+        let argv = vec![
+            "/usr/bin/baton-lync-sim".to_string(),
+            "--state".to_string(),
+            "/tmp/mgmt.json".to_string(),
+        ];
         let inv = command(&argv, &key(), &catalog()[4]);
         assert_eq!(inv.program, Path::new("/usr/bin/baton-lync-sim"));
         assert_eq!(inv.args, ["--state", "/tmp/mgmt.json"]);

@@ -73,11 +73,15 @@ impl Journal {
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
-        let mut conn = open().map_err(|source| JournalError::Open { path: path.to_path_buf(), source })?;
+        let mut conn = open().map_err(|source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let tx = conn.transaction()?;
         let stale: Vec<(String, i64)> = {
             let mut stmt = tx.prepare("SELECT key, started_ms FROM calls WHERE state = 'running'")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?
         };
         let now = now_ms();
         for (key, started) in &stale {
@@ -94,9 +98,15 @@ impl Journal {
                 params![key, String::from_utf8_lossy(&answer.encode()), now],
             )?;
         }
-        tx.execute("DELETE FROM calls WHERE state = 'done' AND finished_ms < ?1", [now - RETENTION_MS])?;
+        tx.execute(
+            "DELETE FROM calls WHERE state = 'done' AND finished_ms < ?1",
+            [now - RETENTION_MS],
+        )?;
         tx.commit()?;
-        Ok((Journal { conn: Mutex::new(conn) }, stale.into_iter().map(|(k, _)| k).collect()))
+        Ok((
+            Journal { conn: Mutex::new(conn) },
+            stale.into_iter().map(|(k, _)| k).collect(),
+        ))
     }
 
     /// Looks the key up and, if it is new, records it as running (durably) in the same
@@ -106,9 +116,11 @@ impl Journal {
         let mut conn = self.conn.lock().expect("the journal lock is never held across a panic");
         let tx = conn.transaction()?;
         let row: Option<(String, String, Option<String>, i64)> = tx
-            .query_row("SELECT action, state, answer, started_ms FROM calls WHERE key = ?1", [key.as_str()], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
+            .query_row(
+                "SELECT action, state, answer, started_ms FROM calls WHERE key = ?1",
+                [key.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
             .optional()?;
         let begin = match row {
             None => {
@@ -122,9 +134,9 @@ impl Journal {
             Some((_, state, Some(answer), _)) if state == "done" => Begin::Done(
                 ActionAnswer::decode(answer.as_bytes()).map_err(|_| JournalError::Corrupt { key: key.to_string() })?,
             ),
-            Some((_, _, _, started)) => {
-                Begin::Running { since: Duration::from_millis(u64::try_from(now_ms() - started).unwrap_or(0)) }
-            }
+            Some((_, _, _, started)) => Begin::Running {
+                since: Duration::from_millis(u64::try_from(now_ms() - started).unwrap_or(0)),
+            },
         };
         tx.commit()?;
         Ok(begin)
@@ -147,7 +159,9 @@ mod tests {
     use crate::names::Fqdn;
 
     fn stop() -> Action {
-        Action::ServicesStop { host: Fqdn::parse("edge2a.contoso.com").expect("valid") }
+        Action::ServicesStop {
+            host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+        }
     }
 
     fn failed(key: &IdempotencyKey) -> ActionAnswer {
@@ -171,7 +185,9 @@ mod tests {
         let k2 = IdempotencyKey::parse("s/r1/s2/a1-edge2a/t2").expect("valid");
         assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Fresh);
         assert!(matches!(j.begin(&k1, &stop()).expect("begin"), Begin::Running { .. }));
-        let other = Action::ServicesStart { host: Fqdn::parse("edge2a.contoso.com").expect("valid") };
+        let other = Action::ServicesStart {
+            host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+        };
         assert!(matches!(j.begin(&k1, &other).expect("begin"), Begin::Conflict { .. }));
         j.finish(&k1, &failed(&k1)).expect("finish");
         assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Done(failed(&k1)));
@@ -184,16 +200,26 @@ mod tests {
             Begin::Done(ActionAnswer::Failed { error, .. }) => assert_eq!(error, INTERRUPTED),
             other => panic!("expected the interrupted answer, got {other:?}"),
         }
-        assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Done(failed(&k1)), "finished keys survive a restart");
+        assert_eq!(
+            j.begin(&k1, &stop()).expect("begin"),
+            Begin::Done(failed(&k1)),
+            "finished keys survive a restart"
+        );
         drop(j);
 
         // Keys finished long ago are forgotten at the next start.
         let conn = Connection::open(&path).expect("opens");
-        conn.execute("UPDATE calls SET finished_ms = finished_ms - ?1 WHERE key = ?2", params![RETENTION_MS + 1000, k1.as_str()])
-            .expect("ages a key");
+        conn.execute(
+            "UPDATE calls SET finished_ms = finished_ms - ?1 WHERE key = ?2",
+            params![RETENTION_MS + 1000, k1.as_str()],
+        )
+        .expect("ages a key");
         drop(conn);
         let (j, _) = Journal::open(&path).expect("reopens");
         assert_eq!(j.begin(&k1, &stop()).expect("begin"), Begin::Fresh);
-        assert!(matches!(j.begin(&k2, &stop()).expect("begin"), Begin::Done(_)), "recent keys stay");
+        assert!(
+            matches!(j.begin(&k2, &stop()).expect("begin"), Begin::Done(_)),
+            "recent keys stay"
+        );
     }
 }

@@ -30,8 +30,16 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Res
     let listen = config.listen;
     let state_dir = config.state_dir.clone();
     let agent = Agent::new(config)?;
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| AgentError::Bind { address: listen, source })?;
-    let bound = listener.local_addr().map_err(|source| AgentError::Bind { address: listen, source })?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            address: listen,
+            source,
+        })?;
+    let bound = listener.local_addr().map_err(|source| AgentError::Bind {
+        address: listen,
+        source,
+    })?;
     let file = state_dir.join(ADDRESS_FILE);
     std::fs::write(&file, bound.to_string()).map_err(|source| AgentError::StateDir { path: file, source })?;
     agent.serve(listener, shutdown).await;

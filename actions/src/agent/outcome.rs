@@ -31,7 +31,13 @@ pub fn interpret(action: &Action, key: &IdempotencyKey, finished: &Finished, tim
         stdout_tail: finished.stdout.text(TAIL_SENT),
         stderr_tail: finished.stderr.text(TAIL_SENT),
     };
-    let last_err = || finished.stderr.last_line().map(|l| format!(": {}", shown(&l))).unwrap_or_default();
+    let last_err = || {
+        finished
+            .stderr
+            .last_line()
+            .map(|l| format!(": {}", shown(&l)))
+            .unwrap_or_default()
+    };
     match &finished.exit {
         Exit::SpawnFailed(why) => failed(format!("{} could not run: {why}", action.id())),
         Exit::TimedOut => failed(format!(
@@ -47,7 +53,13 @@ pub fn interpret(action: &Action, key: &IdempotencyKey, finished: &Finished, tim
         )),
         Exit::Code(code) if *code != 0 => failed(format!("{} failed with exit code {code}{}", action.id(), last_err())),
         Exit::Code(_) => match verify(action, finished.stdout.last_line().as_deref()) {
-            Ok((detail, result)) => ActionAnswer::Ok { key: key.clone(), detail, result, elapsed_ms, replayed: false },
+            Ok((detail, result)) => ActionAnswer::Ok {
+                key: key.clone(),
+                detail,
+                result,
+                elapsed_ms,
+                replayed: false,
+            },
             Err(why) => failed(format!("{}: {why}", action.id())),
         },
     }
@@ -59,7 +71,11 @@ fn parse<T: DeserializeOwned>(line: Option<&str>) -> Result<T, String> {
 }
 
 fn service_list(services: &[ServiceState]) -> String {
-    services.iter().map(|s| format!("{} ({})", shown(&s.name), shown(&s.status))).collect::<Vec<_>>().join(", ")
+    services
+        .iter()
+        .map(|s| format!("{} ({})", shown(&s.name), shown(&s.status)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Every service must be in `wanted` state after a stop or start.
@@ -67,11 +83,19 @@ fn services_in(report: ServicesReport, wanted: &str, verb: &str) -> Result<(Stri
     if report.services.is_empty() {
         return Err("Get-CsWindowsService lists no Lync services on this host".to_string());
     }
-    let wrong: Vec<ServiceState> = report.services.iter().filter(|s| !s.status.eq_ignore_ascii_case(wanted)).cloned().collect();
+    let wrong: Vec<ServiceState> = report
+        .services
+        .iter()
+        .filter(|s| !s.status.eq_ignore_ascii_case(wanted))
+        .cloned()
+        .collect();
     if !wrong.is_empty() {
         return Err(format!("not {verb} after the cmdlet: {}", service_list(&wrong)));
     }
-    Ok((format!("{} services {verb}", report.services.len()), ActionResult::Services(report)))
+    Ok((
+        format!("{} services {verb}", report.services.len()),
+        ActionResult::Services(report),
+    ))
 }
 
 fn route_text(route: &Option<String>) -> String {
@@ -85,7 +109,11 @@ fn verify(action: &Action, line: Option<&str>) -> Result<(String, ActionResult),
         Action::ServicesStart { .. } => services_in(parse(line)?, "Running", "running"),
         Action::ServicesStatus { .. } => {
             let report: ServicesReport = parse(line)?;
-            let running = report.services.iter().filter(|s| s.status.eq_ignore_ascii_case("Running")).count();
+            let running = report
+                .services
+                .iter()
+                .filter(|s| s.status.eq_ignore_ascii_case("Running"))
+                .count();
             let detail = format!("{running} of {} services running", report.services.len());
             Ok((detail, ActionResult::Services(report)))
         }
@@ -126,11 +154,21 @@ fn verify(action: &Action, line: Option<&str>) -> Result<(String, ActionResult),
             let report: DnsAReport = parse(line)?;
             if report.name != *name || report.addresses != [*address] {
                 let got: Vec<String> = report.addresses.iter().map(ToString::to_string).collect();
-                return Err(format!("{name} A is [{}] after the change, wanted [{address}]", got.join(", ")));
+                return Err(format!(
+                    "{name} A is [{}] after the change, wanted [{address}]",
+                    got.join(", ")
+                ));
             }
             Ok((format!("{name} A {address} confirmed"), ActionResult::DnsA(report)))
         }
-        Action::DnsEnsureSrv { name, target, port, priority, weight, .. } => {
+        Action::DnsEnsureSrv {
+            name,
+            target,
+            port,
+            priority,
+            weight,
+            ..
+        } => {
             let report: DnsSrvReport = parse(line)?;
             let matching = report
                 .records
@@ -143,7 +181,10 @@ fn verify(action: &Action, line: Option<&str>) -> Result<(String, ActionResult),
                 ));
             }
             let how = if report.created { "created" } else { "already present" };
-            Ok((format!("{name} SRV -> {target}:{port} {how}, present once"), ActionResult::DnsSrv(report)))
+            Ok((
+                format!("{name} SRV -> {target}:{port} {how}, present once"),
+                ActionResult::DnsSrv(report),
+            ))
         }
         Action::Health { .. } | Action::PortCheck { .. } | Action::Verify { .. } => {
             Err("is not an agent action".to_string())
@@ -162,7 +203,13 @@ mod tests {
         out.push(stdout.as_bytes());
         let mut err = Tail::new(1 << 16);
         err.push(stderr.as_bytes());
-        Finished { exit, stdout: out, stderr: err, elapsed: Duration::from_millis(1500), pid: Some(1) }
+        Finished {
+            exit,
+            stdout: out,
+            stderr: err,
+            elapsed: Duration::from_millis(1500),
+            pid: Some(1),
+        }
     }
 
     /// Interprets one process end and shows `ok: detail` or `failed: error`.
@@ -180,7 +227,13 @@ mod tests {
     fn processes_become_answers() {
         let [stop, _start, status, get, set, a, srv] = <[Action; 7]>::try_from(catalog()).expect("seven actions");
         let stopped = r#"{"services":[{"name":"RTCSRV","status":"Stopped"},{"name":"RTCMRAUTH","status":"Stopped"}]}"#;
-        check(&stop, Exit::Code(0), &format!("WARNING: noise\n{stopped}\n"), "", "ok: 2 services stopped");
+        check(
+            &stop,
+            Exit::Code(0),
+            &format!("WARNING: noise\n{stopped}\n"),
+            "",
+            "ok: 2 services stopped",
+        );
         check(
             &stop,
             Exit::Code(0),
@@ -188,8 +241,20 @@ mod tests {
             "",
             "failed: services.stop: not stopped after the cmdlet: RTCSRV (Running)",
         );
-        check(&stop, Exit::Code(0), r#"{"services":[]}"#, "", "failed: services.stop: Get-CsWindowsService lists no Lync services on this host");
-        check(&stop, Exit::Code(0), "", "", "failed: services.stop: the executor printed no result");
+        check(
+            &stop,
+            Exit::Code(0),
+            r#"{"services":[]}"#,
+            "",
+            "failed: services.stop: Get-CsWindowsService lists no Lync services on this host",
+        );
+        check(
+            &stop,
+            Exit::Code(0),
+            "",
+            "",
+            "failed: services.stop: the executor printed no result",
+        );
         check(
             &stop,
             Exit::Code(0),
@@ -197,12 +262,42 @@ mod tests {
             "",
             "failed: services.stop: the result is not the expected JSON (unknown field `extra`, expected `services` at line 1 column 22): {\\\"services\\\":[],\\\"extra\\\":1}",
         );
-        check(&stop, Exit::Code(1), "", "line1\nThe term 'Stop-CsWindowsService' is not recognized\n", "failed: services.stop failed with exit code 1: The term \\'Stop-CsWindowsService\\' is not recognized");
-        check(&stop, Exit::TimedOut, "", "", "failed: services.stop timed out after 2s; the process and its children were killed");
-        check(&stop, Exit::Signal(Some(9)), "", "", "failed: services.stop was killed by signal 9");
-        check(&stop, Exit::SpawnFailed("cannot start x: not found".into()), "", "", "failed: services.stop could not run: cannot start x: not found");
+        check(
+            &stop,
+            Exit::Code(1),
+            "",
+            "line1\nThe term 'Stop-CsWindowsService' is not recognized\n",
+            "failed: services.stop failed with exit code 1: The term \\'Stop-CsWindowsService\\' is not recognized",
+        );
+        check(
+            &stop,
+            Exit::TimedOut,
+            "",
+            "",
+            "failed: services.stop timed out after 2s; the process and its children were killed",
+        );
+        check(
+            &stop,
+            Exit::Signal(Some(9)),
+            "",
+            "",
+            "failed: services.stop was killed by signal 9",
+        );
+        check(
+            &stop,
+            Exit::SpawnFailed("cannot start x: not found".into()),
+            "",
+            "",
+            "failed: services.stop could not run: cannot start x: not found",
+        );
 
-        check(&status, Exit::Code(0), r#"{"services":[{"name":"A","status":"Running"},{"name":"B","status":"Stopped"}]}"#, "", "ok: 1 of 2 services running");
+        check(
+            &status,
+            Exit::Code(0),
+            r#"{"services":[{"name":"A","status":"Running"},{"name":"B","status":"Stopped"}]}"#,
+            "",
+            "ok: 1 of 2 services running",
+        );
 
         check(
             &set,
@@ -225,10 +320,28 @@ mod tests {
             "",
             "failed: route.set: Set-CsSite Site2 -XmppFederationRoute did not take: Get-CsSite shows EdgeServer:edgepool1.contoso.com (wanted EdgeServer:edgepool2.contoso.com)",
         );
-        check(&get, Exit::Code(0), r#"{"site":"Site2","route":null}"#, "", "ok: Site2 has no XMPP federation route");
-        check(&get, Exit::Code(0), r#"{"site":"Site1","route":null}"#, "", "failed: route.get: asked for site Site2, the result is for Site1");
+        check(
+            &get,
+            Exit::Code(0),
+            r#"{"site":"Site2","route":null}"#,
+            "",
+            "ok: Site2 has no XMPP federation route",
+        );
+        check(
+            &get,
+            Exit::Code(0),
+            r#"{"site":"Site1","route":null}"#,
+            "",
+            "failed: route.get: asked for site Site2, the result is for Site1",
+        );
 
-        check(&a, Exit::Code(0), r#"{"name":"xmpp.contoso.com","addresses":["203.0.113.20"]}"#, "", "ok: xmpp.contoso.com A 203.0.113.20 confirmed");
+        check(
+            &a,
+            Exit::Code(0),
+            r#"{"name":"xmpp.contoso.com","addresses":["203.0.113.20"]}"#,
+            "",
+            "ok: xmpp.contoso.com A 203.0.113.20 confirmed",
+        );
         check(
             &a,
             Exit::Code(0),
@@ -257,8 +370,17 @@ mod tests {
         let key = IdempotencyKey::parse("k").expect("valid");
         let stop = &catalog()[0];
         let noisy = "x".repeat(10_000);
-        match interpret(stop, &key, &finished(Exit::Code(2), &noisy, &noisy), Duration::from_secs(1)) {
-            ActionAnswer::Failed { stdout_tail, stderr_tail, .. } => {
+        match interpret(
+            stop,
+            &key,
+            &finished(Exit::Code(2), &noisy, &noisy),
+            Duration::from_secs(1),
+        ) {
+            ActionAnswer::Failed {
+                stdout_tail,
+                stderr_tail,
+                ..
+            } => {
                 assert!(stdout_tail.len() <= TAIL_SENT + 3 && stdout_tail.starts_with('…'));
                 assert!(stderr_tail.len() <= TAIL_SENT + 3);
             }

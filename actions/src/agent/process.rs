@@ -39,7 +39,11 @@ pub struct Tail {
 
 impl Tail {
     pub fn new(limit: usize) -> Tail {
-        Tail { bytes: Vec::new(), limit, dropped: 0 }
+        Tail {
+            bytes: Vec::new(),
+            limit,
+            dropped: 0,
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -53,14 +57,22 @@ impl Tail {
 
     /// The last non-empty line, trimmed.
     pub fn last_line(&self) -> Option<String> {
-        String::from_utf8_lossy(&self.bytes).lines().map(str::trim).rfind(|l| !l.is_empty()).map(str::to_string)
+        String::from_utf8_lossy(&self.bytes)
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty())
+            .map(str::to_string)
     }
 
     /// At most the last `max` bytes as text, marked when cut.
     pub fn text(&self, max: usize) -> String {
         let start = self.bytes.len().saturating_sub(max);
         let text = String::from_utf8_lossy(&self.bytes[start..]).into_owned();
-        if start > 0 || self.dropped > 0 { format!("…{text}") } else { text }
+        if start > 0 || self.dropped > 0 {
+            format!("…{text}")
+        } else {
+            text
+        }
     }
 }
 
@@ -94,7 +106,9 @@ impl Tree {
     fn adopt(child: &tokio::process::Child) -> Tree {
         #[cfg(unix)]
         {
-            Tree { pgid: child.id().and_then(|p| i32::try_from(p).ok()) }
+            Tree {
+                pgid: child.id().and_then(|p| i32::try_from(p).ok()),
+            }
         }
         #[cfg(windows)]
         {
@@ -151,7 +165,11 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
     let mut cmd = tokio::process::Command::new(&inv.program);
     cmd.args(&inv.args)
         .envs(inv.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if inv.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if inv.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -200,10 +218,20 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
     // Children left behind by a process that ended hold its pipes open: end them too.
     tree.kill();
     let collect = |task: tokio::task::JoinHandle<Tail>| async move {
-        tokio::time::timeout(DRAIN, task).await.ok().and_then(Result::ok).unwrap_or_default()
+        tokio::time::timeout(DRAIN, task)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
     };
     let (stdout, stderr) = tokio::join!(collect(out), collect(err));
-    Finished { exit, stdout, stderr, elapsed: started.elapsed(), pid }
+    Finished {
+        exit,
+        stdout,
+        stderr,
+        elapsed: started.elapsed(),
+        pid,
+    }
 }
 
 #[cfg(unix)]
@@ -233,13 +261,24 @@ mod tests {
     fn alive(pid: u32) -> bool {
         // A zombie (state Z) is dead; only its parent has not collected it yet.
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')).unwrap_or(false))
+            .map(|s| {
+                s.rsplit_once(") ")
+                    .map(|(_, rest)| !rest.starts_with('Z'))
+                    .unwrap_or(false)
+            })
             .unwrap_or(false)
     }
 
     #[tokio::test]
     async fn output_environment_and_input_reach_the_caller() {
-        let f = run(&sh("read line; echo \"got $line $BATON_X\"; echo oops >&2; exit 3", Some("hello\n")), Duration::from_secs(10)).await;
+        let f = run(
+            &sh(
+                "read line; echo \"got $line $BATON_X\"; echo oops >&2; exit 3",
+                Some("hello\n"),
+            ),
+            Duration::from_secs(10),
+        )
+        .await;
         assert_eq!(f.exit, Exit::Code(3));
         assert_eq!(f.stdout.last_line().as_deref(), Some("got hello x y"));
         assert_eq!(f.stderr.text(100), "oops\n");
@@ -253,7 +292,10 @@ mod tests {
         let started = Instant::now();
         let f = run(&sh(&script, None), Duration::from_millis(500)).await;
         assert_eq!(f.exit, Exit::TimedOut);
-        assert!(started.elapsed() < Duration::from_secs(10), "the run ends at the deadline, not when sleep ends");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the run ends at the deadline, not when sleep ends"
+        );
         let text = std::fs::read_to_string(&pids).expect("the script wrote its pids");
         let pids: Vec<u32> = text.lines().map(|l| l.trim().parse().expect("a pid")).collect();
         assert_eq!(pids.len(), 2);
@@ -268,9 +310,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_a_clear_failure() {
-        let inv = Invocation { program: "/nonexistent/prog".into(), args: vec![], env: vec![], stdin: None };
+        let inv = Invocation {
+            program: "/nonexistent/prog".into(),
+            args: vec![],
+            env: vec![],
+            stdin: None,
+        };
         let f = run(&inv, Duration::from_secs(1)).await;
-        assert!(matches!(&f.exit, Exit::SpawnFailed(m) if m.starts_with("cannot start /nonexistent/prog")), "{:?}", f.exit);
+        assert!(
+            matches!(&f.exit, Exit::SpawnFailed(m) if m.starts_with("cannot start /nonexistent/prog")),
+            "{:?}",
+            f.exit
+        );
     }
 
     #[test]

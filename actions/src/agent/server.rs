@@ -40,7 +40,10 @@ pub enum AgentError {
     #[error("cannot write the state folder {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A client that completed the handshake and passed the pins: its certificate's subject and
@@ -78,7 +81,9 @@ fn refuse(kind: ErrorKind, message: impl Into<String>) -> ErrorBody {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, ErrorBody> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| refuse(ErrorKind::Internal, format!("internal error: {e}")))
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse(ErrorKind::Internal, format!("internal error: {e}")))
 }
 
 impl Agent {
@@ -86,8 +91,10 @@ impl Agent {
     /// previous process left running as interrupted).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(|source| AgentError::StateDir { path: config.state_dir.clone(), source })?;
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
         let (journal, interrupted) = Journal::open(&config.state_dir.join("journal.sqlite"))?;
         for key in &interrupted {
             warn!(key = %key, "an action was running when the agent stopped; it is recorded as interrupted and will not run again");
@@ -141,7 +148,10 @@ impl Agent {
         drop(listener);
         self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
         self.inner.tasks.close();
-        if tokio::time::timeout(c.shutdown_grace, self.inner.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(c.shutdown_grace, self.inner.tasks.wait())
+            .await
+            .is_err()
+        {
             warn!(grace = ?c.shutdown_grace, "actions still running at shutdown are stopped; they will be reported interrupted");
         }
         connections.shutdown().await;
@@ -160,11 +170,17 @@ fn admit(settings: &super::config::TlsSettings, conn: &rustls::ServerConnection)
     };
     if !settings.pinned()
         || settings.client_sha256.contains(&peer.sha256)
-        || settings.client_subjects.iter().any(|s| crate::tls::same_subject(s, &peer.subject))
+        || settings
+            .client_subjects
+            .iter()
+            .any(|s| crate::tls::same_subject(s, &peer.subject))
     {
         Ok(peer)
     } else {
-        Err(format!("client certificate not allowed here (subject {}, sha256 {})", peer.subject, peer.sha256))
+        Err(format!(
+            "client certificate not allowed here (subject {}, sha256 {})",
+            peer.subject, peer.sha256
+        ))
     }
 }
 
@@ -209,10 +225,12 @@ impl Inner {
             Err(e) => (e.error.status(), e.encode()),
         };
         let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        response.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("application/json"),
+        );
         response
     }
 
@@ -225,13 +243,16 @@ impl Inner {
                 Ok((200, agent.health().encode()))
             }
             (&Method::POST, protocol::ACTIONS_PATH) => {
-                let body = Limited::new(req.into_body(), protocol::MAX_BODY).collect().await.map_err(|e| {
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        ErrorBody::from(protocol::WireError::TooLarge)
-                    } else {
-                        refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
-                    }
-                })?;
+                let body = Limited::new(req.into_body(), protocol::MAX_BODY)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                            ErrorBody::from(protocol::WireError::TooLarge)
+                        } else {
+                            refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
+                        }
+                    })?;
                 let call = ActionCall::decode(&body.to_bytes()).map_err(|e| {
                     info!(subject = %peer.subject, error = %e, "call refused");
                     ErrorBody::from(e)
@@ -239,10 +260,14 @@ impl Inner {
                 let answer = self.call(&peer, call).await?;
                 Ok((200, answer.encode()))
             }
-            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH) => {
-                Err(refuse(ErrorKind::MethodNotAllowed, format!("{} is not allowed on {path}", req.method())))
-            }
-            _ => Err(refuse(ErrorKind::NotFound, format!("no such endpoint: {}", crate::names::shown(&path)))),
+            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH) => Err(refuse(
+                ErrorKind::MethodNotAllowed,
+                format!("{} is not allowed on {path}", req.method()),
+            )),
+            _ => Err(refuse(
+                ErrorKind::NotFound,
+                format!("no such endpoint: {}", crate::names::shown(&path)),
+            )),
         }
     }
 
@@ -253,23 +278,41 @@ impl Inner {
         match action.target() {
             Target::Agent(host) if host == c.host => {}
             Target::Agent(host) => {
-                return Err(refuse(ErrorKind::BadRequest, format!("this agent serves {}; the action is for {host}", c.host)));
+                return Err(refuse(
+                    ErrorKind::BadRequest,
+                    format!("this agent serves {}; the action is for {host}", c.host),
+                ));
             }
-            Target::Bot => return Err(refuse(ErrorKind::BadRequest, format!("{} runs on the bot, not on an agent", action.id()))),
+            Target::Bot => {
+                return Err(refuse(
+                    ErrorKind::BadRequest,
+                    format!("{} runs on the bot, not on an agent", action.id()),
+                ));
+            }
         }
         if !c.actions.contains(action.id()) {
             let enabled: Vec<&str> = c.actions.iter().map(String::as_str).collect();
             return Err(refuse(
                 ErrorKind::BadRequest,
-                format!("action {} is not enabled on this agent (enabled: {})", action.id(), enabled.join(", ")),
+                format!(
+                    "action {} is not enabled on this agent (enabled: {})",
+                    action.id(),
+                    enabled.join(", ")
+                ),
             ));
         }
         let invocation = invoke::invocation(&c.executor, key, action).ok_or_else(|| {
-            refuse(ErrorKind::BadRequest, format!("the {} executor has nothing for {}", c.executor.describe(), action.id()))
+            refuse(
+                ErrorKind::BadRequest,
+                format!("the {} executor has nothing for {}", c.executor.describe(), action.id()),
+            )
         })?;
         let timeout = c.timeout_for(action, call.timeout());
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(refuse(ErrorKind::Unavailable, "the agent is stopping; nothing was executed"));
+            return Err(refuse(
+                ErrorKind::Unavailable,
+                "the agent is stopping; nothing was executed",
+            ));
         }
         let begin = {
             let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
@@ -277,19 +320,33 @@ impl Inner {
         }
         .map_err(|e| {
             error!(key = %key, error = %e, "the journal refused a call; nothing was executed");
-            refuse(ErrorKind::Internal, format!("the agent cannot record the call, so it did not execute it: {e}"))
+            refuse(
+                ErrorKind::Internal,
+                format!("the agent cannot record the call, so it did not execute it: {e}"),
+            )
         })?;
         match begin {
             Begin::Fresh => {
                 let (tx, rx) = watch::channel(None);
                 let started = Instant::now();
-                self.running.lock().expect("the running map is never held across a panic").insert(key.clone(), (started, rx.clone()));
+                self.running
+                    .lock()
+                    .expect("the running map is never held across a panic")
+                    .insert(key.clone(), (started, rx.clone()));
                 info!(key = %key, action = action.id(), subject = %peer.subject, timeout = ?timeout, "action started");
-                self.tasks.spawn(self.clone().execute(key.clone(), action.clone(), invocation, timeout, tx));
+                self.tasks.spawn(
+                    self.clone()
+                        .execute(key.clone(), action.clone(), invocation, timeout, tx),
+                );
                 Ok(wait(key, started, rx, call.wait()).await)
             }
             Begin::Running { since } => {
-                let entry = self.running.lock().expect("the running map is never held across a panic").get(key).cloned();
+                let entry = self
+                    .running
+                    .lock()
+                    .expect("the running map is never held across a panic")
+                    .get(key)
+                    .cloned();
                 match entry {
                     Some((started, rx)) => Ok(wait(key, started, rx, call.wait()).await),
                     // The execution ended between the journal read and now: read its answer.
@@ -297,7 +354,10 @@ impl Inner {
                         let (journal, k, a) = (self.journal.clone(), key.clone(), action.clone());
                         match blocking(move || journal.begin(&k, &a)).await? {
                             Ok(Begin::Done(answer)) => Ok(answer.replayed()),
-                            _ => Ok(ActionAnswer::Running { key: key.clone(), elapsed_ms: millis(since) }),
+                            _ => Ok(ActionAnswer::Running {
+                                key: key.clone(),
+                                elapsed_ms: millis(since),
+                            }),
                         }
                     }
                 }
@@ -308,7 +368,10 @@ impl Inner {
             }
             Begin::Conflict { recorded } => Err(refuse(
                 ErrorKind::Conflict,
-                format!("key {key} was already used for another action: {}", crate::names::shown(&recorded)),
+                format!(
+                    "key {key} was already used for another action: {}",
+                    crate::names::shown(&recorded)
+                ),
             )),
         }
     }
@@ -340,7 +403,10 @@ impl Inner {
             error!(key = %key, result = ?recorded, "cannot record an answer; after a restart the key will read as interrupted");
         }
         tx.send_replace(Some(answer));
-        self.running.lock().expect("the running map is never held across a panic").remove(&key);
+        self.running
+            .lock()
+            .expect("the running map is never held across a panic")
+            .remove(&key);
     }
 }
 
@@ -357,6 +423,12 @@ async fn wait(
     mut rx: watch::Receiver<Option<ActionAnswer>>,
     wait: Duration,
 ) -> ActionAnswer {
-    let answer = tokio::time::timeout(wait, rx.wait_for(Option::is_some)).await.ok().and_then(|r| r.ok().and_then(|a| a.clone()));
-    answer.unwrap_or_else(|| ActionAnswer::Running { key: key.clone(), elapsed_ms: millis(started.elapsed()) })
+    let answer = tokio::time::timeout(wait, rx.wait_for(Option::is_some))
+        .await
+        .ok()
+        .and_then(|r| r.ok().and_then(|a| a.clone()));
+    answer.unwrap_or_else(|| ActionAnswer::Running {
+        key: key.clone(),
+        elapsed_ms: millis(started.elapsed()),
+    })
 }

@@ -4,8 +4,9 @@
 use std::os::windows::io::RawHandle;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
 use windows_sys::Win32::System::JobObjects::{
-    AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
-    JobObjectExtendedLimitInformation, SetInformationJobObject, TerminateJobObject,
+    AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+    JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation, SetInformationJobObject,
+    TerminateJobObject,
 };
 
 /// `CREATE_NO_WINDOW`: executors run without a console window.
@@ -38,7 +39,8 @@ impl Job {
                 job.0,
                 JobObjectExtendedLimitInformation,
                 (&limits as *const JOBOBJECT_EXTENDED_LIMIT_INFORMATION).cast(),
-                u32::try_from(std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>()).expect("the struct is small"),
+                u32::try_from(std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>())
+                    .expect("the struct is small"),
             )
         };
         (ok != 0).then_some(job)
@@ -49,7 +51,11 @@ impl Job {
         // SAFETY: both handles are valid: the job is owned by self, the process by the caller's
         // live child.
         let ok = unsafe { AssignProcessToJobObject(self.0, process as HANDLE) };
-        if ok == 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        if ok == 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     /// Ends every process in the job.

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "baton-agent", version, about = "Carries out Baton's allow-listed actions on this host, over mutual TLS")]
+#[command(
+    name = "baton-agent",
+    version,
+    about = "Carries out Baton's allow-listed actions on this host, over mutual TLS"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -41,9 +45,14 @@ enum Command {
 }
 
 fn logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load(config: &Path) -> Result<AgentConfig> {
@@ -80,11 +89,14 @@ fn main() -> Result<()> {
             logging();
             let config = load(&config)?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(agent::run(config, stop_signal())).context("running the agent")
+            runtime
+                .block_on(agent::run(config, stop_signal()))
+                .context("running the agent")
         }
         Command::CheckConfig { config } => {
             let loaded = load(&config)?;
-            agent::Agent::new(loaded.clone()).with_context(|| format!("checking the files named in {}", config.display()))?;
+            agent::Agent::new(loaded.clone())
+                .with_context(|| format!("checking the files named in {}", config.display()))?;
             println!(
                 "{}: ok ({} on {}, executor {}, actions: {})",
                 config.display(),
@@ -103,7 +115,9 @@ fn main() -> Result<()> {
         Command::Service { config } => service::run(config),
         #[cfg(not(windows))]
         Command::Install { .. } | Command::Uninstall | Command::Service { .. } => {
-            anyhow::bail!("install, uninstall and service are for Windows; on Linux run `baton-agent run` under systemd")
+            anyhow::bail!(
+                "install, uninstall and service are for Windows; on Linux run `baton-agent run` under systemd"
+            )
         }
     }
 }
@@ -116,8 +130,8 @@ mod service {
     use std::sync::OnceLock;
     use std::time::Duration;
     use windows_service::service::{
-        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceInfo, ServiceStartType,
-        ServiceState, ServiceStatus, ServiceType,
+        ServiceAccess, ServiceControl, ServiceControlAccept, ServiceErrorControl, ServiceExitCode, ServiceInfo,
+        ServiceStartType, ServiceState, ServiceStatus, ServiceType,
     };
     use windows_service::service_control_handler::{self, ServiceControlHandlerResult};
     use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
@@ -130,8 +144,11 @@ mod service {
     pub fn install(config: &Path) -> Result<()> {
         let config = std::fs::canonicalize(config).with_context(|| format!("finding {}", config.display()))?;
         load(&config)?;
-        let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE)
-            .context("opening the service manager (run as an administrator)")?;
+        let manager = ServiceManager::local_computer(
+            None::<&str>,
+            ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
+        )
+        .context("opening the service manager (run as an administrator)")?;
         let info = ServiceInfo {
             name: OsString::from(NAME),
             display_name: OsString::from(DISPLAY),
@@ -139,16 +156,25 @@ mod service {
             start_type: ServiceStartType::AutoStart,
             error_control: ServiceErrorControl::Normal,
             executable_path: std::env::current_exe().context("finding this program")?,
-            launch_arguments: vec![OsString::from("service"), OsString::from("--config"), config.clone().into_os_string()],
+            launch_arguments: vec![
+                OsString::from("service"),
+                OsString::from("--config"),
+                config.clone().into_os_string(),
+            ],
             dependencies: vec![],
             account_name: None,
             account_password: None,
         };
-        let service = manager.create_service(&info, ServiceAccess::CHANGE_CONFIG).context("creating the service")?;
+        let service = manager
+            .create_service(&info, ServiceAccess::CHANGE_CONFIG)
+            .context("creating the service")?;
         service
             .set_description("Carries out Baton's allow-listed Lync actions for the bot, over mutual TLS")
             .context("describing the service")?;
-        println!("installed the {NAME} service with {}; start it with `sc.exe start {NAME}`", config.display());
+        println!(
+            "installed the {NAME} service with {}; start it with `sc.exe start {NAME}`",
+            config.display()
+        );
         Ok(())
     }
 
@@ -156,7 +182,10 @@ mod service {
         let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
             .context("opening the service manager (run as an administrator)")?;
         let service = manager
-            .open_service(NAME, ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE)
+            .open_service(
+                NAME,
+                ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
+            )
             .context("opening the service")?;
         if service.query_status().context("querying the service")?.current_state != ServiceState::Stopped {
             service.stop().context("stopping the service")?;
@@ -182,9 +211,17 @@ mod service {
     /// Logs to `<state_dir>\agent.log`: a service has no console.
     fn log_to(state_dir: &Path) -> Result<()> {
         std::fs::create_dir_all(state_dir)?;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(state_dir.join("agent.log"))?;
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::sync::Mutex::new(file)).init();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state_dir.join("agent.log"))?;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
         Ok(())
     }
 
@@ -217,7 +254,11 @@ mod service {
             _ => ServiceControlHandlerResult::NotImplemented,
         };
         let handle = service_control_handler::register(NAME, handler).context("registering the control handler")?;
-        handle.set_service_status(status(ServiceState::Running, ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN, 0))?;
+        handle.set_service_status(status(
+            ServiceState::Running,
+            ServiceControlAccept::STOP | ServiceControlAccept::SHUTDOWN,
+            0,
+        ))?;
         let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
         let result = runtime.block_on(agent::run(config, async {
             let _ = stop_rx.await;

@@ -14,14 +14,26 @@ fn check(input: &str, expect: &str) {
 
 #[test]
 fn the_grammar() {
-    check("!failover xmpp EdgePool2 pool 1 lost power in DC1", r#"Failover { pool: "EdgePool2", reason: Some("pool 1 lost power in DC1") }"#);
-    check("  !FAILOVER XMPP edgepool2", r#"Failover { pool: "edgepool2", reason: None }"#);
-    check("!failover xmpp EdgePool2   \t ", r#"Failover { pool: "EdgePool2", reason: None }"#);
+    check(
+        "!failover xmpp EdgePool2 pool 1 lost power in DC1",
+        r#"Failover { pool: "EdgePool2", reason: Some("pool 1 lost power in DC1") }"#,
+    );
+    check(
+        "  !FAILOVER XMPP edgepool2",
+        r#"Failover { pool: "edgepool2", reason: None }"#,
+    );
+    check(
+        "!failover xmpp EdgePool2   \t ",
+        r#"Failover { pool: "EdgePool2", reason: None }"#,
+    );
     check("!plan xmpp EdgePool2", r#"Plan { pool: "EdgePool2" }"#);
     check("!approve 7", "Approve { run: RunId(7) }");
     check("!approve #7", "Approve { run: RunId(7) }");
     check("!deny 7", "Deny { run: RunId(7), reason: None }");
-    check("!deny 7 wrong pool, use EdgePool3", r#"Deny { run: RunId(7), reason: Some("wrong pool, use EdgePool3") }"#);
+    check(
+        "!deny 7 wrong pool, use EdgePool3",
+        r#"Deny { run: RunId(7), reason: Some("wrong pool, use EdgePool3") }"#,
+    );
     check("!status", "Status");
     check("!status 12", "StatusRun { run: RunId(12) }");
     check("!status xmpp", "StatusXmpp");
@@ -35,19 +47,55 @@ fn the_grammar() {
 #[test]
 fn errors_say_what_to_type() {
     check("!approv 7", "error: unknown command !approv. Try !help");
-    check("!failover", "error: !failover needs the route and the target pool. Usage: !failover xmpp <Pool> [reason]");
-    check("!failover sip EdgePool2", "error: Baton knows one route, xmpp, not 'sip'. Usage: !failover xmpp <Pool> [reason]");
-    check("!failover xmpp", "error: name the pool that should take over. Usage: !failover xmpp <Pool> [reason]");
-    check("!failover xmpp Edge;Pool2", "error: 'Edge;Pool2' is not a pool name. Usage: !failover xmpp <Pool> [reason]");
-    check("!failover xmpp $(reboot)", "error: '$(reboot)' is not a pool name. Usage: !failover xmpp <Pool> [reason]");
-    check("!plan xmpp EdgePool2 now", "error: !plan takes no reason. Usage: !plan xmpp <Pool>");
-    check("!approve", "error: which run? Give its number, e.g. 7. Usage: !approve <run>");
-    check("!approve seven", "error: 'seven' is not a run number. Usage: !approve <run>");
+    check(
+        "!failover",
+        "error: !failover needs the route and the target pool. Usage: !failover xmpp <Pool> [reason]",
+    );
+    check(
+        "!failover sip EdgePool2",
+        "error: Baton knows one route, xmpp, not 'sip'. Usage: !failover xmpp <Pool> [reason]",
+    );
+    check(
+        "!failover xmpp",
+        "error: name the pool that should take over. Usage: !failover xmpp <Pool> [reason]",
+    );
+    check(
+        "!failover xmpp Edge;Pool2",
+        "error: 'Edge;Pool2' is not a pool name. Usage: !failover xmpp <Pool> [reason]",
+    );
+    check(
+        "!failover xmpp $(reboot)",
+        "error: '$(reboot)' is not a pool name. Usage: !failover xmpp <Pool> [reason]",
+    );
+    check(
+        "!plan xmpp EdgePool2 now",
+        "error: !plan takes no reason. Usage: !plan xmpp <Pool>",
+    );
+    check(
+        "!approve",
+        "error: which run? Give its number, e.g. 7. Usage: !approve <run>",
+    );
+    check(
+        "!approve seven",
+        "error: 'seven' is not a run number. Usage: !approve <run>",
+    );
     check("!approve 0", "error: runs are numbered from 1. Usage: !approve <run>");
-    check("!approve 7 8", "error: !approve takes one run number. Usage: !approve <run>");
-    check("!approve 99999999999", "error: '99999999999' is not a run number. Usage: !approve <run>");
-    check("!status 7 xmpp", "error: !status takes one argument. Usage: !status [<run> | xmpp]");
-    check("!status sip", "error: 'sip' is not a run number. Usage: !status [<run> | xmpp]");
+    check(
+        "!approve 7 8",
+        "error: !approve takes one run number. Usage: !approve <run>",
+    );
+    check(
+        "!approve 99999999999",
+        "error: '99999999999' is not a run number. Usage: !approve <run>",
+    );
+    check(
+        "!status 7 xmpp",
+        "error: !status takes one argument. Usage: !status [<run> | xmpp]",
+    );
+    check(
+        "!status sip",
+        "error: 'sip' is not a run number. Usage: !status [<run> | xmpp]",
+    );
     check("!runs 5", "error: !runs takes no arguments. Usage: !runs");
     check("!r\u{e9}boot", "error: unknown command !réboot. Try !help");
 }
@@ -65,9 +113,13 @@ fn conversation_is_ignored() {
 #[test]
 fn reasons_are_flattened_and_cut() {
     let long = format!("!failover xmpp EdgePool2 {}", "x".repeat(500));
-    let Some(Ok(Command::Failover { reason: Some(r), .. })) = parse("!", &long) else { panic!("parses") };
+    let Some(Ok(Command::Failover { reason: Some(r), .. })) = parse("!", &long) else {
+        panic!("parses")
+    };
     assert_eq!(r.chars().count(), MAX_REASON + 1);
-    let Some(Ok(Command::Failover { reason, .. })) = parse("!", "!failover xmpp EdgePool2 line1\nline2\u{7}\u{1b}[31m red") else {
+    let Some(Ok(Command::Failover { reason, .. })) =
+        parse("!", "!failover xmpp EdgePool2 line1\nline2\u{7}\u{1b}[31m red")
+    else {
         panic!("parses")
     };
     assert_eq!(reason.as_deref(), Some("line1 line2 [31m red"));
@@ -99,7 +151,8 @@ fn hostile() -> impl Strategy<Value = String> {
         Just("!failover xmpp `Stop-Computer -Force`".to_string()),
         Just("!failover xmpp EdgePool2 | Invoke-Expression $x".to_string()),
         Just("!deny 7 \u{202e}evil\u{0}\r\n!approve 7".to_string()),
-        proptest::collection::vec(any::<char>(), 0..5000).prop_map(|v| format!("!failover xmpp {}", v.into_iter().collect::<String>())),
+        proptest::collection::vec(any::<char>(), 0..5000)
+            .prop_map(|v| format!("!failover xmpp {}", v.into_iter().collect::<String>())),
     ]
 }
 

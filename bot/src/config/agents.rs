@@ -27,7 +27,11 @@ pub struct AgentsSettings {
 }
 
 fn file(base: &Path, name: String) -> PathBuf {
-    if Path::new(&name).is_absolute() { PathBuf::from(name) } else { base.join(name) }
+    if Path::new(&name).is_absolute() {
+        PathBuf::from(name)
+    } else {
+        base.join(name)
+    }
 }
 
 pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<AgentsSettings> {
@@ -39,7 +43,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<Age
         if let Some(p) = &p
             && !p.is_file()
         {
-            e.at(&t.key_path(key), t.span_of(key), format!("{} is not a readable file", p.display()));
+            e.at(
+                &t.key_path(key),
+                t.span_of(key),
+                format!("{} is not a readable file", p.display()),
+            );
         }
         paths.push(p);
     }
@@ -65,7 +73,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<Age
     let request_timeout = super::duration(e, &t, "request_timeout").unwrap_or(Duration::from_secs(10));
     let attempts: u32 = t.opt(e, "attempts").unwrap_or(4);
     if !(1..=10).contains(&attempts) {
-        e.at(&t.key_path("attempts"), t.span_of("attempts"), "must be between 1 and 10");
+        e.at(
+            &t.key_path("attempts"),
+            t.span_of("attempts"),
+            "must be between 1 and 10",
+        );
     }
     t.finish(e);
     let mut paths = paths.into_iter();

@@ -29,7 +29,12 @@ const LATER: &[(&str, &[&str], &str)] = &[
 
 pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<ChatSettings> {
     let Some(t) = root.sub(e, "chat") else {
-        return Some(ChatSettings { console: Some(ConsoleSettings { room: "incident".into() }), xmpp: None });
+        return Some(ChatSettings {
+            console: Some(ConsoleSettings {
+                room: "incident".into(),
+            }),
+            xmpp: None,
+        });
     };
     let before = e.list.len();
     let console = t.sub(e, "console").and_then(|c| {
@@ -52,7 +57,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
             let _ = secret::read(e, &s, secret_key, env, false);
         }
         if enabled {
-            e.at(&s.key_path("enabled"), s.span_of("enabled"), format!("the {platform} adapter is not available in this version of Baton"));
+            e.at(
+                &s.key_path("enabled"),
+                s.span_of("enabled"),
+                format!("the {platform} adapter is not available in this version of Baton"),
+            );
         }
         s.finish(e);
     }
@@ -61,7 +70,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
 }
 
 fn file(base: &Path, name: String) -> PathBuf {
-    if Path::new(&name).is_absolute() { PathBuf::from(name) } else { base.join(name) }
+    if Path::new(&name).is_absolute() {
+        PathBuf::from(name)
+    } else {
+        base.join(name)
+    }
 }
 
 /// `[chat.xmpp]`: read every key, then let the adapter's own validation speak (its messages
@@ -74,7 +87,8 @@ fn xmpp(e: &mut Errors<'_>, t: Table<'_, '_>, env: &SecretEnv<'_>) -> Option<Xmp
 
 fn xmpp_settings(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> Option<XmppConfig> {
     let enabled: bool = t.opt(e, "enabled").unwrap_or(false);
-    let needed = |e: &mut Errors<'_>, key: &str| -> Option<String> { if enabled { t.req(e, key) } else { t.opt(e, key) } };
+    let needed =
+        |e: &mut Errors<'_>, key: &str| -> Option<String> { if enabled { t.req(e, key) } else { t.opt(e, key) } };
     let jid = needed(e, "jid");
     let server = needed(e, "server");
     let password = secret::read(e, t, "password", env, enabled);
@@ -85,12 +99,23 @@ fn xmpp_settings(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> 
         }),
         Some("plain") => Some(TlsMode::Plain),
         Some(other) => {
-            e.at(&t.key_path("tls"), t.span_of("tls"), format!("unknown TLS mode '{}' (modes: starttls, plain)", baton_actions::names::shown(other)));
+            e.at(
+                &t.key_path("tls"),
+                t.span_of("tls"),
+                format!(
+                    "unknown TLS mode '{}' (modes: starttls, plain)",
+                    baton_actions::names::shown(other)
+                ),
+            );
             None
         }
     };
     let nickname: String = t.opt(e, "nickname").unwrap_or_else(|| "baton".to_string());
-    let rooms: Vec<String> = if enabled { t.req(e, "rooms").unwrap_or_default() } else { t.opt(e, "rooms").unwrap_or_default() };
+    let rooms: Vec<String> = if enabled {
+        t.req(e, "rooms").unwrap_or_default()
+    } else {
+        t.opt(e, "rooms").unwrap_or_default()
+    };
     let mirrors: Vec<String> = t.opt(e, "mirror_rooms").unwrap_or_default();
     let max_message_bytes: Option<usize> = t.opt(e, "max_message_bytes");
     let reconnect_initial = super::duration(e, t, "reconnect_initial");

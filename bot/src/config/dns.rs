@@ -35,7 +35,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>, resol
     if let Some(r) = &resolver
         && !valid_server(r)
     {
-        e.at(&t.key_path("resolver"), t.span_of("resolver"), "must be host:port, e.g. 198.51.100.53:53");
+        e.at(
+            &t.key_path("resolver"),
+            t.span_of("resolver"),
+            "must be host:port, e.g. 198.51.100.53:53",
+        );
     }
     let timeout = super::duration(e, &t, "timeout").unwrap_or(Duration::from_secs(5));
     let settings = match provider.as_deref() {
@@ -44,7 +48,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>, resol
             if let Some(s) = &server
                 && !valid_server(s)
             {
-                e.at(&t.key_path("server"), t.span_of("server"), "must be host:port, e.g. ns1.contoso.com:53 or 198.51.100.53:53");
+                e.at(
+                    &t.key_path("server"),
+                    t.span_of("server"),
+                    "must be host:port, e.g. ns1.contoso.com:53 or 198.51.100.53:53",
+                );
             }
             let key_name: Option<String> = t.req(e, "tsig_key_name");
             // The secret is only needed when updates are really sent; the simulated executor
@@ -74,7 +82,14 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>, resol
             })
         }
         Some(other) => {
-            e.at(&t.key_path("provider"), t.span_of("provider"), format!("unknown provider '{}' (providers: rfc2136, agent)", baton_actions::names::shown(other)));
+            e.at(
+                &t.key_path("provider"),
+                t.span_of("provider"),
+                format!(
+                    "unknown provider '{}' (providers: rfc2136, agent)",
+                    baton_actions::names::shown(other)
+                ),
+            );
             None
         }
         None => None,

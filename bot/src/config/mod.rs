@@ -104,7 +104,11 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
             origin: path.display().to_string(),
-            errors: vec![ConfigError { path: String::new(), line: None, message: format!("cannot read the file: {err}") }],
+            errors: vec![ConfigError {
+                path: String::new(),
+                line: None,
+                message: format!("cannot read the file: {err}"),
+            }],
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let var = |name: &str| std::env::var(name).ok();
@@ -127,23 +131,52 @@ impl Config {
         let inventory = inventory_section(&mut e, &root, dns.as_ref());
         let agents = agents::read(&mut e, &root, &env.base);
         if real && agents.is_none() && !root.has("agents") {
-            e.at("bot.executor", root_span(&root, "bot.executor"), "\"agents\" needs an [agents] section (ca, cert, key, port)");
+            e.at(
+                "bot.executor",
+                root_span(&root, "bot.executor"),
+                "\"agents\" needs an [agents] section (ca, cert, key, port)",
+            );
         }
         let chat = chat::read(&mut e, &root, env);
         let probes = probes::read(&mut e, &root, &env.base);
         let simulation = simulation_section(&mut e, &root);
         root.finish(&mut e);
         match (e.is_empty(), bot, directory, policy, inventory, dns, chat, simulation) {
-            (true, Some(bot), Some(directory), Some(policy), Some((inventory, route)), Some(dns), Some(chat), Some(simulation)) => {
-                Ok(Config { bot, directory, policy, inventory, route, dns, agents, chat, probes, simulation })
-            }
+            (
+                true,
+                Some(bot),
+                Some(directory),
+                Some(policy),
+                Some((inventory, route)),
+                Some(dns),
+                Some(chat),
+                Some(simulation),
+            ) => Ok(Config {
+                bot,
+                directory,
+                policy,
+                inventory,
+                route,
+                dns,
+                agents,
+                chat,
+                probes,
+                simulation,
+            }),
             _ => {
                 let mut errors = e.list;
                 if errors.is_empty() {
-                    errors.push(ConfigError { path: String::new(), line: None, message: "invalid configuration".into() });
+                    errors.push(ConfigError {
+                        path: String::new(),
+                        line: None,
+                        message: "invalid configuration".into(),
+                    });
                 }
                 errors.sort_by_key(|x| x.line.unwrap_or(usize::MAX));
-                Err(ConfigErrors { origin: origin.to_string(), errors })
+                Err(ConfigErrors {
+                    origin: origin.to_string(),
+                    errors,
+                })
             }
         }
     }
@@ -154,7 +187,14 @@ pub(crate) fn duration(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Opti
     match humantime::parse_duration(&text) {
         Ok(d) => Some(d),
         Err(err) => {
-            e.at(&t.key_path(key), t.span_of(key), format!("'{}' is not a duration like 15m or 2s: {err}", baton_actions::names::shown(&text)));
+            e.at(
+                &t.key_path(key),
+                t.span_of(key),
+                format!(
+                    "'{}' is not a duration like 15m or 2s: {err}",
+                    baton_actions::names::shown(&text)
+                ),
+            );
             None
         }
     }
@@ -168,22 +208,43 @@ fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<
         return None;
     };
     let prefix: String = t.opt(e, "command_prefix").unwrap_or_else(|| "!".to_string());
-    let prefix_ok = !prefix.is_empty() && prefix.chars().count() <= 3 && !prefix.chars().any(|c| c.is_whitespace() || c.is_control());
+    let prefix_ok = !prefix.is_empty()
+        && prefix.chars().count() <= 3
+        && !prefix.chars().any(|c| c.is_whitespace() || c.is_control());
     if !prefix_ok {
-        e.at(&t.key_path("command_prefix"), t.span_of("command_prefix"), "must be 1 to 3 visible characters, e.g. \"!\"");
+        e.at(
+            &t.key_path("command_prefix"),
+            t.span_of("command_prefix"),
+            "must be 1 to 3 visible characters, e.g. \"!\"",
+        );
     }
-    let store: PathBuf = t.opt::<String>(e, "store").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("baton.sqlite"));
+    let store: PathBuf = t
+        .opt::<String>(e, "store")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("baton.sqlite"));
     let store = if store.is_absolute() { store } else { base.join(store) };
     let executor = match t.opt::<String>(e, "executor").as_deref() {
         None | Some("simulated") => Some(ExecutorKind::Simulated),
         Some("agents") => Some(ExecutorKind::Agents),
         Some(other) => {
-            e.at(&t.key_path("executor"), t.span_of("executor"), format!("unknown executor '{}' (executors: simulated, agents)", baton_actions::names::shown(other)));
+            e.at(
+                &t.key_path("executor"),
+                t.span_of("executor"),
+                format!(
+                    "unknown executor '{}' (executors: simulated, agents)",
+                    baton_actions::names::shown(other)
+                ),
+            );
             None
         }
     };
     t.finish(e);
-    Some(BotSettings { command_prefix: prefix, store, executor: executor? }).filter(|_| prefix_ok)
+    Some(BotSettings {
+        command_prefix: prefix,
+        store,
+        executor: executor?,
+    })
+    .filter(|_| prefix_ok)
 }
 
 fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directory> {
@@ -193,7 +254,11 @@ fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directo
         Some(t) => {
             for (name, v) in t.entries() {
                 let path = join("people", &name);
-                if PersonId::new(&name).as_str().is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                if PersonId::new(&name).as_str().is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
                     e.at(&path, Some(v.span()), "person names use letters, digits, '-' and '_'");
                     ok = false;
                     continue;
@@ -208,7 +273,11 @@ fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directo
                     match Identity::parse(s) {
                         Ok(id) => identities.push(id),
                         Err(err) => {
-                            e.at(&format!("{}[{i}]", pt.key_path("identities")), pt.span_of("identities"), err.to_string());
+                            e.at(
+                                &format!("{}[{i}]", pt.key_path("identities")),
+                                pt.span_of("identities"),
+                                err.to_string(),
+                            );
                             ok = false;
                         }
                     }
@@ -220,7 +289,11 @@ fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directo
         }
         None => {
             if !root.has("people") {
-                e.at("people", None, "is missing: name at least the people who may request and approve");
+                e.at(
+                    "people",
+                    None,
+                    "is missing: name at least the people who may request and approve",
+                );
             }
             ok = false;
         }
@@ -230,7 +303,10 @@ fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directo
         for (name, v) in t.entries() {
             let path = join("groups", &name);
             if let Some(members) = walk::value::<Vec<String>>(e, &path, v) {
-                groups.push((GroupName::new(&name), members.iter().map(|m| PersonId::new(m)).collect()));
+                groups.push((
+                    GroupName::new(&name),
+                    members.iter().map(|m| PersonId::new(m)).collect(),
+                ));
             } else {
                 ok = false;
             }
@@ -274,7 +350,11 @@ fn groups_exist(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str, list: &[GroupN
     let Some(dir) = dir else { return };
     for g in list {
         if !dir.has_group(g) {
-            e.at(&t.key_path(key), t.span_of(key), format!("group '{g}' is not defined in [groups]"));
+            e.at(
+                &t.key_path(key),
+                t.span_of(key),
+                format!("group '{g}' is not defined in [groups]"),
+            );
         }
     }
 }
@@ -285,7 +365,11 @@ fn policy_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dir: Option<&Directo
         if let Some(dir) = dir
             && !dir.has_group(&GroupName::new("edge-admins"))
         {
-            e.at("policy", None, "is missing, and the default policy needs a group named edge-admins in [groups]");
+            e.at(
+                "policy",
+                None,
+                "is missing, and the default policy needs a group named edge-admins in [groups]",
+            );
         }
         return dir.map(|_| p);
     };
@@ -309,7 +393,11 @@ fn policy_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dir: Option<&Directo
     if let Some(n) = t.opt::<i64>(e, "approvals_required") {
         match u32::try_from(n) {
             Ok(n) if (1..=10).contains(&n) => p.approvals_required = n,
-            _ => e.at(&t.key_path("approvals_required"), t.span_of("approvals_required"), "must be between 1 and 10 (the two-person rule needs at least 1)"),
+            _ => e.at(
+                &t.key_path("approvals_required"),
+                t.span_of("approvals_required"),
+                "must be between 1 and 10 (the two-person rule needs at least 1)",
+            ),
         }
     }
     if let Some(b) = t.opt(e, "requester_may_approve") {
@@ -320,13 +408,23 @@ fn policy_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dir: Option<&Directo
     }
     if let Some(d) = duration(e, &t, "expiry") {
         if d < Duration::from_secs(30) || d > Duration::from_secs(24 * 3600) {
-            e.at(&t.key_path("expiry"), t.span_of("expiry"), "must be between 30s and 24h");
+            e.at(
+                &t.key_path("expiry"),
+                t.span_of("expiry"),
+                "must be between 30s and 24h",
+            );
         } else {
             p.expiry = d;
         }
     }
     // Rights left at their default name the default group, which must exist too.
-    let defaults = [("request", &p.request), ("approve", &p.approve), ("deny", &p.deny), ("abort", &p.abort), ("retry", &p.retry)];
+    let defaults = [
+        ("request", &p.request),
+        ("approve", &p.approve),
+        ("deny", &p.deny),
+        ("abort", &p.abort),
+        ("retry", &p.retry),
+    ];
     for (key, list) in defaults {
         if !t.has(key) {
             groups_exist(e, &t, key, list, dir);
@@ -336,10 +434,18 @@ fn policy_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dir: Option<&Directo
     (e.list.len() == before && dir.is_some()).then_some(p)
 }
 
-fn inventory_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dns: Option<&DnsSettings>) -> Option<(Inventory, RouteSettings)> {
+fn inventory_section(
+    e: &mut Errors<'_>,
+    root: &Table<'_, '_>,
+    dns: Option<&DnsSettings>,
+) -> Option<(Inventory, RouteSettings)> {
     let Some(t) = root.sub(e, "inventory") else {
         if !root.has("inventory") {
-            e.at("inventory", None, "is missing: sites, pools, management_host and federation");
+            e.at(
+                "inventory",
+                None,
+                "is missing: sites, pools, management_host and federation",
+            );
         }
         return None;
     };
@@ -365,45 +471,84 @@ fn inventory_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dns: Option<&DnsS
             if let Some(site) = &site
                 && !sites.contains(site)
             {
-                e.at(&p.key_path("site"), p.span_of("site"), format!("site '{site}' is not listed in inventory.sites"));
+                e.at(
+                    &p.key_path("site"),
+                    p.span_of("site"),
+                    format!("site '{site}' is not listed in inventory.sites"),
+                );
             }
             let fqdn: Option<Fqdn> = p.req(e, "fqdn");
             let external_address: Option<String> = p.req(e, "external_address");
             let external_address = external_address.and_then(|a| match a.parse::<Ipv4Addr>() {
                 Ok(ip) => Some(ip),
                 Err(_) => {
-                    e.at(&p.key_path("external_address"), p.span_of("external_address"), format!("'{}' is not an IPv4 address (the runbook moves an A record to it)", baton_actions::names::shown(&a)));
+                    e.at(
+                        &p.key_path("external_address"),
+                        p.span_of("external_address"),
+                        format!(
+                            "'{}' is not an IPv4 address (the runbook moves an A record to it)",
+                            baton_actions::names::shown(&a)
+                        ),
+                    );
                     None
                 }
             });
             let servers: Option<Vec<Fqdn>> = p.req(e, "servers");
             if servers.as_ref().is_some_and(Vec::is_empty) {
-                e.at(&p.key_path("servers"), p.span_of("servers"), "lists no servers: every Edge server of the pool runs an agent");
+                e.at(
+                    &p.key_path("servers"),
+                    p.span_of("servers"),
+                    "lists no servers: every Edge server of the pool runs an agent",
+                );
             }
             p.finish(e);
-            if let (Some(name), Some(site), Some(fqdn), Some(external_address), Some(servers)) = (pool_name, site, fqdn, external_address, servers) {
-                pools.push(Pool { name, site, fqdn, external_address, servers });
+            if let (Some(name), Some(site), Some(fqdn), Some(external_address), Some(servers)) =
+                (pool_name, site, fqdn, external_address, servers)
+            {
+                pools.push(Pool {
+                    name,
+                    site,
+                    fqdn,
+                    external_address,
+                    servers,
+                });
             }
         }
         pt.finish(e);
     } else if !t.has("pools") {
-        e.at("inventory.pools", Some(t.span.clone()), "is missing: at least two Edge pools");
+        e.at(
+            "inventory.pools",
+            Some(t.span.clone()),
+            "is missing: at least two Edge pools",
+        );
     }
     if pool_entries == 1 {
-        e.at("inventory.pools", t.span_of("pools"), "names one pool: a failover needs at least two");
+        e.at(
+            "inventory.pools",
+            t.span_of("pools"),
+            "names one pool: a failover needs at least two",
+        );
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for pool in &pools {
         for s in &pool.servers {
             if let Some(other) = seen.insert(s.as_str(), pool.name.as_str()) {
-                e.at(&join(&join("inventory.pools", pool.name.as_str()), "servers"), root_span(root, &format!("inventory.pools.{}.servers", pool.name)), format!("{s} is also a server of {other}"));
+                e.at(
+                    &join(&join("inventory.pools", pool.name.as_str()), "servers"),
+                    root_span(root, &format!("inventory.pools.{}.servers", pool.name)),
+                    format!("{s} is also a server of {other}"),
+                );
             }
         }
     }
     let federation = t.sub(e, "federation").and_then(|f| {
         let domain: Option<Fqdn> = f.req(e, "domain");
         let host: Option<Fqdn> = f.req(e, "host");
-        let srv: Option<Fqdn> = f.opt(e, "srv").or_else(|| domain.as_ref().and_then(|d| Fqdn::parse(&format!("_xmpp-server._tcp.{d}")).ok()));
+        let srv: Option<Fqdn> = f.opt(e, "srv").or_else(|| {
+            domain
+                .as_ref()
+                .and_then(|d| Fqdn::parse(&format!("_xmpp-server._tcp.{d}")).ok())
+        });
         let port: u16 = f.opt(e, "port").unwrap_or(5269);
         let srv_priority: u16 = f.opt(e, "srv_priority").unwrap_or(10);
         let srv_weight: u16 = f.opt(e, "srv_weight").unwrap_or(10);
@@ -411,29 +556,62 @@ fn inventory_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dns: Option<&DnsS
         if let (Some(d), Some(s)) = (&domain, &srv)
             && !s.as_str().ends_with(&format!(".{d}"))
         {
-            e.at(&f.key_path("srv"), f.span_of("srv"), format!("{s} is not inside the domain {d}"));
+            e.at(
+                &f.key_path("srv"),
+                f.span_of("srv"),
+                format!("{s} is not inside the domain {d}"),
+            );
         }
         f.finish(e);
-        Some(Federation { domain: domain?, host: host?, srv: srv?, port, srv_priority, srv_weight, ttl })
+        Some(Federation {
+            domain: domain?,
+            host: host?,
+            srv: srv?,
+            port,
+            srv_priority,
+            srv_weight,
+            ttl,
+        })
     });
     if !t.has("federation") {
-        e.at("inventory.federation", Some(t.span.clone()), "is missing: domain, host (and srv, port)");
+        e.at(
+            "inventory.federation",
+            Some(t.span.clone()),
+            "is missing: domain, host (and srv, port)",
+        );
     }
     let route = t.sub(e, "route").map(|r| {
         let source: Option<String> = r.opt(e, "source");
         if let Some(s) = source.as_deref()
             && s != "journal"
         {
-            e.at(&r.key_path("source"), r.span_of("source"), format!("unknown route source '{}' (sources: journal)", baton_actions::names::shown(s)));
+            e.at(
+                &r.key_path("source"),
+                r.span_of("source"),
+                format!(
+                    "unknown route source '{}' (sources: journal)",
+                    baton_actions::names::shown(s)
+                ),
+            );
         }
         let initial: Option<String> = r.opt(e, "initial");
-        let initial = initial.and_then(|name| match pools.iter().find(|p| p.name.as_str().eq_ignore_ascii_case(&name)) {
-            Some(p) => Some(p.name.clone()),
-            None => {
-                e.at(&r.key_path("initial"), r.span_of("initial"), format!("'{}' is not a pool in inventory.pools", baton_actions::names::shown(&name)));
-                None
-            }
-        });
+        let initial =
+            initial.and_then(
+                |name| match pools.iter().find(|p| p.name.as_str().eq_ignore_ascii_case(&name)) {
+                    Some(p) => Some(p.name.clone()),
+                    None => {
+                        e.at(
+                            &r.key_path("initial"),
+                            r.span_of("initial"),
+                            format!(
+                                "'{}' is not a pool in inventory.pools",
+                                baton_actions::names::shown(&name)
+                            ),
+                        );
+                        None
+                    }
+                },
+            );
         r.finish(e);
         RouteSettings { initial }
     });
@@ -452,8 +630,13 @@ fn inventory_section(e: &mut Errors<'_>, root: &Table<'_, '_>, dns: Option<&DnsS
 }
 
 fn simulation_section(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<SimulationConfig> {
-    let mut sim = SimulationConfig { default_delay: Duration::from_millis(300), ..Default::default() };
-    let Some(t) = root.sub(e, "simulation") else { return Some(sim) };
+    let mut sim = SimulationConfig {
+        default_delay: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let Some(t) = root.sub(e, "simulation") else {
+        return Some(sim);
+    };
     let before = e.list.len();
     if let Some(d) = duration(e, &t, "default_delay") {
         sim.default_delay = d;
@@ -462,7 +645,11 @@ fn simulation_section(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Simula
         for (action, v) in dt.entries() {
             let path = join(&dt.path, &action);
             if !baton_actions::ACTION_IDS.contains(&action.as_str()) {
-                e.at(&path, Some(v.span()), format!("unknown action (actions: {})", baton_actions::ACTION_IDS.join(", ")));
+                e.at(
+                    &path,
+                    Some(v.span()),
+                    format!("unknown action (actions: {})", baton_actions::ACTION_IDS.join(", ")),
+                );
                 continue;
             }
             if let Some(text) = walk::value::<String>(e, &path, v) {
@@ -476,7 +663,12 @@ fn simulation_section(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Simula
         }
         dt.finish(e);
     }
-    for (i, rule) in t.opt::<Vec<String>>(e, "failures").unwrap_or_default().iter().enumerate() {
+    for (i, rule) in t
+        .opt::<Vec<String>>(e, "failures")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
         match rule.parse::<FailureRule>() {
             Ok(r) => sim.failures.push(r),
             Err(err) => e.at(&format!("simulation.failures[{i}]"), t.span_of("failures"), err),

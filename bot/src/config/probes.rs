@@ -15,19 +15,36 @@ pub struct ProbeSettings {
 }
 
 pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> ProbeSettings {
-    let mut settings = ProbeSettings { timeout: Duration::from_secs(3), ca_file: None };
-    let Some(t) = root.sub(e, "probes") else { return settings };
+    let mut settings = ProbeSettings {
+        timeout: Duration::from_secs(3),
+        ca_file: None,
+    };
+    let Some(t) = root.sub(e, "probes") else {
+        return settings;
+    };
     if let Some(d) = super::duration(e, &t, "timeout") {
         if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
-            e.at(&t.key_path("timeout"), t.span_of("timeout"), "must be between 100ms and 60s");
+            e.at(
+                &t.key_path("timeout"),
+                t.span_of("timeout"),
+                "must be between 100ms and 60s",
+            );
         } else {
             settings.timeout = d;
         }
     }
     if let Some(file) = t.opt::<String>(e, "ca_file") {
-        let path = if Path::new(&file).is_absolute() { PathBuf::from(&file) } else { base.join(&file) };
+        let path = if Path::new(&file).is_absolute() {
+            PathBuf::from(&file)
+        } else {
+            base.join(&file)
+        };
         if !path.is_file() {
-            e.at(&t.key_path("ca_file"), t.span_of("ca_file"), format!("{} is not a readable file", path.display()));
+            e.at(
+                &t.key_path("ca_file"),
+                t.span_of("ca_file"),
+                format!("{} is not a readable file", path.display()),
+            );
         }
         settings.ca_file = Some(path);
     }

@@ -17,7 +17,13 @@ const HOW: &str = "name an environment variable ({ env = \"NAME\" }) or a file (
 
 /// Reads the secret at `key`. When `resolve` is false (the section is disabled) only its shape
 /// is checked.
-pub fn read(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str, env: &SecretEnv<'_>, resolve: bool) -> Option<SecretString> {
+pub fn read(
+    e: &mut Errors<'_>,
+    t: &Table<'_, '_>,
+    key: &str,
+    env: &SecretEnv<'_>,
+    resolve: bool,
+) -> Option<SecretString> {
     let path = t.key_path(key);
     let Some(v) = t.get(key) else {
         e.at(&path, t.span_of(key), format!("is missing: {HOW}"));
@@ -26,7 +32,11 @@ pub fn read(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str, env: &SecretEnv<'_
     let span = Some(v.span());
     let DeValue::Table(_) = v.get_ref() else {
         // Deliberately silent about the value: it may be the secret itself.
-        e.at(&path, span, format!("secrets may not be written in the configuration file; {HOW}"));
+        e.at(
+            &path,
+            span,
+            format!("secrets may not be written in the configuration file; {HOW}"),
+        );
         return None;
     };
     let st = Table::of(e, path.clone(), v)?;
@@ -54,7 +64,11 @@ pub fn read(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str, env: &SecretEnv<'_
             if !resolve {
                 return None;
             }
-            let full = if Path::new(&file).is_absolute() { PathBuf::from(&file) } else { env.base.join(&file) };
+            let full = if Path::new(&file).is_absolute() {
+                PathBuf::from(&file)
+            } else {
+                env.base.join(&file)
+            };
             match std::fs::read_to_string(&full) {
                 Ok(text) if !text.trim().is_empty() => text.trim_end_matches(['\r', '\n']).to_string(),
                 Ok(_) => {
@@ -62,7 +76,11 @@ pub fn read(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str, env: &SecretEnv<'_
                     return None;
                 }
                 Err(err) => {
-                    e.at(&path, span, format!("cannot read secret file {}: {err}", full.display()));
+                    e.at(
+                        &path,
+                        span,
+                        format!("cannot read secret file {}: {err}", full.display()),
+                    );
                     return None;
                 }
             }

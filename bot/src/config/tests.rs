@@ -10,7 +10,14 @@ fn parse_with(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigErrors>
     let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let dir = tempfile::tempdir().expect("tempdir");
-    Config::parse(text, "test.toml", &SecretEnv { var: &lookup, base: dir.path().to_path_buf() })
+    Config::parse(
+        text,
+        "test.toml",
+        &SecretEnv {
+            var: &lookup,
+            base: dir.path().to_path_buf(),
+        },
+    )
 }
 
 fn errors(text: &str) -> String {
@@ -28,21 +35,36 @@ fn the_example_loads() {
     assert_eq!(c.policy.approvals_required, 1);
     assert_eq!(c.policy.expiry, Duration::from_secs(900));
     assert_eq!(c.bot.command_prefix, "!");
-    assert_eq!(c.chat.console, Some(ConsoleSettings { room: "incident".into() }));
+    assert_eq!(
+        c.chat.console,
+        Some(ConsoleSettings {
+            room: "incident".into()
+        })
+    );
     assert_eq!(c.simulation.delays.get("services.stop"), Some(&Duration::from_secs(1)));
-    assert!(c.directory.person_of(&Identity::parse("console:bob").expect("valid")).is_some());
+    assert!(
+        c.directory
+            .person_of(&Identity::parse("console:bob").expect("valid"))
+            .is_some()
+    );
 }
 
 #[test]
 fn every_error_is_listed_with_path_and_line() {
     let bad = EXAMPLE
-        .replace("identities = [\"xmpp:carol@contoso.com\", \"console:carol\"]", "identities = [\"xmpp:carol\", \"console:carol\"]")
+        .replace(
+            "identities = [\"xmpp:carol@contoso.com\", \"console:carol\"]",
+            "identities = [\"xmpp:carol\", \"console:carol\"]",
+        )
         .replace("approvals_required = 1 ", "approvals_required = 0 ")
         .replace("expiry = \"15m\"", "expiry = \"soon\"")
         .replace("external_address = \"203.0.113.20\"", "external_address = \"edge\"")
         .replace("site = \"Site2\"", "site = \"Site9\"")
         .replace("initial = \"EdgePool1\"", "initial = \"EdgePool7\"")
-        .replace("edge-admins = [\"alice\", \"bob\", \"carol\"]", "edge-admins = [\"alice\", \"bob\", \"carol\", \"dave\"]")
+        .replace(
+            "edge-admins = [\"alice\", \"bob\", \"carol\"]",
+            "edge-admins = [\"alice\", \"bob\", \"carol\", \"dave\"]",
+        )
         .replace("port = 5269", "port = 5269\nprot = 1");
     expect_test::expect![[r#"
         line 26: people.carol.identities[0]: xmpp account must be a bare JID like alice@contoso.com
@@ -69,15 +91,25 @@ fn syntax_errors_and_missing_sections() {
 
 #[test]
 fn secrets_are_named_never_written_and_never_echoed() {
-    let literal = EXAMPLE.replace("tsig_secret = { env = \"BATON_TSIG_SECRET\" }", "tsig_secret = \"c2VjcmV0LXRzaWc9PQ==\"")
-        .replace("password = { env = \"BATON_XMPP_PASSWORD\" }", "password = \"hunter2-xmpp\"");
+    let literal = EXAMPLE
+        .replace(
+            "tsig_secret = { env = \"BATON_TSIG_SECRET\" }",
+            "tsig_secret = \"c2VjcmV0LXRzaWc9PQ==\"",
+        )
+        .replace(
+            "password = { env = \"BATON_XMPP_PASSWORD\" }",
+            "password = \"hunter2-xmpp\"",
+        );
     let out = errors(&literal);
     expect_test::expect![[r#"
         line 89: dns.tsig_secret: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
         line 101: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
     .assert_eq(&out);
     assert!(!out.contains("hunter2") && !out.contains("c2VjcmV0"));
-    let both = EXAMPLE.replace("{ env = \"BATON_TSIG_SECRET\" }", "{ env = \"BATON_TSIG_SECRET\", file = \"x\" }");
+    let both = EXAMPLE.replace(
+        "{ env = \"BATON_TSIG_SECRET\" }",
+        "{ env = \"BATON_TSIG_SECRET\", file = \"x\" }",
+    );
     assert!(errors(&both).contains("dns.tsig_secret: give exactly one of env or file"));
 }
 
@@ -91,7 +123,10 @@ fn a_secret_resolves_from_env_or_file_and_debug_redacts_it() {
     let root = Table::root(&doc);
     let t = root.sub(&mut e, "x").expect("table");
     let lookup = |n: &str| (n == "PW").then(|| "s3cret-from-env".to_string());
-    let env = SecretEnv { var: &lookup, base: dir.path().to_path_buf() };
+    let env = SecretEnv {
+        var: &lookup,
+        base: dir.path().to_path_buf(),
+    };
     let a = secret::read(&mut e, &t, "a", &env, true).expect("from env");
     let b = secret::read(&mut e, &t, "b", &env, true).expect("from file");
     assert!(secret::read(&mut e, &t, "c", &env, true).is_none());
@@ -104,7 +139,9 @@ fn a_secret_resolves_from_env_or_file_and_debug_redacts_it() {
 
 #[test]
 fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
-    let text = EXAMPLE.replace("approve = [\"edge-admins\"] ", "approve = [\"edge-admin\"] ").replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
+    let text = EXAMPLE
+        .replace("approve = [\"edge-admins\"] ", "approve = [\"edge-admin\"] ")
+        .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     expect_test::expect![[r#"
         line 38: policy.approve: group 'edge-admin' is not defined in [groups]
         line 101: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
@@ -113,23 +150,37 @@ fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
 
 #[test]
 fn duplicate_servers_and_single_pools_are_refused() {
-    let dup = EXAMPLE.replace("servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]", "servers = [\"edge2a.contoso.com\", \"edge1b.contoso.com\"]");
-    assert!(errors(&dup).contains("inventory.pools.EdgePool2.servers: edge1b.contoso.com is also a server of EdgePool1"), "{}", errors(&dup));
+    let dup = EXAMPLE.replace(
+        "servers = [\"edge2a.contoso.com\", \"edge2b.contoso.com\"]",
+        "servers = [\"edge2a.contoso.com\", \"edge1b.contoso.com\"]",
+    );
+    assert!(
+        errors(&dup).contains("inventory.pools.EdgePool2.servers: edge1b.contoso.com is also a server of EdgePool1"),
+        "{}",
+        errors(&dup)
+    );
 }
 
 #[test]
 fn xmpp_settings_are_validated_by_the_adapter_rules() {
     let text = EXAMPLE
-        .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true\ntls = \"plain\"")
+        .replace(
+            "[chat.xmpp]\nenabled = false",
+            "[chat.xmpp]\nenabled = true\ntls = \"plain\"",
+        )
         .replace("jid = \"baton@contoso.com\"", "jid = \"contoso.com\"")
-        .replace("rooms = [\"incident@conference.contoso.com\"]", "rooms = [\"incident@conference.contoso.com\", \"incident@conference.contoso.com\"]");
+        .replace(
+            "rooms = [\"incident@conference.contoso.com\"]",
+            "rooms = [\"incident@conference.contoso.com\", \"incident@conference.contoso.com\"]",
+        );
     let got = match parse_with(&text, &[("BATON_XMPP_PASSWORD", "pw")]) {
         Ok(_) => "ok".to_string(),
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
         line 101: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
-        line 104: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]].assert_eq(&got);
+        line 104: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
+    .assert_eq(&got);
     let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");
     let x = c.chat.xmpp.expect("enabled");

@@ -48,7 +48,11 @@ impl<'s> Errors<'s> {
 
     pub fn at(&mut self, path: &str, span: Option<Range<usize>>, message: impl Into<String>) {
         let line = span.map(|s| self.line_of(s.start));
-        self.list.push(ConfigError { path: path.to_string(), line, message: message.into() });
+        self.list.push(ConfigError {
+            path: path.to_string(),
+            line,
+            message: message.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -58,7 +62,11 @@ impl<'s> Errors<'s> {
 
 pub fn join(path: &str, key: &str) -> String {
     let simple = !key.is_empty() && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    let key = if simple { key.to_string() } else { format!("\"{}\"", key.escape_debug()) };
+    let key = if simple {
+        key.to_string()
+    } else {
+        format!("\"{}\"", key.escape_debug())
+    };
     if path.is_empty() { key } else { format!("{path}.{key}") }
 }
 
@@ -84,15 +92,29 @@ pub struct Table<'a, 'i> {
 
 impl<'a, 'i> Table<'a, 'i> {
     pub fn root(doc: &'a Spanned<DeTable<'i>>) -> Table<'a, 'i> {
-        Table { path: String::new(), span: doc.span(), map: doc.get_ref(), used: RefCell::default() }
+        Table {
+            path: String::new(),
+            span: doc.span(),
+            map: doc.get_ref(),
+            used: RefCell::default(),
+        }
     }
 
     /// Views `v` as a table, or records that it should have been one.
     pub fn of(e: &mut Errors<'_>, path: String, v: &'a Spanned<DeValue<'i>>) -> Option<Table<'a, 'i>> {
         match v.get_ref() {
-            DeValue::Table(map) => Some(Table { path, span: v.span(), map, used: RefCell::default() }),
+            DeValue::Table(map) => Some(Table {
+                path,
+                span: v.span(),
+                map,
+                used: RefCell::default(),
+            }),
             other => {
-                e.at(&path, Some(v.span()), format!("expected a table, found {}", other.type_str()));
+                e.at(
+                    &path,
+                    Some(v.span()),
+                    format!("expected a table, found {}", other.type_str()),
+                );
                 None
             }
         }

@@ -11,8 +11,15 @@ const EXAMPLE: &str = include_str!("../../../examples/contoso.toml");
 
 fn config(tweak: impl FnOnce(&mut Policy)) -> EngineConfig {
     let none = |_: &str| None;
-    let c = crate::config::Config::parse(EXAMPLE, "example", &crate::config::secret::SecretEnv { var: &none, base: ".".into() })
-        .expect("the example config is valid");
+    let c = crate::config::Config::parse(
+        EXAMPLE,
+        "example",
+        &crate::config::secret::SecretEnv {
+            var: &none,
+            base: ".".into(),
+        },
+    )
+    .expect("the example config is valid");
     let mut policy = c.policy;
     tweak(&mut policy);
     EngineConfig {
@@ -42,7 +49,9 @@ impl T {
         T {
             full_plans: false,
             engine: Engine::new(config(tweak)),
-            now: DateTime::parse_from_rfc3339("2026-11-26T14:02:11Z").expect("valid time").with_timezone(&Utc),
+            now: DateTime::parse_from_rfc3339("2026-11-26T14:02:11Z")
+                .expect("valid time")
+                .with_timezone(&Utc),
             journal: Vec::new(),
             in_flight: Vec::new(),
             log: String::new(),
@@ -53,7 +62,11 @@ impl T {
         let out = self.engine.handle(input, self.now);
         self.journal.extend(out.events);
         for m in out.messages {
-            let text = if self.full_plans || !m.text.contains("lan (sha256") { m.text } else { fold_plan(&m.text) };
+            let text = if self.full_plans || !m.text.contains("lan (sha256") {
+                m.text
+            } else {
+                fold_plan(&m.text)
+            };
             let text = text.replace('\n', "\n       ");
             self.log.push_str(&format!("baton> {text}\n"));
         }
@@ -61,7 +74,8 @@ impl T {
             self.log.push_str(&format!("[query] {q:?}\n"));
         }
         for d in out.dispatches {
-            self.log.push_str(&format!("[dispatch] {} {}\n", d.request.key, d.request.action));
+            self.log
+                .push_str(&format!("[dispatch] {} {}\n", d.request.key, d.request.action));
             self.in_flight.push(d);
         }
     }
@@ -69,11 +83,18 @@ impl T {
     fn say(&mut self, who: &str, text: &str) {
         self.log.push_str(&format!("{who}> {text}\n"));
         let sender = match who {
-            "anon" => Sender::Unverified { display: "bob".into(), why: "this room does not show real JIDs to Baton".into() },
+            "anon" => Sender::Unverified {
+                display: "bob".into(),
+                why: "this room does not show real JIDs to Baton".into(),
+            },
             _ => Sender::Verified(Identity::new(Platform::Console, who).expect("valid console name")),
         };
         let command = parse("!", text).expect("test lines are addressed to the bot");
-        self.feed(Input::Chat { room: RoomRef::new(Platform::Console, "incident"), sender, command });
+        self.feed(Input::Chat {
+            room: RoomRef::new(Platform::Console, "incident"),
+            sender,
+            command,
+        });
     }
 
     fn after_secs(&mut self, secs: i64) {
@@ -91,12 +112,26 @@ impl T {
             for d in batch {
                 let place = d.request.action.where_short();
                 let outcome = if failing.contains(&place.as_str()) {
-                    ActionOutcome::Failed { error: format!("{place} said no") }
+                    ActionOutcome::Failed {
+                        error: format!("{place} said no"),
+                    }
                 } else {
-                    ActionOutcome::Ok { detail: format!("{} done", d.request.action.id()) }
+                    ActionOutcome::Ok {
+                        detail: format!("{} done", d.request.action.id()),
+                    }
                 };
-                let report = ActionReport { outcome, elapsed_ms: 1500, replayed: false };
-                self.feed(Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report });
+                let report = ActionReport {
+                    outcome,
+                    elapsed_ms: 1500,
+                    replayed: false,
+                };
+                self.feed(Input::ActionFinished {
+                    run: d.run,
+                    step: d.step,
+                    attempt: d.attempt,
+                    action: d.action,
+                    report,
+                });
             }
         }
     }
@@ -105,8 +140,18 @@ impl T {
     fn finish_some(&mut self, n: usize) {
         let batch: Vec<Dispatch> = self.in_flight.drain(..n).collect();
         for d in batch {
-            let report = ActionReport { outcome: ActionOutcome::Ok { detail: "done".into() }, elapsed_ms: 900, replayed: false };
-            self.feed(Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report });
+            let report = ActionReport {
+                outcome: ActionOutcome::Ok { detail: "done".into() },
+                elapsed_ms: 900,
+                replayed: false,
+            };
+            self.feed(Input::ActionFinished {
+                run: d.run,
+                step: d.step,
+                attempt: d.attempt,
+                action: d.action,
+                report,
+            });
         }
     }
 
@@ -299,11 +344,19 @@ fn a_plan_change_voids_earlier_approvals() {
     let mut cfg = config(|p| p.approvals_required = 2);
     cfg.inventory.pools[1].external_address = "203.0.113.21".parse().expect("valid");
     t.log.push_str("[reload: EdgePool2 moves to 203.0.113.21]\n");
-    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy.clone(), directory: cfg.directory.clone(), inventory: cfg.inventory.clone() })));
+    t.feed(Input::Reload(Box::new(Reload {
+        policy: cfg.policy.clone(),
+        directory: cfg.directory.clone(),
+        inventory: cfg.inventory.clone(),
+    })));
     t.say("carol", "!approve 1");
     t.say("bob", "!approve 1");
     assert!(t.log.contains("203.0.113.21"));
-    assert!(t.engine.run(RunId(1)).is_some_and(|r| matches!(r.phase, Phase::Running { .. })));
+    assert!(
+        t.engine
+            .run(RunId(1))
+            .is_some_and(|r| matches!(r.phase, Phase::Running { .. }))
+    );
     t.check(expect![[r#"
         alice> !failover xmpp EdgePool2
         baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
@@ -333,9 +386,18 @@ fn a_reload_that_removes_the_target_aborts_the_request() {
     t.say("alice", "!failover xmpp EdgePool2");
     let mut cfg = config(|_| {});
     cfg.inventory.pools.truncate(1);
-    t.feed(Input::Reload(Box::new(Reload { policy: cfg.policy, directory: cfg.directory, inventory: cfg.inventory })));
+    t.feed(Input::Reload(Box::new(Reload {
+        policy: cfg.policy,
+        directory: cfg.directory,
+        inventory: cfg.inventory,
+    })));
     assert_eq!(t.engine.run(RunId(1)).map(|r| r.phase.name()), Some("aborted"));
-    assert!(t.log.contains("the plan can no longer be resolved: unknown pool 'EdgePool2'; known pools: EdgePool1"), "{}", t.log);
+    assert!(
+        t.log
+            .contains("the plan can no longer be resolved: unknown pool 'EdgePool2'; known pools: EdgePool1"),
+        "{}",
+        t.log
+    );
 }
 
 #[test]
@@ -566,7 +628,10 @@ fn restore_rebuilds_the_same_state_and_resumes_in_flight_actions_with_their_keys
     let a = restored.run(RunId(1)).expect("restored");
     let b = t.engine.run(RunId(1)).expect("live");
     assert_eq!((&a.phase, &a.steps, &a.approvers), (&b.phase, &b.steps, &b.approvers));
-    assert_eq!(crate::render::status_table(a, t.now), crate::render::status_table(b, t.now));
+    assert_eq!(
+        crate::render::status_table(a, t.now),
+        crate::render::status_table(b, t.now)
+    );
 }
 
 #[test]
@@ -585,7 +650,13 @@ fn restore_numbers_runs_after_the_last_and_keeps_the_route() {
         },
         t.now,
     );
-    assert!(out.messages[0].text.starts_with("Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1 (Site1)."), "{}", out.messages[0].text);
+    assert!(
+        out.messages[0]
+            .text
+            .starts_with("Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1 (Site1)."),
+        "{}",
+        out.messages[0].text
+    );
 }
 
 #[test]
@@ -596,13 +667,24 @@ fn replayed_approvals_are_rechecked_against_the_policy() {
     // bob leaves edge-admins before the restart: his approval of the pending run lapses.
     let mut cfg = config(|p| p.approvals_required = 2);
     cfg.directory = baton_policies::Directory::new(
-        ["alice", "bob", "carol"].map(|n| (PersonId::new(n), vec![Identity::new(Platform::Console, n).expect("valid")])),
-        [(GroupName::new("edge-admins"), vec![PersonId::new("alice"), PersonId::new("carol")])],
+        ["alice", "bob", "carol"].map(|n| {
+            (
+                PersonId::new(n),
+                vec![Identity::new(Platform::Console, n).expect("valid")],
+            )
+        }),
+        [(
+            GroupName::new("edge-admins"),
+            vec![PersonId::new("alice"), PersonId::new("carol")],
+        )],
     )
     .expect("valid directory");
     let restored = Engine::restore(cfg, t.journal.clone());
     let run = restored.run(RunId(1)).expect("restored");
-    assert_eq!(run.review.tally(&restored.config().policy), Tally::Pending { have: 0, need: 2 });
+    assert_eq!(
+        run.review.tally(&restored.config().policy),
+        Tally::Pending { have: 0, need: 2 }
+    );
 }
 
 #[test]
@@ -611,12 +693,40 @@ fn late_and_repeated_reports_change_nothing() {
     t.say("alice", "!failover xmpp EdgePool2");
     t.say("bob", "!approve 1");
     let d = t.in_flight[0].clone();
-    let report = ActionReport { outcome: ActionOutcome::Ok { detail: "x".into() }, elapsed_ms: 1, replayed: false };
-    t.feed(Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: report.clone() });
+    let report = ActionReport {
+        outcome: ActionOutcome::Ok { detail: "x".into() },
+        elapsed_ms: 1,
+        replayed: false,
+    };
+    t.feed(Input::ActionFinished {
+        run: d.run,
+        step: d.step,
+        attempt: d.attempt,
+        action: d.action,
+        report: report.clone(),
+    });
     let before = t.journal.len();
-    t.feed(Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: report.clone() });
-    t.feed(Input::ActionFinished { run: d.run, step: 5, attempt: 1, action: 0, report: report.clone() });
-    t.feed(Input::ActionFinished { run: RunId(9), step: 0, attempt: 1, action: 0, report });
+    t.feed(Input::ActionFinished {
+        run: d.run,
+        step: d.step,
+        attempt: d.attempt,
+        action: d.action,
+        report: report.clone(),
+    });
+    t.feed(Input::ActionFinished {
+        run: d.run,
+        step: 5,
+        attempt: 1,
+        action: 0,
+        report: report.clone(),
+    });
+    t.feed(Input::ActionFinished {
+        run: RunId(9),
+        step: 0,
+        attempt: 1,
+        action: 0,
+        report,
+    });
     assert_eq!(t.journal.len(), before);
     let _ = Fqdn::parse("x.y").expect("valid");
 }

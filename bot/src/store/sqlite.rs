@@ -81,38 +81,60 @@ impl SqliteStore {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let shown = path.display().to_string();
-        let err = |source| StoreError::Sqlite { path: shown.clone(), source };
+        let err = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
         let conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        let version: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0)).optional().map_err(err)?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
         match version.and_then(|v| v.parse::<i64>().ok()) {
             Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::Schema { path: shown, found, known: SCHEMA_VERSION });
+                return Err(StoreError::Schema {
+                    path: shown,
+                    found,
+                    known: SCHEMA_VERSION,
+                });
             }
             Some(_) => {}
             None => {
-                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)", [SCHEMA_VERSION.to_string()])
-                    .map_err(err)?;
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(err)?;
             }
         }
-        let store_id: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0)).optional().map_err(err)?;
+        let store_id: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))
+            .optional()
+            .map_err(err)?;
         let store_id = match store_id {
             Some(id) => id,
             None => {
                 let id = new_store_id(path);
-                conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?1)", [&id]).map_err(err)?;
+                conn.execute("INSERT INTO meta (key, value) VALUES ('store_id', ?1)", [&id])
+                    .map_err(err)?;
                 id
             }
         };
-        Ok(SqliteStore { conn, path: path.to_path_buf(), store_id })
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            store_id,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -120,7 +142,10 @@ impl SqliteStore {
     }
 
     fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Sqlite { path: self.path.display().to_string(), source }
+        move |source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 }
 
@@ -129,7 +154,9 @@ impl SqliteStore {
 fn new_store_id(path: &Path) -> String {
     let mut h = Sha256::new();
     h.update(path.display().to_string().as_bytes());
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     h.update(now.as_nanos().to_le_bytes());
     h.update(std::process::id().to_le_bytes());
     hex::encode(&h.finalize()[..6])
@@ -145,17 +172,28 @@ impl Store for SqliteStore {
     }
 
     fn load(&mut self) -> Result<Vec<Recorded>, StoreError> {
-        let mut stmt = self.conn.prepare("SELECT seq, at, body FROM events ORDER BY seq").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, body FROM events ORDER BY seq")
+            .map_err(self.err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
             let (seq, at, body) = row.map_err(self.err())?;
             let at = chrono::DateTime::parse_from_rfc3339(&at)
-                .map_err(|e| StoreError::Corrupt { seq, why: format!("bad time: {e}") })?
+                .map_err(|e| StoreError::Corrupt {
+                    seq,
+                    why: format!("bad time: {e}"),
+                })?
                 .with_timezone(&chrono::Utc);
-            let event: Event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt { seq, why: e.to_string() })?;
+            let event: Event = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+                seq,
+                why: e.to_string(),
+            })?;
             out.push(Recorded { at, event });
         }
         Ok(out)
@@ -163,7 +201,10 @@ impl Store for SqliteStore {
 
     fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
         let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        let err = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(err)?;
         {
             // A batch without events (a read-only command's reply) does not touch the chain.
@@ -187,7 +228,15 @@ impl Store for SqliteStore {
                 let kind = r.event.kind();
                 let hash = chain_hash(&prev, seq, &at, kind, &body);
                 insert
-                    .execute(params![seq, at, r.event.run().map(|id| id.0 as i64), kind, body, prev, hash])
+                    .execute(params![
+                        seq,
+                        at,
+                        r.event.run().map(|id| id.0 as i64),
+                        kind,
+                        body,
+                        prev,
+                        hash
+                    ])
                     .map_err(err)?;
                 prev = hash;
             }
@@ -195,9 +244,18 @@ impl Store for SqliteStore {
                 .prepare_cached("INSERT INTO outbox (platform, room, run, text, card) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(err)?;
             for m in batch.messages {
-                let card = m.card.as_ref().map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
-                out.execute(params![m.room.platform.as_str(), m.room.id, m.run.map(|id| id.0 as i64), m.text, card])
-                    .map_err(err)?;
+                let card = m
+                    .card
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
+                out.execute(params![
+                    m.room.platform.as_str(),
+                    m.room.id,
+                    m.run.map(|id| id.0 as i64),
+                    m.text,
+                    card
+                ])
+                .map_err(err)?;
             }
             let mut runs = tx
                 .prepare_cached(
@@ -208,8 +266,16 @@ impl Store for SqliteStore {
                 )
                 .map_err(err)?;
             for r in &batch.runs {
-                runs.execute(params![r.id.0 as i64, r.phase, r.requester, r.from_pool, r.to_pool, r.requested_at, r.finished_at])
-                    .map_err(err)?;
+                runs.execute(params![
+                    r.id.0 as i64,
+                    r.phase,
+                    r.requester,
+                    r.from_pool,
+                    r.to_pool,
+                    r.requested_at,
+                    r.finished_at
+                ])
+                .map_err(err)?;
             }
             if let Some((room, id)) = batch.handled {
                 tx.prepare_cached("INSERT OR IGNORE INTO handled (platform, room, message_id) VALUES (?1, ?2, ?3)")
@@ -267,14 +333,18 @@ impl Store for SqliteStore {
 
     fn outbox_len(&mut self) -> Result<usize, StoreError> {
         self.conn
-            .query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n as usize)
             .map_err(self.err())
     }
 
     fn delivered(&mut self, id: i64, dropped: Option<&str>) -> Result<(), StoreError> {
         self.conn
-            .prepare_cached("UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), dropped = ?2 WHERE id = ?1")
+            .prepare_cached(
+                "UPDATE outbox SET delivered_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), dropped = ?2 WHERE id = ?1",
+            )
             .map_err(self.err())?
             .execute(params![id, dropped])
             .map(|_| ())
@@ -304,8 +374,10 @@ impl Store for SqliteStore {
     }
 
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq").map_err(self.err())?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq")
+            .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -331,10 +403,14 @@ impl Store for SqliteStore {
                 });
             }
             if prev_hash != prev {
-                report.problems.push(format!("row {seq} does not follow the row before it (rows removed, inserted or reordered)"));
+                report.problems.push(format!(
+                    "row {seq} does not follow the row before it (rows removed, inserted or reordered)"
+                ));
             }
             if chain_hash(&prev_hash, seq, &at, &kind, &body) != hash {
-                report.problems.push(format!("row {seq} ({kind}) was altered: its content no longer matches its hash"));
+                report.problems.push(format!(
+                    "row {seq} ({kind}) was altered: its content no longer matches its hash"
+                ));
             }
             expected_seq = seq + 1;
             prev = hash;
@@ -350,7 +426,9 @@ mod tests {
 
     fn recorded(run: u64) -> Recorded {
         Recorded {
-            at: chrono::DateTime::parse_from_rfc3339("2026-11-26T14:00:00Z").expect("valid").with_timezone(&chrono::Utc),
+            at: chrono::DateTime::parse_from_rfc3339("2026-11-26T14:00:00Z")
+                .expect("valid")
+                .with_timezone(&chrono::Utc),
             event: Event::Expired { run: RunId(run) },
         }
     }
@@ -362,9 +440,19 @@ mod tests {
         let mut store = SqliteStore::open(&path).expect("opens");
         let id = store.store_id().to_string();
         let room = RoomRef::new(Platform::Console, "incident");
-        let msg = Message { room: room.clone(), run: Some(RunId(1)), text: "hello".into(), card: None };
+        let msg = Message {
+            room: room.clone(),
+            run: Some(RunId(1)),
+            text: "hello".into(),
+            card: None,
+        };
         store
-            .commit(&Batch { events: &[recorded(1), recorded(2)], messages: std::slice::from_ref(&msg), runs: vec![], handled: Some((&room, "m1")) })
+            .commit(&Batch {
+                events: &[recorded(1), recorded(2)],
+                messages: std::slice::from_ref(&msg),
+                runs: vec![],
+                handled: Some((&room, "m1")),
+            })
             .expect("commits");
         drop(store);
         let mut store = SqliteStore::open(&path).expect("reopens");
@@ -387,17 +475,36 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("baton.sqlite");
         let mut store = SqliteStore::open(&path).expect("opens");
-        store.commit(&Batch { events: &[recorded(1), recorded(2), recorded(3)], ..Default::default() }).expect("commits");
+        store
+            .commit(&Batch {
+                events: &[recorded(1), recorded(2), recorded(3)],
+                ..Default::default()
+            })
+            .expect("commits");
         let refused = store.conn.execute("UPDATE events SET body = '{}' WHERE seq = 2", []);
         assert!(refused.expect_err("append-only").to_string().contains("append-only"));
-        store.conn.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET body = replace(body, '2', '7') WHERE seq = 2;").expect("tampers");
-        let report = store.verify_chain().expect("verifies");
-        assert_eq!(report.problems, ["row 2 (expired) was altered: its content no longer matches its hash"]);
-        store.conn.execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;").expect("tampers");
+        store
+            .conn
+            .execute_batch(
+                "DROP TRIGGER events_no_update; UPDATE events SET body = replace(body, '2', '7') WHERE seq = 2;",
+            )
+            .expect("tampers");
         let report = store.verify_chain().expect("verifies");
         assert_eq!(
             report.problems,
-            ["row 2 is missing", "row 3 does not follow the row before it (rows removed, inserted or reordered)"]
+            ["row 2 (expired) was altered: its content no longer matches its hash"]
+        );
+        store
+            .conn
+            .execute_batch("DROP TRIGGER events_no_delete; DELETE FROM events WHERE seq = 2;")
+            .expect("tampers");
+        let report = store.verify_chain().expect("verifies");
+        assert_eq!(
+            report.problems,
+            [
+                "row 2 is missing",
+                "row 3 does not follow the row before it (rows removed, inserted or reordered)"
+            ]
         );
     }
 }

@@ -44,7 +44,11 @@ impl ConsoleAdapter {
         echo: bool,
         turns: Arc<Turns>,
     ) -> ConsoleAdapter {
-        let session = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos().to_string();
+        let session = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            .to_string();
         ConsoleAdapter {
             room: RoomRef::new(Platform::Console, room),
             input: Mutex::new(Some(input)),
@@ -73,7 +77,10 @@ fn split_line(line: &str) -> Option<(&str, &str)> {
 fn sender(who: &str) -> Sender {
     match Identity::new(Platform::Console, who) {
         Ok(id) => Sender::Verified(id),
-        Err(e) => Sender::Unverified { display: who.chars().take(32).collect(), why: format!("'{who}' is not a console name: {e}") },
+        Err(e) => Sender::Unverified {
+            display: who.chars().take(32).collect(),
+            why: format!("'{who}' is not a console name: {e}"),
+        },
     }
 }
 
@@ -171,7 +178,10 @@ mod tests {
         assert_eq!(split_line("  bob >!approve 1 "), Some(("bob", "!approve 1")));
         assert_eq!(split_line("no marker"), None);
         assert_eq!(split_line("two words> x"), None);
-        assert_eq!(sender("Alice"), Sender::Verified(Identity::new(Platform::Console, "alice").expect("valid")));
+        assert_eq!(
+            sender("Alice"),
+            Sender::Verified(Identity::new(Platform::Console, "alice").expect("valid"))
+        );
         assert!(matches!(sender("al$ce"), Sender::Unverified { .. }));
         assert_eq!(format_message("a\nb"), "baton> a\n       b");
     }

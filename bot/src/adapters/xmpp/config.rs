@@ -13,7 +13,10 @@ pub enum TlsMode {
     /// STARTTLS, the server's certificate verified against the system's roots (`ca_file: None`)
     /// or against the CA certificates in a PEM file. `server_name` overrides the name checked
     /// in the certificate (default: the JID's domain).
-    StartTls { ca_file: Option<PathBuf>, server_name: Option<String> },
+    StartTls {
+        ca_file: Option<PathBuf>,
+        server_name: Option<String>,
+    },
     /// Plain TCP, no encryption: only when the config says so explicitly (loopback test servers).
     Plain,
 }
@@ -71,12 +74,18 @@ impl XmppConfig {
     }
 
     pub fn with_room(mut self, jid: impl Into<String>, nick: impl Into<String>) -> XmppConfig {
-        self.rooms.push(RoomConfig { jid: jid.into(), nick: nick.into() });
+        self.rooms.push(RoomConfig {
+            jid: jid.into(),
+            nick: nick.into(),
+        });
         self
     }
 
     pub fn with_mirror_room(mut self, jid: impl Into<String>, nick: impl Into<String>) -> XmppConfig {
-        self.mirror_rooms.push(RoomConfig { jid: jid.into(), nick: nick.into() });
+        self.mirror_rooms.push(RoomConfig {
+            jid: jid.into(),
+            nick: nick.into(),
+        });
         self
     }
 
@@ -86,7 +95,10 @@ impl XmppConfig {
         let jid = match BareJid::new(&self.jid) {
             Ok(j) if j.node().is_some() => Some(j),
             Ok(_) => {
-                errors.push(format!("xmpp.jid: '{}' has no local part (expected like baton@contoso.com)", self.jid));
+                errors.push(format!(
+                    "xmpp.jid: '{}' has no local part (expected like baton@contoso.com)",
+                    self.jid
+                ));
                 None
             }
             Err(e) => {
@@ -96,9 +108,14 @@ impl XmppConfig {
         };
         match self.server.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
-            _ => errors.push(format!("xmpp.server: '{}' must be host:port (no SRV lookup is made)", self.server)),
+            _ => errors.push(format!(
+                "xmpp.server: '{}' must be host:port (no SRV lookup is made)",
+                self.server
+            )),
         }
-        if let TlsMode::StartTls { ca_file: Some(path), .. } = &self.tls
+        if let TlsMode::StartTls {
+            ca_file: Some(path), ..
+        } = &self.tls
             && !path.is_file()
         {
             errors.push(format!("xmpp.tls.ca_file: {} is not a readable file", path.display()));
@@ -107,41 +124,65 @@ impl XmppConfig {
             errors.push("xmpp.rooms: at least one room is needed".to_string());
         }
         let mut rooms = Vec::new();
-        let all = self.rooms.iter().map(|r| (r, false)).chain(self.mirror_rooms.iter().map(|r| (r, true)));
+        let all = self
+            .rooms
+            .iter()
+            .map(|r| (r, false))
+            .chain(self.mirror_rooms.iter().map(|r| (r, true)));
         for (room, mirror) in all {
             let key = if mirror { "xmpp.mirror_rooms" } else { "xmpp.rooms" };
             let bare = match BareJid::new(&room.jid) {
                 Ok(j) if j.node().is_some() => Some(j),
                 _ => {
-                    errors.push(format!("{key}: '{}' is not a room JID like incident@conference.contoso.com", room.jid));
+                    errors.push(format!(
+                        "{key}: '{}' is not a room JID like incident@conference.contoso.com",
+                        room.jid
+                    ));
                     None
                 }
             };
             let nick_ok = bare.as_ref().is_some_and(|b| b.with_resource_str(&room.nick).is_ok());
             if room.nick.trim().is_empty() || !nick_ok {
-                errors.push(format!("{key}: nickname '{}' for {} is not a valid nickname", room.nick, room.jid));
+                errors.push(format!(
+                    "{key}: nickname '{}' for {} is not a valid nickname",
+                    room.nick, room.jid
+                ));
             }
             if let Some(bare) = bare {
                 if rooms.iter().any(|r: &ValidRoom| r.jid == bare) {
                     errors.push(format!("{key}: {} is listed twice", room.jid));
                 } else if nick_ok {
-                    rooms.push(ValidRoom { jid: bare, nick: room.nick.clone(), mirror_only: mirror });
+                    rooms.push(ValidRoom {
+                        jid: bare,
+                        nick: room.nick.clone(),
+                        mirror_only: mirror,
+                    });
                 }
             }
         }
         if self.max_message_bytes < 200 {
-            errors.push(format!("xmpp.max_message_bytes: {} is too small (at least 200)", self.max_message_bytes));
+            errors.push(format!(
+                "xmpp.max_message_bytes: {} is too small (at least 200)",
+                self.max_message_bytes
+            ));
         }
         if self.reconnect_initial.is_zero() || self.reconnect_max < self.reconnect_initial {
             errors.push("xmpp.reconnect: initial must be above zero and not above max".to_string());
         }
-        for (key, d) in [("xmpp.connect_timeout", self.connect_timeout), ("xmpp.delivery_timeout", self.delivery_timeout)] {
+        for (key, d) in [
+            ("xmpp.connect_timeout", self.connect_timeout),
+            ("xmpp.delivery_timeout", self.delivery_timeout),
+        ] {
             if d.is_zero() {
                 errors.push(format!("{key}: must be above zero"));
             }
         }
         match (errors.is_empty(), jid) {
-            (true, Some(jid)) => Ok(ValidConfig { jid, rooms, settings: self.clone() }),
+            (true, Some(jid)) => Ok(ValidConfig {
+                jid,
+                rooms,
+                settings: self.clone(),
+            }),
             _ => Err(errors),
         }
     }
@@ -178,8 +219,13 @@ mod tests {
     use super::*;
 
     fn base() -> XmppConfig {
-        XmppConfig::new("baton@contoso.test", SecretString::from("pw"), "127.0.0.1:5222", TlsMode::Plain)
-            .with_room("incident@conference.contoso.test", "baton")
+        XmppConfig::new(
+            "baton@contoso.test",
+            SecretString::from("pw"),
+            "127.0.0.1:5222",
+            TlsMode::Plain,
+        )
+        .with_room("incident@conference.contoso.test", "baton")
     }
 
     fn check(config: XmppConfig, expect: &[&str]) {
@@ -202,8 +248,14 @@ mod tests {
         bad.jid = "contoso.test".into();
         bad.server = "localhost".into();
         bad.max_message_bytes = 10;
-        bad.rooms.push(RoomConfig { jid: "incident@conference.contoso.test".into(), nick: "b".into() });
-        bad.rooms.push(RoomConfig { jid: "not a jid@".into(), nick: "".into() });
+        bad.rooms.push(RoomConfig {
+            jid: "incident@conference.contoso.test".into(),
+            nick: "b".into(),
+        });
+        bad.rooms.push(RoomConfig {
+            jid: "not a jid@".into(),
+            nick: "".into(),
+        });
         check(
             bad,
             &[
@@ -217,7 +269,10 @@ mod tests {
         );
         let mut none = base();
         none.rooms.clear();
-        none.tls = TlsMode::StartTls { ca_file: Some("/nonexistent/ca.pem".into()), server_name: None };
+        none.tls = TlsMode::StartTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            server_name: None,
+        };
         check(
             none,
             &[

@@ -89,17 +89,25 @@ impl Connector {
                 match ca_file {
                     Some(path) => {
                         let shown = path.display().to_string();
-                        let certs = CertificateDer::pem_file_iter(path)
-                            .map_err(|e| ConnectError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+                        let certs = CertificateDer::pem_file_iter(path).map_err(|e| ConnectError::CaFile {
+                            path: shown.clone(),
+                            reason: e.to_string(),
+                        })?;
                         for cert in certs {
-                            let cert =
-                                cert.map_err(|e| ConnectError::CaFile { path: shown.clone(), reason: e.to_string() })?;
-                            roots
-                                .add(cert)
-                                .map_err(|e| ConnectError::CaFile { path: shown.clone(), reason: e.to_string() })?;
+                            let cert = cert.map_err(|e| ConnectError::CaFile {
+                                path: shown.clone(),
+                                reason: e.to_string(),
+                            })?;
+                            roots.add(cert).map_err(|e| ConnectError::CaFile {
+                                path: shown.clone(),
+                                reason: e.to_string(),
+                            })?;
                         }
                         if roots.is_empty() {
-                            return Err(ConnectError::CaFile { path: shown, reason: "no certificate in it".into() });
+                            return Err(ConnectError::CaFile {
+                                path: shown,
+                                reason: "no certificate in it".into(),
+                            });
                         }
                     }
                     None => {
@@ -121,7 +129,11 @@ impl Connector {
                 Some((Arc::new(config), name))
             }
         };
-        Ok(Connector { server: server.to_string(), tls, timeouts: Timeouts::tight() })
+        Ok(Connector {
+            server: server.to_string(),
+            tls,
+            timeouts: Timeouts::tight(),
+        })
     }
 
     /// Opens TCP (with TCP_NODELAY), sends the stream header, and does STARTTLS if configured.
@@ -129,8 +141,14 @@ impl Connector {
     async fn open(&self, domain: &str) -> Result<PendingFeaturesRecv<Transport>, ConnectError> {
         let tcp = TcpStream::connect(&self.server)
             .await
-            .map_err(|source| ConnectError::Tcp { server: self.server.clone(), source })?;
-        tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp { server: self.server.clone(), source })?;
+            .map_err(|source| ConnectError::Tcp {
+                server: self.server.clone(),
+                source,
+            })?;
+        tcp.set_nodelay(true).map_err(|source| ConnectError::Tcp {
+            server: self.server.clone(),
+            source,
+        })?;
         let pending = self.header(BufStream::new(Either::Left(tcp)), domain).await?;
         let Some((config, name)) = &self.tls else {
             return Ok(pending);
@@ -143,7 +161,9 @@ impl Connector {
             return Err(ConnectError::NoStartTls);
         }
         stream
-            .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(starttls::Request)))
+            .send(&XmppStreamElement::Starttls(starttls::Nonza::Request(
+                starttls::Request,
+            )))
             .await
             .map_err(|e| ConnectError::Stream(e.to_string()))?;
         loop {
@@ -162,12 +182,19 @@ impl Connector {
         let tls = TlsConnector::from(config.clone())
             .connect(server_name, tcp)
             .await
-            .map_err(|source| ConnectError::Tls { name: name.clone(), source })?;
+            .map_err(|source| ConnectError::Tls {
+                name: name.clone(),
+                source,
+            })?;
         self.header(BufStream::new(Either::Right(tls)), domain).await
     }
 
     async fn header(&self, io: Transport, domain: &str) -> Result<PendingFeaturesRecv<Transport>, ConnectError> {
-        let header = StreamHeader { to: Some(Cow::Borrowed(domain)), from: None, id: None };
+        let header = StreamHeader {
+            to: Some(Cow::Borrowed(domain)),
+            from: None,
+            id: None,
+        };
         initiate_stream(io, ns::JABBER_CLIENT, header, self.timeouts)
             .await
             .map_err(|e| ConnectError::Stream(e.to_string()))
@@ -181,22 +208,30 @@ impl Connector {
         password: &SecretString,
     ) -> Result<(StreamFeatures, XmppStream<Transport>), ConnectError> {
         let domain = jid.domain().as_str();
-        let user = jid.node().map(|n| n.as_str()).ok_or_else(|| ConnectError::Auth("jid has no local part".into()))?;
+        let user = jid
+            .node()
+            .map(|n| n.as_str())
+            .ok_or_else(|| ConnectError::Auth("jid has no local part".into()))?;
         let (features, stream) = self
             .open(domain)
             .await?
             .recv_features::<FallibleStreamElement>()
             .await
             .map_err(|e| ConnectError::Stream(e.to_string()))?;
-        let credentials =
-            sasl::common::Credentials::default().with_username(user).with_password(password.expose_secret());
+        let credentials = sasl::common::Credentials::default()
+            .with_username(user)
+            .with_password(password.expose_secret());
         let initiating = tokio_xmpp::client_login(stream, features.sasl_mechanisms, credentials)
             .await
             .map_err(|e| match e {
                 tokio_xmpp::Error::Auth(a) => ConnectError::Auth(a.to_string()),
                 other => ConnectError::Stream(other.to_string()),
             })?;
-        let header = StreamHeader { to: Some(Cow::Borrowed(domain)), from: None, id: None };
+        let header = StreamHeader {
+            to: Some(Cow::Borrowed(domain)),
+            from: None,
+            id: None,
+        };
         initiating
             .send_header(header)
             .await
@@ -249,7 +284,11 @@ pub fn stanza_stream(
                 let error = match outcome {
                     Ok(Ok((features, stream))) => {
                         info!(jid = %jid, after_failures = failures, "xmpp connection established");
-                        let connection = Connection { stream: stream.box_stream(), features, identity: Jid::from(jid) };
+                        let connection = Connection {
+                            stream: stream.box_stream(),
+                            features,
+                            identity: Jid::from(jid),
+                        };
                         // If the stream is gone, the connection is simply dropped (closing it).
                         let _ = slot.send(connection);
                         return;
@@ -277,7 +316,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(1) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
         let got: Vec<u128> = (1..=7).map(|n| b.delay(n).as_millis()).collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000, 1000]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(1));
@@ -285,8 +327,14 @@ mod tests {
 
     #[test]
     fn a_missing_ca_file_is_reported_at_start() {
-        let tls = TlsMode::StartTls { ca_file: Some("/nonexistent/ca.pem".into()), server_name: None };
+        let tls = TlsMode::StartTls {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            server_name: None,
+        };
         let err = Connector::new("127.0.0.1:5222", &tls, "contoso.test").expect_err("no such file");
-        assert!(err.to_string().starts_with("cannot read ca file /nonexistent/ca.pem"), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot read ca file /nonexistent/ca.pem"),
+            "{err}"
+        );
     }
 }

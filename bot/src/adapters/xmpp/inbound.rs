@@ -54,11 +54,18 @@ impl RecentIds {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PresenceOutcome {
     /// The bot's own join was confirmed; `sees_real_jids` says whether senders can be verified.
-    Joined { sees_real_jids: bool },
+    Joined {
+        sees_real_jids: bool,
+    },
     /// The bot is no longer in the room (left, kicked, room shut down).
-    Left { reason: String },
+    Left {
+        reason: String,
+    },
     /// The room refused the join.
-    JoinRefused { error: String, nick_conflict: bool },
+    JoinRefused {
+        error: String,
+        nick_conflict: bool,
+    },
     /// Someone else's presence, recorded.
     Occupant,
     Ignored,
@@ -70,11 +77,19 @@ pub enum MessageOutcome {
     /// A live message from an occupant.
     Live(Inbound),
     /// The room reflected one of the bot's own messages (proof of delivery).
-    OwnEcho { id: Option<String> },
+    OwnEcho {
+        id: Option<String>,
+    },
     /// The room reported an error for a message the bot sent.
-    Error { id: Option<String>, error: String, permanent: bool },
+    Error {
+        id: Option<String>,
+        error: String,
+        permanent: bool,
+    },
     /// The room's configuration changed; the bot may now see (or no longer see) real JIDs.
-    ConfigChanged { sees_real_jids: bool },
+    ConfigChanged {
+        sees_real_jids: bool,
+    },
     Dropped(&'static str),
 }
 
@@ -138,7 +153,10 @@ impl RoomState {
         if presence.type_ == PresenceType::Error {
             let error = presence_error(presence);
             let conflict = error.contains("conflict");
-            return PresenceOutcome::JoinRefused { error, nick_conflict: conflict };
+            return PresenceOutcome::JoinRefused {
+                error,
+                nick_conflict: conflict,
+            };
         }
         let Some(nick) = nick else {
             return PresenceOutcome::Ignored;
@@ -160,7 +178,9 @@ impl RoomState {
                 } else {
                     "left the room"
                 };
-                return PresenceOutcome::Left { reason: reason.to_string() };
+                return PresenceOutcome::Left {
+                    reason: reason.to_string(),
+                };
             }
             if is_self && let Some(new_nick) = item.and_then(|i| i.nick.clone()) {
                 self.nick = new_nick;
@@ -181,7 +201,9 @@ impl RoomState {
             self.joined = true;
             self.occupants.insert(nick, real);
             if newly_joined {
-                return PresenceOutcome::Joined { sees_real_jids: self.sees_real_jids() };
+                return PresenceOutcome::Joined {
+                    sees_real_jids: self.sees_real_jids(),
+                };
             }
             return PresenceOutcome::Occupant;
         }
@@ -199,18 +221,26 @@ impl RoomState {
         if message.type_ != MessageType::Groupchat {
             return MessageOutcome::Dropped("not a groupchat message");
         }
-        let nick = message.from.as_ref().and_then(|f| f.resource()).map(|r| r.as_str().to_string());
+        let nick = message
+            .from
+            .as_ref()
+            .and_then(|f| f.resource())
+            .map(|r| r.as_str().to_string());
         let Some(nick) = nick else {
             // From the room itself: configuration changes are announced with status codes.
             let statuses = muc_user(&message.payloads).map(|m| m.status).unwrap_or_default();
             if statuses.contains(&Status::ConfigRoomNonAnonymous) {
                 self.non_anonymous = true;
-                return MessageOutcome::ConfigChanged { sees_real_jids: self.sees_real_jids() };
+                return MessageOutcome::ConfigChanged {
+                    sees_real_jids: self.sees_real_jids(),
+                };
             }
             if statuses.contains(&Status::ConfigRoomSemiAnonymous) {
                 self.non_anonymous = false;
                 self.notice_posted = false;
-                return MessageOutcome::ConfigChanged { sees_real_jids: self.sees_real_jids() };
+                return MessageOutcome::ConfigChanged {
+                    sees_real_jids: self.sees_real_jids(),
+                };
             }
             return MessageOutcome::Dropped("room notice");
         };
@@ -244,15 +274,27 @@ impl RoomState {
         let sender = match self.occupants.get(&nick) {
             Some(Some(real)) => match Identity::new(Platform::Xmpp, real.as_str()) {
                 Ok(identity) => Sender::Verified(identity),
-                Err(e) => Sender::Unverified { display: nick.clone(), why: format!("unusable jid: {e}") },
+                Err(e) => Sender::Unverified {
+                    display: nick.clone(),
+                    why: format!("unusable jid: {e}"),
+                },
             },
-            Some(None) => Sender::Unverified { display: nick.clone(), why: HIDDEN_JIDS_WHY.to_string() },
+            Some(None) => Sender::Unverified {
+                display: nick.clone(),
+                why: HIDDEN_JIDS_WHY.to_string(),
+            },
             None => Sender::Unverified {
                 display: nick.clone(),
                 why: "the sender is not among the room's occupants as Baton sees them".to_string(),
             },
         };
-        MessageOutcome::Live(Inbound { room: self.room_ref(), sender, text: text.to_string(), message_id, button: None })
+        MessageOutcome::Live(Inbound {
+            room: self.room_ref(),
+            sender,
+            text: text.to_string(),
+            message_id,
+            button: None,
+        })
     }
 }
 
@@ -270,7 +312,12 @@ fn has_delay(payloads: &[Element]) -> bool {
 }
 
 fn describe(error: &StanzaError) -> String {
-    let text = error.texts.values().next().map(|t| format!(": {t}")).unwrap_or_default();
+    let text = error
+        .texts
+        .values()
+        .next()
+        .map(|t| format!(": {t}"))
+        .unwrap_or_default();
     format!("{:?} ({:?}){text}", error.defined_condition, error.type_).to_lowercase()
 }
 
@@ -285,10 +332,17 @@ fn presence_error(presence: &Presence) -> String {
 
 fn message_error(message: &Message) -> (String, bool) {
     use tokio_xmpp::parsers::stanza_error::DefinedCondition as C;
-    match message.payloads.iter().find_map(|p| StanzaError::try_from(p.clone()).ok()) {
+    match message
+        .payloads
+        .iter()
+        .find_map(|p| StanzaError::try_from(p.clone()).ok())
+    {
         // The room is gone or will never accept the bot: retrying cannot help.
         Some(e) => {
-            let permanent = matches!(e.defined_condition, C::ItemNotFound | C::Forbidden | C::NotAllowed | C::Gone { .. });
+            let permanent = matches!(
+                e.defined_condition,
+                C::ItemNotFound | C::Forbidden | C::NotAllowed | C::Gone { .. }
+            );
             (describe(&e), permanent)
         }
         None => ("unspecified error".to_string(), false),
@@ -334,14 +388,31 @@ mod tests {
 
     fn joined_room(non_anonymous: bool) -> RoomState {
         let mut room = RoomState::new(BareJid::new(ROOM).expect("valid"), "baton".into(), false);
-        let alice = if non_anonymous { Some("alice@contoso.test") } else { None };
-        let mallory = if non_anonymous { Some("mallory@contoso.test") } else { None };
+        let alice = if non_anonymous {
+            Some("alice@contoso.test")
+        } else {
+            None
+        };
+        let mallory = if non_anonymous {
+            Some("mallory@contoso.test")
+        } else {
+            None
+        };
         room.on_presence(&presence(&occupant("alice", alice, &[], "participant")));
         room.on_presence(&presence(&occupant("bob", mallory, &[], "participant")));
         let codes: &[u16] = if non_anonymous { &[100, 110] } else { &[110] };
-        let own = if non_anonymous { Some("baton@contoso.test") } else { None };
+        let own = if non_anonymous {
+            Some("baton@contoso.test")
+        } else {
+            None
+        };
         let out = room.on_presence(&presence(&occupant("baton", own, codes, "participant")));
-        assert_eq!(out, PresenceOutcome::Joined { sees_real_jids: non_anonymous });
+        assert_eq!(
+            out,
+            PresenceOutcome::Joined {
+                sees_real_jids: non_anonymous
+            }
+        );
         room
     }
 
@@ -351,7 +422,11 @@ mod tests {
             MessageOutcome::Live(inbound) => match inbound.sender {
                 Sender::Verified(id) => format!("live {id} {:?} id={}", inbound.text, inbound.message_id),
                 Sender::Unverified { display, why } => {
-                    format!("unverified {display} {:?} why={}", inbound.text, &why[..why.len().min(30)])
+                    format!(
+                        "unverified {display} {:?} why={}",
+                        inbound.text,
+                        &why[..why.len().min(30)]
+                    )
                 }
             },
             other => format!("{other:?}"),
@@ -362,21 +437,52 @@ mod tests {
     #[test]
     fn identity_is_the_real_jid_never_the_nickname() {
         let mut room = joined_room(true);
-        check(&mut room, &groupchat("alice", "m1", "!status", ""), "live xmpp:alice@contoso.test \"!status\" id=m1");
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!status", ""),
+            "live xmpp:alice@contoso.test \"!status\" id=m1",
+        );
         // mallory joined with the nickname "bob": she is mallory.
-        check(&mut room, &groupchat("bob", "m2", "!approve 7", ""), "live xmpp:mallory@contoso.test \"!approve 7\" id=m2");
-        check(&mut room, &groupchat("ghost", "m3", "hi", ""), "unverified ghost \"hi\" why=the sender is not among the ro");
+        check(
+            &mut room,
+            &groupchat("bob", "m2", "!approve 7", ""),
+            "live xmpp:mallory@contoso.test \"!approve 7\" id=m2",
+        );
+        check(
+            &mut room,
+            &groupchat("ghost", "m3", "hi", ""),
+            "unverified ghost \"hi\" why=the sender is not among the ro",
+        );
     }
 
     #[test]
     fn history_own_messages_and_repeated_ids_are_dropped() {
         let mut room = joined_room(true);
-        let delay = "<delay xmlns='urn:xmpp:delay' stamp='2024-01-01T00:00:00Z' from='incident@conference.contoso.test'/>";
-        check(&mut room, &groupchat("alice", "h1", "!failover xmpp EdgePool2", delay), "Dropped(\"history (delay stamp)\")");
-        check(&mut room, &groupchat("baton", "baton-1-0", "Run #7", ""), "OwnEcho { id: Some(\"baton-1-0\") }");
-        check(&mut room, &groupchat("alice", "m1", "!status", ""), "live xmpp:alice@contoso.test \"!status\" id=m1");
-        check(&mut room, &groupchat("alice", "m1", "!status", ""), "Dropped(\"id already handled\")");
-        let subject = format!("<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><subject>x</subject></message>");
+        let delay =
+            "<delay xmlns='urn:xmpp:delay' stamp='2024-01-01T00:00:00Z' from='incident@conference.contoso.test'/>";
+        check(
+            &mut room,
+            &groupchat("alice", "h1", "!failover xmpp EdgePool2", delay),
+            "Dropped(\"history (delay stamp)\")",
+        );
+        check(
+            &mut room,
+            &groupchat("baton", "baton-1-0", "Run #7", ""),
+            "OwnEcho { id: Some(\"baton-1-0\") }",
+        );
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!status", ""),
+            "live xmpp:alice@contoso.test \"!status\" id=m1",
+        );
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!status", ""),
+            "Dropped(\"id already handled\")",
+        );
+        let subject = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><subject>x</subject></message>"
+        );
         check(&mut room, &subject, "Dropped(\"no body\")");
     }
 
@@ -384,25 +490,51 @@ mod tests {
     fn semi_anonymous_rooms_give_unverified_senders() {
         let mut room = joined_room(false);
         assert!(!room.sees_real_jids());
-        check(&mut room, &groupchat("alice", "m1", "!approve 7", ""), "unverified alice \"!approve 7\" why=this room hides members' real ");
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!approve 7", ""),
+            "unverified alice \"!approve 7\" why=this room hides members' real ",
+        );
     }
 
     #[test]
     fn a_moderator_sees_real_jids_in_a_semi_anonymous_room() {
         let mut room = RoomState::new(BareJid::new(ROOM).expect("valid"), "baton".into(), false);
-        room.on_presence(&presence(&occupant("alice", Some("alice@contoso.test"), &[], "participant")));
-        let out = room.on_presence(&presence(&occupant("baton", Some("baton@contoso.test"), &[110], "moderator")));
+        room.on_presence(&presence(&occupant(
+            "alice",
+            Some("alice@contoso.test"),
+            &[],
+            "participant",
+        )));
+        let out = room.on_presence(&presence(&occupant(
+            "baton",
+            Some("baton@contoso.test"),
+            &[110],
+            "moderator",
+        )));
         assert_eq!(out, PresenceOutcome::Joined { sees_real_jids: true });
-        check(&mut room, &groupchat("alice", "m1", "!status", ""), "live xmpp:alice@contoso.test \"!status\" id=m1");
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!status", ""),
+            "live xmpp:alice@contoso.test \"!status\" id=m1",
+        );
     }
 
     #[test]
     fn messages_before_the_join_and_in_mirror_rooms_are_not_commands() {
         let mut room = RoomState::new(BareJid::new(ROOM).expect("valid"), "baton".into(), false);
-        check(&mut room, &groupchat("alice", "m1", "!status", ""), "Dropped(\"received before the join completed\")");
+        check(
+            &mut room,
+            &groupchat("alice", "m1", "!status", ""),
+            "Dropped(\"received before the join completed\")",
+        );
         let mut mirror = joined_room(true);
         mirror.mirror_only = true;
-        check(&mut mirror, &groupchat("alice", "m1", "!status", ""), "Dropped(\"mirror room\")");
+        check(
+            &mut mirror,
+            &groupchat("alice", "m1", "!status", ""),
+            "Dropped(\"mirror room\")",
+        );
     }
 
     #[test]
@@ -413,12 +545,21 @@ mod tests {
              <x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='none' jid='alice@contoso.test/r'/></x></presence>"
         );
         assert_eq!(room.on_presence(&presence(&gone)), PresenceOutcome::Occupant);
-        check(&mut room, &groupchat("alice", "m9", "hi", ""), "unverified alice \"hi\" why=the sender is not among the ro");
+        check(
+            &mut room,
+            &groupchat("alice", "m9", "hi", ""),
+            "unverified alice \"hi\" why=the sender is not among the ro",
+        );
         let kicked = format!(
             "<presence xmlns='jabber:client' type='unavailable' from='{ROOM}/baton'>\
              <x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='none'/><status code='110'/><status code='307'/></x></presence>"
         );
-        assert_eq!(room.on_presence(&presence(&kicked)), PresenceOutcome::Left { reason: "kicked".into() });
+        assert_eq!(
+            room.on_presence(&presence(&kicked)),
+            PresenceOutcome::Left {
+                reason: "kicked".into()
+            }
+        );
         assert!(!room.joined);
     }
 
@@ -429,7 +570,13 @@ mod tests {
             "<presence xmlns='jabber:client' type='error' from='{ROOM}/baton'>\
              <error type='cancel'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>"
         );
-        assert!(matches!(room.on_presence(&presence(&conflict)), PresenceOutcome::JoinRefused { nick_conflict: true, .. }));
+        assert!(matches!(
+            room.on_presence(&presence(&conflict)),
+            PresenceOutcome::JoinRefused {
+                nick_conflict: true,
+                ..
+            }
+        ));
         let refused = format!(
             "<message xmlns='jabber:client' type='error' id='baton-3-0' from='{ROOM}'>\
              <error type='cancel'><not-acceptable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>"

@@ -63,7 +63,11 @@ pub struct LinkStatus {
 }
 
 enum Command {
-    Deliver { room: BareJid, parts: Vec<(String, String)>, reply: oneshot::Sender<Result<(), DeliveryError>> },
+    Deliver {
+        room: BareJid,
+        parts: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<(), DeliveryError>>,
+    },
 }
 
 /// The XMPP chat adapter. Build it with [`XmppAdapter::new`], drive it with
@@ -80,10 +84,20 @@ impl XmppAdapter {
     /// Validates the settings and prepares TLS (a bad CA file is reported here). Does not connect.
     pub fn new(config: XmppConfig) -> Result<XmppAdapter, XmppError> {
         let config = config.validate().map_err(XmppError::Config)?;
-        let connector = Connector::new(&config.settings.server, &config.settings.tls, config.jid.domain().as_str())?;
+        let connector = Connector::new(
+            &config.settings.server,
+            &config.settings.tls,
+            config.jid.domain().as_str(),
+        )?;
         let (commands, commands_rx) = mpsc::channel(64);
         let (status_tx, _) = watch::channel(LinkStatus::default());
-        Ok(XmppAdapter { config, connector, commands, commands_rx: Mutex::new(Some(commands_rx)), status_tx })
+        Ok(XmppAdapter {
+            config,
+            connector,
+            commands,
+            commands_rx: Mutex::new(Some(commands_rx)),
+            status_tx,
+        })
     }
 
     /// Rooms whose messages are read as commands.
@@ -142,7 +156,10 @@ struct Rejoin {
 }
 
 fn transient(reason: impl Into<String>) -> DeliveryError {
-    DeliveryError::Transient { reason: reason.into(), retry_after: None }
+    DeliveryError::Transient {
+        reason: reason.into(),
+        retry_after: None,
+    }
 }
 
 #[async_trait]
@@ -173,20 +190,30 @@ impl ChatAdapter for XmppAdapter {
 
     async fn deliver(&self, message: &Outbound) -> Result<(), DeliveryError> {
         if message.room.platform != Platform::Xmpp {
-            return Err(DeliveryError::Permanent { reason: format!("{} is not an xmpp room", message.room) });
+            return Err(DeliveryError::Permanent {
+                reason: format!("{} is not an xmpp room", message.room),
+            });
         }
         let room = BareJid::new(&message.room.id)
             .ok()
             .filter(|jid| self.config.rooms.iter().any(|r| &r.jid == jid))
-            .ok_or_else(|| DeliveryError::Permanent { reason: format!("{} is not a configured room", message.room.id) })?;
+            .ok_or_else(|| DeliveryError::Permanent {
+                reason: format!("{} is not a configured room", message.room.id),
+            })?;
         let texts = outbound::split_text(&message.text, self.config.settings.max_message_bytes);
         if texts.is_empty() {
-            return Err(DeliveryError::Permanent { reason: "empty message".into() });
+            return Err(DeliveryError::Permanent {
+                reason: "empty message".into(),
+            });
         }
         if !self.status_tx.borrow().online {
             return Err(transient("not connected to the xmpp server"));
         }
-        let parts = texts.into_iter().enumerate().map(|(i, t)| (outbound::part_id(message.id, i), t)).collect();
+        let parts = texts
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (outbound::part_id(message.id, i), t))
+            .collect();
         let (reply, answer) = oneshot::channel();
         let wait = self.config.settings.delivery_timeout + Duration::from_secs(1);
         let command = Command::Deliver { room, parts, reply };
@@ -229,7 +256,12 @@ impl<'a> Driver<'a> {
             .config
             .rooms
             .iter()
-            .map(|r| (r.jid.clone(), RoomState::new(r.jid.clone(), r.nick.clone(), r.mirror_only)))
+            .map(|r| {
+                (
+                    r.jid.clone(),
+                    RoomState::new(r.jid.clone(), r.nick.clone(), r.mirror_only),
+                )
+            })
             .collect();
         Driver {
             adapter,
@@ -251,7 +283,10 @@ impl<'a> Driver<'a> {
             self.adapter.connector.clone(),
             self.adapter.config.jid.clone(),
             settings.password.clone(),
-            Backoff { initial: settings.reconnect_initial, max: settings.reconnect_max },
+            Backoff {
+                initial: settings.reconnect_initial,
+                max: settings.reconnect_max,
+            },
             settings.connect_timeout,
             self.stop.clone(),
         );
@@ -283,7 +318,10 @@ impl<'a> Driver<'a> {
         };
         self.stop.cancel();
         self.fail_pending("the xmpp adapter stopped");
-        if tokio::time::timeout(Duration::from_secs(5), stream.close()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), stream.close())
+            .await
+            .is_err()
+        {
             debug!("xmpp stream did not close within 5s; dropped");
         }
         result
@@ -299,7 +337,11 @@ impl<'a> Driver<'a> {
                 for room in self.rooms.values_mut() {
                     room.reset();
                 }
-                self.rejoins = self.rooms.keys().map(|jid| (jid.clone(), Rejoin { at: now, attempts: 0 })).collect();
+                self.rejoins = self
+                    .rooms
+                    .keys()
+                    .map(|jid| (jid.clone(), Rejoin { at: now, attempts: 0 }))
+                    .collect();
                 self.adapter.update_status(|s| {
                     s.online = true;
                     s.joined.clear();
@@ -352,7 +394,13 @@ impl<'a> Driver<'a> {
                     s.joined.remove(room_jid.as_str());
                 });
                 let attempts = self.rejoins.get(&room_jid).map_or(0, |r| r.attempts);
-                self.rejoins.insert(room_jid, Rejoin { at: Instant::now() + Duration::from_secs(5), attempts });
+                self.rejoins.insert(
+                    room_jid,
+                    Rejoin {
+                        at: Instant::now() + Duration::from_secs(5),
+                        attempts,
+                    },
+                );
             }
             PresenceOutcome::JoinRefused { error, nick_conflict } => {
                 let attempts = self.rejoins.get(&room_jid).map_or(0, |r| r.attempts);
@@ -361,7 +409,13 @@ impl<'a> Driver<'a> {
                     room.nick.push('_');
                 }
                 let wait = Duration::from_secs(2u64.saturating_pow(attempts.min(5)));
-                self.rejoins.insert(room_jid, Rejoin { at: Instant::now() + wait, attempts });
+                self.rejoins.insert(
+                    room_jid,
+                    Rejoin {
+                        at: Instant::now() + wait,
+                        attempts,
+                    },
+                );
             }
             PresenceOutcome::Occupant | PresenceOutcome::Ignored => {}
         }
@@ -398,11 +452,21 @@ impl<'a> Driver<'a> {
                     self.adapter.update_status(|s| {
                         s.joined.remove(room_jid.as_str());
                     });
-                    self.rejoins.insert(room_jid.clone(), Rejoin { at: Instant::now(), attempts: 0 });
+                    self.rejoins.insert(
+                        room_jid.clone(),
+                        Rejoin {
+                            at: Instant::now(),
+                            attempts: 0,
+                        },
+                    );
                 }
                 if let Some(pending) = id.and_then(|id| self.pending.remove(&id)) {
                     let reason = format!("room {room_jid} refused the message: {error}");
-                    let err = if permanent { DeliveryError::Permanent { reason } } else { transient(reason) };
+                    let err = if permanent {
+                        DeliveryError::Permanent { reason }
+                    } else {
+                        transient(reason)
+                    };
                     let _ = pending.reply.send(Err(err));
                 }
             }
@@ -440,30 +504,48 @@ impl<'a> Driver<'a> {
             return;
         }
         let Some(last) = parts.last().map(|(id, _)| id.clone()) else {
-            let _ = reply.send(Err(DeliveryError::Permanent { reason: "empty message".into() }));
+            let _ = reply.send(Err(DeliveryError::Permanent {
+                reason: "empty message".into(),
+            }));
             return;
         };
         for (id, text) in parts {
-            stream.send(Box::new(Stanza::Message(outbound::groupchat(&room, id, text)))).await;
+            stream
+                .send(Box::new(Stanza::Message(outbound::groupchat(&room, id, text))))
+                .await;
         }
         let deadline = Instant::now() + self.adapter.config.settings.delivery_timeout;
         if let Some(old) = self.pending.insert(last, Pending { reply, deadline }) {
-            let _ = old.reply.send(Err(transient("superseded by a retry of the same message")));
+            let _ = old
+                .reply
+                .send(Err(transient("superseded by a retry of the same message")));
         }
     }
 
     async fn on_tick(&mut self, stream: &StanzaStream) {
         let now = Instant::now();
-        let expired: Vec<String> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(id, _)| id.clone()).collect();
+        let expired: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in expired {
             if let Some(p) = self.pending.remove(&id) {
-                let _ = p.reply.send(Err(transient("the room did not echo the message in time")));
+                let _ = p
+                    .reply
+                    .send(Err(transient("the room did not echo the message in time")));
             }
         }
         if !self.online {
             return;
         }
-        let due: Vec<BareJid> = self.rejoins.iter().filter(|(_, r)| r.at <= now).map(|(j, _)| j.clone()).collect();
+        let due: Vec<BareJid> = self
+            .rejoins
+            .iter()
+            .filter(|(_, r)| r.at <= now)
+            .map(|(j, _)| j.clone())
+            .collect();
         for room_jid in due {
             let Some(room) = self.rooms.get(&room_jid) else {
                 continue;
@@ -482,7 +564,13 @@ impl<'a> Driver<'a> {
             stream.send(Box::new(Stanza::Presence(join))).await;
             // If no answer comes, try again later with a growing wait.
             let wait = Duration::from_secs(2u64.saturating_pow(attempts.min(5)) * 5);
-            self.rejoins.insert(room_jid, Rejoin { at: now + wait, attempts });
+            self.rejoins.insert(
+                room_jid,
+                Rejoin {
+                    at: now + wait,
+                    attempts,
+                },
+            );
         }
     }
 

@@ -13,7 +13,11 @@ pub fn split_text(text: &str, max_bytes: usize) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     for line in text.lines() {
-        let needed = if current.is_empty() { line.len() } else { current.len() + 1 + line.len() };
+        let needed = if current.is_empty() {
+            line.len()
+        } else {
+            current.len() + 1 + line.len()
+        };
         if needed <= max {
             if !current.is_empty() {
                 current.push('\n');
@@ -71,7 +75,10 @@ mod tests {
     fn check(text: &str, max: usize, expect: &[&str]) {
         let got = split_text(text, max);
         assert_eq!(got, expect, "text {text:?} max {max}");
-        assert!(got.iter().all(|p| p.len() <= max.max(8)), "a part is over {max}: {got:?}");
+        assert!(
+            got.iter().all(|p| p.len() <= max.max(8)),
+            "a part is over {max}: {got:?}"
+        );
     }
 
     #[test]
@@ -79,7 +86,11 @@ mod tests {
         check("short", 100, &["short"]);
         check("", 100, &[]);
         check("\n\n", 100, &[]);
-        check("line one\nline two\nline three", 18, &["line one\nline two", "line three"]);
+        check(
+            "line one\nline two\nline three",
+            18,
+            &["line one\nline two", "line three"],
+        );
         check("aaaa bbbb cccc dddd", 10, &["aaaa bbbb", "cccc dddd"]);
         check("abcdefghijklmnop", 10, &["abcdefghij", "klmnop"]);
         check("été été été", 11, &["été été", "été"]);
@@ -88,7 +99,9 @@ mod tests {
 
     #[test]
     fn a_plan_is_split_under_the_limit_without_losing_lines() {
-        let plan: String = (1..=40).map(|i| format!("  {i}. step {i} on edge{i}.contoso.com\n")).collect();
+        let plan: String = (1..=40)
+            .map(|i| format!("  {i}. step {i} on edge{i}.contoso.com\n"))
+            .collect();
         let parts = split_text(&plan, 200);
         assert!(parts.len() > 1);
         assert!(parts.iter().all(|p| p.len() <= 200));
