@@ -475,25 +475,16 @@ impl Engine {
 
     /// A message about a run, in the run's room (and every mirror room), carrying its card.
     fn say_run(&self, out: &mut Output, id: RunId, text: String) {
-        if let Some(run) = self.runs.get(&id) {
-            let card = render::card(run);
-            for mirror in self.cfg.mirror_rooms.iter().filter(|m| **m != run.room) {
-                out.messages.push(Message {
-                    room: mirror.clone(),
-                    run: Some(id),
-                    text: text.clone(),
-                    card: Some(card.clone()),
-                });
-            }
-            out.messages.insert(
-                out.messages.len() - self.cfg.mirror_rooms.iter().filter(|m| **m != run.room).count(),
-                Message {
-                    room: run.room.clone(),
-                    run: Some(id),
-                    text,
-                    card: Some(card),
-                },
-            );
+        let Some(run) = self.runs.get(&id) else { return };
+        let card = render::card(run);
+        let rooms = std::iter::once(&run.room).chain(self.cfg.mirror_rooms.iter().filter(|m| **m != run.room));
+        for room in rooms {
+            out.messages.push(Message {
+                room: room.clone(),
+                run: Some(id),
+                text: text.clone(),
+                card: Some(card.clone()),
+            });
         }
     }
 

@@ -349,15 +349,13 @@ pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
             (Some(s), None, StepStatus::Running) => format!("{} so far", elapsed(s, now)),
             _ => String::new(),
         };
-        let _ = write!(
-            out,
+        let line = format!(
             "\n  {}. {:<9} {:<8} {time}",
             i + 1,
             step.kind.title(),
             step_mark(state.status)
         );
-        let out_trim = out.trim_end().len();
-        out.truncate(out_trim);
+        out.push_str(line.trim_end());
         if state.status == StepStatus::Failed {
             for (a, r) in step.actions.iter().zip(&state.results) {
                 if let Some(r) = r.as_ref().filter(|r| !r.outcome.is_ok()) {

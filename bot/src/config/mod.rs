@@ -254,7 +254,7 @@ fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directo
         Some(t) => {
             for (name, v) in t.entries() {
                 let path = join("people", &name);
-                if PersonId::new(&name).as_str().is_empty()
+                if name.is_empty()
                     || !name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
