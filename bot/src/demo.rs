@@ -39,11 +39,14 @@ pub struct DemoOptions {
     pub simulate: bool,
 }
 
-fn is_agent_action(rule: &FailureRule) -> bool {
-    matches!(
-        rule.action.as_str(),
-        "services.stop" | "services.start" | "route.set" | "health"
-    )
+/// Whether the plan sends this rule's action to an agent (the simulator behind it fails it)
+/// rather than to the bot's own simulated actions.
+fn on_an_agent(rule: &FailureRule, inventory: &baton_actions::Inventory) -> bool {
+    match rule.action.as_str() {
+        "services.stop" | "services.start" | "route.set" | "health" => true,
+        "dns.set_a" | "dns.ensure_srv" => matches!(inventory.dns, baton_actions::DnsProvider::Agent { .. }),
+        _ => false,
+    }
 }
 
 pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -89,8 +92,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         sim.failures.extend(opts.fail.iter().cloned());
         Arc::new(SimulatedExecutor::open(&record, sim)?)
     } else {
-        let (agent_rules, bot_rules): (Vec<FailureRule>, Vec<FailureRule>) =
-            opts.fail.iter().cloned().partition(is_agent_action);
+        if opts.fail.iter().any(|r| r.action == "health") {
+            anyhow::bail!("--fail health needs --simulate: with agent processes, health is the agent's own answer");
+        }
+        let (agent_rules, bot_rules): (Vec<FailureRule>, Vec<FailureRule>) = opts
+            .fail
+            .iter()
+            .cloned()
+            .partition(|r| on_an_agent(r, &config.inventory));
         let delay = sim.delays.get("services.stop").copied().unwrap_or(sim.default_delay);
         let holder = config.route.initial.as_ref().map(|p| p.as_str().to_string());
         let dir = store_path.with_file_name("fleet");

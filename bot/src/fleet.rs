@@ -149,12 +149,18 @@ impl LocalFleet {
         std::fs::create_dir_all(&state_dir)?;
         let _ = std::fs::remove_file(state_dir.join(ADDRESS_FILE));
         let sim_state = base.join("host.json");
-        if !sim_state.exists() {
-            std::fs::write(
-                &sim_state,
-                serde_json::to_vec_pretty(&initial_state(inventory, host, holder, failures))?,
-            )?;
-        }
+        // The host's state survives demo restarts; the failures to rehearse are this start's.
+        let fresh = initial_state(inventory, host, holder, failures);
+        let state = match std::fs::read(&sim_state) {
+            Ok(bytes) => {
+                let mut kept: Value =
+                    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", sim_state.display()))?;
+                kept["inject"] = fresh["inject"].clone();
+                kept
+            }
+            Err(_) => fresh,
+        };
+        std::fs::write(&sim_state, serde_json::to_vec_pretty(&state)?)?;
         let is_edge = inventory.pools.iter().any(|p| p.servers.contains(host));
         let mut actions: Vec<String> = Vec::new();
         if is_edge {

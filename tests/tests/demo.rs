@@ -287,3 +287,43 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
     assert!(err.contains("cannot read the file"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_rehearsed_agent_failure_is_retried_through_the_agents() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut b = Baton::demo(&store, &["--delay", "50ms", "--fail", "services.start@edge2b:1"])?;
+    b.send("alice> !failover xmpp EdgePool2 drill")?;
+    b.send("bob> !approve 1")?;
+    b.wait_for("#1 stopped at step 7/8 (services)", T)?;
+    let failed = b
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("#1 [7/8] services FAILED"))
+        .expect("the step's line");
+    assert!(
+        failed.contains("edge2a ok") && failed.contains("edge2b FAILED"),
+        "{failed}"
+    );
+    b.send("carol> !retry 1")?;
+    b.close_stdin();
+    assert!(b.wait_exit(T)?.success(), "{}", b.stderr());
+    assert_eq!(count(&b.lines(), "#1 succeeded in"), 1, "{}", b.lines().join("\n"));
+    // The failure came from edge2b's simulator, behind its agent, and the retry ran it again there.
+    let edge2b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("fleet/edge2b.contoso.com/host.json"))?)?;
+    let starts: Vec<&str> = edge2b["executions"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .filter(|x| x["action"] == "services.start")
+        .filter_map(|x| x["status"].as_str())
+        .collect();
+    assert_eq!(starts, ["failed", "ok"]);
+    let (status, _, err) = run(&["demo", "--fail", "health@edge2a"], T)?;
+    assert!(
+        !status.success() && err.contains("--fail health needs --simulate"),
+        "{err}"
+    );
+    Ok(())
+}
