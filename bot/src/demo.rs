@@ -8,13 +8,13 @@
 use crate::adapters::console::{ConsoleAdapter, Turns};
 use crate::config::Config;
 use crate::config::secret::SecretEnv;
-use crate::daemon::{Daemon, Lifetime, StatusLook};
+use crate::daemon::{Daemon, Lifetime};
 use crate::engine::EngineConfig;
 use crate::fleet::LocalFleet;
 use crate::store::{SqliteStore, Store};
 use anyhow::Context;
 use baton_actions::Executor;
-use baton_actions::dispatcher::{AgentRoutes, Dispatcher};
+use baton_actions::dispatcher::Dispatcher;
 use baton_actions::router::Router;
 use baton_actions::simulated::{FailureRule, SimulatedExecutor};
 use std::io::IsTerminal;
@@ -153,15 +153,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         Some(turns),
         Lifetime::UntilIdle,
     )?;
-    if let Some(look) = crate::assemble::status_look(&config, None).await {
-        let routes = dispatcher.map(|d| {
-            Arc::new(AgentRoutes::new(
-                d,
-                config.inventory.management_host.clone(),
-                config.probes.timeout,
-            )) as Arc<dyn baton_actions::status::RouteReader>
-        });
-        daemon = daemon.with_status(StatusLook { routes, ..look });
+    if let Some(look) = crate::assemble::status_look(&config, dispatcher).await {
+        daemon = daemon.with_status(look);
     }
     let result = daemon.run(shutdown).await;
     drop(fleet);
