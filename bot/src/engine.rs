@@ -415,39 +415,6 @@ fn fresh_steps(plan: &baton_actions::Plan) -> Vec<StepState> {
         .collect()
 }
 
-/// The text of a command, for the audit trail of refusals.
-fn describe(cmd: &Command) -> String {
-    match cmd {
-        Command::Failover { pool, .. } => format!("failover xmpp {pool}"),
-        Command::Plan { pool } => format!("plan xmpp {pool}"),
-        Command::Approve { run } => format!("approve {}", run.0),
-        Command::Deny { run, .. } => format!("deny {}", run.0),
-        Command::Status => "status".into(),
-        Command::StatusRun { run } => format!("status {}", run.0),
-        Command::StatusXmpp => "status xmpp".into(),
-        Command::Abort { run } => format!("abort {}", run.0),
-        Command::Retry { run } => format!("retry {}", run.0),
-        Command::Runs => "runs".into(),
-        Command::Help => "help".into(),
-    }
-}
-
-fn right_for(cmd: &Command) -> Right {
-    match cmd {
-        Command::Failover { .. } => Right::Request,
-        Command::Approve { .. } => Right::Approve,
-        Command::Deny { .. } => Right::Deny,
-        Command::Abort { .. } => Right::Abort,
-        Command::Retry { .. } => Right::Retry,
-        Command::Plan { .. }
-        | Command::Status
-        | Command::StatusRun { .. }
-        | Command::StatusXmpp
-        | Command::Runs
-        | Command::Help => Right::View,
-    }
-}
-
 fn sender_name(sender: &Sender) -> String {
     match sender {
         Sender::Verified(id) => id.to_string(),
@@ -500,7 +467,7 @@ impl Engine {
             Ok(cmd) => cmd,
             Err(e) => return self.say(out, &room, render::sentence(&e.to_string())),
         };
-        let right = right_for(&cmd);
+        let right = cmd.right();
         let actor = match self.cfg.policy.authorize(&self.cfg.directory, &sender, right) {
             Ok(actor) => actor,
             Err(why) => {
@@ -508,7 +475,7 @@ impl Engine {
                     out,
                     now,
                     &room,
-                    run_of(&cmd),
+                    cmd.run(),
                     &sender_name(&sender),
                     &cmd,
                     &why.to_string(),
@@ -565,9 +532,9 @@ impl Engine {
         cmd: &Command,
         why: &str,
     ) {
-        let command = describe(cmd);
+        let command = cmd.describe();
         // Read-only commands refused are not worth an audit record; anything else is.
-        if right_for(cmd) != Right::View {
+        if cmd.right() != Right::View {
             self.emit(
                 out,
                 now,
@@ -610,7 +577,7 @@ impl Engine {
                 Event::Refused {
                     run: Some(id),
                     who: actor.person().to_string(),
-                    command: describe(&cmd),
+                    command: cmd.describe(),
                     why: format!("run {id} is active"),
                 },
             );
@@ -1014,17 +981,6 @@ impl Engine {
                 }
             }
         }
-    }
-}
-
-fn run_of(cmd: &Command) -> Option<RunId> {
-    match cmd {
-        Command::Approve { run }
-        | Command::Deny { run, .. }
-        | Command::Abort { run }
-        | Command::Retry { run }
-        | Command::StatusRun { run } => Some(*run),
-        _ => None,
     }
 }
 

@@ -142,6 +142,133 @@ fn help_lists_every_command() {
     assert!(help_text("baton ").contains("baton status"));
 }
 
+/// One command of each variant. The match below stops compiling when a variant is added, until
+/// it is given a number and a sample here.
+fn one_of_each() -> Vec<Command> {
+    const VARIANTS: usize = 11;
+    let variant = |c: &Command| match c {
+        Command::Failover { .. } => 0,
+        Command::Plan { .. } => 1,
+        Command::Approve { .. } => 2,
+        Command::Deny { .. } => 3,
+        Command::Status => 4,
+        Command::StatusRun { .. } => 5,
+        Command::StatusXmpp => 6,
+        Command::Abort { .. } => 7,
+        Command::Retry { .. } => 8,
+        Command::Runs => 9,
+        Command::Help => 10,
+    };
+    let samples = vec![
+        Command::Failover {
+            pool: "EdgePool2".into(),
+            reason: Some("DC1 is dark".into()),
+        },
+        Command::Plan {
+            pool: "EdgePool2".into(),
+        },
+        Command::Approve { run: RunId(7) },
+        Command::Deny {
+            run: RunId(7),
+            reason: Some("wrong pool".into()),
+        },
+        Command::Status,
+        Command::StatusRun { run: RunId(7) },
+        Command::StatusXmpp,
+        Command::Abort { run: RunId(7) },
+        Command::Retry { run: RunId(7) },
+        Command::Runs,
+        Command::Help,
+    ];
+    let numbers: Vec<usize> = samples.iter().map(variant).collect();
+    assert_eq!(
+        numbers,
+        (0..VARIANTS).collect::<Vec<_>>(),
+        "one sample per variant, in order"
+    );
+    samples
+}
+
+#[test]
+fn every_variant_has_exactly_one_entry_and_every_entry_a_variant() {
+    let samples = one_of_each();
+    for cmd in &samples {
+        let entries: Vec<&str> = USAGE
+            .iter()
+            .filter(|u| (u.audit)(cmd).is_some())
+            .map(|u| u.name)
+            .collect();
+        assert_eq!(entries.len(), 1, "{cmd:?} is in {entries:?}");
+    }
+    for u in USAGE {
+        assert!(
+            samples.iter().any(|c| (u.audit)(c).is_some()),
+            "the entry {} covers no command",
+            u.name
+        );
+        assert_eq!(USAGE.iter().filter(|v| v.name == u.name).count(), 1, "{} twice", u.name);
+    }
+}
+
+/// What the table says of the command typed as `input`: its audit text, right and run.
+fn meta(input: &str, expect: &str) {
+    let cmd = match parse("!", input) {
+        Some(Ok(cmd)) => cmd,
+        other => panic!("{input:?} is not a command: {other:?}"),
+    };
+    let run = cmd.run().map_or("no run".to_string(), |r| format!("run {}", r.0));
+    let got = format!("{} / {:?} / {run}", cmd.describe(), cmd.right());
+    assert_eq!(got, expect, "input {input:?}");
+}
+
+#[test]
+fn the_table_gives_each_command_its_audit_text_right_and_run() {
+    meta(
+        "!failover xmpp EdgePool2 DC1 is dark",
+        "failover xmpp EdgePool2 / Request / no run",
+    );
+    meta("!plan XMPP EdgePool2", "plan xmpp EdgePool2 / View / no run");
+    meta("!approve #7", "approve 7 / Approve / run 7");
+    meta("!deny 7 wrong pool", "deny 7 / Deny / run 7");
+    meta("!status", "status / View / no run");
+    meta("!status 7", "status 7 / View / run 7");
+    meta("!status xmpp", "status xmpp / View / no run");
+    meta("!abort 7", "abort 7 / Abort / run 7");
+    meta("!retry 7", "retry 7 / Retry / run 7");
+    meta("!runs", "runs / View / no run");
+    meta("!help me", "help / View / no run");
+}
+
+#[test]
+fn the_audit_text_reads_back_as_the_same_command() {
+    for cmd in one_of_each() {
+        let text = format!("!{}", cmd.describe());
+        let Some(Ok(back)) = parse("!", &text) else {
+            panic!("{text:?} does not parse")
+        };
+        assert_eq!(
+            (back.describe(), back.run(), back.right()),
+            (cmd.describe(), cmd.run(), cmd.right()),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn help_shows_every_entry_on_its_own_line_in_table_order() {
+    let help = help_text("!");
+    let lines: Vec<&str> = help.lines().skip(1).collect();
+    assert_eq!(lines.len(), USAGE.len());
+    for (line, u) in lines.iter().zip(USAGE) {
+        assert!(
+            line.trim_start().starts_with(&u.call("!")),
+            "{line:?} is not {}",
+            u.name
+        );
+        assert!(line.ends_with(u.summary), "{line:?} lacks its summary");
+    }
+}
+
 fn hostile() -> impl Strategy<Value = String> {
     prop_oneof![
         any::<String>(),
