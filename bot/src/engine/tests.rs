@@ -4,7 +4,7 @@
 use super::*;
 use crate::command::parse;
 use baton_actions::ActionOutcome;
-use baton_policies::{GroupName, Identity, PersonId, Platform};
+use baton_policies::{GroupName, Identity, PersonId, Platform, Tally};
 use expect_test::{Expect, expect};
 
 const EXAMPLE: &str = include_str!("../../../examples/contoso.toml");
