@@ -3,7 +3,7 @@
 //! becomes a [`CommandError`] with the usage to type instead.
 //!
 //! Only a pool name (checked against a narrow pattern here, and against the inventory by the
-//! engine) and free-text reasons (sanitised, length-capped, only ever shown in chat) leave this
+//! engine), a plan hash prefix (hex digits) and free-text reasons (sanitised, length-capped, only ever shown in chat) leave this
 //! module. Nothing typed here reaches a command line.
 //!
 //! [`USAGE`] is the one table of commands: the help, the usage errors, the right the policy
@@ -26,6 +26,8 @@ pub enum Command {
     },
     Approve {
         run: RunId,
+        /// The start of the plan's SHA-256 the approver saw (lower-case hex, 6 to 64 digits).
+        plan: Option<String>,
     },
     Deny {
         run: RunId,
@@ -40,6 +42,7 @@ pub enum Command {
     StatusXmpp,
     Abort {
         run: RunId,
+        reason: Option<String>,
     },
     Retry {
         run: RunId,
@@ -158,12 +161,32 @@ pub const USAGE: &[Usage] = &[
     },
     Usage {
         name: "approve",
-        args: "<run>",
+        args: "<run> [<plan hash prefix>]",
         summary: "approve a pending run (not your own)",
         right: Right::Approve,
-        parse: |c| one_run(c).map(|run| Command::Approve { run }),
+        parse: |c| {
+            let (first, more) = c.words();
+            let run = run_id(first)?;
+            let (hash, extra) = split(more);
+            if !extra.is_empty() {
+                return Err(format!(
+                    "{}approve takes a run number and at most a plan hash prefix",
+                    c.prefix
+                ));
+            }
+            let plan = match hash {
+                "" => None,
+                h if PLAN_PREFIX.is_match(h) => Some(h.to_ascii_lowercase()),
+                h => return Err(format!("'{}' is not a plan hash prefix (6 to 64 hex digits)", shown(h))),
+            };
+            Ok(Command::Approve { run, plan })
+        },
         audit: |cmd| match cmd {
-            Command::Approve { run } => Audit::run(*run),
+            Command::Approve { run, plan: None } => Audit::run(*run),
+            Command::Approve { run, plan: Some(p) } => Some(Audit {
+                run: Some(*run),
+                args: format!("{} {p}", run.0),
+            }),
             _ => None,
         },
     },
@@ -210,12 +233,18 @@ pub const USAGE: &[Usage] = &[
     },
     Usage {
         name: "abort",
-        args: "<run>",
+        args: "<run> [reason]",
         summary: "stop a run before its next step (a step in flight finishes)",
         right: Right::Abort,
-        parse: |c| one_run(c).map(|run| Command::Abort { run }),
+        parse: |c| {
+            let (first, more) = c.words();
+            Ok(Command::Abort {
+                run: run_id(first)?,
+                reason: clean_reason(more),
+            })
+        },
         audit: |cmd| match cmd {
-            Command::Abort { run } => Audit::run(*run),
+            Command::Abort { run, .. } => Audit::run(*run),
             _ => None,
         },
     },
@@ -320,6 +349,8 @@ static HEAD: LazyLock<Regex> = LazyLock::new(|| {
 static POOL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$").expect("the pool pattern is valid"));
 static RUN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^#?([0-9]{1,9})$").expect("the run pattern is valid"));
+static PLAN_PREFIX: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[0-9A-Fa-f]{6,64}$").expect("the plan hash prefix pattern is valid"));
 static WORDS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?s)^(\S+)(?:\s+(.*))?$").expect("the words pattern is valid"));
 

@@ -255,7 +255,7 @@ impl Daemon {
         let console = m.room.platform == Platform::Console;
         let prefix = self.engine.config().prefix.clone();
         let parsed = match m.button {
-            Some(ButtonIntent::Approve(run)) => Some(Ok(Command::Approve { run })),
+            Some(ButtonIntent::Approve(run)) => Some(Ok(Command::Approve { run, plan: None })),
             Some(ButtonIntent::Deny(run)) => Some(Ok(Command::Deny { run, reason: None })),
             None => command::parse(&prefix, &m.text),
         };

@@ -291,10 +291,11 @@ pub fn retry_expired(run: &Run, prefix: &str) -> String {
     )
 }
 
-pub fn abort_requested(run: &Run, by: &PersonId) -> String {
+pub fn abort_requested(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
     let step = run.running_step().unwrap_or(0);
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
     format!(
-        "{} will stop after step {}/{} ({}) ends (abort requested by {by}); nothing further will start.",
+        "{} will stop after step {}/{} ({}) ends (abort requested by {by}{reason}); nothing further will start.",
         run.id,
         step + 1,
         run.step_count(),
@@ -482,6 +483,15 @@ pub fn already_active(run: &Run, prefix: &str) -> String {
         run.id,
         phase_line(run),
         run.id.0
+    )
+}
+
+/// Why an approval naming a plan hash that is not the run's current plan is refused.
+pub fn plan_not_current(run: &Run, seen: &str, prefix: &str) -> String {
+    let now = run.plan_hash.short();
+    format!(
+        "the plan of {} is now sha256 {now}, not the {seen} you named; check the new plan and approve that one: `{prefix}approve {} {now}`",
+        run.id, run.id.0
     )
 }
 

@@ -78,9 +78,9 @@ impl Engine {
                 self.say(out, &room, text);
             }
             Command::Failover { pool, reason } => self.failover(out, now, room, &actor, via, pool, reason),
-            Command::Approve { run } => self.approve(out, now, &room, &actor, via, run),
+            Command::Approve { run, plan } => self.approve(out, now, &room, &actor, via, run, plan),
             Command::Deny { run, reason } => self.deny(out, now, &room, &actor, run, reason),
-            Command::Abort { run } => self.abort(out, now, &room, &actor, run),
+            Command::Abort { run, reason } => self.abort(out, now, &room, &actor, run, reason),
             Command::Retry { run } => self.retry(out, now, &room, &actor, run),
         }
     }
@@ -171,8 +171,22 @@ impl Engine {
         self.say_run(out, id, text);
     }
 
-    fn approve(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, via: String, id: RunId) {
-        let cmd = Command::Approve { run: id };
+    /// An approval; `plan`, when given, must start the run's current plan hash.
+    #[allow(clippy::too_many_arguments)]
+    fn approve(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        actor: &Actor,
+        via: String,
+        id: RunId,
+        plan: Option<String>,
+    ) {
+        let cmd = Command::Approve {
+            run: id,
+            plan: plan.clone(),
+        };
         let Some(run) = self.runs.get(&id) else {
             return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
         };
@@ -185,16 +199,16 @@ impl Engine {
             .review
             .check_approval(&self.cfg.policy, actor, run.plan_hash.as_str(), now);
         let hash = run.plan_hash.as_str().to_string();
-        if let Err(why) = checked {
-            return self.refuse(
-                out,
-                now,
-                room,
-                Some(id),
-                actor.person().as_str(),
-                &cmd,
-                &why.to_string(),
-            );
+        // An approver who names the plan they read approves that plan only.
+        let why = match (checked, plan) {
+            (Err(why), _) => Some(why.to_string()),
+            (Ok(_), Some(seen)) if !hash.starts_with(&seen) => {
+                Some(render::plan_not_current(run, &seen, &self.cfg.prefix))
+            }
+            (Ok(_), _) => None,
+        };
+        if let Some(why) = why {
+            return self.refuse(out, now, room, Some(id), actor.person().as_str(), &cmd, &why);
         }
         self.emit(
             out,
@@ -276,7 +290,15 @@ impl Engine {
         self.say_run(out, id, text);
     }
 
-    fn abort(&mut self, out: &mut Output, now: DateTime<Utc>, room: &RoomRef, actor: &Actor, id: RunId) {
+    fn abort(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        actor: &Actor,
+        id: RunId,
+        reason: Option<String>,
+    ) {
         let Some(run) = self.runs.get(&id) else {
             return self.say(out, room, render::no_such_run(id, &self.cfg.prefix));
         };
@@ -292,9 +314,10 @@ impl Engine {
                     Event::AbortRequested {
                         run: id,
                         person: actor.person().clone(),
+                        reason: reason.clone(),
                     },
                 );
-                let text = render::abort_requested(&self.runs[&id], actor.person());
+                let text = render::abort_requested(&self.runs[&id], actor.person(), reason.as_deref());
                 self.say_run(out, id, text);
             }
             Phase::PendingApproval | Phase::Failed { .. } | Phase::RetryPending { .. } => {
@@ -304,7 +327,7 @@ impl Engine {
                     Event::Aborted {
                         run: id,
                         person: Some(actor.person().clone()),
-                        reason: None,
+                        reason,
                     },
                 );
                 let text = render::finished(&self.runs[&id], now);

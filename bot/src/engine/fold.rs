@@ -3,7 +3,7 @@
 
 use super::Engine;
 use crate::event::{Event, Recorded};
-use crate::run::{Phase, Run, StepState, StepStatus};
+use crate::run::{AbortRequest, Phase, Run, StepState, StepStatus};
 use baton_policies::{Review, Right};
 
 impl Engine {
@@ -144,9 +144,12 @@ impl Engine {
                     s.finished_at = Some(at);
                 }
             }
-            Event::AbortRequested { run, person } => {
+            Event::AbortRequested { run, person, reason } => {
                 if let Some(r) = self.runs.get_mut(run) {
-                    r.abort_requested = Some(person.clone());
+                    r.abort_requested = Some(AbortRequest {
+                        by: person.clone(),
+                        reason: reason.clone(),
+                    });
                 }
             }
             Event::Aborted { run, person, reason } => {

@@ -4,7 +4,7 @@
 use super::{Dispatch, Engine, Output};
 use crate::event::Event;
 use crate::render;
-use crate::run::{Phase, Run, RunId};
+use crate::run::{AbortRequest, Phase, Run, RunId};
 use baton_actions::{ActionReport, ActionRequest, IdempotencyKey};
 use chrono::{DateTime, Utc};
 
@@ -100,14 +100,14 @@ impl Engine {
         let text = render::step_finished(&self.runs[&id], step);
         self.say_run(out, id, text);
         let run = &self.runs[&id];
-        if let Some(by) = run.abort_requested.clone() {
+        if let Some(AbortRequest { by, reason }) = run.abort_requested.clone() {
             self.emit(
                 out,
                 now,
                 Event::Aborted {
                     run: id,
                     person: Some(by),
-                    reason: None,
+                    reason,
                 },
             );
             let text = render::finished(&self.runs[&id], now);
