@@ -16,7 +16,7 @@ mod fold;
 mod reload;
 mod steps;
 
-use crate::chat::{RoomRef, RunCard};
+use crate::chat::{Rich, RoomRef, RunCard};
 use crate::command::{Command, CommandError};
 use crate::event::{Event, Recorded};
 use crate::render;
@@ -51,13 +51,7 @@ impl EngineConfig {
             directory: config.directory.clone(),
             inventory: config.inventory.clone(),
             initial_route: config.route.initial.clone(),
-            mirror_rooms: config
-                .chat
-                .xmpp
-                .iter()
-                .flat_map(|x| x.mirror_rooms.iter())
-                .map(|r| RoomRef::new(baton_policies::Platform::Xmpp, r.jid.to_lowercase()))
-                .collect(),
+            mirror_rooms: config.chat.platforms.iter().flat_map(|p| p.mirror_rooms()).collect(),
         }
     }
 }
@@ -93,13 +87,45 @@ pub struct Reload {
     pub inventory: Inventory,
 }
 
+/// What a message is for: the shell routes it by this (an answer to a button press goes to the
+/// clicker alone; step progress becomes a card edit where the platform edits cards).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// An answer to the person who typed the command, in the room they typed it in.
+    Reply,
+    /// News of a run, in its room and every mirror room: a message of its own everywhere.
+    Notice,
+    /// A step ended: a line where cards cannot be edited, the card alone where they can.
+    Progress,
+}
+
 /// A message for the outbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Message {
     pub room: RoomRef,
     pub run: Option<RunId>,
-    pub text: String,
+    pub body: Rich,
+    /// The run's card after this message, for messages about a run.
     pub card: Option<RunCard>,
+    pub kind: MessageKind,
+}
+
+impl Message {
+    /// An answer in `room`, about no run.
+    pub fn reply(room: RoomRef, body: impl Into<Rich>) -> Message {
+        Message {
+            room,
+            run: None,
+            body: body.into(),
+            card: None,
+            kind: MessageKind::Reply,
+        }
+    }
+
+    /// The message's plain text.
+    pub fn text(&self) -> String {
+        self.body.plain()
+    }
 }
 
 /// An action to carry out once the batch is journaled.
@@ -238,17 +264,21 @@ impl Engine {
         out.events.push(r);
     }
 
-    fn say(&self, out: &mut Output, room: &RoomRef, text: String) {
-        out.messages.push(Message {
-            room: room.clone(),
-            run: None,
-            text,
-            card: None,
-        });
+    fn say(&self, out: &mut Output, room: &RoomRef, text: impl Into<Rich>) {
+        out.messages.push(Message::reply(room.clone(), text));
     }
 
-    /// A message about a run, in the run's room (and every mirror room), carrying its card.
-    fn say_run(&self, out: &mut Output, id: RunId, text: String) {
+    /// News of a run, in the run's room (and every mirror room), carrying its card.
+    fn say_run(&self, out: &mut Output, id: RunId, text: impl Into<Rich>) {
+        self.post_run(out, id, text.into(), MessageKind::Notice);
+    }
+
+    /// A step's line: on platforms that edit cards, the card shows it instead.
+    fn progress(&self, out: &mut Output, id: RunId, text: impl Into<Rich>) {
+        self.post_run(out, id, text.into(), MessageKind::Progress);
+    }
+
+    fn post_run(&self, out: &mut Output, id: RunId, body: Rich, kind: MessageKind) {
         let Some(run) = self.runs.get(&id) else { return };
         let card = render::card(run);
         let rooms = std::iter::once(&run.room).chain(self.cfg.mirror_rooms.iter().filter(|m| **m != run.room));
@@ -256,8 +286,9 @@ impl Engine {
             out.messages.push(Message {
                 room: room.clone(),
                 run: Some(id),
-                text: text.clone(),
+                body: body.clone(),
                 card: Some(card.clone()),
+                kind,
             });
         }
     }

@@ -98,7 +98,7 @@ impl Engine {
             },
         );
         let text = render::step_finished(&self.runs[&id], step);
-        self.say_run(out, id, text);
+        self.progress(out, id, text);
         let run = &self.runs[&id];
         if let Some(AbortRequest { by, reason }) = run.abort_requested.clone() {
             self.emit(

@@ -62,10 +62,11 @@ impl T {
         let out = self.engine.handle(input, self.now);
         self.journal.extend(out.events);
         for m in out.messages {
-            let text = if self.full_plans || !m.text.contains("lan (sha256") {
-                m.text
+            let text = m.text();
+            let text = if self.full_plans || !text.contains("lan (sha256") {
+                text
             } else {
-                fold_plan(&m.text)
+                fold_plan(&text)
             };
             let text = text.replace('\n', "\n       ");
             self.log.push_str(&format!("baton> {text}\n"));
@@ -652,10 +653,10 @@ fn restore_numbers_runs_after_the_last_and_keeps_the_route() {
     );
     assert!(
         out.messages[0]
-            .text
+            .text()
             .starts_with("Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1 (Site1)."),
         "{}",
-        out.messages[0].text
+        out.messages[0].text()
     );
 }
 
@@ -746,7 +747,7 @@ fn mirror_rooms_get_every_run_message_and_no_command_replies() {
     let out = engine.handle(chat("alice", "!failover xmpp EdgePool2"), now);
     let rooms: Vec<&RoomRef> = out.messages.iter().map(|m| &m.room).collect();
     assert_eq!(rooms, [&room, &audit]);
-    assert_eq!(out.messages[0].text, out.messages[1].text);
+    assert_eq!(out.messages[0].text(), out.messages[1].text());
     let out = engine.handle(chat("mallory", "!help"), now);
     assert!(out.messages.iter().all(|m| m.room == room));
 }
