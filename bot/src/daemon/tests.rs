@@ -47,10 +47,21 @@ struct Bot {
 impl Bot {
     /// A daemon on the store in `dir`, with these platforms; actions take `delay` each.
     fn start(dir: &Path, delay: Duration, adapters: Vec<Arc<dyn ChatAdapter>>, mirrors: Vec<RoomRef>) -> Bot {
+        Bot::start_with(dir, delay, adapters, mirrors, |_| {})
+    }
+
+    fn start_with(
+        dir: &Path,
+        delay: Duration,
+        adapters: Vec<Arc<dyn ChatAdapter>>,
+        mirrors: Vec<RoomRef>,
+        tweak: impl FnOnce(&mut EngineConfig),
+    ) -> Bot {
         let config = config();
         let store = SqliteStore::open(&dir.join("baton.sqlite")).expect("opens the store");
         let mut cfg = EngineConfig::from_config(&config, store.store_id());
         cfg.mirror_rooms = mirrors;
+        tweak(&mut cfg);
         let sim = SimulationConfig {
             default_delay: delay,
             ..Default::default()
@@ -238,7 +249,7 @@ async fn a_refused_click_is_answered_to_the_clicker_only() {
 #[tokio::test]
 async fn a_slow_platform_holds_neither_the_run_nor_another_platform() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Every delivery on the run's platform takes 3 s; the run has a dozen messages.
+    // Every delivery on the run's platform takes 10 s; the run has a dozen messages.
     let slow = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
     let teams = Arc::new(MemoryAdapter::new(
         Platform::Teams,
@@ -253,7 +264,7 @@ async fn a_slow_platform_holds_neither_the_run_nor_another_platform() {
     );
     slow.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
     slow.wait_for(WAIT, |p| !p.is_empty()).await.expect("the plan");
-    slow.set_delay(Duration::from_secs(3));
+    slow.set_delay(Duration::from_secs(10));
     // Bob approves from the other platform: processed at once, not after the slow room.
     let asked = tokio::time::Instant::now();
     teams.say("bridge", &who(BOB_TEAMS), "!approve 1").await;
@@ -261,7 +272,7 @@ async fn a_slow_platform_holds_neither_the_run_nor_another_platform() {
     let approved_after = asked.elapsed();
     until("the run ended", || journal(dir.path()).iter().any(|k| k == "succeeded")).await;
     let ended_after = asked.elapsed();
-    // The run took eight 50 ms steps; the slow room needs 3 s per message, a dozen of them.
+    // The run took eight 50 ms steps; the slow room needs 10 s per message, a dozen of them.
     assert!(
         approved_after < Duration::from_secs(2),
         "the approval waited {approved_after:?}"
@@ -341,4 +352,27 @@ async fn a_mirror_room_that_refuses_holds_nothing_and_is_reported_once() {
         .count();
     assert_eq!(notices, 1, "the mirror's failure is said once: {ops:#?}");
     assert!(discord.posted("mirror").is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_platform_does_not_hold_a_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let bot = Bot::start_with(dir.path(), Duration::ZERO, vec![slow.clone()], vec![], |cfg| {
+        cfg.policy.expiry = Duration::from_secs(2);
+    });
+    slow.set_delay(Duration::from_secs(10));
+    let asked = tokio::time::Instant::now();
+    slow.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    until("the request expired", || {
+        journal(dir.path()).iter().any(|k| k == "expired")
+    })
+    .await;
+    // The request expires 2 s after it was made, while the plan's own delivery still takes 10 s.
+    let expired_after = asked.elapsed();
+    assert!(
+        expired_after < Duration::from_secs(6),
+        "the deadline waited on the platform: {expired_after:?}"
+    );
+    bot.stop().await;
 }
