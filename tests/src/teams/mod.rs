@@ -129,7 +129,17 @@
 //! # Not modelled
 //!
 //! Conversation members, deletes, personal and group chats (only team channels), the Teams
-//! rate limit itself (measure with [`Connector::busiest`]), user-specific `refresh` views.
+//! rate limit itself (measure with [`Connector::busiest`]), user-specific `refresh` views. A
+//! card an invoke response carries is returned to the test in [`BotReply`]; it is not applied
+//! to the Connector's record of the card message (a bot that must change the card for everyone
+//! PUTs it, and that PUT is recorded).
+//!
+//! # Setup the tests need
+//!
+//! Debian's `chromium` and the card harness's modules (`npm ci --prefix tests/cards`); the
+//! Rust side needs nothing else. Key generation takes a few hundred milliseconds per key in
+//! the dev profile (`rsa` and `num-bigint-dig` are built with `opt-level = 3`); figures:
+//! `cargo run -p baton-e2e --example teams_standin_figures`.
 
 pub mod activities;
 pub mod cards;
