@@ -1,0 +1,5 @@
+//! placeholder
+use reqwest as _;
+use serenity as _;
+#[test]
+fn placeholder() {}
