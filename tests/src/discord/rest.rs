@@ -374,6 +374,7 @@ pub(super) fn handle(state: &mut State, req: RestRequest) -> Answer {
         route: template,
         status: answer.status,
         response: answer.body.clone(),
+        response_headers: answer.headers.clone(),
         injected,
     });
     answer

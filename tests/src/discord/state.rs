@@ -71,6 +71,8 @@ pub struct Call {
     pub route: Option<&'static str>,
     pub status: u16,
     pub response: Option<Value>,
+    /// The answer's headers (rate-limit headers, `retry-after`), names in lower case.
+    pub response_headers: Vec<(String, String)>,
     /// Whether the answer was an injected fault.
     pub injected: bool,
 }
@@ -80,6 +82,15 @@ impl Call {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
         self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The value of the answer's header `name` (case-insensitive).
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.response_headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether this call matched `route` (e.g. `"POST /channels/{channel_id}/messages"`).
