@@ -407,7 +407,8 @@ async fn serenity_speaks_to_the_stand_in() {
     );
     assert!(discord.read(|s| {
         s.frames().iter().any(|f| {
-            f.event() == Some("INTERACTION_CREATE") && f.payload["d"]["id"] == broken.interaction_id.to_string()
+            f.event() == Some("INTERACTION_CREATE")
+                && f.payload["d"]["id"].as_str() == Some(broken.interaction_id.to_string().as_str())
         })
     }));
     assert!(
@@ -788,4 +789,151 @@ async fn the_stand_in_refuses_what_discord_refuses() {
     let fifth = discord.calls().into_iter().rev().nth(1).expect("five calls before");
     assert_eq!(fifth.response_header("x-ratelimit-remaining"), Some("0"));
     assert_eq!(fifth.response_header("x-ratelimit-limit"), Some("5"));
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw gateway client, to show what the gateway refuses.
+async fn open(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the gateway accepts websockets")
+        .0
+}
+
+/// The next text frame as JSON, or the close code.
+async fn next(ws: &mut Ws) -> Result<Value, Option<u16>> {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    loop {
+        let frame = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("the gateway answers in time");
+        match frame {
+            Some(Ok(WsMessage::Text(t))) => return Ok(serde_json::from_str(&t).expect("the gateway sends JSON")),
+            Some(Ok(WsMessage::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: Value) {
+    use futures::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(v.to_string()))
+        .await
+        .expect("the gateway reads");
+}
+
+fn identify(token: &str, intents: u64) -> Value {
+    json!({"op": 2, "d": {"token": token, "intents": intents,
+        "properties": {"os": "linux", "browser": "raw", "device": "raw"}}})
+}
+
+/// Identifies with `intents` and reads HELLO, READY and (with GUILDS) GUILD_CREATE.
+async fn identified(url: &str, intents: u64) -> (Ws, String) {
+    let mut ws = open(url).await;
+    assert_eq!(next(&mut ws).await.expect("HELLO")["op"], 10);
+    send(&mut ws, identify(TOKEN, intents)).await;
+    let ready = next(&mut ws).await.expect("READY");
+    assert_eq!((ready["t"].as_str(), ready["s"].as_u64()), (Some("READY"), Some(1)));
+    if intents & baton_e2e::discord::intents::GUILDS != 0 {
+        assert_eq!(next(&mut ws).await.expect("GUILD_CREATE")["t"], "GUILD_CREATE");
+    }
+    let session = ready["d"]["session_id"].as_str().expect("a session id").to_string();
+    (ws, session)
+}
+
+#[tokio::test]
+async fn the_gateway_refuses_what_discord_refuses() {
+    use baton_e2e::discord::intents::{GUILD_MEMBERS, GUILD_MESSAGES, GUILDS};
+    let discord = DiscordStandIn::start(StandInConfig::example(TOKEN))
+        .await
+        .expect("stand-in starts");
+    let url = format!("{}?v=10", discord.gateway_url());
+
+    let mut old = open(&format!("{}?v=9", discord.gateway_url())).await;
+    assert_eq!(next(&mut old).await, Err(Some(4012)));
+    for (token, intents, code) in [
+        ("wrong", GUILDS, 4004),
+        (TOKEN, GUILDS | GUILD_MEMBERS, 4014),
+        (TOKEN, 1 << 30, 4013),
+    ] {
+        let mut ws = open(&url).await;
+        assert_eq!(next(&mut ws).await.expect("HELLO")["op"], 10);
+        send(&mut ws, identify(token, intents)).await;
+        assert_eq!(next(&mut ws).await, Err(Some(code)), "{token} {intents}");
+    }
+    let mut early = open(&url).await;
+    next(&mut early).await.expect("HELLO");
+    send(&mut early, json!({"op": 3, "d": {"status": "online"}})).await;
+    assert_eq!(next(&mut early).await, Err(Some(4003)));
+    assert!(
+        discord.read(|s| s.session_id().is_none()),
+        "no refused IDENTIFY made a session"
+    );
+
+    // Without MESSAGE_CONTENT, others' guild messages arrive empty unless they mention the bot;
+    // without DIRECT_MESSAGES, DMs do not arrive at all.
+    let (mut ws, session) = identified(&url, GUILDS | GUILD_MESSAGES).await;
+    let hidden = discord
+        .post_user_message(INCIDENTS, ALICE, "!failover xmpp EdgePool2")
+        .expect("alice writes");
+    let frame = next(&mut ws).await.expect("MESSAGE_CREATE");
+    assert_eq!(
+        (frame["t"].as_str(), frame["d"]["content"].as_str()),
+        (Some("MESSAGE_CREATE"), Some(""))
+    );
+    assert_eq!(frame["d"]["id"].as_str(), Some(hidden.message_id.to_string().as_str()));
+    discord
+        .post_user_message(INCIDENTS, ALICE, "<@900> status")
+        .expect("alice writes");
+    assert_eq!(
+        next(&mut ws).await.expect("MESSAGE_CREATE")["d"]["content"],
+        "<@900> status"
+    );
+    assert_eq!(
+        discord
+            .post_user_message(300, ALICE, "psst")
+            .expect("alice DMs")
+            .delivery,
+        Delivery::Filtered
+    );
+    send(&mut ws, json!({"op": 1, "d": 3})).await;
+    assert_eq!(next(&mut ws).await.expect("ACK")["op"], 11);
+    send(&mut ws, identify(TOKEN, GUILDS)).await;
+    assert_eq!(next(&mut ws).await, Err(Some(4005)));
+
+    // RESUME: a wrong session gets INVALID_SESSION; so does the right one after the client
+    // closed with 1000, which ends a session on Discord.
+    let mut again = open(&url).await;
+    next(&mut again).await.expect("HELLO");
+    send(
+        &mut again,
+        json!({"op": 6, "d": {"token": TOKEN, "session_id": "nope", "seq": 1}}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut again).await.expect("INVALID_SESSION"),
+        json!({"op": 9, "t": null, "s": null, "d": false})
+    );
+    let (mut ws, session2) = identified(&url, GUILDS | GUILD_MESSAGES).await;
+    assert_ne!(session, session2);
+    let normal = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    ws.close(Some(normal)).await.expect("the client closes");
+    discord
+        .wait_until("the client's close", WAIT, |s| (!s.connected()).then_some(()))
+        .await
+        .expect("the stand-in notices");
+    let mut late = open(&url).await;
+    next(&mut late).await.expect("HELLO");
+    send(
+        &mut late,
+        json!({"op": 6, "d": {"token": TOKEN, "session_id": session2, "seq": 2}}),
+    )
+    .await;
+    assert_eq!(next(&mut late).await.expect("INVALID_SESSION")["op"], 9);
 }

@@ -42,6 +42,8 @@ pub(super) async fn serve(listener: TcpListener, shared: Arc<Shared>, cancel: Ca
     }
 }
 
+// The handshake callback's error type is tungstenite's `ErrorResponse`, large by its design.
+#[allow(clippy::result_large_err)]
 async fn connection(tcp: TcpStream, shared: Arc<Shared>, cancel: CancellationToken) {
     // While the driver holds the gateway, a connection waits here before its handshake.
     let mut hold = shared.hold.subscribe();
@@ -160,17 +162,17 @@ fn connection_ended(s: &mut State, id: u64, closed: Closed) {
             code: Some(1000 | 1001)
         }
     );
-    if let Some(c) = s.connections.iter_mut().find(|c| c.id == id) {
-        if c.closed.is_none() {
-            c.closed = Some(closed);
-        }
+    if let Some(c) = s.connections.iter_mut().find(|c| c.id == id)
+        && c.closed.is_none()
+    {
+        c.closed = Some(closed);
     }
-    if let Some(session) = s.session.as_mut() {
-        if session.conn.as_ref().is_some_and(|l| l.id == id) {
-            session.conn = None;
-            if clean_client_close {
-                session.resumable = false;
-            }
+    if let Some(session) = s.session.as_mut()
+        && session.conn.as_ref().is_some_and(|l| l.id == id)
+    {
+        session.conn = None;
+        if clean_client_close {
+            session.resumable = false;
         }
     }
 }

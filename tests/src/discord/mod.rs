@@ -258,10 +258,11 @@ impl DiscordStandIn {
         self.shared.with(|s| {
             let author = s.cfg.user(user).cloned().ok_or(StandInError::UnknownUser(user))?;
             let place = s.channel_place(channel).ok_or(StandInError::UnknownChannel(channel))?;
-            if let Place::Dm { recipient } = place {
-                if recipient != user && user != s.cfg.bot.id {
-                    return Err(StandInError::NotInDm { channel, user });
-                }
+            if let Place::Dm { recipient } = place
+                && recipient != user
+                && user != s.cfg.bot.id
+            {
+                return Err(StandInError::NotInDm { channel, user });
             }
             let id = s.next_id();
             let (mentions, roles, everyone) = s.mentions(content, &AllowedMentions::all());

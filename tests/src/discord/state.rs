@@ -570,9 +570,10 @@ impl State {
         };
         let mut d = objects::gateway_message(&msg.json, in_guild.then_some(self.cfg.guild.id), member);
         let bot_id = self.cfg.bot.id;
-        let mentions_bot = msg.json["mentions"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|u| u["id"] == bot_id.to_string()));
+        let mentions_bot = msg.json["mentions"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|u| u["id"].as_str().and_then(|id| id.parse::<u64>().ok()) == Some(bot_id))
+        });
         let has_content_intent = self
             .session
             .as_ref()
@@ -596,17 +597,18 @@ impl State {
             let Some(end) = rest.find('>') else { break };
             let inner = &rest[..end];
             if let Some(role) = inner.strip_prefix('&') {
-                if let Ok(id) = role.parse::<u64>() {
-                    if (allowed.parse_roles || allowed.roles.contains(&id)) && !roles.contains(&id.to_string()) {
-                        roles.push(id.to_string());
-                    }
+                if let Ok(id) = role.parse::<u64>()
+                    && (allowed.parse_roles || allowed.roles.contains(&id))
+                    && !roles.contains(&id.to_string())
+                {
+                    roles.push(id.to_string());
                 }
-            } else if let Ok(id) = inner.trim_start_matches('!').parse::<u64>() {
-                if let Some(u) = self.cfg.user(id) {
-                    let object = objects::user(u);
-                    if allowed.allows_user(id) && !users.contains(&object) {
-                        users.push(object);
-                    }
+            } else if let Ok(id) = inner.trim_start_matches('!').parse::<u64>()
+                && let Some(u) = self.cfg.user(id)
+            {
+                let object = objects::user(u);
+                if allowed.allows_user(id) && !users.contains(&object) {
+                    users.push(object);
                 }
             }
         }

@@ -551,14 +551,14 @@ fn button(obj: &Map<String, Value>, path: &[&str], errors: &mut Vec<FieldError>,
         p
     };
     let style = obj.get("style").and_then(Value::as_u64);
-    if let Some(label) = obj.get("label").and_then(Value::as_str) {
-        if chars(label) > 80 {
-            errors.push(field(
-                &at("label"),
-                "BASE_TYPE_MAX_LENGTH",
-                "Must be 80 or fewer in length.",
-            ));
-        }
+    if let Some(label) = obj.get("label").and_then(Value::as_str)
+        && chars(label) > 80
+    {
+        errors.push(field(
+            &at("label"),
+            "BASE_TYPE_MAX_LENGTH",
+            "Must be 80 or fewer in length.",
+        ));
     }
     if let Some(d) = obj.get("disabled").filter(|v| !v.is_null() && !v.is_boolean()) {
         errors.push(field(
@@ -653,12 +653,12 @@ fn select(obj: &Map<String, Value>, path: &[&str], errors: &mut Vec<FieldError>,
             _ => errors.push(field(&p, "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 25 in length.")),
         }
     }
-    if let Some(placeholder) = obj.get("placeholder").and_then(Value::as_str) {
-        if chars(placeholder) > 150 {
-            let mut p = path.to_vec();
-            p.push("placeholder");
-            errors.push(field(&p, "BASE_TYPE_MAX_LENGTH", "Must be 150 or fewer in length."));
-        }
+    if let Some(placeholder) = obj.get("placeholder").and_then(Value::as_str)
+        && chars(placeholder) > 150
+    {
+        let mut p = path.to_vec();
+        p.push("placeholder");
+        errors.push(field(&p, "BASE_TYPE_MAX_LENGTH", "Must be 150 or fewer in length."));
     }
 }
 
