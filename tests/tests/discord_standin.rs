@@ -764,6 +764,35 @@ async fn the_stand_in_refuses_what_discord_refuses() {
         Err(baton_e2e::discord::StandInError::NoSuchButton { .. })
     ));
 
+    // A deferred response (type 5) shows "thinking…" until @original is edited.
+    let third = discord.click(card2, "deny:2", BOB).expect("bob sees the button");
+    let deferred = format!("/interactions/{}/{}/callback", third.interaction_id, third.token);
+    assert_eq!(
+        raw.send("POST", &deferred, None, Some(json!({"type": 5, "data": {"flags": 64}})))
+            .await
+            .0,
+        204
+    );
+    let thinking = discord
+        .interaction(third.interaction_id)
+        .and_then(|i| i.original_message)
+        .expect("a placeholder");
+    assert_eq!(discord.message(thinking).expect("kept").flags(), 64 | 128);
+    let original = format!("/webhooks/{app}/{}/messages/@original", third.token);
+    let (status, filled) = raw
+        .send("PATCH", &original, None, Some(json!({"content": "denied"})))
+        .await;
+    assert_eq!((status, filled["flags"].as_u64()), (200, Some(64)));
+    assert_eq!(discord.message(thinking).expect("kept").content(), "denied");
+
+    // Injected faults answer the next matching calls, then the real thing resumes.
+    discord.inject(Fault::Status(503), CallFilter::matching("GET", "/users/@me"), 2);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(raw.send("GET", "/users/@me", auth, None).await.0);
+    }
+    assert_eq!(statuses, vec![503, 503, 200]);
+
     // Rate limit: 5 per 5 s per channel, then 429 with Retry-After.
     let mut statuses = Vec::new();
     for i in 0..6 {

@@ -22,7 +22,9 @@
 //!       .add_root_certificate(reqwest::Certificate::from_pem(discord.ca_pem().as_bytes())?)
 //!       .build()?;
 //!   let http = serenity::http::HttpBuilder::new(token).client(client).build();
-//!   let client = serenity::Client::builder(token, intents).http(http)...  // or new_with_http
+//!   let client = serenity::all::ClientBuilder::new_with_http(http, intents)
+//!       .event_handler(handler)
+//!       .await?;
 //!   ```
 //!   The adapter only needs a way to take a prepared `reqwest::Client` (or the CA and address).
 //! - **Proxy:** `HttpBuilder::new(token).proxy(discord.http_base()).ratelimiter_disabled(true)`.
@@ -107,8 +109,40 @@
 //!   cloning shortcuts [`DiscordStandIn::calls`], [`DiscordStandIn::message`],
 //!   [`DiscordStandIn::interaction`].
 //!
+//! ```ignore
+//! let posted = discord.post_user_message(200, 1, "!failover xmpp EdgePool2")?;   // alice in #incidents
+//! let card = discord
+//!     .wait_for_call("the plan card", WAIT, |c| c.is("POST /channels/{channel_id}/messages"))
+//!     .await?;
+//! let card_id: u64 = card.response.unwrap()["id"].as_str().unwrap().parse()?;
+//! let click = discord.click(card_id, "approve:7", 2)?;                            // bob approves
+//! let answered = discord
+//!     .wait_until("bob's answer", WAIT, |s| s.interaction(click.interaction_id)?.accepted().cloned())
+//!     .await?;
+//! assert_eq!(answered.kind, Some(7));
+//! assert!(discord.message(card_id).unwrap().buttons().is_empty());
+//! ```
+//!
+//! # What serenity 0.12.5 does against it (from `tests/tests/discord_standin.rs`)
+//!
+//! - IDENTIFY: `token: "Bot …"`, `intents: 33281` for GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT,
+//!   `compress: true` (it still reads plain text frames), `properties.browser: "serenity"`.
+//! - REST: `Authorization: Bot …` on every call, interaction callbacks included; buttons go out
+//!   as `{"type":2,"style":3,"label":"Approve","custom_id":"approve:7","disabled":false}`;
+//!   `ephemeral(true)` is `flags: 64`; `UpdateMessage(.. .components(vec![]))` is type 7 with
+//!   `components: []`; a 429's `Retry-After` is waited out and the request sent again (only with
+//!   its ratelimiter on, i.e. the HTTPS way).
+//! - Gateway: it resumes after a close frame (4000) and after a bare TCP close, on the `/gateway`
+//!   URL; replayed dispatches reach handlers once. An INTERACTION_CREATE without `locale`,
+//!   `entitlements`, `attachment_size_limit`, `token`, `message` or `version` never reaches
+//!   `interaction_create` (serenity files it as an unknown event).
+//! - Its handlers see the bot's own messages (`author.bot`), as on Discord; a bot must skip them.
+//!
 //! Not modelled: sharding beyond one shard, zlib/ETF transports, attachments, slash commands,
 //! permissions beyond "the bot may post where it is configured", guild member lists, presences.
+//! Responses to component interactions are stored as type 19 replies to the clicked message;
+//! that detail and the exact `_errors` codes for some fields follow Discord's docs and
+//! libraries' records, not a capture from Discord itself.
 
 mod config;
 mod gateway;
