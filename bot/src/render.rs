@@ -106,8 +106,14 @@ fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
         format!("from {} other than {}", groups(&policy.approve), run.review.requester())
     };
     let minutes = (run.review.expires_at() - run.requested_at).num_minutes();
+    // After a plan change, approvals name the plan they are for.
+    let hash = if run.plan_changed {
+        format!(" {}", run.plan_hash.short())
+    } else {
+        String::new()
+    };
     format!(
-        "Needs {need} approval{} {who}: `{prefix}approve {n}` or `{prefix}deny {n} <why>`. Expires at {} UTC ({} min).",
+        "Needs {need} approval{} {who}: `{prefix}approve {n}{hash}` or `{prefix}deny {n} <why>`. Expires at {} UTC ({} min).",
         if need == 1 { "" } else { "s" },
         clock(run.review.expires_at()),
         minutes.max(1),
@@ -562,6 +568,15 @@ pub fn plan_not_current(run: &Run, seen: &str, prefix: &str) -> String {
     format!(
         "the plan of {} is now sha256 {now}, not the {seen} you named; check the new plan and approve that one: `{prefix}approve {} {now}`",
         run.id, run.id.0
+    )
+}
+
+pub fn name_the_plan(run: &Run, prefix: &str) -> String {
+    let now = run.plan_hash.short();
+    format!(
+        "the plan of {} changed after it was requested; read the new plan (sha256 {now}, `{prefix}status {n}`) and approve it by naming it: `{prefix}approve {n} {now}`",
+        run.id,
+        n = run.id.0
     )
 }
 
