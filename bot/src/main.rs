@@ -195,6 +195,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     .as_ref()
                     .map_or("(unknown)".to_string(), |p| p.to_string())
             );
+            for note in c.chat.platforms.iter().filter_map(|p| p.note()) {
+                println!("  note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -260,16 +263,16 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
-    let adapters = config
-        .chat
-        .platforms
-        .iter()
-        .map(|p| p.build())
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut adapters = Vec::new();
+    for p in &config.chat.platforms {
+        adapters.extend(p.build()?);
+    }
     if adapters.is_empty() {
+        let notes: Vec<String> = config.chat.platforms.iter().filter_map(|p| p.note()).collect();
         anyhow::bail!(
-            "{}: no chat platform is enabled; enable one of the [chat.*] sections",
-            path.display()
+            "{}: no chat platform is enabled for `baton run`; enable one of the [chat.*] sections{}",
+            path.display(),
+            notes.iter().map(|n| format!("\n  {n}")).collect::<String>()
         );
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");

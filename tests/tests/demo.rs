@@ -243,6 +243,20 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
     let (status, out, err) = run(&["check-config", good.to_str().expect("utf-8")], T)?;
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("ok (2 pools, 4 people, route held by EdgePool1)"), "{out}");
+    assert!(
+        out.contains("note: chat.console: not trusted, so `baton run` does not read commands from its terminal"),
+        "check-config says what an untrusted console means: {out}"
+    );
+    // `baton run` on the example: the console is not trusted, so nobody at the bot's terminal
+    // can type as alice and bob; with no other platform, it refuses to start and says why.
+    let (status, out, err) = run(&["run", "--config", good.to_str().expect("utf-8")], T)?;
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("no chat platform is enabled for `baton run`"), "{err}");
+    assert!(
+        err.contains("Set trusted = true only for a local operator's console"),
+        "{err}"
+    );
+    assert!(!out.contains("Run #1"), "{out}");
 
     let bad = example
         .replace(

@@ -38,7 +38,8 @@ fn the_example_loads() {
     assert_eq!(
         c.chat.get::<ConsoleSettings>(),
         Some(&ConsoleSettings {
-            room: "incident".into()
+            room: "incident".into(),
+            trusted: false,
         })
     );
     assert_eq!(c.simulation.delays.get("services.stop"), Some(&Duration::from_secs(1)));
@@ -103,7 +104,7 @@ fn secrets_are_named_never_written_and_never_echoed() {
     let out = errors(&literal);
     expect_test::expect![[r#"
         line 89: dns.tsig_secret: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 101: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
+        line 105: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
     .assert_eq(&out);
     assert!(!out.contains("hunter2") && !out.contains("c2VjcmV0"));
     let both = EXAMPLE.replace(
@@ -144,7 +145,7 @@ fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
         .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     expect_test::expect![[r#"
         line 38: policy.approve: group 'edge-admin' is not defined in [groups]
-        line 101: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
+        line 105: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
     .assert_eq(&errors(&text));
 }
 
@@ -178,8 +179,8 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 101: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
-        line 104: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
+        line 105: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
+        line 108: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
     .assert_eq(&got);
     let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");

@@ -1,7 +1,7 @@
 //! Chat commands: the sender is authorized for the command's right, then failover, approve,
 //! deny, abort, retry and the read-only looks (help, plan, status, runs) are decided.
 
-use super::{Engine, Output, Query};
+use super::{Engine, MessageKind, Output, Query};
 use crate::chat::RoomRef;
 use crate::command::{Command, CommandError, help_text};
 use crate::event::Event;
@@ -51,6 +51,39 @@ impl Engine {
             Sender::Unverified { display, .. } => display.clone(),
         };
         let prefix = self.cfg.prefix.clone();
+        let first = out.messages.len();
+        self.command(out, now, &room, &actor, via, cmd, &prefix);
+        // A command about a run typed in another room is answered there too: the run's news
+        // goes to the run's rooms, and the person who typed it sees what it did.
+        let news: Vec<_> = out.messages[first..]
+            .iter()
+            .filter(|m| m.run.is_some() && m.kind == MessageKind::Notice)
+            .map(|m| m.body.clone())
+            .collect();
+        if !news.is_empty() && !out.messages[first..].iter().any(|m| m.room == room) {
+            let mut seen = Vec::new();
+            for body in news {
+                if !seen.contains(&body) {
+                    self.say(out, &room, body.clone());
+                    seen.push(body);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        actor: &Actor,
+        via: String,
+        cmd: Command,
+        prefix: &str,
+    ) {
+        let room = room.clone();
+        let (actor, prefix) = (actor, prefix.to_string());
         match cmd {
             Command::Help => self.say(out, &room, help_text(&prefix)),
             Command::StatusXmpp => out.queries.push(Query::StatusXmpp { room }),
@@ -77,11 +110,11 @@ impl Engine {
                 };
                 self.say(out, &room, text);
             }
-            Command::Failover { pool, reason } => self.failover(out, now, room, &actor, via, pool, reason),
-            Command::Approve { run, plan } => self.approve(out, now, &room, &actor, via, run, plan),
-            Command::Deny { run, reason } => self.deny(out, now, &room, &actor, run, reason),
-            Command::Abort { run, reason } => self.abort(out, now, &room, &actor, run, reason),
-            Command::Retry { run } => self.retry(out, now, &room, &actor, run),
+            Command::Failover { pool, reason } => self.failover(out, now, room, actor, via, pool, reason),
+            Command::Approve { run, plan } => self.approve(out, now, &room, actor, via, run, plan),
+            Command::Deny { run, reason } => self.deny(out, now, &room, actor, run, reason),
+            Command::Abort { run, reason } => self.abort(out, now, &room, actor, run, reason),
+            Command::Retry { run } => self.retry(out, now, &room, actor, run),
         }
     }
 

@@ -916,3 +916,38 @@ fn an_abort_request_journaled_before_reasons_existed_still_loads() {
         crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.now)
     );
 }
+
+#[test]
+fn a_command_typed_in_another_room_is_answered_where_it_was_typed() {
+    let mut engine = Engine::new(config(|_| {}));
+    let incident = RoomRef::new(Platform::Console, "incident");
+    let bridge = RoomRef::new(Platform::Console, "bridge");
+    let chat = |room: &RoomRef, who: &str, text: &str| Input::Chat {
+        room: room.clone(),
+        sender: Sender::Verified(Identity::new(Platform::Console, who).expect("valid")),
+        command: parse("!", text).expect("addressed"),
+    };
+    let now = Utc::now();
+    engine.handle(chat(&incident, "alice", "!failover xmpp EdgePool2"), now);
+    let out = engine.handle(chat(&bridge, "bob", "!deny 1 wrong pool"), now);
+    let said: Vec<(&str, String)> = out.messages.iter().map(|m| (m.room.id.as_str(), m.text())).collect();
+    assert_eq!(
+        said,
+        [
+            (
+                "incident",
+                "#1 denied by bob: wrong pool. Nothing was changed.".to_string()
+            ),
+            (
+                "bridge",
+                "#1 denied by bob: wrong pool. Nothing was changed.".to_string()
+            ),
+        ],
+        "the run's room hears it, and so does the room where it was typed"
+    );
+    assert_eq!(out.messages[1].kind, MessageKind::Reply);
+    // Typed in the run's own room, it is said once.
+    engine.handle(chat(&incident, "alice", "!failover xmpp EdgePool2"), now);
+    let out = engine.handle(chat(&incident, "bob", "!deny 2"), now);
+    assert_eq!(out.messages.len(), 1);
+}
