@@ -115,6 +115,30 @@ pub struct Daemon {
     /// and starting from the clock so that two runs of the bot do not reuse them.
     direct_ids: i64,
     missing_platforms: BTreeSet<Platform>,
+    clock: Clock,
+}
+
+/// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
+/// step of the system clock while Baton runs (NTP, an operator) neither stretches nor cuts an
+/// approval window; journaled times stay readable as wall-clock times.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall: chrono::DateTime<Utc>,
+    mono: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.mono.elapsed()).unwrap_or(chrono::Duration::MAX);
+        self.wall.checked_add_signed(elapsed).unwrap_or(self.wall)
+    }
 }
 
 impl Daemon {
@@ -177,6 +201,7 @@ impl Daemon {
             mirror_give_up: MIRROR_GIVE_UP,
             direct_ids: -Utc::now().timestamp_millis(),
             missing_platforms: BTreeSet::new(),
+            clock: Clock::start(),
         })
     }
 
@@ -258,7 +283,7 @@ impl Daemon {
             let deadline = self
                 .engine
                 .next_deadline()
-                .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+                .map(|d| (d - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -369,7 +394,7 @@ impl Daemon {
 
     /// Feeds the engine, then journals and performs what it decided.
     fn step(&mut self, input: Input, origin: Origin, ctx: &mut Ctx) {
-        let out = self.engine.handle(input, Utc::now());
+        let out = self.engine.handle(input, self.clock.now());
         self.act(out, origin, ctx);
     }
 
