@@ -337,7 +337,7 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
                 .with_context(|| format!("'{n}' is not a run number (or `all`)"))?,
         )),
     };
-    let mut store = SqliteStore::open(&path)?;
+    let mut store = SqliteStore::open_read_only(&path)?;
     let events = store.journal(run)?;
     if run.is_some() && events.is_empty() {
         anyhow::bail!(
