@@ -1,7 +1,8 @@
-//! Crate boundaries, checked against `cargo metadata`: the runbook model links no runtime,
-//! network, TLS or database crate, and the agent links none of the bot's executors, the PKI
-//! generator or the Lync simulator. The build enforces the boundaries (a crate cannot name what
-//! it does not depend on); this test keeps anyone from quietly adding such a dependency.
+//! Crate boundaries, checked against `cargo metadata`: the runbook model and the approval policy
+//! link no runtime, network, TLS or database crate, and the agent links none of the bot's
+//! executors, the PKI generator or the Lync simulator. The build enforces the boundaries (a crate
+//! cannot name what it does not depend on); this test keeps anyone from quietly adding such a
+//! dependency.
 //!
 //! The dependency graph is the resolved one for the platforms Baton builds for: this machine's
 //! and `x86_64-pc-windows-gnu` (the agent's Windows service build). Only normal dependencies
@@ -12,22 +13,23 @@ use serde_json::Value;
 use std::collections::{BTreeMap, VecDeque};
 use std::process::Command;
 
+/// What a pure crate may not link: a runtime, sockets, HTTP, TLS, a database, DNS, certificates.
+const NO_IO: &[&str] = &[
+    "tokio",
+    "hyper",
+    "rustls",
+    "tokio-rustls",
+    "rusqlite",
+    "hickory-proto",
+    "rcgen",
+    "mio",
+    "socket2",
+];
+
 /// Each crate, and the crates that may not be among its transitive normal dependencies.
 const RULES: &[(&str, &[&str])] = &[
-    (
-        "baton-runbook",
-        &[
-            "tokio",
-            "hyper",
-            "rustls",
-            "tokio-rustls",
-            "rusqlite",
-            "hickory-proto",
-            "rcgen",
-            "mio",
-            "socket2",
-        ],
-    ),
+    ("baton-runbook", NO_IO),
+    ("baton-policies", NO_IO),
     (
         "baton-agent",
         &[
@@ -140,7 +142,7 @@ fn forbidden_chains(metadata: &Value, root: &str, forbidden: &[&str]) -> Result<
 }
 
 #[test]
-fn the_runbook_and_the_agent_link_only_what_they_may() -> Result<()> {
+fn pure_crates_and_the_agent_link_only_what_they_may() -> Result<()> {
     let metadata = metadata()?;
     let mut violations = Vec::new();
     for (root, forbidden) in RULES {
