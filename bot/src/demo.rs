@@ -5,7 +5,7 @@
 //! simulated: the example's addresses are documentation ranges. `--simulate` keeps everything
 //! in-process instead.
 
-use crate::adapters::console::{ConsoleAdapter, Turns};
+use crate::adapters::console::{ConsoleAdapter, ConsoleSettings};
 use crate::config::Config;
 use crate::config::secret::SecretEnv;
 use crate::daemon::{Daemon, Lifetime};
@@ -118,17 +118,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     };
     let room = config
         .chat
-        .console
-        .as_ref()
+        .get::<ConsoleSettings>()
         .map_or("incident".to_string(), |c| c.room.clone());
-    let turns = Arc::new(Turns::default());
     let interactive = std::io::stdin().is_terminal();
     let console = ConsoleAdapter::new(
         &room,
         Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
         Box::new(std::io::stdout()),
         !interactive,
-        turns.clone(),
     );
     let how = if fleet.is_some() {
         format!(
@@ -150,7 +147,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         Box::new(store) as Box<dyn Store>,
         executor,
         vec![Arc::new(console)],
-        Some(turns),
         Lifetime::UntilIdle,
     )?;
     if let Some(look) = crate::assemble::status_look(&config, dispatcher).await {

@@ -83,6 +83,9 @@ pub enum Event {
     AbortRequested {
         run: RunId,
         person: PersonId,
+        /// Absent from journals written before `!abort` took a reason.
+        #[serde(default)]
+        reason: Option<String>,
     },
     Aborted {
         run: RunId,

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod engine;
 pub mod event;
 pub mod fleet;
+pub mod outbox;
 pub mod render;
 pub mod run;
 pub mod store;

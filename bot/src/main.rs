@@ -10,7 +10,7 @@ use baton_actions::simulated::FailureRule;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 /// Baton: fails XMPP federation over to another Lync/Skype for Business Edge pool, from chat,
@@ -257,40 +257,22 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
-    let mut adapters: Vec<Arc<dyn baton::chat::ChatAdapter>> = Vec::new();
-    let mut turns = None;
-    if let Some(console) = &config.chat.console {
-        let t = Arc::new(baton::adapters::console::Turns::default());
-        adapters.push(Arc::new(baton::adapters::console::ConsoleAdapter::new(
-            &console.room,
-            Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
-            Box::new(std::io::stdout()),
-            false,
-            t.clone(),
-        )));
-        turns = Some(t);
-    }
-    if let Some(xmpp) = &config.chat.xmpp {
-        let adapter = baton::adapters::xmpp::XmppAdapter::new(xmpp.clone()).context("preparing the XMPP adapter")?;
-        adapters.push(Arc::new(adapter));
-    }
+    let adapters = config
+        .chat
+        .platforms
+        .iter()
+        .map(|p| p.build())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if adapters.is_empty() {
         anyhow::bail!(
-            "{}: no chat platform is enabled; enable [chat.console] or [chat.xmpp]",
+            "{}: no chat platform is enabled; enable one of the [chat.*] sections",
             path.display()
         );
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
-    let mut daemon = Daemon::new(
-        engine_cfg,
-        Box::new(store),
-        parts.executor,
-        adapters,
-        turns,
-        Lifetime::Forever,
-    )
-    .with_context(|| format!("starting with {}", path.display()))?
-    .with_reloads(reload_on_sighup(path));
+    let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
+        .with_context(|| format!("starting with {}", path.display()))?
+        .with_reloads(reload_on_sighup(path));
     if let Some(look) = baton::assemble::status_look(&config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }

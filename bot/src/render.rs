@@ -1,7 +1,7 @@
 //! Every sentence Baton says in chat, in one place: plans, step lines, summaries, status tables,
 //! run cards. Pure functions of the run state.
 
-use crate::chat::{ButtonIntent, RunCard};
+use crate::chat::{ButtonIntent, CardAction, CardStep, Mark, Rich, RunCard};
 use crate::run::{Phase, Run, RunId, StepStatus};
 use baton_actions::{ActionReport, Plan, PlanHash, PoolName};
 use baton_policies::{GroupName, PersonId, Policy};
@@ -291,10 +291,11 @@ pub fn retry_expired(run: &Run, prefix: &str) -> String {
     )
 }
 
-pub fn abort_requested(run: &Run, by: &PersonId) -> String {
+pub fn abort_requested(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
     let step = run.running_step().unwrap_or(0);
+    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
     format!(
-        "{} will stop after step {}/{} ({}) ends (abort requested by {by}); nothing further will start.",
+        "{} will stop after step {}/{} ({}) ends (abort requested by {by}{reason}); nothing further will start.",
         run.id,
         step + 1,
         run.step_count(),
@@ -419,7 +420,28 @@ pub fn recent(runs: &[&Run]) -> String {
     out
 }
 
-/// The live card of a run, for platforms that edit messages in place.
+fn mark_of_step(status: StepStatus) -> Mark {
+    match status {
+        StepStatus::NotStarted => Mark::Waiting,
+        StepStatus::Running => Mark::Running,
+        StepStatus::Succeeded => Mark::Ok,
+        StepStatus::Failed => Mark::Failed,
+    }
+}
+
+fn mark_of_run(phase: &Phase) -> Mark {
+    match phase {
+        Phase::PendingApproval | Phase::RetryPending { .. } => Mark::Waiting,
+        Phase::Running { .. } => Mark::Running,
+        Phase::Failed { .. } => Mark::Failed,
+        Phase::Succeeded => Mark::Ok,
+        Phase::Aborted { .. } | Phase::Denied { .. } | Phase::Expired => Mark::Stopped,
+    }
+}
+
+/// The live card of a run, for platforms that edit messages in place: every step with the exact
+/// command per host and each host's outcome, who asked and approved, and the buttons that still
+/// make sense (they carry the plan's hash).
 pub fn card(run: &Run) -> RunCard {
     let steps = run
         .plan
@@ -427,14 +449,29 @@ pub fn card(run: &Run) -> RunCard {
         .iter()
         .zip(&run.steps)
         .enumerate()
-        .map(|(i, (s, st))| {
-            format!(
-                "{}. {} [{}] {}",
-                i + 1,
-                s.kind.title(),
-                step_mark(st.status),
-                s.summary()
-            )
+        .map(|(i, (s, st))| CardStep {
+            number: i + 1,
+            title: s.kind.title().to_string(),
+            summary: s.summary(),
+            mark: mark_of_step(st.status),
+            actions: s
+                .actions
+                .iter()
+                .zip(&st.results)
+                .map(|(a, r)| CardAction {
+                    place: a.where_short(),
+                    command: a.command_line(),
+                    mark: match (r, st.status) {
+                        (Some(r), _) if r.outcome.is_ok() => Mark::Ok,
+                        (Some(_), _) => Mark::Failed,
+                        (None, StepStatus::Running) => Mark::Running,
+                        (None, _) => Mark::Waiting,
+                    },
+                    detail: r
+                        .as_ref()
+                        .map(|r| format!("{} ({})", r.outcome.text(), elapsed_ms(r.elapsed_ms))),
+                })
+                .collect(),
         })
         .collect();
     let approved = if run.approvers.is_empty() {
@@ -442,10 +479,25 @@ pub fn card(run: &Run) -> RunCard {
     } else {
         format!(", approved by {}", people(&run.approvers))
     };
-    let buttons = match run.phase {
-        Phase::PendingApproval | Phase::RetryPending { .. } => {
-            vec![ButtonIntent::Approve(run.id), ButtonIntent::Deny(run.id)]
+    let when = match (&run.phase, run.started_at, run.finished_at) {
+        (Phase::PendingApproval | Phase::RetryPending { .. }, _, _) => {
+            format!("; expires at {} UTC", clock(run.review.expires_at()))
         }
+        (_, Some(s), Some(f)) => format!("; took {}", elapsed(s, f)),
+        _ => String::new(),
+    };
+    let plan = run.plan_hash.short().to_string();
+    let buttons = match run.phase {
+        Phase::PendingApproval | Phase::RetryPending { .. } => vec![
+            ButtonIntent::Approve {
+                run: run.id,
+                plan: plan.clone(),
+            },
+            ButtonIntent::Deny {
+                run: run.id,
+                plan: plan.clone(),
+            },
+        ],
         _ => Vec::new(),
     };
     RunCard {
@@ -456,16 +508,27 @@ pub fn card(run: &Run) -> RunCard {
             route(run.plan.from_pool.as_ref()),
             run.plan.to_pool
         ),
+        mark: mark_of_run(&run.phase),
         state: phase_line(run),
+        reason: run.reason.clone(),
         steps,
         footer: format!(
-            "requested by {} at {} UTC{approved}; plan sha256 {}",
+            "requested by {} at {} UTC{approved}; plan sha256 {plan}{when}",
             run.requester,
             clock(run.requested_at),
-            run.plan_hash.short()
         ),
+        plan,
         buttons,
+        warnings: run.plan.warnings.iter().map(|w| sentence(w)).collect(),
     }
+}
+
+/// A mirror room stopped taking messages.
+pub fn mirror_unreachable(room: &crate::chat::RoomRef, reason: &str) -> Rich {
+    Rich::from(format!(
+        "Messages to the mirror room {} cannot be delivered ({reason}); Baton records them as undeliverable there and goes on here.",
+        room.id
+    ))
 }
 
 pub fn no_such_run(id: RunId, prefix: &str) -> String {
@@ -482,6 +545,15 @@ pub fn already_active(run: &Run, prefix: &str) -> String {
         run.id,
         phase_line(run),
         run.id.0
+    )
+}
+
+/// Why an approval naming a plan hash that is not the run's current plan is refused.
+pub fn plan_not_current(run: &Run, seen: &str, prefix: &str) -> String {
+    let now = run.plan_hash.short();
+    format!(
+        "the plan of {} is now sha256 {now}, not the {seen} you named; check the new plan and approve that one: `{prefix}approve {} {now}`",
+        run.id, run.id.0
     )
 }
 

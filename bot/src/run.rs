@@ -1,5 +1,5 @@
 //! One run of a runbook: its number, its phase, its steps' progress. The transitions live in
-//! `engine.rs`; this file holds the state they move and the questions asked of it.
+//! `engine/`; this file holds the state they move and the questions asked of it.
 
 use crate::chat::RoomRef;
 use baton_actions::{ActionReport, Plan, PlanHash};
@@ -93,6 +93,13 @@ pub struct StepState {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+/// An `!abort` waiting for the step in flight to end: who asked, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AbortRequest {
+    pub by: PersonId,
+    pub reason: Option<String>,
+}
+
 /// One run.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -110,7 +117,7 @@ pub struct Run {
     pub phase: Phase,
     pub steps: Vec<StepState>,
     /// Set by `!abort` while a step is in flight: the run stops when that step ends.
-    pub abort_requested: Option<PersonId>,
+    pub abort_requested: Option<AbortRequest>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
 }

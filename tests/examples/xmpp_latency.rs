@@ -73,8 +73,9 @@ async fn main() -> anyhow::Result<()> {
                     id,
                     room: inbound.room,
                     run: None,
-                    text: format!("echo: {}", inbound.text),
+                    body: format!("echo: {}", inbound.text).into(),
                     card: None,
+                    edit: None,
                 };
                 if let Err(e) = adapter.deliver(&reply).await {
                     eprintln!("delivery failed: {e}");

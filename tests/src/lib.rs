@@ -7,4 +7,5 @@ pub mod echo_bot;
 pub mod prosody;
 pub mod room;
 pub mod stack;
+pub mod teams;
 pub mod xmpp_client;

@@ -76,10 +76,11 @@ impl Bot {
             id,
             room: RoomRef::new(Platform::Xmpp, room),
             run: None,
-            text: text.into(),
+            body: text.into(),
             card: None,
+            edit: None,
         };
-        self.adapter.deliver(&message).await
+        self.adapter.deliver(&message).await.map(|_| ())
     }
 
     async fn stop(self) {

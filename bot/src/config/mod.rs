@@ -8,8 +8,9 @@ mod probes;
 pub mod secret;
 pub mod walk;
 
+pub use crate::adapters::console::ConsoleSettings;
 pub use agents::AgentsSettings;
-pub use chat::{ChatSettings, ConsoleSettings};
+pub use chat::ChatSettings;
 pub use dns::DnsSettings;
 pub use probes::ProbeSettings;
 pub use walk::ConfigError;

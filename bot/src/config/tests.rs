@@ -36,8 +36,8 @@ fn the_example_loads() {
     assert_eq!(c.policy.expiry, Duration::from_secs(900));
     assert_eq!(c.bot.command_prefix, "!");
     assert_eq!(
-        c.chat.console,
-        Some(ConsoleSettings {
+        c.chat.get::<ConsoleSettings>(),
+        Some(&ConsoleSettings {
             room: "incident".into()
         })
     );
@@ -183,7 +183,7 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
     .assert_eq(&got);
     let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");
-    let x = c.chat.xmpp.expect("enabled");
+    let x = c.chat.get::<crate::adapters::xmpp::XmppConfig>().expect("enabled");
     assert_eq!(x.rooms.len(), 1);
     assert!(!format!("{x:?}").contains("pw\""), "the password stays redacted");
 }

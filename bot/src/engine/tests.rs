@@ -4,7 +4,7 @@
 use super::*;
 use crate::command::parse;
 use baton_actions::ActionOutcome;
-use baton_policies::{GroupName, Identity, PersonId, Platform};
+use baton_policies::{GroupName, Identity, PersonId, Platform, Tally};
 use expect_test::{Expect, expect};
 
 const EXAMPLE: &str = include_str!("../../../examples/contoso.toml");
@@ -62,10 +62,11 @@ impl T {
         let out = self.engine.handle(input, self.now);
         self.journal.extend(out.events);
         for m in out.messages {
-            let text = if self.full_plans || !m.text.contains("lan (sha256") {
-                m.text
+            let text = m.text();
+            let text = if self.full_plans || !text.contains("lan (sha256") {
+                text
             } else {
-                fold_plan(&m.text)
+                fold_plan(&text)
             };
             let text = text.replace('\n', "\n       ");
             self.log.push_str(&format!("baton> {text}\n"));
@@ -569,10 +570,10 @@ fn help_plan_errors_and_status_xmpp() {
         baton> Baton commands:
                  !failover xmpp <Pool> [reason]       plan moving XMPP federation to <Pool> and ask for approval
                  !plan xmpp <Pool>                    show the exact plan for <Pool> without starting anything
-                 !approve <run>                       approve a pending run (not your own)
+                 !approve <run> [<plan hash prefix>]  approve a pending run (not your own)
                  !deny <run> [reason]                 refuse a pending run; it ends
                  !status [<run> | xmpp]               active runs, one run's steps, or federation seen from outside
-                 !abort <run>                         stop a run before its next step (a step in flight finishes)
+                 !abort <run> [reason]                stop a run before its next step (a step in flight finishes)
                  !retry <run>                         run a failed step again
                  !runs                                recent runs
                  !help                                this help
@@ -652,10 +653,10 @@ fn restore_numbers_runs_after_the_last_and_keeps_the_route() {
     );
     assert!(
         out.messages[0]
-            .text
+            .text()
             .starts_with("Run #2 requested by bob: move XMPP federation EdgePool2 -> EdgePool1 (Site1)."),
         "{}",
-        out.messages[0].text
+        out.messages[0].text()
     );
 }
 
@@ -746,7 +747,165 @@ fn mirror_rooms_get_every_run_message_and_no_command_replies() {
     let out = engine.handle(chat("alice", "!failover xmpp EdgePool2"), now);
     let rooms: Vec<&RoomRef> = out.messages.iter().map(|m| &m.room).collect();
     assert_eq!(rooms, [&room, &audit]);
-    assert_eq!(out.messages[0].text, out.messages[1].text);
+    assert_eq!(out.messages[0].text(), out.messages[1].text());
     let out = engine.handle(chat("mallory", "!help"), now);
     assert!(out.messages.iter().all(|m| m.room == room));
+}
+
+#[test]
+fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
+    let mut t = T::new(|p| p.approvals_required = 2);
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1 D974D3");
+    let mut cfg = config(|p| p.approvals_required = 2);
+    cfg.inventory.pools[1].external_address = "203.0.113.21".parse().expect("valid");
+    t.log.push_str("[reload: EdgePool2 moves to 203.0.113.21]\n");
+    t.feed(Input::Reload(Box::new(Reload {
+        policy: cfg.policy.clone(),
+        directory: cfg.directory.clone(),
+        inventory: cfg.inventory.clone(),
+    })));
+    t.say("carol", "!approve 1 d974d3765c60");
+    let refused = t.journal.last().map(|r| r.event.clone());
+    t.say("mallory", "!approve 1 d44bb4");
+    t.say("alice", "!approve 1 ffffff");
+    t.say("carol", "!approve 1 d44bb4");
+    t.say("bob", "!approve 1");
+    assert_eq!(
+        refused,
+        Some(Event::Refused {
+            run: Some(RunId(1)),
+            who: "carol".into(),
+            command: "approve 1 d974d3765c60".into(),
+            why: "the plan of #1 is now sha256 d44bb4a2f4d5, not the d974d3765c60 you named; check the new plan and approve that one: `!approve 1 d44bb4a2f4d5`".into(),
+        })
+    );
+    t.check(expect![[r#"
+        alice> !failover xmpp EdgePool2
+        baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
+               Plan (sha256 d974d3765c60):
+                 [9 plan lines]
+               Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+        bob> !approve 1 D974D3
+        baton> #1 approved by bob (1 of 2 approvals). Waiting for 1 more.
+        [reload: EdgePool2 moves to 203.0.113.21]
+        baton> Run #1: the inventory changed and so did the plan. Approvals by bob lapsed.
+               New plan (sha256 d44bb4a2f4d5):
+                 [9 plan lines]
+               Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+        carol> !approve 1 d974d3765c60
+        baton> Refused (!approve 1 d974d3765c60): the plan of #1 is now sha256 d44bb4a2f4d5, not the d974d3765c60 you named; check the new plan and approve that one: `!approve 1 d44bb4a2f4d5`.
+        mallory> !approve 1 d44bb4
+        baton> Refused (!approve 1 d44bb4): mallory may not approve: only members of edge-admins may.
+        alice> !approve 1 ffffff
+        baton> Refused (!approve 1 ffffff): you requested this; another person must approve it.
+        carol> !approve 1 d44bb4
+        baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
+        bob> !approve 1
+        baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
+        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+    "#]]);
+}
+
+#[test]
+fn abort_reasons_are_journaled_and_shown() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    t.finish_some(3);
+    t.say("carol", "!abort 1 DNS  points   elsewhere");
+    t.finish_all(&[]);
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!abort #2 wrong pool");
+    t.say("bob", "!abort 2 again");
+    let reasons: Vec<(&str, Option<&str>)> = t
+        .journal
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::AbortRequested { reason, .. } => Some(("abort_requested", reason.as_deref())),
+            Event::Aborted { reason, .. } => Some(("aborted", reason.as_deref())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("abort_requested", Some("DNS points elsewhere")),
+            ("aborted", Some("DNS points elsewhere")),
+            ("aborted", Some("wrong pool")),
+        ]
+    );
+    t.check(expect![[r#"
+        alice> !failover xmpp EdgePool2
+        baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
+               Plan (sha256 d974d3765c60):
+                 [9 plan lines]
+               Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+        bob> !approve 1
+        baton> #1 approved by bob (2 people: alice and bob). Running.
+        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
+        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        carol> !abort 1 DNS  points   elsewhere
+        baton> #1 will stop after step 2/8 (services) ends (abort requested by carol: DNS points elsewhere); nothing further will start.
+        baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
+        baton> #1 aborted by carol: DNS points elsewhere. 2 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+        alice> !failover xmpp EdgePool2
+        baton> Run #2 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
+               Plan (sha256 d974d3765c60):
+                 [9 plan lines]
+               Needs 1 approval from edge-admins other than alice: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:13 UTC (15 min).
+        bob> !abort #2 wrong pool
+        baton> #2 aborted by bob: wrong pool. 0 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:13 UTC, approved by nobody.
+        bob> !abort 2 again
+        baton> #2 already ended (aborted); there is nothing to abort.
+    "#]]);
+}
+
+#[test]
+fn an_abort_request_journaled_before_reasons_existed_still_loads() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    t.finish_some(3);
+    t.say("carol", "!abort 1");
+    // The journal as an older Baton wrote it: abort_requested had no reason field.
+    let old: Vec<String> = t
+        .journal
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r).expect("events serialize");
+            if v["event"]["type"] == "abort_requested" {
+                let fields = v["event"].as_object_mut().expect("an event is an object");
+                assert_eq!(fields.remove("reason"), Some(serde_json::Value::Null));
+            }
+            v.to_string()
+        })
+        .collect();
+    assert!(
+        old.iter()
+            .any(|l| l.contains(r#""type":"abort_requested""#) && !l.contains("reason"))
+    );
+    let journal: Vec<Recorded> = old
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("an old journal line still loads"))
+        .collect();
+    let restored = Engine::restore(config(|_| {}), journal);
+    let run = restored.run(RunId(1)).expect("restored");
+    assert_eq!(
+        run.abort_requested,
+        Some(crate::run::AbortRequest {
+            by: PersonId::new("carol"),
+            reason: None,
+        })
+    );
+    assert_eq!(
+        crate::render::status_table(run, t.now),
+        crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.now)
+    );
 }

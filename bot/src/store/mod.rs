@@ -5,19 +5,23 @@
 //! transaction before acting on it. The trait keeps the engine independent of the database, so
 //! that replicas sharing PostgreSQL can come later.
 
+pub mod actor;
 mod sqlite;
 
+pub use actor::StoreActor;
 pub use sqlite::SqliteStore;
 
-use crate::chat::{Outbound, RoomRef};
-use crate::engine::Message;
+use crate::chat::{MessageRef, RoomRef};
 use crate::event::Recorded;
+use crate::outbox::{Queued, Row};
 use crate::run::RunId;
-use baton_policies::Platform;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error("the store's thread has stopped")]
+    Stopped,
     #[error("store {path}: {source}")]
     Sqlite { path: String, source: rusqlite::Error },
     #[error("journal row {seq} cannot be read ({why}); `baton audit` shows the journal")]
@@ -41,14 +45,24 @@ pub struct RunRow {
     pub finished_at: Option<String>,
 }
 
+/// Who sent a handled chat message, and its id: ids are only unique per sender (RFC 6120
+/// §8.1.3), so the key holds all three. Messages without an id are never recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Handled {
+    pub room: RoomRef,
+    /// The sender as the platform vouches for it (`xmpp:alice@contoso.com`).
+    pub sender: String,
+    pub message_id: String,
+}
+
 /// What one input produced, committed together.
-#[derive(Debug, Default)]
-pub struct Batch<'a> {
-    pub events: &'a [Recorded],
-    pub messages: &'a [Message],
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub events: Vec<Recorded>,
+    pub rows: Vec<Row>,
     pub runs: Vec<RunRow>,
     /// The chat message handled, so it is never handled twice.
-    pub handled: Option<(&'a RoomRef, &'a str)>,
+    pub handled: Option<Handled>,
 }
 
 /// One journal row, as `baton audit` prints it.
@@ -77,22 +91,28 @@ impl ChainReport {
     }
 }
 
-/// Storage for one Baton instance.
+/// Storage for one Baton instance. Calls block: the daemon keeps the store on a thread of its
+/// own ([`actor::StoreActor`]) so its loop never waits on the disk.
 pub trait Store: Send {
     /// The store's random id (part of every idempotency key).
     fn store_id(&self) -> &str;
     /// Every journaled event, in order.
     fn load(&mut self) -> Result<Vec<Recorded>, StoreError>;
-    /// Commits a batch atomically.
-    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError>;
-    /// Whether a chat message was handled already.
-    fn handled(&mut self, room: &RoomRef, message_id: &str) -> Result<bool, StoreError>;
-    /// Undelivered messages for one platform, oldest first.
-    fn outbox(&mut self, platform: Platform, limit: usize) -> Result<Vec<Outbound>, StoreError>;
-    /// Undelivered messages for every platform.
+    /// Commits a batch atomically; returns its outbox rows with their ids.
+    fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError>;
+    /// The chat messages handled since `since` (de-duplication after a restart).
+    fn handled_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Handled>, StoreError>;
+    /// Every undelivered outbox row, oldest first.
+    fn outbox(&mut self) -> Result<Vec<Queued>, StoreError>;
+    /// Undelivered rows for every room.
     fn outbox_len(&mut self) -> Result<usize, StoreError>;
-    /// Marks a message delivered, or dropped with a reason (the platform refused it for good).
+    /// Marks a row delivered, or dropped with a reason (refused for good, superseded, or
+    /// undeliverable to a mirror room).
     fn delivered(&mut self, id: i64, dropped: Option<&str>) -> Result<(), StoreError>;
+    /// The reference of each run's card, per room.
+    fn cards(&mut self) -> Result<Vec<(RoomRef, RunId, MessageRef)>, StoreError>;
+    /// Records (or, with `None`, forgets) the reference of a run's card in a room.
+    fn set_card(&mut self, room: &RoomRef, run: RunId, reference: Option<&MessageRef>) -> Result<(), StoreError>;
     /// The journal rows of one run (or all), for `baton audit`.
     fn journal(&mut self, run: Option<RunId>) -> Result<Vec<JournalRow>, StoreError>;
     /// Recomputes the hash chain over the whole journal.

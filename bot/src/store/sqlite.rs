@@ -2,17 +2,19 @@
 //! survives a crash or a power cut. The journal is append-only (triggers refuse UPDATE and
 //! DELETE) and each row carries the hash of the one before.
 
-use super::{Batch, ChainReport, JournalRow, Store, StoreError};
-use crate::chat::{Outbound, RoomRef};
+use super::{Batch, ChainReport, Handled, JournalRow, Store, StoreError};
+use crate::chat::{MessageRef, Rich, RoomRef};
 use crate::event::{Event, Recorded};
+use crate::outbox::{Lane, Queued, Row};
 use crate::run::RunId;
 use baton_policies::Platform;
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 const SCHEMA: &str = "
@@ -52,13 +54,30 @@ const SCHEMA: &str = "
         dropped TEXT
     );
     CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (platform, id) WHERE delivered_at IS NULL;
-    CREATE TABLE IF NOT EXISTS handled (
+";
+
+/// Schema 2: the outbox gets lanes (lines and card updates) and a structured body, runs' cards
+/// keep their platform reference per room, and handled message ids are keyed by sender.
+const SCHEMA_2: &str = "
+    ALTER TABLE outbox ADD COLUMN lane TEXT NOT NULL DEFAULT 'line';
+    ALTER TABLE outbox ADD COLUMN body TEXT;
+    CREATE TABLE cards (
         platform TEXT NOT NULL,
         room TEXT NOT NULL,
+        run INTEGER NOT NULL,
+        reference TEXT NOT NULL,
+        PRIMARY KEY (platform, room, run)
+    );
+    DROP TABLE IF EXISTS handled;
+    CREATE TABLE handled (
+        platform TEXT NOT NULL,
+        room TEXT NOT NULL,
+        sender TEXT NOT NULL,
         message_id TEXT NOT NULL,
         at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-        PRIMARY KEY (platform, room, message_id)
+        PRIMARY KEY (platform, room, sender, message_id)
     );
+    CREATE INDEX handled_at ON handled (at);
 ";
 
 /// The embedded default store.
@@ -100,22 +119,26 @@ impl SqliteStore {
             .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| r.get(0))
             .optional()
             .map_err(err)?;
-        match version.and_then(|v| v.parse::<i64>().ok()) {
-            Some(found) if found > SCHEMA_VERSION => {
-                return Err(StoreError::Schema {
-                    path: shown,
-                    found,
-                    known: SCHEMA_VERSION,
-                });
-            }
-            Some(_) => {}
-            None => {
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(err)?;
-            }
+        let found = version.and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Schema {
+                path: shown,
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if found < 2 {
+            // A new store, or one of schema 1: the handled ids of schema 1 lack their sender and
+            // are dropped (they only guard against a replayed command, and Baton asks rooms for
+            // no history).
+            let tx = conn.unchecked_transaction().map_err(err)?;
+            tx.execute_batch(SCHEMA_2).map_err(err)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
+                [SCHEMA_VERSION.to_string()],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
         }
         let store_id: Option<String> = conn
             .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))
@@ -166,6 +189,10 @@ fn platform_of(s: &str) -> Platform {
     Platform::parse(s).unwrap_or(Platform::Console)
 }
 
+fn millis(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 impl Store for SqliteStore {
     fn store_id(&self) -> &str {
         &self.store_id
@@ -199,13 +226,14 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn commit(&mut self, batch: &Batch<'_>) -> Result<(), StoreError> {
+    fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError> {
         let path = self.path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
+        let mut queued = Vec::with_capacity(batch.rows.len());
         {
             // A batch without events (a read-only command's reply) does not touch the chain.
             let (mut seq, mut prev): (i64, String) = if batch.events.is_empty() {
@@ -221,9 +249,9 @@ impl Store for SqliteStore {
             let mut insert = tx
                 .prepare_cached("INSERT INTO events (seq, at, run, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
                 .map_err(err)?;
-            for r in batch.events {
+            for r in &batch.events {
                 seq += 1;
-                let at = r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                let at = millis(r.at);
                 let body = serde_json::to_string(&r.event).expect("events are plain data and always serialize");
                 let kind = r.event.kind();
                 let hash = chain_hash(&prev, seq, &at, kind, &body);
@@ -241,21 +269,30 @@ impl Store for SqliteStore {
                 prev = hash;
             }
             let mut out = tx
-                .prepare_cached("INSERT INTO outbox (platform, room, run, text, card) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .prepare_cached(
+                    "INSERT INTO outbox (platform, room, run, text, card, lane, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
                 .map_err(err)?;
-            for m in batch.messages {
-                let card = m
+            for row in &batch.rows {
+                let card = row
                     .card
                     .as_ref()
                     .map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
+                let body = serde_json::to_string(&row.body).expect("a message is plain data and always serializes");
                 out.execute(params![
-                    m.room.platform.as_str(),
-                    m.room.id,
-                    m.run.map(|id| id.0 as i64),
-                    m.text,
-                    card
+                    row.room.platform.as_str(),
+                    row.room.id,
+                    row.run.map(|id| id.0 as i64),
+                    row.body.plain(),
+                    card,
+                    row.lane.as_str(),
+                    body
                 ])
                 .map_err(err)?;
+                queued.push(Queued {
+                    id: tx.last_insert_rowid(),
+                    row: row.clone(),
+                });
             }
             let mut runs = tx
                 .prepare_cached(
@@ -277,36 +314,46 @@ impl Store for SqliteStore {
                 ])
                 .map_err(err)?;
             }
-            if let Some((room, id)) = batch.handled {
-                tx.prepare_cached("INSERT OR IGNORE INTO handled (platform, room, message_id) VALUES (?1, ?2, ?3)")
-                    .map_err(err)?
-                    .execute(params![room.platform.as_str(), room.id, id])
-                    .map_err(err)?;
+            if let Some(h) = &batch.handled {
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO handled (platform, room, sender, message_id) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?
+                .execute(params![h.room.platform.as_str(), h.room.id, h.sender, h.message_id])
+                .map_err(err)?;
             }
         }
-        tx.commit().map_err(err)
+        tx.commit().map_err(err)?;
+        Ok(queued)
     }
 
-    fn handled(&mut self, room: &RoomRef, message_id: &str) -> Result<bool, StoreError> {
-        self.conn
-            .prepare_cached("SELECT 1 FROM handled WHERE platform = ?1 AND room = ?2 AND message_id = ?3")
-            .map_err(self.err())?
-            .query_row(params![room.platform.as_str(), room.id, message_id], |_| Ok(()))
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(self.err())
+    fn handled_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT platform, room, sender, message_id FROM handled WHERE at >= ?1 ORDER BY at")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([millis(since)], |r| {
+                Ok(Handled {
+                    room: RoomRef::new(platform_of(&r.get::<_, String>(0)?), r.get::<_, String>(1)?),
+                    sender: r.get(2)?,
+                    message_id: r.get(3)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    fn outbox(&mut self, platform: Platform, limit: usize) -> Result<Vec<Outbound>, StoreError> {
+    fn outbox(&mut self) -> Result<Vec<Queued>, StoreError> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id, platform, room, run, text, card FROM outbox
-                 WHERE delivered_at IS NULL AND platform = ?1 ORDER BY id LIMIT ?2",
+                "SELECT id, platform, room, run, text, card, lane, body FROM outbox
+                 WHERE delivered_at IS NULL ORDER BY id",
             )
             .map_err(self.err())?;
         let rows = stmt
-            .query_map(params![platform.as_str(), limit as i64], |r| {
+            .query_map([], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -314,18 +361,26 @@ impl Store for SqliteStore {
                     r.get::<_, Option<i64>>(3)?,
                     r.get::<_, String>(4)?,
                     r.get::<_, Option<String>>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, platform, room, run, text, card) = row.map_err(self.err())?;
-            out.push(Outbound {
+            let (id, platform, room, run, text, card, lane, body) = row.map_err(self.err())?;
+            let body = body
+                .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
+                .unwrap_or_else(|| Rich::from(text));
+            out.push(Queued {
                 id,
-                room: RoomRef::new(platform_of(&platform), room),
-                run: run.map(|r| RunId(r as u64)),
-                text,
-                card: card.and_then(|c| serde_json::from_str(&c).ok()),
+                row: Row {
+                    room: RoomRef::new(platform_of(&platform), room),
+                    run: run.map(|r| RunId(r as u64)),
+                    lane: Lane::parse(&lane).unwrap_or(Lane::Line),
+                    body,
+                    card: card.and_then(|c| serde_json::from_str(&c).ok()),
+                },
             });
         }
         Ok(out)
@@ -349,6 +404,39 @@ impl Store for SqliteStore {
             .execute(params![id, dropped])
             .map(|_| ())
             .map_err(self.err())
+    }
+
+    fn cards(&mut self) -> Result<Vec<(RoomRef, RunId, MessageRef)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT platform, room, run, reference FROM cards ORDER BY run")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    RoomRef::new(platform_of(&r.get::<_, String>(0)?), r.get::<_, String>(1)?),
+                    RunId(r.get::<_, i64>(2)? as u64),
+                    MessageRef(r.get(3)?),
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn set_card(&mut self, room: &RoomRef, run: RunId, reference: Option<&MessageRef>) -> Result<(), StoreError> {
+        let (platform, id, run) = (room.platform.as_str(), room.id.as_str(), run.0 as i64);
+        let result = match reference {
+            Some(r) => self.conn.execute(
+                "INSERT INTO cards (platform, room, run, reference) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (platform, room, run) DO UPDATE SET reference = excluded.reference",
+                params![platform, id, run, r.0],
+            ),
+            None => self.conn.execute(
+                "DELETE FROM cards WHERE platform = ?1 AND room = ?2 AND run = ?3",
+                params![platform, id, run],
+            ),
+        };
+        result.map(|_| ()).map_err(self.err())
     }
 
     fn journal(&mut self, run: Option<RunId>) -> Result<Vec<JournalRow>, StoreError> {
@@ -422,7 +510,6 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Message;
 
     fn recorded(run: u64) -> Recorded {
         Recorded {
@@ -433,6 +520,16 @@ mod tests {
         }
     }
 
+    fn row(room: &RoomRef, lane: Lane, text: &str) -> Row {
+        Row {
+            room: room.clone(),
+            run: Some(RunId(1)),
+            lane,
+            body: Rich::from("Reason: ").quoted(text),
+            card: None,
+        }
+    }
+
     #[test]
     fn commits_reload_and_chain() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -440,34 +537,84 @@ mod tests {
         let mut store = SqliteStore::open(&path).expect("opens");
         let id = store.store_id().to_string();
         let room = RoomRef::new(Platform::Console, "incident");
-        let msg = Message {
+        let handled = Handled {
             room: room.clone(),
-            run: Some(RunId(1)),
-            text: "hello".into(),
-            card: None,
+            sender: "console:alice".into(),
+            message_id: "m1".into(),
         };
-        store
+        let queued = store
             .commit(&Batch {
-                events: &[recorded(1), recorded(2)],
-                messages: std::slice::from_ref(&msg),
+                events: vec![recorded(1), recorded(2)],
+                rows: vec![row(&room, Lane::Line, "hello"), row(&room, Lane::Card, "card")],
                 runs: vec![],
-                handled: Some((&room, "m1")),
+                handled: Some(handled.clone()),
             })
             .expect("commits");
+        assert_eq!(queued.len(), 2);
+        assert!(queued[0].id < queued[1].id, "ids follow the rows' order");
         drop(store);
         let mut store = SqliteStore::open(&path).expect("reopens");
         assert_eq!(store.store_id(), id, "the store id is stable");
         assert_eq!(store.load().expect("loads"), vec![recorded(1), recorded(2)]);
-        assert!(store.handled(&room, "m1").expect("reads"));
-        assert!(!store.handled(&room, "m2").expect("reads"));
-        let pending = store.outbox(Platform::Console, 10).expect("reads");
-        assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].text, "hello");
-        assert!(store.outbox(Platform::Xmpp, 10).expect("reads").is_empty());
+        let since = chrono::Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(store.handled_since(since).expect("reads"), vec![handled]);
+        let later = chrono::Utc::now() + chrono::Duration::hours(1);
+        assert!(store.handled_since(later).expect("reads").is_empty());
+        let pending = store.outbox().expect("reads");
+        assert_eq!(pending, queued, "rows come back as committed, body and lane included");
+        assert_eq!(pending[0].row.body.plain(), "Reason: hello");
         store.delivered(pending[0].id, None).expect("marks");
+        store.delivered(pending[1].id, Some("superseded")).expect("marks");
         assert_eq!(store.outbox_len().expect("counts"), 0);
         assert!(store.verify_chain().expect("verifies").intact());
         assert_eq!(store.journal(Some(RunId(2))).expect("reads").len(), 1);
+        let card = MessageRef("m-42".into());
+        store.set_card(&room, RunId(1), Some(&card)).expect("records");
+        store
+            .set_card(&room, RunId(1), Some(&MessageRef("m-43".into())))
+            .expect("replaces");
+        assert_eq!(
+            store.cards().expect("reads"),
+            vec![(room.clone(), RunId(1), MessageRef("m-43".into()))]
+        );
+        store.set_card(&room, RunId(1), None).expect("forgets");
+        assert!(store.cards().expect("reads").is_empty());
+    }
+
+    #[test]
+    fn a_schema_1_store_is_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.sqlite");
+        {
+            let conn = Connection::open(&path).expect("opens");
+            conn.execute_batch(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema', '1'), ('store_id', 'abc123');
+                 CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+                     platform TEXT NOT NULL, room TEXT NOT NULL, run INTEGER, text TEXT NOT NULL,
+                     card TEXT, delivered_at TEXT, dropped TEXT);
+                 INSERT INTO outbox (platform, room, run, text) VALUES ('xmpp', 'incident@c.test', 3, '#3 [2/8] services');
+                 CREATE TABLE handled (platform TEXT NOT NULL, room TEXT NOT NULL, message_id TEXT NOT NULL,
+                     at TEXT NOT NULL DEFAULT 'x', PRIMARY KEY (platform, room, message_id));
+                 INSERT INTO handled (platform, room, message_id) VALUES ('xmpp', 'incident@c.test', 'm1');",
+            )
+            .expect("writes a schema 1 store");
+        }
+        let mut store = SqliteStore::open(&path).expect("upgrades");
+        assert_eq!(store.store_id(), "abc123");
+        let pending = store.outbox().expect("reads");
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].row.lane, Lane::Line);
+        assert_eq!(pending[0].row.body.plain(), "#3 [2/8] services");
+        assert!(
+            store
+                .handled_since(chrono::DateTime::UNIX_EPOCH)
+                .expect("reads")
+                .is_empty()
+        );
+        drop(store);
+        SqliteStore::open(&path).expect("opens again without migrating twice");
     }
 
     #[test]
@@ -477,7 +624,7 @@ mod tests {
         let mut store = SqliteStore::open(&path).expect("opens");
         store
             .commit(&Batch {
-                events: &[recorded(1), recorded(2), recorded(3)],
+                events: vec![recorded(1), recorded(2), recorded(3)],
                 ..Default::default()
             })
             .expect("commits");

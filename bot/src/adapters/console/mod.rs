@@ -6,22 +6,62 @@
 //! before reading the next, so a piped session reads like a conversation. A line `:sleep 2`
 //! pauses the script (to look at a run mid-way).
 
-use crate::chat::{ChatAdapter, DeliveryError, Inbound, Outbound, RoomRef};
+use crate::adapters::PlatformConfig;
+use crate::chat::{Ack, ChatAdapter, Delivered, DeliveryError, Inbound, Outbound, RoomRef};
+use crate::config::secret::SecretEnv;
+use crate::config::walk::{Errors, Table};
 use async_trait::async_trait;
 use baton_policies::{Identity, Platform, Sender};
+use std::any::Any;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::{Mutex, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Progress shared with the daemon, so piped input can wait for each answer.
-#[derive(Default)]
-pub struct Turns {
-    /// Console lines the daemon has finished handling.
-    pub handled: AtomicU64,
+/// How long piped input waits for Baton's answer to a line before reading the next one.
+const TURN: Duration = Duration::from_secs(5);
+
+/// `[chat.console]`: the console as a chat room (lines on stdin, replies on stdout).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    pub room: String,
+}
+
+impl PlatformConfig for ConsoleSettings {
+    fn platform(&self) -> Platform {
+        Platform::Console
+    }
+
+    fn mirror_rooms(&self) -> Vec<RoomRef> {
+        Vec::new()
+    }
+
+    fn build(&self) -> anyhow::Result<Arc<dyn ChatAdapter>> {
+        Ok(Arc::new(ConsoleAdapter::new(
+            &self.room,
+            Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
+            Box::new(std::io::stdout()),
+            false,
+        )))
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Reads `[chat.console]`.
+pub fn read(e: &mut Errors<'_>, t: Option<Table<'_, '_>>, _env: &SecretEnv<'_>) -> Option<Arc<dyn PlatformConfig>> {
+    let c = t?;
+    let enabled: bool = c.opt(e, "enabled").unwrap_or(true);
+    let room: String = c.opt(e, "room").unwrap_or_else(|| "incident".into());
+    if room.is_empty() || room.len() > 64 || room.chars().any(char::is_control) {
+        e.at(&c.key_path("room"), c.span_of("room"), "must be a short room name");
+    }
+    c.finish(e);
+    enabled.then(|| Arc::new(ConsoleSettings { room }) as Arc<dyn PlatformConfig>)
 }
 
 /// The console room.
@@ -31,7 +71,6 @@ pub struct ConsoleAdapter {
     output: std::sync::Mutex<Box<dyn Write + Send>>,
     /// Echo input lines (when stdin is not a terminal, so the transcript shows both sides).
     echo: bool,
-    turns: Arc<Turns>,
     /// Distinguishes this session's message ids from earlier sessions on the same store.
     session: String,
 }
@@ -42,7 +81,6 @@ impl ConsoleAdapter {
         input: Box<dyn AsyncBufRead + Send + Unpin>,
         output: Box<dyn Write + Send>,
         echo: bool,
-        turns: Arc<Turns>,
     ) -> ConsoleAdapter {
         let session = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -54,7 +92,6 @@ impl ConsoleAdapter {
             input: Mutex::new(Some(input)),
             output: std::sync::Mutex::new(output),
             echo,
-            turns,
             session,
         }
     }
@@ -109,7 +146,6 @@ impl ChatAdapter for ConsoleAdapter {
             anyhow::bail!("the console adapter runs once");
         };
         let mut lines = input.lines();
-        let mut sent = 0u64;
         let mut number = 0u64;
         loop {
             let line = tokio::select! {
@@ -141,30 +177,25 @@ impl ChatAdapter for ConsoleAdapter {
                 self.print("baton> Console lines look like: alice> !failover xmpp EdgePool2 <reason>");
                 continue;
             };
-            let message = Inbound {
-                room: self.room.clone(),
-                sender: sender(who),
-                text: text.to_string(),
-                message_id: format!("{}-{number}", self.session),
-                button: None,
-            };
+            let (ack, answered) = Ack::new();
+            let mut message = Inbound::text(
+                self.room.clone(),
+                sender(who),
+                text,
+                format!("{}-{number}", self.session),
+            );
+            message.ack = Some(ack);
             if inbound.send(message).await.is_err() {
                 return Ok(());
             }
-            sent += 1;
             // Wait (bounded) until the daemon has handled this line and printed its answer.
-            for _ in 0..500 {
-                if self.turns.handled.load(Ordering::Acquire) >= sent {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            let _ = tokio::time::timeout(TURN, answered).await;
         }
     }
 
-    async fn deliver(&self, message: &Outbound) -> Result<(), DeliveryError> {
-        self.print(&format_message(&message.text));
-        Ok(())
+    async fn deliver(&self, message: &Outbound) -> Result<Delivered, DeliveryError> {
+        self.print(&format_message(&message.text()));
+        Ok(Delivered::default())
     }
 }
 

@@ -13,6 +13,7 @@ use tokio_xmpp::parsers::message::{Message, MessageType};
 use tokio_xmpp::parsers::muc::user::{MucUser, Role, Status};
 use tokio_xmpp::parsers::presence::{Presence, Type as PresenceType};
 use tokio_xmpp::parsers::stanza_error::StanzaError;
+use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
 
 /// Posted once in a room where the bot cannot see real JIDs.
 pub const HIDDEN_JIDS_NOTICE: &str = "I cannot see members' real JIDs in this room (it is semi-anonymous and I am \
@@ -72,13 +73,16 @@ pub enum PresenceOutcome {
 }
 
 /// What a groupchat message from the room is.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum MessageOutcome {
     /// A live message from an occupant.
     Live(Inbound),
-    /// The room reflected one of the bot's own messages (proof of delivery).
+    /// The room reflected one of the bot's own messages (proof of delivery): its stanza id,
+    /// its XEP-0359 origin id (kept by servers that rewrite stanza ids) and its body.
     OwnEcho {
         id: Option<String>,
+        origin_id: Option<String>,
+        body: Option<String>,
     },
     /// The room reported an error for a message the bot sent.
     Error {
@@ -109,7 +113,6 @@ pub struct RoomState {
     handled: RecentIds,
     /// Set once the hidden-JIDs notice was posted (once per process).
     pub notice_posted: bool,
-    unnamed: u64,
 }
 
 impl RoomState {
@@ -124,7 +127,6 @@ impl RoomState {
             occupants: HashMap::new(),
             handled: RecentIds::default(),
             notice_posted: false,
-            unnamed: 0,
         }
     }
 
@@ -248,7 +250,11 @@ impl RoomState {
             return MessageOutcome::Dropped("history (delay stamp)");
         }
         if nick == self.nick {
-            return MessageOutcome::OwnEcho { id };
+            return MessageOutcome::OwnEcho {
+                id,
+                origin_id: origin_id(&message.payloads),
+                body: best_body(message).map(str::to_string),
+            };
         }
         if !self.joined {
             return MessageOutcome::Dropped("received before the join completed");
@@ -259,18 +265,6 @@ impl RoomState {
         if self.mirror_only {
             return MessageOutcome::Dropped("mirror room");
         }
-        let message_id = match id {
-            Some(id) => {
-                if !self.handled.insert(&id) {
-                    return MessageOutcome::Dropped("id already handled");
-                }
-                id
-            }
-            None => {
-                self.unnamed += 1;
-                format!("no-id-{}", self.unnamed)
-            }
-        };
         let sender = match self.occupants.get(&nick) {
             Some(Some(real)) => match Identity::new(Platform::Xmpp, real.as_str()) {
                 Ok(identity) => Sender::Verified(identity),
@@ -288,13 +282,17 @@ impl RoomState {
                 why: "the sender is not among the room's occupants as Baton sees them".to_string(),
             },
         };
-        MessageOutcome::Live(Inbound {
-            room: self.room_ref(),
-            sender,
-            text: text.to_string(),
-            message_id,
-            button: None,
-        })
+        // The id the room stamped (XEP-0359, unique in the room's archive) where it offers one,
+        // else the client's own id: unique only per sender, so the key holds the sender. A
+        // message without any id is never taken for another one.
+        let message_id = stanza_id_by(&message.payloads, &self.room)
+            .map(|sid| format!("sid:{sid}"))
+            .or(id)
+            .unwrap_or_default();
+        if !message_id.is_empty() && !self.handled.insert(&format!("{} {message_id}", sender_key(&sender))) {
+            return MessageOutcome::Dropped("id already handled");
+        }
+        MessageOutcome::Live(Inbound::text(self.room_ref(), sender, text, message_id))
     }
 }
 
@@ -305,6 +303,31 @@ pub fn best_body(message: &Message) -> Option<&str> {
 
 fn muc_user(payloads: &[Element]) -> Option<MucUser> {
     payloads.iter().find_map(|p| MucUser::try_from(p.clone()).ok())
+}
+
+/// The sender, as far as the room lets the bot tell people apart.
+fn sender_key(sender: &Sender) -> String {
+    match sender {
+        Sender::Verified(id) => id.to_string(),
+        Sender::Unverified { display, .. } => format!("nick:{display}"),
+    }
+}
+
+/// The XEP-0359 origin id the sender set.
+fn origin_id(payloads: &[Element]) -> Option<String> {
+    payloads
+        .iter()
+        .find_map(|p| OriginId::try_from(p.clone()).ok())
+        .map(|o| o.id)
+}
+
+/// The XEP-0359 stanza id stamped by `room` itself (one stamped by anyone else proves nothing).
+fn stanza_id_by(payloads: &[Element], room: &BareJid) -> Option<String> {
+    payloads
+        .iter()
+        .filter_map(|p| StanzaId::try_from(p.clone()).ok())
+        .find(|s| s.by.to_bare() == *room)
+        .map(|s| s.id)
 }
 
 fn has_delay(payloads: &[Element]) -> bool {
@@ -468,7 +491,18 @@ mod tests {
         check(
             &mut room,
             &groupchat("baton", "baton-1-0", "Run #7", ""),
-            "OwnEcho { id: Some(\"baton-1-0\") }",
+            "OwnEcho { id: Some(\"baton-1-0\"), origin_id: None, body: Some(\"Run #7\") }",
+        );
+        // A server that rewrote the stanza id: the origin id still names the message.
+        check(
+            &mut room,
+            &groupchat(
+                "baton",
+                "server-42",
+                "Run #7",
+                "<origin-id xmlns='urn:xmpp:sid:0' id='baton-1-0'/>",
+            ),
+            "OwnEcho { id: Some(\"server-42\"), origin_id: Some(\"baton-1-0\"), body: Some(\"Run #7\") }",
         );
         check(
             &mut room,
@@ -479,6 +513,35 @@ mod tests {
             &mut room,
             &groupchat("alice", "m1", "!status", ""),
             "Dropped(\"id already handled\")",
+        );
+        // Ids are unique per sender only: carol's message with alice's id is a message of its own.
+        check(
+            &mut room,
+            &groupchat("bob", "m1", "!runs", ""),
+            "live xmpp:mallory@contoso.test \"!runs\" id=m1",
+        );
+        // A message without an id is never taken for another.
+        for _ in 0..2 {
+            check(
+                &mut room,
+                &format!(
+                    "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><body>!approve 1</body></message>"
+                ),
+                "live xmpp:alice@contoso.test \"!approve 1\" id=",
+            );
+        }
+        // The room's own stanza id (XEP-0359) is preferred; one stamped by anyone else is not.
+        let by_room = format!("<stanza-id xmlns='urn:xmpp:sid:0' by='{ROOM}' id='r-9'/>");
+        check(
+            &mut room,
+            &groupchat("alice", "m5", "!status", &by_room),
+            "live xmpp:alice@contoso.test \"!status\" id=sid:r-9",
+        );
+        let by_other = "<stanza-id xmlns='urn:xmpp:sid:0' by='alice@contoso.test' id='forged'/>";
+        check(
+            &mut room,
+            &groupchat("alice", "m6", "!status", by_other),
+            "live xmpp:alice@contoso.test \"!status\" id=m6",
         );
         let subject = format!(
             "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><subject>x</subject></message>"

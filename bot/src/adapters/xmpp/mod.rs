@@ -11,11 +11,12 @@ pub mod config;
 pub mod connect;
 pub mod inbound;
 pub mod outbound;
+pub mod section;
 
 pub use config::{RoomConfig, TlsMode, ValidConfig, XmppConfig};
 pub use connect::{Backoff, ConnectError, Connector};
 
-use crate::chat::{ChatAdapter, DeliveryError, Inbound, Outbound, RoomRef};
+use crate::chat::{Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, Link, MessageRef, Outbound, RoomRef};
 use async_trait::async_trait;
 use baton_policies::Platform;
 use futures::StreamExt;
@@ -51,22 +52,15 @@ pub enum XmppError {
     Timeout(Duration, &'static str),
 }
 
-/// What the adapter's connection looks like right now (for health checks and tests).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LinkStatus {
-    /// A stream is established and bound.
-    pub online: bool,
-    /// Rooms (bare JIDs) the bot is in.
-    pub joined: BTreeSet<String>,
-    /// How many times a stream was (re-)established with loss of state.
-    pub sessions: u64,
-}
+/// What the adapter's connection looks like right now (for health checks and tests): online,
+/// the rooms (bare JIDs) it is in, and how many sessions it established.
+pub type LinkStatus = Link;
 
 enum Command {
     Deliver {
         room: BareJid,
         parts: Vec<(String, String)>,
-        reply: oneshot::Sender<Result<(), DeliveryError>>,
+        reply: oneshot::Sender<Result<Delivered, DeliveryError>>,
     },
 }
 
@@ -145,8 +139,13 @@ const MAX_BACKLOG: usize = 10_000;
 
 /// Outbound messages waiting for the room's echo of their last part.
 struct Pending {
-    reply: oneshot::Sender<Result<(), DeliveryError>>,
+    reply: oneshot::Sender<Result<Delivered, DeliveryError>>,
     deadline: Instant,
+    room: BareJid,
+    /// The last part's text: the echo is matched by it when a server rewrote both ids.
+    body: String,
+    /// The first part's id: the message's reference.
+    first: String,
 }
 
 /// A room join waiting to be (re)tried.
@@ -166,6 +165,14 @@ fn transient(reason: impl Into<String>) -> DeliveryError {
 impl ChatAdapter for XmppAdapter {
     fn platform(&self) -> Platform {
         Platform::Xmpp
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+    }
+
+    fn link(&self) -> Option<watch::Receiver<Link>> {
+        Some(self.status())
     }
 
     async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -188,7 +195,7 @@ impl ChatAdapter for XmppAdapter {
         result.map_err(anyhow::Error::from)
     }
 
-    async fn deliver(&self, message: &Outbound) -> Result<(), DeliveryError> {
+    async fn deliver(&self, message: &Outbound) -> Result<Delivered, DeliveryError> {
         if message.room.platform != Platform::Xmpp {
             return Err(DeliveryError::Permanent {
                 reason: format!("{} is not an xmpp room", message.room),
@@ -200,7 +207,7 @@ impl ChatAdapter for XmppAdapter {
             .ok_or_else(|| DeliveryError::Permanent {
                 reason: format!("{} is not a configured room", message.room.id),
             })?;
-        let texts = outbound::split_text(&message.text, self.config.settings.max_message_bytes);
+        let texts = outbound::split_text(&message.text(), self.config.settings.max_message_bytes);
         if texts.is_empty() {
             return Err(DeliveryError::Permanent {
                 reason: "empty message".into(),
@@ -438,12 +445,27 @@ impl<'a> Driver<'a> {
                     self.backlog.push_back(inbound);
                 }
             }
-            MessageOutcome::OwnEcho { id: Some(id) } => {
-                if let Some(pending) = self.pending.remove(&id) {
-                    let _ = pending.reply.send(Ok(()));
+            MessageOutcome::OwnEcho { id, origin_id, body } => {
+                // By stanza id; else by origin id (servers that rewrite stanza ids keep it);
+                // else the oldest message to this room with the same text.
+                let key = id
+                    .filter(|i| self.pending.contains_key(i))
+                    .or(origin_id.filter(|i| self.pending.contains_key(i)))
+                    .or_else(|| {
+                        let body = body?;
+                        self.pending
+                            .iter()
+                            .filter(|(_, p)| p.room == room_jid && p.body == body)
+                            .min_by_key(|(_, p)| p.deadline)
+                            .map(|(k, _)| k.clone())
+                    });
+                if let Some(pending) = key.and_then(|k| self.pending.remove(&k)) {
+                    let reference = MessageRef(pending.first);
+                    let _ = pending.reply.send(Ok(Delivered {
+                        reference: Some(reference),
+                    }));
                 }
             }
-            MessageOutcome::OwnEcho { id: None } => {}
             MessageOutcome::Error { id, error, permanent } => {
                 warn!(room = %room_jid, id = ?id, error = %error, "xmpp room returned an error");
                 if !permanent && room.joined {
@@ -503,7 +525,7 @@ impl<'a> Driver<'a> {
             let _ = reply.send(Err(transient(format!("not in room {room} yet"))));
             return;
         }
-        let Some(last) = parts.last().map(|(id, _)| id.clone()) else {
+        let (Some((first, _)), Some((last, body))) = (parts.first().cloned(), parts.last().cloned()) else {
             let _ = reply.send(Err(DeliveryError::Permanent {
                 reason: "empty message".into(),
             }));
@@ -515,7 +537,14 @@ impl<'a> Driver<'a> {
                 .await;
         }
         let deadline = Instant::now() + self.adapter.config.settings.delivery_timeout;
-        if let Some(old) = self.pending.insert(last, Pending { reply, deadline }) {
+        let pending = Pending {
+            reply,
+            deadline,
+            room,
+            body,
+            first,
+        };
+        if let Some(old) = self.pending.insert(last, pending) {
             let _ = old
                 .reply
                 .send(Err(transient("superseded by a retry of the same message")));

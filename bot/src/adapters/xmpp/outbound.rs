@@ -1,10 +1,11 @@
 //! Turning an outbound text into groupchat stanzas: long texts are split under the configured
 //! size at line boundaries (a single overlong line at a space, else at a character boundary),
-//! and each part gets an id derived from the outbox sequence number so that the room's echo of
-//! the last part proves delivery. Pure.
+//! and each part gets an id derived from the outbox sequence number (sent as the stanza id and
+//! the XEP-0359 origin id) so that the room's echo of the last part proves delivery. Pure.
 
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::message::{Id, Lang, Message};
+use tokio_xmpp::parsers::stanza_id::OriginId;
 
 /// Splits `text` into parts of at most `max_bytes` bytes, cutting between lines where possible.
 /// Parts are never empty; an empty text gives no parts.
@@ -61,9 +62,11 @@ pub fn part_id(outbox_id: i64, index: usize) -> String {
     format!("baton-{outbox_id}-{index}")
 }
 
-/// A groupchat message to `room` with one plain body.
+/// A groupchat message to `room` with one plain body. The id is also sent as the XEP-0359
+/// origin id, which servers that rewrite stanza ids keep, so the room's echo still names it.
 pub fn groupchat(room: &BareJid, id: String, body: String) -> Message {
     let mut message = Message::groupchat(Some(Jid::from(room.clone()))).with_body(Lang::new(), body);
+    message.payloads.push(OriginId { id: id.clone() }.into());
     message.id = Some(Id(id));
     message
 }

@@ -1,0 +1,686 @@
+//! The shell around the engine: one loop over chat messages, action reports, store
+//! confirmations, room reports, deadlines and shutdown. The loop never waits on a peer or the
+//! disk: it hands each batch to the store's thread and acts on it (dispatches actions, hands
+//! rows to the rooms' tasks, answers clickers) when the store confirms it is durable; every room
+//! delivers its own queue in its own task.
+//!
+//! Files: `room.rs` (a room's delivery task), `seen.rs` (handled message ids).
+
+pub mod room;
+pub mod seen;
+
+use crate::chat::{
+    Ack, ButtonIntent, Capabilities, ChatAdapter, Inbound, InteractionReply, Outbound, ReplyHandle, Rich, RoomRef,
+};
+use crate::command::{self, Command};
+use crate::engine::{Dispatch, Engine, Input, Message, MessageKind, Output, Query};
+use crate::outbox::{self, Queued, Report, RoomQueue};
+use crate::render;
+use crate::run::RunId;
+use crate::store::actor::StoreThread;
+use crate::store::{Batch, Handled, RunRow, Store, StoreActor, StoreError};
+use anyhow::Context;
+use baton_actions::status::{RouteReader, StatusSettings, gather_xmpp_status};
+use baton_actions::{ActionReport, Executor};
+use baton_policies::{Platform, Sender};
+use chrono::Utc;
+use room::{RoomCmd, RoomHandle, RoomReport};
+use seen::Seen;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// An action's report, on its way back to the loop.
+struct Finished {
+    dispatch: Dispatch,
+    report: ActionReport,
+}
+
+/// The answer to a query that needed the network (`!status xmpp`).
+struct Reply {
+    room: RoomRef,
+    body: Rich,
+}
+
+/// What to do once a batch is durable (or, for answers that wait behind an earlier batch to
+/// the same room, once that one is).
+#[derive(Default)]
+struct After {
+    dispatches: Vec<Dispatch>,
+    reply: Option<(ReplyHandle, InteractionReply)>,
+    answers: Vec<Outbound>,
+    ack: Option<(RoomRef, Ack)>,
+}
+
+/// The store's confirmation of a batch.
+struct Committed {
+    result: Result<Vec<Queued>, StoreError>,
+    after: After,
+    /// Rooms this batch (or these answers) had messages for.
+    rooms: BTreeSet<RoomRef>,
+}
+
+/// How the loop ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Until shutdown (a server).
+    Forever,
+    /// Until every input has ended, no action is in flight and every room's queue is empty
+    /// (the demo with piped input).
+    UntilIdle,
+}
+
+/// What `!status xmpp` needs besides the engine: where to look, and who reads the route a site
+/// reports (the management agent), when there is one.
+#[derive(Clone)]
+pub struct StatusLook {
+    pub settings: StatusSettings,
+    pub routes: Option<Arc<dyn RouteReader>>,
+}
+
+/// Where an input came from, and what to do besides journaling it.
+#[derive(Default)]
+struct Origin {
+    handled: Option<Handled>,
+    reply: Option<ReplyHandle>,
+    ack: Option<(RoomRef, Ack)>,
+}
+
+/// How long a mirror room may refuse messages before they are recorded undeliverable there.
+pub const MIRROR_GIVE_UP: Duration = Duration::from_secs(60);
+
+pub struct Daemon {
+    engine: Engine,
+    store: StoreActor,
+    store_thread: Option<StoreThread>,
+    executor: Arc<dyn Executor>,
+    adapters: HashMap<Platform, Arc<dyn ChatAdapter>>,
+    rooms: HashMap<RoomRef, RoomHandle>,
+    /// Messages and card references loaded at start, handed to each room's task when it starts.
+    backlog: BTreeMap<RoomRef, Vec<Queued>>,
+    cards: BTreeMap<RoomRef, Vec<(RunId, crate::chat::MessageRef)>>,
+    seen: Seen,
+    lifetime: Lifetime,
+    /// Actions and queries under way.
+    in_flight: usize,
+    /// Batches handed to the store and not yet confirmed, in all and per room.
+    commits: usize,
+    pending: HashMap<RoomRef, usize>,
+    reloads: Option<mpsc::Receiver<Input>>,
+    status: Option<StatusLook>,
+    mirror_give_up: Duration,
+    /// Ids of answers delivered without the outbox: negative, so they never meet an outbox id,
+    /// and starting from the clock so that two runs of the bot do not reuse them.
+    direct_ids: i64,
+    missing_platforms: BTreeSet<Platform>,
+}
+
+impl Daemon {
+    /// Restores the engine from the store's journal, then moves the store onto its thread.
+    pub fn new(
+        cfg: crate::engine::EngineConfig,
+        mut store: Box<dyn Store>,
+        executor: Arc<dyn Executor>,
+        adapters: Vec<Arc<dyn ChatAdapter>>,
+        lifetime: Lifetime,
+    ) -> anyhow::Result<Daemon> {
+        let report = store.verify_chain().context("checking the journal")?;
+        if !report.intact() {
+            anyhow::bail!(
+                "the journal's hash chain is broken ({}); `baton audit` shows it. Baton will not act on a journal it cannot trust",
+                report.problems.join("; ")
+            );
+        }
+        let journal = store.load().context("loading the journal")?;
+        let events = journal.len();
+        let engine = Engine::restore(cfg, journal);
+        let mut seen = Seen::default();
+        let since = Utc::now() - chrono::Duration::from_std(seen::MAX_AGE).expect("a week fits a chrono duration");
+        let now = Instant::now();
+        for h in store.handled_since(since).context("loading handled message ids")? {
+            seen.insert(h, now);
+        }
+        let mut backlog: BTreeMap<RoomRef, Vec<Queued>> = BTreeMap::new();
+        for q in store.outbox().context("loading the outbox")? {
+            backlog.entry(q.row.room.clone()).or_default().push(q);
+        }
+        let mut cards: BTreeMap<RoomRef, Vec<_>> = BTreeMap::new();
+        for (room, run, reference) in store.cards().context("loading the runs' cards")? {
+            cards.entry(room).or_default().push((run, reference));
+        }
+        tracing::info!(
+            events,
+            runs = engine.runs().count(),
+            undelivered = backlog.values().map(Vec::len).sum::<usize>(),
+            "journal loaded"
+        );
+        let (store, thread) = StoreActor::spawn(store).context("starting the store's thread")?;
+        let adapters = adapters.into_iter().map(|a| (a.platform(), a)).collect();
+        Ok(Daemon {
+            engine,
+            store,
+            store_thread: Some(thread),
+            executor,
+            adapters,
+            rooms: HashMap::new(),
+            backlog,
+            cards,
+            seen,
+            lifetime,
+            in_flight: 0,
+            commits: 0,
+            pending: HashMap::new(),
+            reloads: None,
+            status: None,
+            mirror_give_up: MIRROR_GIVE_UP,
+            direct_ids: -Utc::now().timestamp_millis(),
+            missing_platforms: BTreeSet::new(),
+        })
+    }
+
+    /// Answers `!status xmpp` by looking from here.
+    pub fn with_status(mut self, look: StatusLook) -> Daemon {
+        self.status = Some(look);
+        self
+    }
+
+    /// Accepts `Input::Reload` from a configuration watcher (SIGHUP in `baton run`).
+    pub fn with_reloads(mut self, reloads: mpsc::Receiver<Input>) -> Daemon {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// How long a mirror room may refuse messages before they are recorded undeliverable there.
+    pub fn with_mirror_give_up(mut self, after: Duration) -> Daemon {
+        self.mirror_give_up = after;
+        self
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Runs until `shutdown` (or until idle, per the lifetime). The loop runs as a task on the
+    /// runtime's worker threads, not in the caller's `block_on`.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        tokio::spawn(self.serve(shutdown))
+            .await
+            .context("the daemon's loop panicked")?
+    }
+
+    async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(256);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
+        let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<Committed>();
+        let (report_tx, mut report_rx) = mpsc::unbounded_channel::<RoomReport>();
+        let rooms_stop = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for adapter in self.adapters.values() {
+            let adapter = adapter.clone();
+            let (tx, stop) = (in_tx.clone(), shutdown.child_token());
+            tasks.spawn(async move {
+                if let Err(e) = adapter.run(tx, stop).await {
+                    tracing::error!(platform = %adapter.platform(), error = %format!("{e:#}"), "chat adapter stopped");
+                }
+            });
+        }
+        drop(in_tx);
+        let waiting: Vec<RoomRef> = self.backlog.keys().cloned().collect();
+        for room in waiting {
+            self.room(&room, &report_tx, &rooms_stop);
+        }
+        for d in self.engine.resume() {
+            tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, "resuming an action that was in flight");
+            self.dispatch(d, &done_tx);
+        }
+        let mut ctx = Ctx {
+            done: done_tx,
+            replies: reply_tx,
+            commits: commit_tx,
+            reports: report_tx,
+            rooms_stop: rooms_stop.clone(),
+        };
+        let mut inputs_open = true;
+        let (_keep, mut reloads) = match self.reloads.take() {
+            Some(rx) => (None, rx),
+            None => {
+                let (tx, rx) = mpsc::channel(1);
+                (Some(tx), rx)
+            }
+        };
+        let result = loop {
+            if self.lifetime == Lifetime::UntilIdle && !inputs_open && self.idle() {
+                break Ok(());
+            }
+            let deadline = self
+                .engine
+                .next_deadline()
+                .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break Ok(()),
+                Some(c) = commit_rx.recv() => self.committed(c, &mut ctx),
+                Some(done) = done_rx.recv() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    let d = done.dispatch;
+                    tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, ok = done.report.outcome.is_ok(),
+                        replayed = done.report.replayed, elapsed_ms = done.report.elapsed_ms, "action finished");
+                    let input = Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: done.report };
+                    self.step(input, Origin::default(), &mut ctx);
+                    Ok(())
+                }
+                Some(r) = report_rx.recv() => {
+                    self.room_report(r, &mut ctx);
+                    Ok(())
+                }
+                Some(reload) = reloads.recv() => {
+                    tracing::info!("configuration reloaded; pending plans are resolved again");
+                    self.step(reload, Origin::default(), &mut ctx);
+                    Ok(())
+                }
+                Some(reply) = reply_rx.recv() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    let msg = Message::reply(reply.room, reply.body);
+                    self.answer(vec![msg], None, None, &mut ctx);
+                    Ok(())
+                }
+                message = in_rx.recv(), if inputs_open => {
+                    match message {
+                        Some(m) => self.inbound(m, &mut ctx),
+                        None => inputs_open = false,
+                    }
+                    Ok(())
+                }
+                _ = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(3600))), if deadline.is_some() => {
+                    self.step(Input::Tick, Origin::default(), &mut ctx);
+                    Ok(())
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)), if !inputs_open => Ok(()),
+            };
+            if let Err(e) = step {
+                break Err(e);
+            }
+        };
+        shutdown.cancel();
+        rooms_stop.cancel();
+        tasks.shutdown().await;
+        drop(ctx);
+        self.rooms.clear();
+        let Daemon {
+            store, store_thread, ..
+        } = self;
+        drop(store);
+        if let Some(thread) = store_thread {
+            // The store's last jobs (delivery records) finish before the process ends.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        result
+    }
+
+    /// Whether nothing is left to do: no input being handled, no action or query under way,
+    /// nothing waiting for the store or for a room.
+    fn idle(&self) -> bool {
+        self.in_flight == 0
+            && self.commits == 0
+            && !self.engine.is_executing()
+            && self.rooms.values().all(|r| r.backlog() == 0)
+    }
+
+    fn inbound(&mut self, m: Inbound, ctx: &mut Ctx) {
+        let prefix = self.engine.config().prefix.clone();
+        let parsed = match &m.button {
+            Some(b) => Some(Ok(command_of(b))),
+            None => command::parse(&prefix, &m.text),
+        };
+        let ack = m.ack.clone().map(|a| (m.room.clone(), a));
+        // Ordinary conversation is neither acted on nor recorded.
+        let Some(command) = parsed else {
+            self.answer(Vec::new(), None, ack, ctx);
+            return;
+        };
+        let handled = (!m.message_id.is_empty()).then(|| Handled {
+            room: m.room.clone(),
+            sender: sender_key(&m.sender),
+            message_id: m.message_id.clone(),
+        });
+        if let Some(key) = &handled
+            && !self.seen.insert(key.clone(), Instant::now())
+        {
+            tracing::warn!(room = %m.room, sender = %key.sender, id = %m.message_id, "a message with this id was handled already; ignored");
+            self.answer(Vec::new(), None, ack, ctx);
+            return;
+        }
+        tracing::info!(room = %m.room, id = %m.message_id, "command received");
+        let input = Input::Chat {
+            room: m.room.clone(),
+            sender: m.sender,
+            command,
+        };
+        let origin = Origin {
+            handled,
+            reply: m.reply,
+            ack,
+        };
+        self.step(input, origin, ctx);
+    }
+
+    /// Feeds the engine, then journals and performs what it decided.
+    fn step(&mut self, input: Input, origin: Origin, ctx: &mut Ctx) {
+        let out = self.engine.handle(input, Utc::now());
+        self.act(out, origin, ctx);
+    }
+
+    /// Hands a batch to the store; what it decided happens when the store confirms it.
+    fn act(&mut self, out: Output, origin: Origin, ctx: &mut Ctx) {
+        let Output {
+            events,
+            mut messages,
+            dispatches,
+            queries,
+        } = out;
+        for q in queries {
+            self.query(q, ctx);
+        }
+        let mut reply = None;
+        if let Some(handle) = origin.reply {
+            // A button press: answers meant for the asker go to the clicker alone.
+            let (asker, room): (Vec<Message>, Vec<Message>) =
+                messages.into_iter().partition(|m| m.kind == MessageKind::Reply);
+            messages = room;
+            let answer = if asker.is_empty() {
+                InteractionReply::Accepted(messages.iter().find_map(|m| m.card.clone()))
+            } else {
+                let mut body = Rich::new();
+                for (i, m) in asker.into_iter().enumerate() {
+                    if i > 0 {
+                        body = body.text("\n");
+                    }
+                    body = body.append(m.body);
+                }
+                InteractionReply::Refused(body)
+            };
+            reply = Some((handle, answer));
+        }
+        if events.is_empty() && dispatches.is_empty() {
+            // Nothing changed: answer without the journal (and its disk flush).
+            self.answer(messages, reply, origin.ack, ctx);
+            return;
+        }
+        let rows = outbox::rows(&messages, |room| self.capabilities(room));
+        let rooms: BTreeSet<RoomRef> = rows.iter().map(|r| r.room.clone()).collect();
+        let runs = self.run_rows(&events);
+        let batch = Batch {
+            events,
+            rows,
+            runs,
+            handled: origin.handled,
+        };
+        let after = After {
+            dispatches,
+            reply,
+            answers: Vec::new(),
+            ack: origin.ack,
+        };
+        self.commit(batch, after, rooms, ctx);
+    }
+
+    fn commit(&mut self, batch: Batch, after: After, rooms: BTreeSet<RoomRef>, ctx: &mut Ctx) {
+        self.commits += 1;
+        for r in &rooms {
+            *self.pending.entry(r.clone()).or_default() += 1;
+        }
+        let tx = ctx.commits.clone();
+        let sent = self.store.send(move |s| {
+            let result = if batch.events.is_empty() && batch.rows.is_empty() && batch.handled.is_none() {
+                Ok(Vec::new())
+            } else {
+                s.commit(&batch)
+            };
+            let _ = tx.send(Committed { result, after, rooms });
+        });
+        if !sent {
+            let _ = ctx.commits.send(Committed {
+                result: Err(StoreError::Stopped),
+                after: After::default(),
+                rooms: BTreeSet::new(),
+            });
+        }
+    }
+
+    /// Posts answers that changed no state. They go straight to their rooms, unless a batch
+    /// for one of those rooms is still on its way to the disk: then they follow it, in order.
+    fn answer(
+        &mut self,
+        messages: Vec<Message>,
+        reply: Option<(ReplyHandle, InteractionReply)>,
+        ack: Option<(RoomRef, Ack)>,
+        ctx: &mut Ctx,
+    ) {
+        let answers: Vec<Outbound> = messages
+            .into_iter()
+            .map(|m| {
+                self.direct_ids -= 1;
+                Outbound {
+                    id: self.direct_ids,
+                    room: m.room,
+                    run: m.run,
+                    body: m.body,
+                    card: None,
+                    edit: None,
+                }
+            })
+            .collect();
+        let rooms: BTreeSet<RoomRef> = answers
+            .iter()
+            .map(|a| a.room.clone())
+            .chain(ack.iter().map(|(r, _)| r.clone()))
+            .collect();
+        let after = After {
+            dispatches: Vec::new(),
+            reply,
+            answers,
+            ack,
+        };
+        if rooms.iter().any(|r| self.pending.get(r).is_some_and(|n| *n > 0)) {
+            self.commit(Batch::default(), after, rooms, ctx);
+        } else {
+            self.perform(after, ctx);
+        }
+    }
+
+    /// The store confirmed a batch: now act on it.
+    fn committed(&mut self, c: Committed, ctx: &mut Ctx) -> anyhow::Result<()> {
+        self.commits = self.commits.saturating_sub(1);
+        for r in &c.rooms {
+            if let Some(n) = self.pending.get_mut(r) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        let queued = c
+            .result
+            .context("journaling (Baton stops rather than act on what it could not record)")?;
+        let mut by_room: BTreeMap<RoomRef, Vec<Queued>> = BTreeMap::new();
+        for q in queued {
+            by_room.entry(q.row.room.clone()).or_default().push(q);
+        }
+        for (room, rows) in by_room {
+            if let Some(handle) = self.room(&room, &ctx.reports, &ctx.rooms_stop) {
+                handle.send(RoomCmd::Rows(rows));
+            }
+        }
+        self.perform(c.after, ctx);
+        Ok(())
+    }
+
+    fn perform(&mut self, after: After, ctx: &mut Ctx) {
+        for d in after.dispatches {
+            self.dispatch(d, &ctx.done);
+        }
+        if let Some((handle, reply)) = after.reply
+            && !handle.answer(reply)
+        {
+            tracing::info!("the clicker's answer came too late for the platform; the room shows the outcome");
+        }
+        for a in after.answers {
+            let room = a.room.clone();
+            if let Some(handle) = self.room(&room, &ctx.reports, &ctx.rooms_stop) {
+                handle.send(RoomCmd::Answer(a));
+            }
+        }
+        if let Some((room, ack)) = after.ack {
+            match self.room(&room, &ctx.reports, &ctx.rooms_stop) {
+                Some(handle) => handle.send(RoomCmd::Then(Box::new(move || ack.fire()))),
+                None => ack.fire(),
+            }
+        }
+    }
+
+    fn room_report(&mut self, r: RoomReport, ctx: &mut Ctx) {
+        match r.report {
+            Report::MirrorGaveUp { run, reason } => {
+                tracing::warn!(room = %r.room, reason = %reason, "mirror room unreachable; its messages are recorded as undeliverable");
+                let Some(home) = run.and_then(|id| self.engine.run(id)).map(|run| run.room.clone()) else {
+                    return;
+                };
+                let msg = Message::reply(home, render::mirror_unreachable(&r.room, &reason));
+                let rows = outbox::rows(std::slice::from_ref(&msg), |room| self.capabilities(room));
+                let rooms = rows.iter().map(|r| r.room.clone()).collect();
+                let batch = Batch {
+                    rows,
+                    ..Default::default()
+                };
+                self.commit(batch, After::default(), rooms, ctx);
+            }
+            Report::MirrorBack => tracing::info!(room = %r.room, "mirror room takes messages again"),
+        }
+    }
+
+    fn query(&mut self, q: Query, ctx: &mut Ctx) {
+        match q {
+            Query::StatusXmpp { room } => {
+                self.in_flight += 1;
+                let replies = ctx.replies.clone();
+                let look = self.status.clone();
+                let inventory = self.engine.config().inventory.clone();
+                let holder = self.engine.route_holder().cloned();
+                tokio::spawn(async move {
+                    let text = match look {
+                        Some(look) => {
+                            let status = gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
+                            render::status_xmpp(&status, holder.as_ref())
+                        }
+                        None => render::status_xmpp_unavailable(),
+                    };
+                    let _ = replies.send(Reply {
+                        room,
+                        body: Rich::from(text),
+                    });
+                });
+            }
+        }
+    }
+
+    fn capabilities(&self, room: &RoomRef) -> Capabilities {
+        self.adapters
+            .get(&room.platform)
+            .map(|a| a.capabilities())
+            .unwrap_or_default()
+    }
+
+    /// The room's task, started on first use.
+    fn room(
+        &mut self,
+        room: &RoomRef,
+        reports: &mpsc::UnboundedSender<RoomReport>,
+        stop: &CancellationToken,
+    ) -> Option<&RoomHandle> {
+        if !self.rooms.contains_key(room) {
+            let Some(adapter) = self.adapters.get(&room.platform).cloned() else {
+                if self.missing_platforms.insert(room.platform) {
+                    tracing::warn!(room = %room, "messages wait for a platform that is not enabled");
+                }
+                return None;
+            };
+            let mirror = self.engine.config().mirror_rooms.contains(room);
+            let mut queue = RoomQueue::new(
+                room.clone(),
+                adapter.capabilities(),
+                mirror.then_some(self.mirror_give_up),
+            );
+            for (run, reference) in self.cards.remove(room).unwrap_or_default() {
+                queue.know_card(run, reference);
+            }
+            let handle = room::spawn(queue, adapter, self.store.clone(), reports.clone(), stop.child_token());
+            if let Some(rows) = self.backlog.remove(room) {
+                handle.send(RoomCmd::Rows(rows));
+            }
+            self.rooms.insert(room.clone(), handle);
+        }
+        self.rooms.get(room)
+    }
+
+    fn run_rows(&self, events: &[crate::event::Recorded]) -> Vec<RunRow> {
+        let touched: BTreeSet<RunId> = events.iter().filter_map(|r| r.event.run()).collect();
+        touched
+            .into_iter()
+            .filter_map(|id| self.engine.run(id))
+            .map(|r| RunRow {
+                id: r.id,
+                phase: r.phase.name().to_string(),
+                requester: r.requester.to_string(),
+                from_pool: r.plan.from_pool.as_ref().map(|p| p.to_string()),
+                to_pool: r.plan.to_pool.to_string(),
+                requested_at: r.requested_at.to_rfc3339(),
+                finished_at: r.finished_at.map(|t| t.to_rfc3339()),
+            })
+            .collect()
+    }
+
+    fn dispatch(&mut self, d: Dispatch, done: &mpsc::UnboundedSender<Finished>) {
+        tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), place = %d.request.action.where_short(),
+            key = %d.request.key, "action dispatched");
+        self.in_flight += 1;
+        let (executor, done) = (self.executor.clone(), done.clone());
+        tokio::spawn(async move {
+            let report = executor.execute(d.request.clone()).await;
+            let _ = done.send(Finished { dispatch: d, report });
+        });
+    }
+}
+
+/// The loop's channels, handed to what it starts.
+struct Ctx {
+    done: mpsc::UnboundedSender<Finished>,
+    replies: mpsc::UnboundedSender<Reply>,
+    commits: mpsc::UnboundedSender<Committed>,
+    reports: mpsc::UnboundedSender<RoomReport>,
+    rooms_stop: CancellationToken,
+}
+
+/// The command a button stands for: the plan it was shown with travels along.
+fn command_of(b: &ButtonIntent) -> Command {
+    match b {
+        ButtonIntent::Approve { run, plan } => Command::Approve {
+            run: *run,
+            plan: Some(plan.clone()),
+        },
+        ButtonIntent::Deny { run, .. } => Command::Deny {
+            run: *run,
+            reason: None,
+        },
+    }
+}
+
+/// The sender as recorded with a handled message id.
+fn sender_key(sender: &Sender) -> String {
+    match sender {
+        Sender::Verified(id) => id.to_string(),
+        Sender::Unverified { display, .. } => format!("unverified:{display}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! The daemon driven through the in-process chat platform (`adapters::memory`), with a real
+//! SQLite store on disk and the simulated executor: one card per run per room edited in place
+//! across a restart, a burst of updates coalesced, a refused click answered to the clicker only,
+//! a slow platform that holds neither the run nor another platform's approval, and a mirror room
+//! that refuses the bot.
+
+use super::*;
+use crate::adapters::memory::{MemoryAdapter, by_room};
+use crate::config::Config;
+use crate::config::secret::SecretEnv;
+use crate::engine::EngineConfig;
+use crate::store::SqliteStore;
+use baton_actions::simulated::{SimulatedExecutor, SimulationConfig};
+use baton_policies::Identity;
+use std::path::{Path, PathBuf};
+
+const ALICE: &str = "discord:80351110224678912";
+const BOB: &str = "discord:80351110224678913";
+const BOB_TEAMS: &str = "teams:7a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn who(s: &str) -> Identity {
+    Identity::parse(s).expect("a valid identity")
+}
+
+fn config() -> Config {
+    let var = |_: &str| None;
+    let env = SecretEnv {
+        var: &var,
+        base: PathBuf::from("."),
+    };
+    Config::parse(crate::demo::EXAMPLE, "examples/contoso.toml", &env).expect("the example is valid")
+}
+
+fn cards(interval: Duration) -> Capabilities {
+    Capabilities {
+        cards: true,
+        edit_interval: interval,
+    }
+}
+
+struct Bot {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Bot {
+    /// A daemon on the store in `dir`, with these platforms; actions take `delay` each.
+    fn start(dir: &Path, delay: Duration, adapters: Vec<Arc<dyn ChatAdapter>>, mirrors: Vec<RoomRef>) -> Bot {
+        Bot::start_with(dir, delay, adapters, mirrors, |_| {})
+    }
+
+    fn start_with(
+        dir: &Path,
+        delay: Duration,
+        adapters: Vec<Arc<dyn ChatAdapter>>,
+        mirrors: Vec<RoomRef>,
+        tweak: impl FnOnce(&mut EngineConfig),
+    ) -> Bot {
+        let config = config();
+        let store = SqliteStore::open(&dir.join("baton.sqlite")).expect("opens the store");
+        let mut cfg = EngineConfig::from_config(&config, store.store_id());
+        cfg.mirror_rooms = mirrors;
+        tweak(&mut cfg);
+        let sim = SimulationConfig {
+            default_delay: delay,
+            ..Default::default()
+        };
+        let executor = Arc::new(SimulatedExecutor::open(&dir.join("sim.sqlite"), sim).expect("opens the record"));
+        let daemon = Daemon::new(cfg, Box::new(store), executor, adapters, Lifetime::Forever)
+            .expect("starts")
+            .with_mirror_give_up(Duration::from_millis(500));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(daemon.run(shutdown.clone()));
+        Bot { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("joins").expect("the daemon ends cleanly");
+    }
+}
+
+/// The kinds of the journal's events, read from the store file (WAL lets a reader in).
+fn journal(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("baton.sqlite")).expect("opens");
+    let mut stmt = conn.prepare("SELECT kind FROM events ORDER BY seq").expect("prepares");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("reads")
+        .collect::<Result<_, _>>()
+        .expect("reads")
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn approve(run: u64, plan: &str) -> ButtonIntent {
+    ButtonIntent::Approve {
+        run: RunId(run),
+        plan: plan.into(),
+    }
+}
+
+#[tokio::test]
+async fn one_card_per_run_edited_in_place_across_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discord = Arc::new(MemoryAdapter::new(Platform::Discord, cards(Duration::ZERO), &["ops"]));
+    let bot = Bot::start(dir.path(), Duration::from_millis(200), vec![discord.clone()], vec![]);
+    discord
+        .say("ops", &who(ALICE), "!failover xmpp EdgePool2 pool 1 lost power")
+        .await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.card.is_some()))
+        .await
+        .expect("the plan is posted as a card");
+    let card = discord
+        .posted("ops")
+        .into_iter()
+        .find(|m| m.card.is_some())
+        .expect("a card");
+    let plan = card.card.as_ref().expect("a card").plan.clone();
+    assert_eq!(card.card.as_ref().expect("a card").buttons.len(), 2, "approve and deny");
+    let reply = discord.click("ops", &who(BOB), approve(1, &plan)).await;
+    assert!(matches!(reply, Some(InteractionReply::Accepted(Some(_)))), "{reply:?}");
+    // Stop mid-run, once step 3 has started, and start again on the same store.
+    until("step 3 under way", || {
+        journal(dir.path()).iter().filter(|k| *k == "step_started").count() >= 3
+    })
+    .await;
+    bot.stop().await;
+    let bot = Bot::start(dir.path(), Duration::from_millis(20), vec![discord.clone()], vec![]);
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.text.contains("#1 succeeded")))
+        .await
+        .expect("the run ends");
+    discord
+        .wait_for(WAIT, |p| {
+            p.iter()
+                .any(|m| m.card.as_ref().is_some_and(|c| c.mark == crate::chat::Mark::Ok))
+        })
+        .await
+        .expect("the card shows the end");
+    bot.stop().await;
+    let posted = discord.posted("ops");
+    let card_messages: Vec<_> = posted.iter().filter(|m| m.card.is_some()).collect();
+    assert_eq!(card_messages.len(), 1, "one card for the run: {:#?}", by_room(&posted));
+    assert_eq!(
+        card_messages[0].reference, card.reference,
+        "the same message, across the restart"
+    );
+    assert!(card_messages[0].edits >= 2, "edited in place as the run moved");
+    let last = card_messages[0].card.as_ref().expect("a card");
+    assert!(last.steps.iter().all(|s| s.mark == crate::chat::Mark::Ok), "{last:#?}");
+    assert!(last.buttons.is_empty(), "no buttons once the run is under way");
+    // Step lines are on the card, not posted; notices are.
+    assert!(
+        !posted.iter().any(|m| m.text.contains("[2/8]")),
+        "{:#?}",
+        by_room(&posted)
+    );
+    assert!(posted.iter().any(|m| m.text.contains("approved by bob")));
+}
+
+#[tokio::test]
+async fn a_burst_of_updates_becomes_few_edits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discord = Arc::new(MemoryAdapter::new(
+        Platform::Discord,
+        cards(Duration::from_millis(1500)),
+        &["ops"],
+    ));
+    let bot = Bot::start(dir.path(), Duration::ZERO, vec![discord.clone()], vec![]);
+    discord.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.card.is_some()))
+        .await
+        .expect("the card");
+    let plan = discord.posted("ops")[0].card.as_ref().expect("a card").plan.clone();
+    discord.click("ops", &who(BOB), approve(1, &plan)).await;
+    discord
+        .wait_for(WAIT, |p| {
+            p.iter()
+                .any(|m| m.card.as_ref().is_some_and(|c| c.mark == crate::chat::Mark::Ok))
+        })
+        .await
+        .expect("the card shows the end");
+    bot.stop().await;
+    let edits = discord.attempts().iter().filter(|a| a.edit.is_some()).count();
+    // Eight steps end within milliseconds; edits are spaced by 1.5 s, so they coalesce.
+    assert!(edits <= 3, "{edits} edits for a burst of 8 step updates");
+    let card = &discord.posted("ops")[0];
+    assert!(
+        card.card
+            .as_ref()
+            .expect("a card")
+            .steps
+            .iter()
+            .all(|s| s.mark == crate::chat::Mark::Ok)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_click_is_answered_to_the_clicker_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discord = Arc::new(MemoryAdapter::new(Platform::Discord, cards(Duration::ZERO), &["ops"]));
+    let bot = Bot::start(dir.path(), Duration::ZERO, vec![discord.clone()], vec![]);
+    discord.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.card.is_some()))
+        .await
+        .expect("the card");
+    let plan = discord.posted("ops")[0].card.as_ref().expect("a card").plan.clone();
+    let reply = discord.click("ops", &who(ALICE), approve(1, &plan)).await;
+    let Some(InteractionReply::Refused(why)) = reply else {
+        panic!("the requester's own click is refused, got {reply:?}")
+    };
+    assert!(why.plain().contains("you requested this"), "{why}");
+    // A click with a plan the run no longer has is refused with the current one.
+    let reply = discord.click("ops", &who(BOB), approve(1, "abcdef123456")).await;
+    let Some(InteractionReply::Refused(why)) = reply else {
+        panic!("a click on another plan is refused, got {reply:?}")
+    };
+    assert!(why.plain().contains(&plan), "{why}");
+    // Then a status question, so that everything before it is known to be delivered.
+    discord.say("ops", &who(BOB), "!status 1").await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.text.contains("pending approval")))
+        .await
+        .expect("status answered");
+    bot.stop().await;
+    let posted = discord.posted("ops");
+    assert!(
+        !posted.iter().any(|m| m.text.contains("Refused")),
+        "refusals go to the clicker, not the room: {:#?}",
+        by_room(&posted)
+    );
+    assert_eq!(posted[0].edits, 0, "the card did not change");
+    assert!(
+        journal(dir.path()).iter().filter(|k| *k == "refused").count() == 2,
+        "refusals are journaled"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_platform_holds_neither_the_run_nor_another_platform() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every delivery on the run's platform takes 10 s; the run has a dozen messages.
+    let slow = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let teams = Arc::new(MemoryAdapter::new(
+        Platform::Teams,
+        Capabilities::default(),
+        &["bridge"],
+    ));
+    let bot = Bot::start(
+        dir.path(),
+        Duration::from_millis(50),
+        vec![slow.clone(), teams.clone()],
+        vec![],
+    );
+    slow.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    slow.wait_for(WAIT, |p| !p.is_empty()).await.expect("the plan");
+    slow.set_delay(Duration::from_secs(10));
+    // Bob approves from the other platform: processed at once, not after the slow room.
+    let asked = tokio::time::Instant::now();
+    teams.say("bridge", &who(BOB_TEAMS), "!approve 1").await;
+    until("the run started", || journal(dir.path()).iter().any(|k| k == "started")).await;
+    let approved_after = asked.elapsed();
+    until("the run ended", || journal(dir.path()).iter().any(|k| k == "succeeded")).await;
+    let ended_after = asked.elapsed();
+    // The run took eight 50 ms steps; the slow room needs 10 s per message, a dozen of them.
+    assert!(
+        approved_after < Duration::from_secs(2),
+        "the approval waited {approved_after:?}"
+    );
+    assert!(
+        ended_after < Duration::from_secs(6),
+        "the run waited on the slow platform: {ended_after:?}"
+    );
+    slow.set_delay(Duration::ZERO);
+    slow.wait_for(WAIT, |p| p.iter().any(|m| m.text.contains("#1 succeeded")))
+        .await
+        .expect("the slow room catches up");
+    bot.stop().await;
+    let texts: Vec<String> = slow.posted("ops").into_iter().map(|p| p.text).collect();
+    let mut unique = texts.clone();
+    unique.dedup();
+    assert_eq!(texts, unique, "no message posted twice");
+    let steps: Vec<usize> = texts
+        .iter()
+        .filter_map(|t| {
+            t.split_once("#1 [")
+                .and_then(|(_, r)| r.split('/').next()?.parse().ok())
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=8).collect::<Vec<_>>(),
+        "every step line, in order: {texts:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_mirror_room_that_refuses_holds_nothing_and_is_reported_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discord = Arc::new(MemoryAdapter::new(
+        Platform::Discord,
+        Capabilities::default(),
+        &["ops", "mirror"],
+    ));
+    discord.refuse("mirror", true);
+    let mirror = discord.room("mirror");
+    let bot = Bot::start(
+        dir.path(),
+        Duration::from_millis(100),
+        vec![discord.clone()],
+        vec![mirror],
+    );
+    discord.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    discord.wait_for(WAIT, |p| !p.is_empty()).await.expect("the plan");
+    discord.say("ops", &who(BOB), "!approve 1").await;
+    discord.say("ops", &who(BOB), "!status").await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.text.contains("#1 succeeded")))
+        .await
+        .expect("the incident room gets the whole run");
+    discord.say("ops", &who(BOB), "!status 1").await;
+    discord
+        .wait_for(WAIT, |p| {
+            p.iter()
+                .any(|m| m.text.starts_with("#1 succeeded, ") || m.text.starts_with("#1 succeeded:"))
+        })
+        .await
+        .expect("status answered after the run");
+    bot.stop().await;
+    let ops: Vec<String> = discord.posted("ops").into_iter().map(|p| p.text).collect();
+    let steps: Vec<usize> = ops
+        .iter()
+        .filter_map(|t| {
+            t.split_once("#1 [")
+                .and_then(|(_, r)| r.split('/').next()?.parse().ok())
+        })
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>(), "every step line in order: {ops:#?}");
+    let notices = ops
+        .iter()
+        .filter(|t| t.contains("mirror room mirror cannot be delivered"))
+        .count();
+    assert_eq!(notices, 1, "the mirror's failure is said once: {ops:#?}");
+    assert!(discord.posted("mirror").is_empty());
+}
+
+#[tokio::test]
+async fn a_slow_platform_does_not_hold_a_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let bot = Bot::start_with(dir.path(), Duration::ZERO, vec![slow.clone()], vec![], |cfg| {
+        cfg.policy.expiry = Duration::from_secs(2);
+    });
+    slow.set_delay(Duration::from_secs(10));
+    let asked = tokio::time::Instant::now();
+    slow.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    until("the request expired", || {
+        journal(dir.path()).iter().any(|k| k == "expired")
+    })
+    .await;
+    // The request expires 2 s after it was made, while the plan's own delivery still takes 10 s.
+    let expired_after = asked.elapsed();
+    assert!(
+        expired_after < Duration::from_secs(6),
+        "the deadline waited on the platform: {expired_after:?}"
+    );
+    bot.stop().await;
+}
