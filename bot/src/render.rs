@@ -70,24 +70,32 @@ fn plan_lines(out: &mut String, plan: &Plan, exact: bool) {
     }
 }
 
+/// `: <reason>` after a verb, the reason quoted as typed (platforms neutralise its markup).
+fn because(reason: Option<&str>) -> Rich {
+    match reason {
+        Some(r) => Rich::from(": ").quoted(r),
+        None => Rich::new(),
+    }
+}
+
 /// The request, with the plan, posted for review.
-pub fn plan_posted(run: &Run, policy: &Policy, prefix: &str) -> String {
+pub fn plan_posted(run: &Run, policy: &Policy, prefix: &str) -> Rich {
     let plan = &run.plan;
-    let mut out = format!(
+    let mut out = Rich::from(format!(
         "Run {} requested by {}: move XMPP federation {} -> {} ({}).",
         run.id,
         run.requester,
         route(plan.from_pool.as_ref()),
         plan.to_pool,
         plan.to_site
-    );
+    ));
     if let Some(reason) = &run.reason {
-        let _ = write!(out, "\nReason: {reason}");
+        out = out.text("\nReason: ").quoted(reason);
     }
-    let _ = write!(out, "\nPlan (sha256 {}):", run.plan_hash.short());
-    plan_lines(&mut out, plan, false);
-    let _ = write!(out, "\n{}", approval_needed(run, policy, prefix));
-    out
+    let mut rest = format!("\nPlan (sha256 {}):", run.plan_hash.short());
+    plan_lines(&mut rest, plan, false);
+    let _ = write!(rest, "\n{}", approval_needed(run, policy, prefix));
+    out.text(rest)
 }
 
 fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
@@ -98,8 +106,14 @@ fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
         format!("from {} other than {}", groups(&policy.approve), run.review.requester())
     };
     let minutes = (run.review.expires_at() - run.requested_at).num_minutes();
+    // After a plan change, approvals name the plan they are for.
+    let hash = if run.plan_changed {
+        format!(" {}", run.plan_hash.short())
+    } else {
+        String::new()
+    };
     format!(
-        "Needs {need} approval{} {who}: `{prefix}approve {n}` or `{prefix}deny {n} <why>`. Expires at {} UTC ({} min).",
+        "Needs {need} approval{} {who}: `{prefix}approve {n}{hash}` or `{prefix}deny {n} <why>`. Expires at {} UTC ({} min).",
         if need == 1 { "" } else { "s" },
         clock(run.review.expires_at()),
         minutes.max(1),
@@ -226,7 +240,7 @@ pub fn retry_needs_approval(run: &Run, step: usize, policy: &Policy, prefix: &st
 }
 
 /// The final summary of a run that reached its end.
-pub fn finished(run: &Run, now: DateTime<Utc>) -> String {
+pub fn finished(run: &Run, now: DateTime<Utc>) -> Rich {
     let took = run.started_at.map(|s| elapsed(s, now)).unwrap_or_else(|| "0s".into());
     let who = format!(
         "Requested by {} at {} UTC, approved by {}",
@@ -243,36 +257,35 @@ pub fn finished(run: &Run, now: DateTime<Utc>) -> String {
                 .and_then(|r| r.as_ref())
                 .map(|r| format!(" Verify: {}.", r.outcome.text()))
                 .unwrap_or_default();
-            format!(
+            Rich::from(format!(
                 "{} succeeded in {took}. XMPP federation now served by {} ({}).{verify} {who}.",
                 run.id, run.plan.to_pool, run.plan.to_site
-            )
+            ))
         }
         Phase::Aborted { by, reason } => {
             let done = run.steps.iter().filter(|s| s.status == StepStatus::Succeeded).count();
             let by = by.as_ref().map_or("Baton".to_string(), |p| p.to_string());
-            let reason = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
-            format!(
-                "{} aborted by {by}{reason}. {done} of {} steps had completed; the rest did not run. {who}.",
-                run.id,
-                run.step_count()
-            )
+            Rich::from(format!("{} aborted by {by}", run.id))
+                .append(because(reason.as_deref()))
+                .text(format!(
+                    ". {done} of {} steps had completed; the rest did not run. {who}.",
+                    run.step_count()
+                ))
         }
-        other => format!("{} {}.", run.id, other.name()),
+        other => Rich::from(format!("{} {}.", run.id, other.name())),
     }
 }
 
-pub fn denied(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
-    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-    format!("{} denied by {by}{reason}. Nothing was changed.", run.id)
+pub fn denied(run: &Run, by: &PersonId, reason: Option<&str>) -> Rich {
+    Rich::from(format!("{} denied by {by}", run.id))
+        .append(because(reason))
+        .text(". Nothing was changed.")
 }
 
-pub fn retry_denied(run: &Run, by: &PersonId, reason: Option<&str>, prefix: &str) -> String {
-    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-    format!(
-        "{} retry denied by {by}{reason}. The run stays failed; `{prefix}abort {}` ends it.",
-        run.id, run.id.0
-    )
+pub fn retry_denied(run: &Run, by: &PersonId, reason: Option<&str>, prefix: &str) -> Rich {
+    Rich::from(format!("{} retry denied by {by}", run.id))
+        .append(because(reason))
+        .text(format!(". The run stays failed; `{prefix}abort {}` ends it.", run.id.0))
 }
 
 pub fn expired(run: &Run, policy: &Policy) -> String {
@@ -291,16 +304,17 @@ pub fn retry_expired(run: &Run, prefix: &str) -> String {
     )
 }
 
-pub fn abort_requested(run: &Run, by: &PersonId, reason: Option<&str>) -> String {
+pub fn abort_requested(run: &Run, by: &PersonId, reason: Option<&str>) -> Rich {
     let step = run.running_step().unwrap_or(0);
-    let reason = reason.map(|r| format!(": {r}")).unwrap_or_default();
-    format!(
-        "{} will stop after step {}/{} ({}) ends (abort requested by {by}{reason}); nothing further will start.",
+    Rich::from(format!(
+        "{} will stop after step {}/{} ({}) ends (abort requested by {by}",
         run.id,
         step + 1,
         run.step_count(),
         run.plan.steps[step].kind.title()
-    )
+    ))
+    .append(because(reason))
+    .text("); nothing further will start.")
 }
 
 fn step_mark(status: StepStatus) -> &'static str {
@@ -554,6 +568,15 @@ pub fn plan_not_current(run: &Run, seen: &str, prefix: &str) -> String {
     format!(
         "the plan of {} is now sha256 {now}, not the {seen} you named; check the new plan and approve that one: `{prefix}approve {} {now}`",
         run.id, run.id.0
+    )
+}
+
+pub fn name_the_plan(run: &Run, prefix: &str) -> String {
+    let now = run.plan_hash.short();
+    format!(
+        "the plan of {} changed after it was requested; read the new plan (sha256 {now}, `{prefix}status {n}`) and approve it by naming it: `{prefix}approve {n} {now}`",
+        run.id,
+        n = run.id.0
     )
 }
 

@@ -114,6 +114,8 @@ pub struct Run {
     pub review: Review,
     /// Everyone who approved this run, in order (across plan changes and retries).
     pub approvers: Vec<PersonId>,
+    /// The plan changed after the request: approvals must name the plan they are for.
+    pub plan_changed: bool,
     pub phase: Phase,
     pub steps: Vec<StepState>,
     /// Set by `!abort` while a step is in flight: the run stops when that step ends.

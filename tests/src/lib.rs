@@ -3,6 +3,7 @@
 pub mod agents;
 pub mod baton;
 pub mod bind;
+pub mod discord;
 pub mod echo_bot;
 pub mod prosody;
 pub mod room;

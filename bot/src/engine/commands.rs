@@ -200,11 +200,13 @@ impl Engine {
             .check_approval(&self.cfg.policy, actor, run.plan_hash.as_str(), now);
         let hash = run.plan_hash.as_str().to_string();
         // An approver who names the plan they read approves that plan only.
+        // Once the plan changed, an approval must name the plan it is for.
         let why = match (checked, plan) {
             (Err(why), _) => Some(why.to_string()),
             (Ok(_), Some(seen)) if !hash.starts_with(&seen) => {
                 Some(render::plan_not_current(run, &seen, &self.cfg.prefix))
             }
+            (Ok(_), None) if run.plan_changed => Some(render::name_the_plan(run, &self.cfg.prefix)),
             (Ok(_), _) => None,
         };
         if let Some(why) = why {

@@ -34,6 +34,7 @@ impl Engine {
                         plan_hash: plan.hash(),
                         review,
                         approvers: Vec::new(),
+                        plan_changed: false,
                         phase: Phase::PendingApproval,
                         steps,
                         abort_requested: None,
@@ -96,6 +97,7 @@ impl Engine {
                     r.plan = plan.clone();
                     r.plan_hash = plan.hash();
                     r.approvers.clear();
+                    r.plan_changed = true;
                 }
             }
             Event::Started { run, .. } => {

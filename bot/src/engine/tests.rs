@@ -350,8 +350,10 @@ fn a_plan_change_voids_earlier_approvals() {
         directory: cfg.directory.clone(),
         inventory: cfg.inventory.clone(),
     })));
+    // The plan changed: a plain approval no longer counts, it must name the new plan.
     t.say("carol", "!approve 1");
-    t.say("bob", "!approve 1");
+    t.say("carol", "!approve 1 d44bb4");
+    t.say("bob", "!approve 1 d44bb4a2");
     assert!(t.log.contains("203.0.113.21"));
     assert!(
         t.engine
@@ -370,10 +372,12 @@ fn a_plan_change_voids_earlier_approvals() {
         baton> Run #1: the inventory changed and so did the plan. Approvals by bob lapsed.
                New plan (sha256 d44bb4a2f4d5):
                  [9 plan lines]
-               Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Needs 2 approvals from edge-admins other than alice: `!approve 1 d44bb4a2f4d5` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         carol> !approve 1
+        baton> Refused (!approve 1): the plan of #1 changed after it was requested; read the new plan (sha256 d44bb4a2f4d5, `!status 1`) and approve it by naming it: `!approve 1 d44bb4a2f4d5`.
+        carol> !approve 1 d44bb4
         baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
-        bob> !approve 1
+        bob> !approve 1 d44bb4a2
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
         [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
         [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
@@ -771,6 +775,7 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
     t.say("alice", "!approve 1 ffffff");
     t.say("carol", "!approve 1 d44bb4");
     t.say("bob", "!approve 1");
+    t.say("bob", "!approve 1 d44bb4");
     assert_eq!(
         refused,
         Some(Event::Refused {
@@ -792,7 +797,7 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
         baton> Run #1: the inventory changed and so did the plan. Approvals by bob lapsed.
                New plan (sha256 d44bb4a2f4d5):
                  [9 plan lines]
-               Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Needs 2 approvals from edge-admins other than alice: `!approve 1 d44bb4a2f4d5` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         carol> !approve 1 d974d3765c60
         baton> Refused (!approve 1 d974d3765c60): the plan of #1 is now sha256 d44bb4a2f4d5, not the d974d3765c60 you named; check the new plan and approve that one: `!approve 1 d44bb4a2f4d5`.
         mallory> !approve 1 d44bb4
@@ -802,6 +807,8 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
         carol> !approve 1 d44bb4
         baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
         bob> !approve 1
+        baton> Refused (!approve 1): the plan of #1 changed after it was requested; read the new plan (sha256 d44bb4a2f4d5, `!status 1`) and approve it by naming it: `!approve 1 d44bb4a2f4d5`.
+        bob> !approve 1 d44bb4
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
         [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
         [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
