@@ -79,7 +79,7 @@ enum Cmd {
     },
     /// Internal: the Lync simulator behind the demo's agents.
     #[command(hide = true)]
-    LyncSim(baton_actions::lync_sim::LyncSimArgs),
+    LyncSim(baton_lync_sim::LyncSimArgs),
     /// Run Baton as configured (the chat adapters and executor of the file).
     Run {
         #[arg(long, short)]
@@ -156,7 +156,7 @@ async fn main() -> ExitCode {
             init_logs(cli.log.as_deref(), "info");
             agent_process(&config).await.map(|()| ExitCode::SUCCESS)
         }
-        Cmd::LyncSim(args) => match baton_actions::lync_sim::run(args) {
+        Cmd::LyncSim(args) => match baton_lync_sim::run(args) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("{e:#}");
@@ -212,10 +212,10 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
         .iter()
         .map(|a| baton_actions::Fqdn::parse(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let files = baton_actions::pki::init(
+    let files = baton_pki::init(
         out,
         &hosts,
-        &baton_actions::pki::PkiOptions {
+        &baton_pki::PkiOptions {
             loopback,
             bot_name: None,
         },
@@ -239,8 +239,7 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
 }
 
 async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
-    let config =
-        baton_actions::agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
+    let config = baton_agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
     let stop = async {
         #[cfg(unix)]
         if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -252,9 +251,7 @@ async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
         }
         let _ = tokio::signal::ctrl_c().await;
     };
-    baton_actions::agent::run(config, stop)
-        .await
-        .context("running the agent")
+    baton_agent::run(config, stop).await.context("running the agent")
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
