@@ -1,7 +1,7 @@
 //! End-to-end tests of `baton demo`: the user's story through the real binary, crash safety
 //! under SIGKILL at several points, the audit of a tampered journal, and bad configurations.
 
-use baton_e2e::baton::{Baton, executions, run};
+use baton_e2e::baton::{Baton, executions, run, wait_outbox_recorded};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -97,6 +97,7 @@ fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
         first.send("bob> !approve 1")?;
         first.wait_for(kill_at, T)?;
     }
+    wait_outbox_recorded(&store, T)?;
     first.kill9();
     let mut second = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     for line in after {
