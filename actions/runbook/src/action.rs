@@ -27,6 +27,28 @@ impl IdempotencyKey {
         ))
     }
 
+    /// The key of one execution of a requested run: the run's segment carries the request's
+    /// time (`r5.19acb2f3e10`, milliseconds in hex), because a store restored from a backup
+    /// numbers its next run like a run it forgot, and that run's keys must not be answered
+    /// with the forgotten run's recorded results. Resuming reads the time back from the
+    /// journal, so the same execution always gets the same key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn for_request(
+        store: &str,
+        run: u64,
+        requested_ms: i64,
+        step: usize,
+        action: usize,
+        place: &str,
+        attempt: u32,
+    ) -> IdempotencyKey {
+        IdempotencyKey(format!(
+            "{store}/r{run}.{requested_ms:x}/s{}/a{}-{place}/t{attempt}",
+            step + 1,
+            action + 1
+        ))
+    }
+
     /// Accepts a key received on the wire: 1 to 200 characters of `[A-Za-z0-9._/-]`.
     pub fn parse(s: &str) -> Option<IdempotencyKey> {
         let ok = !s.is_empty()

@@ -26,9 +26,10 @@ impl Engine {
             if result.is_some() {
                 continue;
             }
-            let key = IdempotencyKey::new(
+            let key = IdempotencyKey::for_request(
                 &self.cfg.store_id,
                 run.id.0,
+                run.requested_at.timestamp_millis(),
                 step,
                 i,
                 &action.where_short(),

@@ -217,9 +217,9 @@ fn the_users_story() {
         baton> Refused (!approve 1): I cannot verify who you are here: this room does not show real JIDs to Baton.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         carol> !status 1
         baton> #1 running, step 1/8 (precheck): EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice, approved by bob
                  1. precheck  running  0.0s so far
@@ -231,21 +231,21 @@ fn the_users_story() {
                  7. services  -
                  8. verify    -
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 1.5s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s3/a1-mgmt1/t1 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
         baton> #1 [3/8] route: mgmt1: route.set done (1.5s)
-        [dispatch] st/r1/s4/a1-dns/t1 dns.set_a on dns
+        [dispatch] st/r1.1a21829eeb8/s4/a1-dns/t1 dns.set_a on dns
         baton> #1 [4/8] dns A: dns: dns.set_a done (1.5s)
-        [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
+        [dispatch] st/r1.1a21829eeb8/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
-        [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
+        [dispatch] st/r1.1a21829eeb8/s6/a1-bot/t1 port.check on bot
         baton> #1 [6/8] port: port.check done (1.5s)
-        [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
-        [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
+        [dispatch] st/r1.1a21829eeb8/s7/a1-edge2a/t1 services.start on edge2a
+        [dispatch] st/r1.1a21829eeb8/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s8/a1-bot/t1 verify on bot
+        [dispatch] st/r1.1a21829eeb8/s8/a1-bot/t1 verify on bot
         baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob.
         carol> !status
@@ -379,9 +379,9 @@ fn a_plan_change_voids_earlier_approvals() {
         baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
         bob> !approve 1 d44bb4a2
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
     "#]]);
 }
 
@@ -427,12 +427,12 @@ fn failure_retry_and_abort() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services FAILED: edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
         carol> !status 1
@@ -450,7 +450,7 @@ fn failure_retry_and_abort() {
         baton> Refused (!retry 1): mallory may not retry: only members of edge-admins may.
         carol> !retry 1
         baton> #1 retrying step 2/8 (services), attempt 2, for carol.
-        [dispatch] st/r1/s2/a2-edge2b/t2 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t2 services.stop on edge2b
         baton> #1 [2/8] services FAILED (attempt 2): edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
         carol> !abort 1
@@ -481,12 +481,12 @@ fn abort_waits_for_the_step_in_flight() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         carol> !abort 1
         baton> #1 will stop after step 2/8 (services) ends (abort requested by carol); nothing further will start.
         bob> !abort 1
@@ -526,14 +526,14 @@ fn retry_with_approval_when_the_policy_asks() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s3/a1-mgmt1/t1 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
         baton> #1 [3/8] route FAILED: mgmt1 FAILED after 1.5s: mgmt1 said no
         baton> #1 stopped at step 3/8 (route); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
         alice> !retry 1
@@ -542,18 +542,18 @@ fn retry_with_approval_when_the_policy_asks() {
         baton> Refused (!approve 1): you requested this; another person must approve it.
         carol> !approve 1
         baton> #1 retrying step 3/8 (route), attempt 2, approved by carol.
-        [dispatch] st/r1/s3/a1-mgmt1/t2 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t2 route.set on mgmt1
         baton> #1 [3/8] route (attempt 2): mgmt1: route.set done (1.5s)
-        [dispatch] st/r1/s4/a1-dns/t1 dns.set_a on dns
+        [dispatch] st/r1.1a21829eeb8/s4/a1-dns/t1 dns.set_a on dns
         baton> #1 [4/8] dns A: dns: dns.set_a done (1.5s)
-        [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
+        [dispatch] st/r1.1a21829eeb8/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
-        [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
+        [dispatch] st/r1.1a21829eeb8/s6/a1-bot/t1 port.check on bot
         baton> #1 [6/8] port: port.check done (1.5s)
-        [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
-        [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
+        [dispatch] st/r1.1a21829eeb8/s7/a1-edge2a/t1 services.start on edge2a
+        [dispatch] st/r1.1a21829eeb8/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s8/a1-bot/t1 verify on bot
+        [dispatch] st/r1.1a21829eeb8/s8/a1-bot/t1 verify on bot
         baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob and carol.
     "#]]);
@@ -629,7 +629,7 @@ fn restore_rebuilds_the_same_state_and_resumes_in_flight_actions_with_their_keys
     let resumed: Vec<String> = restored.resume().iter().map(|d| d.request.key.to_string()).collect();
     let in_flight: Vec<String> = t.in_flight.iter().map(|d| d.request.key.to_string()).collect();
     assert_eq!(resumed, in_flight);
-    assert_eq!(resumed, ["st/r1/s2/a2-edge2b/t1"]);
+    assert_eq!(resumed, ["st/r1.1a21829eeb8/s2/a2-edge2b/t1"]);
     let a = restored.run(RunId(1)).expect("restored");
     let b = t.engine.run(RunId(1)).expect("live");
     assert_eq!((&a.phase, &a.steps, &a.approvers), (&b.phase, &b.steps, &b.approvers));
@@ -810,9 +810,9 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
         baton> Refused (!approve 1): the plan of #1 changed after it was requested; read the new plan (sha256 d44bb4a2f4d5, `!status 1`) and approve it by naming it: `!approve 1 d44bb4a2f4d5`.
         bob> !approve 1 d44bb4
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
     "#]]);
 }
 
@@ -852,12 +852,12 @@ fn abort_reasons_are_journaled_and_shown() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         carol> !abort 1 DNS  points   elsewhere
         baton> #1 will stop after step 2/8 (services) ends (abort requested by carol: DNS points elsewhere); nothing further will start.
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
@@ -950,4 +950,25 @@ fn a_command_typed_in_another_room_is_answered_where_it_was_typed() {
     engine.handle(chat(&incident, "alice", "!failover xmpp EdgePool2"), now);
     let out = engine.handle(chat(&incident, "bob", "!deny 2"), now);
     assert_eq!(out.messages.len(), 1);
+}
+
+#[test]
+fn a_store_restored_from_a_backup_gives_its_new_runs_new_keys() {
+    // The same store id and the same run number (the backup forgot run #1), another request:
+    // the agents must not answer the new run's actions with the forgotten run's results.
+    let keys = |at: &str| {
+        let mut t = T::new(|_| {});
+        t.now = DateTime::parse_from_rfc3339(at).expect("valid").with_timezone(&Utc);
+        t.say("alice", "!failover xmpp EdgePool2");
+        t.say("bob", "!approve 1");
+        t.in_flight
+            .iter()
+            .map(|d| d.request.key.to_string())
+            .collect::<Vec<_>>()
+    };
+    let forgotten = keys("2026-11-26T14:02:11Z");
+    let new = keys("2026-11-27T09:00:00Z");
+    assert_eq!(forgotten.len(), 3);
+    assert!(forgotten.iter().all(|k| !new.contains(k)), "{forgotten:?} vs {new:?}");
+    assert!(forgotten[0].starts_with("st/r1."), "{}", forgotten[0]);
 }
