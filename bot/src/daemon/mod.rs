@@ -14,6 +14,7 @@ use crate::chat::{
 };
 use crate::command::{self, Command};
 use crate::engine::{Dispatch, Engine, Input, Message, MessageKind, Output, Query};
+use crate::event::LiveRoute;
 use crate::outbox::{self, Queued, Report, RoomQueue};
 use crate::render;
 use crate::run::RunId;
@@ -36,6 +37,13 @@ use tokio_util::sync::CancellationToken;
 struct Finished {
     dispatch: Dispatch,
     report: ActionReport,
+}
+
+/// A command held until the live route was read (a plan is made from both).
+struct Deferred {
+    live: LiveRoute,
+    input: Input,
+    origin: Origin,
 }
 
 /// The answer to a query that needed the network (`!status xmpp`).
@@ -241,6 +249,7 @@ impl Daemon {
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
         let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<Committed>();
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<RoomReport>();
+        let (deferred_tx, mut deferred_rx) = mpsc::unbounded_channel::<Deferred>();
         let rooms_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         for adapter in self.adapters.values() {
@@ -266,6 +275,7 @@ impl Daemon {
             replies: reply_tx,
             commits: commit_tx,
             reports: report_tx,
+            deferred: deferred_tx,
             rooms_stop: rooms_stop.clone(),
         };
         let mut inputs_open = true;
@@ -299,6 +309,12 @@ impl Daemon {
                 }
                 Some(r) = report_rx.recv() => {
                     self.room_report(r, &mut ctx);
+                    Ok(())
+                }
+                Some(d) = deferred_rx.recv() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.step(Input::Observed(d.live), Origin::default(), &mut ctx);
+                    self.step(d.input, d.origin, &mut ctx);
                     Ok(())
                 }
                 Some(reload) = reloads.recv() => {
@@ -379,6 +395,7 @@ impl Daemon {
             return;
         }
         tracing::info!(room = %m.room, id = %m.message_id, "command received");
+        let plans = matches!(command, Ok(Command::Failover { .. } | Command::Plan { .. }));
         let input = Input::Chat {
             room: m.room.clone(),
             sender: m.sender,
@@ -389,7 +406,24 @@ impl Daemon {
             reply: m.reply,
             ack,
         };
-        self.step(input, origin, ctx);
+        match self
+            .status
+            .as_ref()
+            .and_then(|s| s.routes.clone().map(|r| (r, s.settings.timeout)))
+        {
+            // A plan is made from the journal and from the route Lync reports now: read it
+            // first, in a task; the command is handled when the answer (or the time limit) is in.
+            Some((routes, timeout)) if plans => {
+                self.in_flight += 1;
+                let inventory = self.engine.config().inventory.clone();
+                let deferred = ctx.deferred.clone();
+                tokio::spawn(async move {
+                    let live = observe_route(&inventory, routes.as_ref(), timeout).await;
+                    let _ = deferred.send(Deferred { live, input, origin });
+                });
+            }
+            _ => self.step(input, origin, ctx),
+        }
     }
 
     /// Feeds the engine, then journals and performs what it decided.
@@ -682,6 +716,7 @@ struct Ctx {
     replies: mpsc::UnboundedSender<Reply>,
     commits: mpsc::UnboundedSender<Committed>,
     reports: mpsc::UnboundedSender<RoomReport>,
+    deferred: mpsc::UnboundedSender<Deferred>,
     rooms_stop: CancellationToken,
 }
 
@@ -696,6 +731,42 @@ fn command_of(b: &ButtonIntent) -> Command {
             run: *run,
             reason: None,
         },
+    }
+}
+
+/// The route each site reports now, read in parallel within `timeout`, and the pool it names.
+async fn observe_route(inventory: &baton_actions::Inventory, routes: &dyn RouteReader, timeout: Duration) -> LiveRoute {
+    let reads = inventory.sites.iter().map(|site| async move {
+        let read = tokio::time::timeout(timeout, routes.route(site))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(timeout))));
+        (site, read)
+    });
+    let read = futures::future::join_all(reads).await;
+    let mut pool = None;
+    let mut seen = Vec::new();
+    for (site, route) in read {
+        match route {
+            Ok(text) => {
+                let fqdn = text
+                    .strip_prefix("EdgeServer:")
+                    .or_else(|| text.strip_prefix("edgeserver:"))
+                    .unwrap_or(&text);
+                if let Some(p) = inventory
+                    .pools
+                    .iter()
+                    .find(|p| p.fqdn.as_str().eq_ignore_ascii_case(fqdn))
+                {
+                    pool.get_or_insert_with(|| p.name.clone());
+                }
+                seen.push(format!("{text} ({site})"));
+            }
+            Err(why) => seen.push(format!("unknown at {site}: {why}")),
+        }
+    }
+    LiveRoute {
+        pool,
+        seen: seen.join(", "),
     }
 }
 

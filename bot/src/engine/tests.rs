@@ -435,6 +435,7 @@ fn failure_retry_and_abort() {
         [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services FAILED: edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !status 1
         baton> #1 failed, step 2/8 (services): EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice, approved by bob
                  1. precheck  ok       0.0s
@@ -446,6 +447,7 @@ fn failure_retry_and_abort() {
                  6. port      -
                  7. services  -
                  8. verify    -
+                 Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         mallory> !retry 1
         baton> Refused (!retry 1): mallory may not retry: only members of edge-admins may.
         carol> !retry 1
@@ -453,8 +455,10 @@ fn failure_retry_and_abort() {
         [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t2 services.stop on edge2b
         baton> #1 [2/8] services FAILED (attempt 2): edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !abort 1
         baton> #1 aborted by carol. 1 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !abort 1
         baton> #1 already ended (aborted); there is nothing to abort.
         carol> !retry 1
@@ -503,6 +507,7 @@ fn abort_waits_for_the_step_in_flight() {
                  8. verify    -
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         baton> #1 aborted by carol. 2 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
     "#]]);
 }
 
@@ -536,6 +541,7 @@ fn retry_with_approval_when_the_policy_asks() {
         [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
         baton> #1 [3/8] route FAILED: mgmt1 FAILED after 1.5s: mgmt1 said no
         baton> #1 stopped at step 3/8 (route); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
         alice> !retry 1
         baton> #1 retry of step 3/8 (route) requested by alice. Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:15 UTC (15 min).
         alice> !approve 1
@@ -634,8 +640,8 @@ fn restore_rebuilds_the_same_state_and_resumes_in_flight_actions_with_their_keys
     let b = t.engine.run(RunId(1)).expect("live");
     assert_eq!((&a.phase, &a.steps, &a.approvers), (&b.phase, &b.steps, &b.approvers));
     assert_eq!(
-        crate::render::status_table(a, t.now),
-        crate::render::status_table(b, t.now)
+        crate::render::status_table(a, restored.world(), t.now, "!"),
+        crate::render::status_table(b, t.engine.world(), t.now, "!")
     );
 }
 
@@ -862,6 +868,7 @@ fn abort_reasons_are_journaled_and_shown() {
         baton> #1 will stop after step 2/8 (services) ends (abort requested by carol: DNS points elsewhere); nothing further will start.
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         baton> #1 aborted by carol: DNS points elsewhere. 2 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
         alice> !failover xmpp EdgePool2
         baton> Run #2 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
@@ -912,8 +919,8 @@ fn an_abort_request_journaled_before_reasons_existed_still_loads() {
         })
     );
     assert_eq!(
-        crate::render::status_table(run, t.now),
-        crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.now)
+        crate::render::status_table(run, t.engine.world(), t.now, "!"),
+        crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.engine.world(), t.now, "!")
     );
 }
 
@@ -971,4 +978,72 @@ fn a_store_restored_from_a_backup_gives_its_new_runs_new_keys() {
     assert_eq!(forgotten.len(), 3);
     assert!(forgotten.iter().all(|k| !new.contains(k)), "{forgotten:?} vs {new:?}");
     assert!(forgotten[0].starts_with("st/r1."), "{}", forgotten[0]);
+}
+
+#[test]
+fn a_failback_after_a_half_run_is_planned_from_where_the_route_is() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    // Steps 1 to 5 succeed (the route and DNS move), the port check fails.
+    t.finish_all(&["bot"]);
+    t.log.clear();
+    t.say("carol", "!abort 1 port 5269 closed at the firewall");
+    t.say("alice", "!failover xmpp EdgePool2 again");
+    t.say("alice", "!failover xmpp EdgePool1 fail back");
+    assert_eq!(t.engine.route_holder().map(|p| p.as_str()), Some("EdgePool2"));
+    let back = t.engine.run(RunId(2)).expect("the failback is requested");
+    assert_eq!(back.plan.from_pool.as_ref().map(|p| p.as_str()), Some("EdgePool2"));
+    t.check(expect![[r#"
+        carol> !abort 1 port 5269 closed at the firewall
+        baton> #1 aborted by carol: port 5269 closed at the firewall. 5 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them); the federation route points to EdgePool2; DNS points the federation host to EdgePool2. To fail back: `!failover xmpp EdgePool1`.
+        alice> !failover xmpp EdgePool2 again
+        baton> EdgePool2 already holds the XMPP federation route; nothing to fail over.
+        alice> !failover xmpp EdgePool1 fail back
+        baton> Run #2 requested by alice: move XMPP federation EdgePool2 -> EdgePool1 (Site1).
+               Reason: fail back
+               Plan (sha256 96be43f5c5f3):
+                 [9 plan lines]
+               Needs 1 approval from edge-admins other than alice: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:23 UTC (15 min).
+    "#]]);
+}
+
+#[test]
+fn a_plan_shows_the_live_route_beside_the_journal_and_warns_before_stopping_the_pool_in_use() {
+    let mut t = T::new(|_| {});
+    t.full_plans = true;
+    // Someone moved the route by hand: Lync says EdgePool2, the journal still says EdgePool1.
+    let live = LiveRoute {
+        pool: Some(PoolName::parse("EdgePool2").expect("valid")),
+        seen: "EdgeServer:edgepool2.contoso.com (Site2)".into(),
+    };
+    t.feed(Input::Observed(live.clone()));
+    t.say("alice", "!failover xmpp EdgePool2 route looks odd");
+    // The observation is for that one command: the next plan has none.
+    t.say("bob", "!plan xmpp EdgePool2");
+    let journaled = t.journal.iter().find_map(|r| match &r.event {
+        Event::Requested { live_route, .. } => Some(live_route.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        journaled,
+        Some(Some(live)),
+        "the observation is journaled with the request"
+    );
+    let posted = t.log.split("bob> ").next().unwrap_or_default().to_string();
+    assert!(
+        posted.contains(
+            "Note: Lync reports the route as EdgeServer:edgepool2.contoso.com (Site2); Baton's journal says EdgePool1."
+        ),
+        "{posted}"
+    );
+    assert!(
+        posted.contains(
+            "Warning: EdgePool2 carries federation now (Lync routes federation to it): step 2 stops its services"
+        ),
+        "{posted}"
+    );
+    let preview = t.log.split("bob> ").nth(1).unwrap_or_default();
+    assert!(!preview.contains("Note: Lync"), "{preview}");
 }
