@@ -102,6 +102,20 @@ pub enum Event {
         person: PersonId,
         step: usize,
     },
+    /// The configuration was reloaded (SIGHUP): what changed. Pending plans are resolved again.
+    Reloaded {
+        changed: Vec<String>,
+    },
+    /// A reload was refused: a run in progress depends on the running configuration.
+    ReloadRefused {
+        why: String,
+    },
+    /// A reload took a person's right to approve: their approval of a pending run lapses.
+    ApprovalWithdrawn {
+        run: RunId,
+        person: PersonId,
+        why: String,
+    },
     /// A retry waited for approvals in vain; the run is failed again.
     RetryExpired {
         run: RunId,
@@ -119,6 +133,8 @@ impl Event {
     pub fn run(&self) -> Option<RunId> {
         match self {
             Event::Refused { run, .. } => *run,
+            Event::Reloaded { .. } | Event::ReloadRefused { .. } => None,
+            Event::ApprovalWithdrawn { run, .. } => Some(*run),
             Event::Requested { run, .. }
             | Event::Approved { run, .. }
             | Event::Denied { run, .. }
@@ -154,6 +170,9 @@ impl Event {
             Event::Aborted { .. } => "aborted",
             Event::RetryRequested { .. } => "retry_requested",
             Event::RetryExpired { .. } => "retry_expired",
+            Event::Reloaded { .. } => "reloaded",
+            Event::ReloadRefused { .. } => "reload_refused",
+            Event::ApprovalWithdrawn { .. } => "approval_withdrawn",
             Event::Succeeded { .. } => "succeeded",
             Event::Failed { .. } => "failed",
         }

@@ -285,7 +285,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 /// SIGHUP reloads the configuration: a valid file replaces the policy, people and inventory
 /// (pending plans are resolved again, and approvals lapse if a plan changed); an invalid one is
 /// logged with all its errors and ignored.
-fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::engine::Input> {
+fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::daemon::Reconfig> {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -297,12 +297,28 @@ fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::engine:
         while hup.recv().await.is_some() {
             match Config::load(&path) {
                 Ok(c) => {
+                    let record = c.bot.store.with_file_name("simulation.sqlite");
+                    let (executor, status) = match baton::assemble::executors(&c, &record).await {
+                        Ok(parts) => {
+                            let status = baton::assemble::status_look(&c, parts.dispatcher).await;
+                            (Some(parts.executor), status)
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "reload refused: the new configuration's executor cannot be built; keeping the running one");
+                            continue;
+                        }
+                    };
                     let input = baton::engine::Input::Reload(Box::new(baton::engine::Reload {
                         policy: c.policy,
                         directory: c.directory,
                         inventory: c.inventory,
                     }));
-                    if tx.send(input).await.is_err() {
+                    let reload = baton::daemon::Reconfig {
+                        input,
+                        executor,
+                        status,
+                    };
+                    if tx.send(reload).await.is_err() {
                         return;
                     }
                 }

@@ -143,6 +143,7 @@ pub enum Attempt {
 }
 
 /// What to do next.
+#[allow(clippy::large_enum_variant)] // returned once per delivery and taken apart at once
 pub enum Next {
     /// Deliver this, then call [`RoomQueue::done`].
     Deliver(Outbound, Attempt),

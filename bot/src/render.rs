@@ -659,6 +659,17 @@ pub fn plan_not_current(run: &Run, seen: &str, prefix: &str) -> String {
     )
 }
 
+pub fn reload_refused(why: &str) -> String {
+    format!("Configuration reload refused: {why}.")
+}
+
+pub fn approval_withdrawn(run: &Run, person: &PersonId, why: &str) -> String {
+    format!(
+        "{}: the reloaded configuration withdrew {person}'s approval ({why}).",
+        run.id
+    )
+}
+
 pub fn name_the_plan(run: &Run, prefix: &str) -> String {
     let now = run.plan_hash.short();
     format!(

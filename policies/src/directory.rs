@@ -61,7 +61,7 @@ pub enum DirectoryError {
 }
 
 /// Who is who: people with their identities, and groups of people.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Directory {
     people: BTreeMap<PersonId, Vec<Identity>>,
     by_identity: HashMap<Identity, PersonId>,

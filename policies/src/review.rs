@@ -150,6 +150,14 @@ impl Review {
         }
     }
 
+    /// Withdraws a person's approval (the policy no longer lets them approve). Returns whether
+    /// they had approved.
+    pub fn withdraw(&mut self, person: &PersonId) -> bool {
+        let before = self.approvals.len();
+        self.approvals.retain(|a| &a.person != person);
+        self.approvals.len() != before
+    }
+
     /// Binds the review to a new plan: earlier approvals lapse. Returns who had approved.
     pub fn rebind(&mut self, plan_hash: &str) -> Vec<PersonId> {
         if plan_hash == self.plan_hash {

@@ -34,12 +34,15 @@ pub trait PlatformConfig: Send + Sync + fmt::Debug + 'static {
     fn as_any(&self) -> &dyn Any;
 }
 
+/// Reads a platform's `[chat.<name>]` section (see [`Entry::read`]).
+pub type ReadSection = fn(&mut Errors<'_>, Option<Table<'_, '_>>, &SecretEnv<'_>) -> Option<Arc<dyn PlatformConfig>>;
+
 /// One chat platform: the name of its `[chat.<name>]` section and how to read it.
 pub struct Entry {
     pub name: &'static str,
     /// Reads the section (absent: `None`); returns the settings when the platform is enabled and
     /// the section is valid, and records every problem in the errors otherwise.
-    pub read: fn(&mut Errors<'_>, Option<Table<'_, '_>>, &SecretEnv<'_>) -> Option<Arc<dyn PlatformConfig>>,
+    pub read: ReadSection,
 }
 
 /// Every chat platform Baton knows.

@@ -97,6 +97,14 @@ struct Origin {
 }
 
 /// How long a mirror room may refuse messages before they are recorded undeliverable there.
+/// A configuration read again: the engine's part, and the parts built from the new file. `None`
+/// keeps the current one (the file could not give a new one).
+pub struct Reconfig {
+    pub input: Input,
+    pub executor: Option<Arc<dyn Executor>>,
+    pub status: Option<StatusLook>,
+}
+
 pub const MIRROR_GIVE_UP: Duration = Duration::from_secs(60);
 
 pub struct Daemon {
@@ -116,7 +124,7 @@ pub struct Daemon {
     /// Batches handed to the store and not yet confirmed, in all and per room.
     commits: usize,
     pending: HashMap<RoomRef, usize>,
-    reloads: Option<mpsc::Receiver<Input>>,
+    reloads: Option<mpsc::Receiver<Reconfig>>,
     status: Option<StatusLook>,
     mirror_give_up: Duration,
     /// Ids of answers delivered without the outbox: negative, so they never meet an outbox id,
@@ -219,8 +227,8 @@ impl Daemon {
         self
     }
 
-    /// Accepts `Input::Reload` from a configuration watcher (SIGHUP in `baton run`).
-    pub fn with_reloads(mut self, reloads: mpsc::Receiver<Input>) -> Daemon {
+    /// Accepts reloads from a configuration watcher (SIGHUP in `baton run`).
+    pub fn with_reloads(mut self, reloads: mpsc::Receiver<Reconfig>) -> Daemon {
         self.reloads = Some(reloads);
         self
     }
@@ -318,8 +326,7 @@ impl Daemon {
                     Ok(())
                 }
                 Some(reload) = reloads.recv() => {
-                    tracing::info!("configuration reloaded; pending plans are resolved again");
-                    self.step(reload, Origin::default(), &mut ctx);
+                    self.reload(reload, &mut ctx);
                     Ok(())
                 }
                 Some(reply) = reply_rx.recv() => {
@@ -426,6 +433,30 @@ impl Daemon {
         }
     }
 
+    /// A new configuration: the engine takes it or refuses it (a run is under way); only when it
+    /// takes it do the executor and the `!status xmpp` look change with it, so a run never sees
+    /// its inventory and its executor disagree.
+    fn reload(&mut self, reload: Reconfig, ctx: &mut Ctx) {
+        let Reconfig {
+            input,
+            executor,
+            status,
+        } = reload;
+        let out = self.engine.handle(input, self.clock.now());
+        if out.reloaded == Some(true) {
+            tracing::info!("configuration reloaded; pending plans are resolved again");
+            if let Some(executor) = executor {
+                self.executor = executor;
+            }
+            if status.is_some() {
+                self.status = status;
+            }
+        } else {
+            tracing::warn!("configuration reload refused while a run is under way; the running configuration stays");
+        }
+        self.act(out, Origin::default(), ctx);
+    }
+
     /// Feeds the engine, then journals and performs what it decided.
     fn step(&mut self, input: Input, origin: Origin, ctx: &mut Ctx) {
         let out = self.engine.handle(input, self.clock.now());
@@ -439,6 +470,7 @@ impl Daemon {
             mut messages,
             dispatches,
             queries,
+            reloaded: _,
         } = out;
         for q in queries {
             self.query(q, ctx);

@@ -68,7 +68,13 @@ impl Engine {
                     }
                 }
             }
-            Event::Refused { .. } => {}
+            Event::Refused { .. } | Event::Reloaded { .. } | Event::ReloadRefused { .. } => {}
+            Event::ApprovalWithdrawn { run, person, .. } => {
+                if let Some(r) = self.runs.get_mut(run) {
+                    r.review.withdraw(person);
+                    r.approvers.retain(|p| p != person);
+                }
+            }
             Event::Denied { run, person, reason } => {
                 if let Some(r) = self.runs.get_mut(run) {
                     match r.phase {

@@ -156,6 +156,8 @@ pub struct Output {
     pub messages: Vec<Message>,
     pub dispatches: Vec<Dispatch>,
     pub queries: Vec<Query>,
+    /// For a reload: whether it was taken (the shell then swaps its executors) or refused.
+    pub reloaded: Option<bool>,
 }
 
 /// Every run of one store, and what their actions changed.

@@ -10,9 +10,13 @@ use expect_test::{Expect, expect};
 const EXAMPLE: &str = include_str!("../../../examples/contoso.toml");
 
 fn config(tweak: impl FnOnce(&mut Policy)) -> EngineConfig {
+    config_from(EXAMPLE, tweak)
+}
+
+fn config_from(text: &str, tweak: impl FnOnce(&mut Policy)) -> EngineConfig {
     let none = |_: &str| None;
     let c = crate::config::Config::parse(
-        EXAMPLE,
+        text,
         "example",
         &crate::config::secret::SecretEnv {
             var: &none,
@@ -383,6 +387,81 @@ fn a_plan_change_voids_earlier_approvals() {
         [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
         [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
     "#]]);
+}
+
+#[test]
+fn a_reload_is_refused_while_a_run_is_under_way() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    let mut cfg = config(|_| {});
+    cfg.inventory.pools[1].external_address = "203.0.113.21".parse().expect("valid");
+    let out = t.engine.handle(
+        Input::Reload(Box::new(Reload {
+            policy: cfg.policy.clone(),
+            directory: cfg.directory.clone(),
+            inventory: cfg.inventory.clone(),
+        })),
+        t.now,
+    );
+    assert_eq!(out.reloaded, Some(false));
+    assert!(
+        out.events
+            .iter()
+            .any(|e| matches!(&e.event, Event::ReloadRefused { why } if why.contains("run #1 is running"))),
+        "{:?}",
+        out.events
+    );
+    assert!(
+        out.messages
+            .iter()
+            .any(|m| m.text().contains("Configuration reload refused"))
+    );
+    assert!(out.dispatches.is_empty());
+    // The running configuration stays: the run's plan still points at the old address.
+    assert_ne!(t.engine.cfg.inventory, cfg.inventory);
+    // Once the run has ended, the same reload is taken.
+    t.finish_all(&[]);
+    let out = t.engine.handle(
+        Input::Reload(Box::new(Reload {
+            policy: cfg.policy.clone(),
+            directory: cfg.directory.clone(),
+            inventory: cfg.inventory.clone(),
+        })),
+        t.now,
+    );
+    assert_eq!(out.reloaded, Some(true), "{:?}", out.events);
+    assert_eq!(t.engine.cfg.inventory, cfg.inventory);
+}
+
+#[test]
+fn a_reload_withdraws_an_approval_the_new_policy_no_longer_allows() {
+    let mut t = T::new(|p| p.approvals_required = 2);
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    let text = EXAMPLE.replace(
+        r#"edge-admins = ["alice", "bob", "carol"]"#,
+        r#"edge-admins = ["alice", "carol"]"#,
+    );
+    assert_ne!(text, EXAMPLE, "the example's group line moved; update this test");
+    let cfg = config_from(&text, |p| p.approvals_required = 2);
+    t.feed(Input::Reload(Box::new(Reload {
+        policy: cfg.policy,
+        directory: cfg.directory,
+        inventory: cfg.inventory,
+    })));
+    assert!(t.log.contains("withdrew bob's approval"), "{}", t.log);
+    let run = t.engine.run(RunId(1)).expect("run 1");
+    assert!(run.review.approvals().is_empty());
+    assert_eq!(run.phase, Phase::PendingApproval);
+    // Carol's approval alone is not enough now; the run waits for a second.
+    t.say("carol", "!approve 1");
+    assert_eq!(t.engine.run(RunId(1)).map(|r| r.phase.name()), Some("pending approval"));
+    assert!(
+        t.journal
+            .iter()
+            .any(|e| matches!(&e.event, Event::ApprovalWithdrawn { .. }))
+    );
 }
 
 #[test]
