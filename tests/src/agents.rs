@@ -64,6 +64,13 @@ pub struct AgentSpec {
     /// `tls.client_sha256` and `tls.client_subjects`.
     pub pin_sha256: Vec<String>,
     pub pin_subjects: Vec<String>,
+    /// `tls.client_ca_dedicated`: true by default, the fleet's CA being made for it alone.
+    pub ca_dedicated: bool,
+    /// `tls.client_crls`.
+    pub crls: Vec<PathBuf>,
+    /// `[limits]`: `request_timeout` (humantime) and `max_connections`.
+    pub request_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     /// The simulator's initial state (`None`: every service running, no sites; see [`sim_state`]).
     pub sim_state: Option<Value>,
 }
@@ -77,6 +84,10 @@ impl AgentSpec {
             timeouts: Vec::new(),
             pin_sha256: Vec::new(),
             pin_subjects: Vec::new(),
+            ca_dedicated: true,
+            crls: Vec::new(),
+            request_timeout: None,
+            max_connections: None,
             sim_state: None,
         }
     }
@@ -201,7 +212,11 @@ impl Fleet {
             client_ca: &self.pki.ca_cert,
             pin_sha256: &a.spec.pin_sha256,
             pin_subjects: &a.spec.pin_subjects,
+            ca_dedicated: a.spec.ca_dedicated,
+            crls: &a.spec.crls,
             timeouts: &a.spec.timeouts,
+            request_timeout: a.spec.request_timeout.as_deref(),
+            max_connections: a.spec.max_connections,
             argv: &argv,
         }
         .to_toml();

@@ -759,3 +759,271 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
     assert_eq!(fleet.executions(&edge2b)?.len(), 1);
     Ok(())
 }
+
+/// Sends `POST /v1/actions` over mutual TLS one byte every `every`, as a slowloris would (the
+/// headers too when `trickle_headers`), for at most `bytes` bytes. Returns when the agent
+/// closed the connection (`Some(time since connected)`) or the bytes ran out (`None`).
+async fn slow_client(
+    address: std::net::SocketAddr,
+    host: Fqdn,
+    pki: baton_pki::PkiFiles,
+    every: Duration,
+    bytes: usize,
+    trickle_headers: bool,
+    connected: tokio::sync::mpsc::Sender<()>,
+) -> Result<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(baton_tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(baton_tls::load_roots(&pki.ca_cert)?)
+        .with_client_auth_cert(
+            baton_tls::load_certs(&pki.bot_cert)?,
+            baton_tls::load_key(&pki.bot_key)?,
+        )?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let tls = connector
+        .connect(rustls::pki_types::ServerName::try_from(host.as_str().to_string())?, tcp)
+        .await?;
+    let started = Instant::now();
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let head = format!(
+        "POST /v1/actions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n"
+    );
+    let mut data = head.clone().into_bytes();
+    data.extend(std::iter::repeat_n(b' ', bytes));
+    let mut sent = 0;
+    if !trickle_headers {
+        tx.write_all(head.as_bytes()).await?;
+        tx.flush().await?;
+        sent = head.len();
+    }
+    let _ = connected.send(()).await;
+    let mut buf = [0u8; 512];
+    while sent < data.len() {
+        tokio::select! {
+            read = rx.read(&mut buf) => match read {
+                // An answer (408) or the close: the agent is done with this client.
+                Ok(_) | Err(_) => return Ok(Some(started.elapsed())),
+            },
+            () = tokio::time::sleep(every) => {
+                if tx.write_all(&data[sent..=sent]).await.is_err() || tx.flush().await.is_err() {
+                    return Ok(Some(started.elapsed()));
+                }
+                sent += 1;
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn slow_clients_are_cut_at_the_request_deadline() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.request_timeout = Some("1s".into());
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    // A client sending its body one byte every 300 ms (45 s in the field), and one sending its
+    // headers that way: each would hold its connection for 60 s; the agent ends both at its
+    // 1 s deadline for a whole request.
+    for trickle_headers in [false, true] {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let cut = rt.block_on(slow_client(
+            address,
+            edge2a.clone(),
+            fleet.pki.clone(),
+            Duration::from_millis(300),
+            200,
+            trickle_headers,
+            tx,
+        ))?;
+        let cut = cut.expect("the agent closed the slow connection before it finished");
+        assert!(
+            cut >= Duration::from_millis(900) && cut < Duration::from_secs(10),
+            "headers trickled: {trickle_headers}; cut after {cut:?}"
+        );
+    }
+    // A normal call still works, and nothing ran for the slow ones.
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "slow/ok",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_real_call_gets_through_while_slow_clients_hold_every_connection() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.request_timeout = Some("60s".into());
+    spec.max_connections = Some(4);
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    // Four clients with the bot's own certificate take every connection and trickle their
+    // bodies (one byte per 300 ms, 30 bytes: 9 s unless the agent closes them).
+    let (tx, mut connected) = tokio::sync::mpsc::channel(8);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            rt.spawn(slow_client(
+                address,
+                edge2a.clone(),
+                fleet.pki.clone(),
+                Duration::from_millis(300),
+                30,
+                false,
+                tx.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..4 {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), connected.recv()).await })?
+            .expect("a slow client connected");
+    }
+    // The real call at the cap: the slowest unfinished request makes room for it.
+    let started = Instant::now();
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "cap/ok",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered while the cap was held"
+    );
+    let results: Vec<Option<Duration>> = slow
+        .into_iter()
+        .map(|h| {
+            rt.block_on(h)
+                .expect("the slow client's task ends")
+                .expect("it connected")
+        })
+        .collect();
+    let closed = results.iter().filter(|r| r.is_some()).count();
+    assert!(
+        (1..4).contains(&closed),
+        "the agent closed slow clients to make room, not all of them: {results:?}"
+    );
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_subject_pin_admits_that_name_in_any_order_and_not_a_common_name_that_spells_it() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::new(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    let certs = fleet.dir().join("clients");
+    std::fs::create_dir_all(&certs)?;
+    // One CN that reads like the pin, and the real name written in both RDN orders.
+    let spoof = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot, OU=Ops")], &certs, "spoof")?;
+    let real = baton_pki::issue_client(&fleet.pki, &[("OU", "Ops"), ("CN", "baton-bot")], &certs, "real")?;
+    let reversed = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot"), ("OU", "Ops")], &certs, "reversed")?;
+    let more = baton_pki::issue_client(
+        &fleet.pki,
+        &[("O", "Contoso"), ("OU", "Ops"), ("CN", "baton-bot")],
+        &certs,
+        "more",
+    )?;
+    // A pin that does not parse stops the agent at start, naming the key.
+    {
+        let spec = fleet.spec_mut(&edge2a)?;
+        spec.ca_dedicated = false;
+        spec.pin_subjects = vec!["baton-bot".into()];
+    }
+    let err = fleet
+        .spawn(&edge2a)
+        .expect_err("an unparsable pin is refused")
+        .to_string();
+    assert!(
+        err.contains("tls.client_subjects[0]: 'baton-bot' is not a distinguished name (RFC 4514)"),
+        "{err}"
+    );
+    fleet.spec_mut(&edge2a)?.pin_subjects = vec!["CN=baton-bot, OU=Ops".into()];
+    fleet.spawn(&edge2a)?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    let ca = fleet.pki.ca_cert.clone();
+    let call = |client: &baton_pki::AgentFiles, k: &str| -> Result<(u16, String)> {
+        rt.block_on(raw_request(
+            address,
+            &edge2a,
+            &ca,
+            Some((&client.cert, &client.key)),
+            "POST",
+            "/v1/actions",
+            &valid_call(k, json!({ "action": "services.status", "host": "edge2a.contoso.com" })),
+        ))
+        .map_err(anyhow::Error::msg)
+    };
+    let (status, text) = call(&spoof, "pin/1")?;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains(r"client certificate not allowed here (subject CN=baton-bot\\, OU\\=Ops, sha256 "),
+        "the refusal shows the subject as one escaped CN: {text}"
+    );
+    let (status, text) = call(&more, "pin/2")?;
+    assert_eq!(status, 403, "an extra attribute is another name: {text}");
+    for (client, k) in [(&real, "pin/3"), (&reversed, "pin/4")] {
+        let (status, text) = call(client, k)?;
+        assert_eq!(status, 200, "{text}");
+    }
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, ["pin/3", "pin/4"]);
+    Ok(())
+}
+
+#[test]
+fn a_ca_without_pins_must_be_declared_dedicated_and_revoked_certificates_are_refused() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::new(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.spec_mut(&edge2a)?.ca_dedicated = false;
+    let err = fleet.spawn(&edge2a).expect_err("no pin, no dedicated CA").to_string();
+    assert!(
+        err.contains("tls: no client pin: every certificate client_ca ever issued would be admitted"),
+        "{err}"
+    );
+    // A dedicated CA with a CRL that revokes an older bot certificate.
+    let certs = fleet.dir().join("clients");
+    std::fs::create_dir_all(&certs)?;
+    let old = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot")], &certs, "old-bot")?;
+    let crl = certs.join("ca.crl");
+    baton_pki::revoke(&fleet.pki, &[&old.cert], &crl)?;
+    {
+        let spec = fleet.spec_mut(&edge2a)?;
+        spec.ca_dedicated = true;
+        spec.crls = vec![crl];
+    }
+    fleet.restart(&edge2a)?;
+    let rt = runtime();
+    let body = valid_call(
+        "crl/1",
+        json!({ "action": "services.stop", "host": "edge2a.contoso.com" }),
+    );
+    let err = rt
+        .block_on(raw_request(
+            fleet.address(&edge2a)?,
+            &edge2a,
+            &fleet.pki.ca_cert,
+            Some((&old.cert, &old.key)),
+            "POST",
+            "/v1/actions",
+            &body,
+        ))
+        .expect_err("a revoked certificate is refused at the handshake");
+    assert!(err.contains("received fatal alert: CertificateRevoked"), "{err}");
+    assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran");
+    // The current bot certificate is not revoked: the same call goes through.
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "crl/2",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    Ok(())
+}

@@ -26,10 +26,88 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-/// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The open connections, oldest first, and whether each has completed its request (then it is
+/// being answered and is never closed to make room).
+struct Slots {
+    cap: usize,
+    next: u64,
+    open: std::collections::BTreeMap<u64, Slot>,
+}
+
+struct Slot {
+    answering: Arc<std::sync::atomic::AtomicBool>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+/// Frees a connection's slot when its task ends, however it ends.
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.open.remove(&self.id);
+        }
+    }
+}
+
+/// What a connection's handler knows of its limits: when its request must be complete, and the
+/// flag it raises once it is (from then on the connection is never closed to make room).
+#[derive(Clone)]
+struct Progress {
+    deadline: Instant,
+    answering: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn complete(&self) {
+        self.answering.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Takes a slot for a new connection. At the cap, the oldest connection that has not completed
+/// its request is told to close and the new one takes its place; when every connection is being
+/// answered, the new one is refused (`None`).
+fn take_slot(slots: &Arc<Mutex<Slots>>) -> Option<(SlotGuard, Slot)> {
+    let mut s = slots.lock().expect("the slot map is never held across a panic");
+    if s.open.len() >= s.cap {
+        let victim = s
+            .open
+            .iter()
+            .find(|(_, slot)| !slot.answering.load(std::sync::atomic::Ordering::SeqCst))
+            .map(|(id, _)| *id);
+        let victim = victim?;
+        if let Some(slot) = s.open.remove(&victim) {
+            slot.evict.notify_one();
+        }
+    }
+    let id = s.next;
+    s.next += 1;
+    let slot = Slot {
+        answering: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        evict: Arc::new(tokio::sync::Notify::new()),
+    };
+    s.open.insert(
+        id,
+        Slot {
+            answering: slot.answering.clone(),
+            evict: slot.evict.clone(),
+        },
+    );
+    Some((
+        SlotGuard {
+            slots: slots.clone(),
+            id,
+        },
+        slot,
+    ))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -67,6 +145,7 @@ struct Inner {
     /// Keys executing now, with when they started and where their answer will appear.
     running: Mutex<HashMap<IdempotencyKey, Execution>>,
     tasks: TaskTracker,
+    slots: Arc<Mutex<Slots>>,
     /// Set when the agent stops: new calls are refused (503, which the dispatcher retries).
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -90,7 +169,12 @@ impl Agent {
     /// Loads the TLS material, creates the state folder and opens the journal (closing keys a
     /// previous process left running as interrupted).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
-        let tls = baton_tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+        let tls = baton_tls::server_config(
+            &config.tls.cert,
+            &config.tls.key,
+            &config.tls.client_ca,
+            &config.tls.client_crls,
+        )?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -99,9 +183,15 @@ impl Agent {
         for key in &interrupted {
             warn!(key = %key, "an action was running when the agent stopped; it is recorded as interrupted and will not run again");
         }
+        let cap = config.limits.max_connections;
         Ok(Agent {
             inner: Arc::new(Inner {
                 config,
+                slots: Arc::new(Mutex::new(Slots {
+                    cap,
+                    next: 0,
+                    open: Default::default(),
+                })),
                 acceptor: TlsAcceptor::from(tls),
                 journal: Arc::new(journal),
                 running: Mutex::new(HashMap::new()),
@@ -134,9 +224,14 @@ impl Agent {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, address)) => {
-                        connections.spawn(self.inner.clone().connection(stream, address));
-                    }
+                    Ok((stream, address)) => match take_slot(&self.inner.slots) {
+                        Some((guard, slot)) => {
+                            connections.spawn(self.inner.clone().connection(stream, address, guard, slot));
+                        }
+                        None => {
+                            warn!(peer = %address, cap = c.limits.max_connections, "connection refused: every connection is being answered");
+                        }
+                    },
                     Err(e) => {
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,22 +254,23 @@ impl Agent {
     }
 }
 
-/// Checks the pins, if any: a client passes when its fingerprint or its subject is listed.
+/// Checks the pins, if any: a client passes when its fingerprint is listed, or when its subject
+/// equals a listed one as a distinguished name (attribute by attribute, RFC 4514), never by text.
 fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection) -> Result<Peer, String> {
     let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
         return Err("no client certificate".to_string());
     };
+    let name = baton_tls::DistinguishedName::of_certificate(cert);
     let peer = Peer {
-        subject: baton_tls::subject(cert).unwrap_or_else(|| "(unparsable subject)".to_string()),
+        subject: name
+            .as_ref()
+            .map_or_else(|| "(unparsable subject)".to_string(), ToString::to_string),
         sha256: baton_tls::sha256_hex(cert),
     };
-    if !settings.pinned()
-        || settings.client_sha256.contains(&peer.sha256)
-        || settings
-            .client_subjects
-            .iter()
-            .any(|s| baton_tls::same_subject(s, &peer.subject))
-    {
+    let subject_pinned = name
+        .as_ref()
+        .is_some_and(|n| settings.client_subjects.iter().any(|pin| pin == n));
+    if !settings.pinned() || settings.client_sha256.contains(&peer.sha256) || subject_pinned {
         Ok(peer)
     } else {
         Err(format!(
@@ -185,10 +281,26 @@ fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection)
 }
 
 impl Inner {
-    async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr) {
+    /// Serves one connection until it ends, its request misses the deadline, or it is closed to
+    /// make room for a new one.
+    async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, guard: SlotGuard, slot: Slot) {
+        let progress = Progress {
+            deadline: Instant::now() + self.config.limits.request_timeout,
+            answering: slot.answering.clone(),
+        };
+        tokio::select! {
+            () = self.serve_connection(stream, address, progress) => {}
+            () = slot.evict.notified() => {
+                warn!(peer = %address, "connection closed to make room: its request was the slowest at the connection cap");
+            }
+        }
+        drop(guard);
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, progress: Progress) {
         // Answers are small and written in pieces: do not let Nagle hold them for an ACK.
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+        let tls = match tokio::time::timeout(progress.remaining(), self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 warn!(peer = %address, error = %e, "TLS handshake refused");
@@ -204,14 +316,19 @@ impl Inner {
             Ok(p) => debug!(peer = %address, subject = %p.subject, "client admitted"),
             Err(why) => warn!(peer = %address, why = %why, "client refused"),
         }
+        let headers_by = progress.remaining();
         let service = hyper::service::service_fn(move |req| {
             let inner = self.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(inner.respond(peer, req).await) }
+            let progress = progress.clone();
+            async move { Ok::<_, Infallible>(inner.respond(peer, req, progress).await) }
         });
+        // One request per connection (the dispatcher opens one per exchange), so the deadline
+        // taken at accept bounds the handshake, the headers and the body together.
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(false)
+            .header_read_timeout(headers_by)
             .serve_connection(TokioIo::new(tls), service)
             .await;
         if let Err(e) = served {
@@ -219,8 +336,13 @@ impl Inner {
         }
     }
 
-    async fn respond(self: Arc<Self>, peer: Result<Peer, String>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let (status, body) = match self.route(peer, req).await {
+    async fn respond(
+        self: Arc<Self>,
+        peer: Result<Peer, String>,
+        req: Request<Incoming>,
+        progress: Progress,
+    ) -> Response<Full<Bytes>> {
+        let (status, body) = match self.route(peer, req, progress).await {
             Ok(reply) => reply,
             Err(e) => (e.error.status(), e.encode()),
         };
@@ -234,18 +356,34 @@ impl Inner {
         response
     }
 
-    async fn route(self: &Arc<Self>, peer: Result<Peer, String>, req: Request<Incoming>) -> Result<Reply, ErrorBody> {
+    async fn route(
+        self: &Arc<Self>,
+        peer: Result<Peer, String>,
+        req: Request<Incoming>,
+        progress: Progress,
+    ) -> Result<Reply, ErrorBody> {
         let peer = peer.map_err(|why| refuse(ErrorKind::Forbidden, why))?;
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, protocol::HEALTH_PATH) => {
+                progress.complete();
                 let agent = Agent { inner: self.clone() };
                 Ok((200, agent.health().encode()))
             }
             (&Method::POST, protocol::ACTIONS_PATH) => {
-                let body = Limited::new(req.into_body(), protocol::MAX_BODY)
-                    .collect()
+                let read = Limited::new(req.into_body(), protocol::MAX_BODY).collect();
+                let body = tokio::time::timeout(progress.remaining(), read)
                     .await
+                    .map_err(|_| {
+                        info!(subject = %peer.subject, "request body not complete at the deadline; closing");
+                        refuse(
+                            ErrorKind::Timeout,
+                            format!(
+                                "the request was not complete within {}",
+                                humantime::format_duration(self.config.limits.request_timeout)
+                            ),
+                        )
+                    })?
                     .map_err(|e| {
                         if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                             ErrorBody::from(protocol::WireError::TooLarge)
@@ -253,6 +391,7 @@ impl Inner {
                             refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
                         }
                     })?;
+                progress.complete();
                 let call = ActionCall::decode(&body.to_bytes()).map_err(|e| {
                     info!(subject = %peer.subject, error = %e, "call refused");
                     ErrorBody::from(e)

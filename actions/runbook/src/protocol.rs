@@ -380,6 +380,8 @@ pub enum ErrorKind {
     Internal,
     /// The agent is shutting down.
     Unavailable,
+    /// The request was not complete (handshake, headers and body) within the agent's deadline.
+    Timeout,
 }
 
 impl ErrorKind {
@@ -393,6 +395,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => 413,
             ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 408,
         }
     }
 }
