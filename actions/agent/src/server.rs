@@ -3,11 +3,11 @@
 //! It takes its listener and shutdown signal as arguments, so tests bind `127.0.0.1:0`.
 
 use crate::config::AgentConfig;
-use crate::journal::{Begin, Journal, JournalError};
+use crate::journal::{Begin, Journal, JournalError, Lookup, now_ms};
 use crate::{invoke, outcome, process};
 use baton_runbook::IdempotencyKey;
 use baton_runbook::catalog::{Action, Target};
-use baton_runbook::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health};
+use baton_runbook::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health, KeyQuery, KeyState};
 use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -117,6 +117,8 @@ pub enum AgentError {
     Journal(#[from] JournalError),
     #[error("cannot write the state folder {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("an action interrupted by the last stop is still running and cannot be ended (key {key}): {why}")]
+    Orphan { key: String, why: String },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -166,9 +168,43 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Agent {
-    /// Loads the TLS material, creates the state folder and opens the journal (closing keys a
-    /// previous process left running as interrupted).
-    pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
+    /// Loads the TLS material, creates the state folder and opens the journal, closing keys a
+    /// previous process left running as interrupted and ending what is left of their executors,
+    /// so that nothing of theirs runs by the time this agent answers.
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let (agent, interrupted) = Agent::open(config)?;
+        for i in interrupted {
+            let Some(group) = i.process else {
+                warn!(key = %i.key, "an action was running when the agent stopped, before its process started; it is recorded as interrupted and will not run again");
+                continue;
+            };
+            match process::end_group(group, i.boot.as_deref(), Duration::from_secs(10)).await {
+                Ok(true) => {
+                    warn!(key = %i.key, process_group = group, "an action was running when the agent stopped: its processes were still there and are ended; the key is recorded as interrupted and will not run again")
+                }
+                Ok(false) => {
+                    warn!(key = %i.key, process_group = group, "an action was running when the agent stopped; its processes are gone; the key is recorded as interrupted and will not run again")
+                }
+                Err(why) => return Err(AgentError::Orphan { key: i.key, why }),
+            }
+        }
+        Ok(agent)
+    }
+
+    /// Checks the files a configuration names (certificates, key, CA, CRLs) without opening the
+    /// journal, so that checking a running agent's configuration changes nothing of its state.
+    pub fn check_files(config: &AgentConfig) -> Result<(), AgentError> {
+        baton_tls::server_config(
+            &config.tls.cert,
+            &config.tls.key,
+            &config.tls.client_ca,
+            &config.tls.client_crls,
+        )?;
+        Ok(())
+    }
+
+    /// [`Agent::start`] without ending the processes of interrupted keys, which it returns.
+    fn open(config: AgentConfig) -> Result<(Agent, Vec<crate::journal::Interrupted>), AgentError> {
         let tls = baton_tls::server_config(
             &config.tls.cert,
             &config.tls.key,
@@ -179,12 +215,13 @@ impl Agent {
             path: config.state_dir.clone(),
             source,
         })?;
-        let (journal, interrupted) = Journal::open(&config.state_dir.join("journal.sqlite"))?;
-        for key in &interrupted {
-            warn!(key = %key, "an action was running when the agent stopped; it is recorded as interrupted and will not run again");
-        }
+        let (journal, interrupted) = Journal::open(
+            &config.state_dir.join("journal.sqlite"),
+            now_ms(),
+            crate::journal::Retention::default(),
+        )?;
         let cap = config.limits.max_connections;
-        Ok(Agent {
+        let agent = Agent {
             inner: Arc::new(Inner {
                 config,
                 slots: Arc::new(Mutex::new(Slots {
@@ -198,7 +235,8 @@ impl Agent {
                 tasks: TaskTracker::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        };
+        Ok((agent, interrupted))
     }
 
     /// What `GET /v1/health` answers.
@@ -371,35 +409,24 @@ impl Inner {
                 Ok((200, agent.health().encode()))
             }
             (&Method::POST, protocol::ACTIONS_PATH) => {
-                let read = Limited::new(req.into_body(), protocol::MAX_BODY).collect();
-                let body = tokio::time::timeout(progress.remaining(), read)
-                    .await
-                    .map_err(|_| {
-                        info!(subject = %peer.subject, "request body not complete at the deadline; closing");
-                        refuse(
-                            ErrorKind::Timeout,
-                            format!(
-                                "the request was not complete within {}",
-                                humantime::format_duration(self.config.limits.request_timeout)
-                            ),
-                        )
-                    })?
-                    .map_err(|e| {
-                        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                            ErrorBody::from(protocol::WireError::TooLarge)
-                        } else {
-                            refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
-                        }
-                    })?;
-                progress.complete();
-                let call = ActionCall::decode(&body.to_bytes()).map_err(|e| {
+                let body = self.read_body(req, &peer, &progress).await?;
+                let call = ActionCall::decode(&body).map_err(|e| {
                     info!(subject = %peer.subject, error = %e, "call refused");
                     ErrorBody::from(e)
                 })?;
                 let answer = self.call(&peer, call).await?;
                 Ok((200, answer.encode()))
             }
-            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH) => Err(refuse(
+            (&Method::POST, protocol::KEYS_PATH) => {
+                let body = self.read_body(req, &peer, &progress).await?;
+                let query = KeyQuery::decode(&body).map_err(|e| {
+                    info!(subject = %peer.subject, error = %e, "key query refused");
+                    ErrorBody::from(e)
+                })?;
+                let state = self.lookup(&peer, query).await?;
+                Ok((200, state.encode()))
+            }
+            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH | protocol::KEYS_PATH) => Err(refuse(
                 ErrorKind::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
@@ -410,9 +437,35 @@ impl Inner {
         }
     }
 
-    /// Checks the call against this agent, then executes it once or reports what is recorded.
-    async fn call(self: &Arc<Self>, peer: &Peer, call: ActionCall) -> Result<ActionAnswer, ErrorBody> {
-        let ActionCall { key, action, .. } = &call;
+    /// Reads a request's body within the request's deadline and the size bound; the request is
+    /// complete once it is read.
+    async fn read_body(&self, req: Request<Incoming>, peer: &Peer, progress: &Progress) -> Result<Bytes, ErrorBody> {
+        let read = Limited::new(req.into_body(), protocol::MAX_BODY).collect();
+        let body = tokio::time::timeout(progress.remaining(), read)
+            .await
+            .map_err(|_| {
+                info!(subject = %peer.subject, "request body not complete at the deadline; closing");
+                refuse(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the request was not complete within {}",
+                        humantime::format_duration(self.config.limits.request_timeout)
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    ErrorBody::from(protocol::WireError::TooLarge)
+                } else {
+                    refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
+                }
+            })?;
+        progress.complete();
+        Ok(body.to_bytes())
+    }
+
+    /// Checks that `action` is for this agent and enabled here.
+    fn check_action(&self, action: &Action) -> Result<(), ErrorBody> {
         let c = &self.config;
         match action.target() {
             Target::Agent(host) if host == c.host => {}
@@ -440,6 +493,64 @@ impl Inner {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Answers what became of a key, running nothing (a key never received is retired).
+    async fn lookup(self: &Arc<Self>, peer: &Peer, query: KeyQuery) -> Result<KeyState, ErrorBody> {
+        let KeyQuery { key, action, .. } = &query;
+        self.check_action(action)?;
+        let looked = {
+            let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
+            blocking(move || journal.lookup(&key, &action, now_ms())).await?
+        }
+        .map_err(|e| {
+            error!(key = %key, error = %e, "the journal cannot answer a key query");
+            refuse(ErrorKind::Internal, format!("the agent cannot read its journal: {e}"))
+        })?;
+        info!(key = %key, action = action.id(), subject = %peer.subject, found = ?std::mem::discriminant(&looked), "key query");
+        match looked {
+            Lookup::Retired(_) => {
+                warn!(key = %key, action = action.id(), "asked about a key never received: retired, it will never run");
+                Ok(KeyState::Retired { key: key.clone() })
+            }
+            Lookup::Done(answer) => Ok(KeyState::Recorded {
+                answer: answer.replayed(),
+            }),
+            Lookup::Running { since } => {
+                let entry = self
+                    .running
+                    .lock()
+                    .expect("the running map is never held across a panic")
+                    .get(key)
+                    .cloned();
+                let answer = match entry {
+                    Some((started, rx)) => wait(key, started, rx, query.wait()).await,
+                    None => ActionAnswer::Running {
+                        key: key.clone(),
+                        elapsed_ms: millis(since),
+                    },
+                };
+                Ok(match answer {
+                    ActionAnswer::Running { key, elapsed_ms } => KeyState::Running { key, elapsed_ms },
+                    done => KeyState::Recorded { answer: done },
+                })
+            }
+            Lookup::Conflict { recorded } => Err(refuse(
+                ErrorKind::Conflict,
+                format!(
+                    "key {key} was used for another action: {}",
+                    baton_runbook::names::shown(&recorded)
+                ),
+            )),
+        }
+    }
+
+    /// Checks the call against this agent, then executes it once or reports what is recorded.
+    async fn call(self: &Arc<Self>, peer: &Peer, call: ActionCall) -> Result<ActionAnswer, ErrorBody> {
+        let ActionCall { key, action, .. } = &call;
+        let c = &self.config;
+        self.check_action(action)?;
         let invocation = invoke::invocation(&c.executor, key, action).ok_or_else(|| {
             refuse(
                 ErrorKind::BadRequest,
@@ -455,7 +566,7 @@ impl Inner {
         }
         let begin = {
             let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
-            blocking(move || journal.begin(&key, &action)).await?
+            blocking(move || journal.begin(&key, &action, now_ms())).await?
         }
         .map_err(|e| {
             error!(key = %key, error = %e, "the journal refused a call; nothing was executed");
@@ -491,7 +602,7 @@ impl Inner {
                     // The execution ended between the journal read and now: read its answer.
                     None => {
                         let (journal, k, a) = (self.journal.clone(), key.clone(), action.clone());
-                        match blocking(move || journal.begin(&k, &a)).await? {
+                        match blocking(move || journal.begin(&k, &a, now_ms())).await? {
                             Ok(Begin::Done(answer)) => Ok(answer.replayed()),
                             _ => Ok(ActionAnswer::Running {
                                 key: key.clone(),
@@ -512,6 +623,18 @@ impl Inner {
                     baton_runbook::names::shown(&recorded)
                 ),
             )),
+            Begin::Busy { key: running, since } => {
+                warn!(key = %key, running = %running, action = action.id(), "refused: the same kind of action is running");
+                Err(refuse(
+                    ErrorKind::Busy,
+                    format!(
+                        "{} is already running on {} (key {running}, for {}); nothing was started",
+                        action.id(),
+                        c.host,
+                        humantime::format_duration(Duration::from_secs(since.as_secs()))
+                    ),
+                ))
+            }
         }
     }
 
@@ -523,7 +646,18 @@ impl Inner {
         timeout: Duration,
         tx: watch::Sender<Option<ActionAnswer>>,
     ) {
-        let finished = process::run(&invocation, timeout).await;
+        let journal = self.journal.clone();
+        let recorded_key = key.clone();
+        let finished = process::run(&invocation, timeout, move |pid| async move {
+            let boot = process::boot_id();
+            let k = recorded_key.clone();
+            let recorded =
+                tokio::task::spawn_blocking(move || journal.record_process(&k, i64::from(pid), boot.as_deref())).await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                error!(key = %recorded_key, pid, result = ?recorded, "cannot record the action's process; a restarted agent could not end it");
+            }
+        })
+        .await;
         let answer = outcome::interpret(&action, &key, &finished, timeout);
         match &answer {
             ActionAnswer::Ok { detail, elapsed_ms, .. } => {
@@ -536,7 +670,7 @@ impl Inner {
         }
         let recorded = {
             let (journal, key, answer) = (self.journal.clone(), key.clone(), answer.clone());
-            tokio::task::spawn_blocking(move || journal.finish(&key, &answer)).await
+            tokio::task::spawn_blocking(move || journal.finish(&key, &answer, now_ms())).await
         };
         if !matches!(recorded, Ok(Ok(()))) {
             error!(key = %key, result = ?recorded, "cannot record an answer; after a restart the key will read as interrupted");
