@@ -430,6 +430,69 @@ impl Fleet {
         Ok(self.executions(host)?.iter().filter(|(k, _, _)| k == key).count())
     }
 
+    /// What `host`'s agent journal records for `key`: its state (`running` or `done`) and the
+    /// process group of its executor, once started. Read straight from the SQLite file, as an
+    /// operator would, while the agent runs.
+    pub fn journal_row(&self, host: &Fqdn, key: &str) -> Result<Option<(String, Option<i64>)>> {
+        let path = self.agent(host)?.state_dir.join("journal.sqlite");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let row = conn.query_row("SELECT state, process FROM calls WHERE key = ?1", [key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        });
+        match row {
+            Ok(r) => Ok(Some(r)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until `host`'s journal records `key` as `running` with its executor's process
+    /// group: the moment to kill something mid-action. Returns the process group.
+    pub fn wait_running(&self, host: &Fqdn, key: &str, limit: Duration) -> Result<i64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((state, Some(group))) = self.journal_row(host, key)?
+                && state == "running"
+            {
+                return Ok(group);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{host}'s journal does not show {key} running within {limit:?}: {:?}",
+                    self.journal_row(host, key)?
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every recorded simulator execution of `host` with its process ids: (key, status, pid,
+    /// child pid).
+    pub fn execution_pids(&self, host: &Fqdn) -> Result<Vec<(String, String, Option<u32>, Option<u32>)>> {
+        let state = self.sim(host)?;
+        let list = state
+            .get("executions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let pid = |v: &Value| v.as_u64().and_then(|p| u32::try_from(p).ok());
+        Ok(list
+            .iter()
+            .map(|e| {
+                (
+                    e["key"].as_str().unwrap_or_default().to_string(),
+                    e["status"].as_str().unwrap_or_default().to_string(),
+                    pid(&e["pid"]),
+                    pid(&e["child_pid"]),
+                )
+            })
+            .collect())
+    }
+
     /// The agent's log, for failure messages.
     pub fn log(&self, host: &Fqdn) -> String {
         self.agents

@@ -644,6 +644,13 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
         matches!(ActionAnswer::decode(text.as_bytes())?, ActionAnswer::Running { .. }),
         "{text}"
     );
+    // Killed when the journal says the key is running with its executor started.
+    fleet.wait_running(&edge2a, "once/2", Duration::from_secs(15))?;
+    let pid = fleet
+        .execution_pids(&edge2a)?
+        .into_iter()
+        .find(|(k, _, _, _)| k == "once/2")
+        .and_then(|(_, _, pid, _)| pid);
     fleet.kill(&edge2a)?;
     fleet.restart(&edge2a)?;
     let report = rt.block_on(dispatcher.execute(request(
@@ -653,11 +660,19 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     )));
     assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
     assert!(report.replayed);
-    std::thread::sleep(Duration::from_millis(2000));
+    // Its executor is gone, so it cannot finish later either.
+    if let Some(pid) = pid {
+        assert!(!baton_e2e::agents::alive(pid), "the interrupted executor {pid} is gone");
+    }
     assert_eq!(
         fleet.executions_of(&edge2a, "once/2")?,
         1,
         "the interrupted key was not run again"
+    );
+    assert_eq!(
+        fleet.executions(&edge2a)?.last().map(|(_, _, status)| status.as_str()),
+        Some("started"),
+        "the interrupted execution never completed"
     );
     Ok(())
 }
@@ -1025,5 +1040,215 @@ fn a_ca_without_pins_must_be_declared_dedicated_and_revoked_certificates_are_ref
         Duration::from_secs(10),
     )));
     assert_eq!(report.outcome.text(), "5 services stopped");
+    Ok(())
+}
+
+#[test]
+fn an_agent_killed_mid_action_takes_its_children_along_and_a_retry_never_runs_beside_them() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    // The first execution takes 30 s and starts a child of its own (a PowerShell would).
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 30000, "spawn_child": true, "times": 1 } })
+    })?;
+    let rt = runtime();
+    let (t1, t2) = ("orphan/s2/a1-edge2a/t1", "orphan/s2/a1-edge2a/t2");
+    let dispatcher = std::sync::Arc::new(fleet.dispatcher()?);
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request(t1, stop("edge2a.contoso.com"), Duration::from_secs(60)))
+            .await
+    });
+    // Kill the agent when its journal says the key is running and the child exists.
+    fleet.wait_running(&edge2a, t1, Duration::from_secs(15))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (pid, child) = loop {
+        let started = fleet.execution_pids(&edge2a)?.into_iter().find(|(k, _, _, _)| k == t1);
+        if let Some((_, _, Some(pid), Some(child))) = started {
+            break (pid, child);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the simulator never recorded its child");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    fleet.kill(&edge2a)?;
+    assert!(
+        gone_within(pid, Duration::from_secs(5)),
+        "the executor {pid} died with its agent"
+    );
+    fleet.restart(&edge2a)?;
+    assert!(
+        !baton_e2e::agents::alive(child),
+        "the restarted agent ended the executor's child {child} before it answered"
+    );
+    // The call in flight gets the recorded interrupted answer from the new agent.
+    let report = rt.block_on(first)?;
+    assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
+    // The retry asks about the first attempt, then runs, with nothing of the first still alive.
+    let retried = rt.block_on(dispatcher.execute(request(t2, stop("edge2a.contoso.com"), Duration::from_secs(30))));
+    assert_eq!(retried.outcome.text(), "5 services stopped");
+    let starts: Vec<(String, String)> = fleet
+        .execution_pids(&edge2a)?
+        .into_iter()
+        .map(|(k, status, _, _)| (k, status))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            (t1.to_string(), "started".to_string()),
+            (t2.to_string(), "ok".to_string())
+        ],
+        "each attempt started once; the first never finished"
+    );
+    assert!(
+        fleet
+            .log(&edge2a)
+            .contains("its processes were still there and are ended")
+            || fleet.log(&edge2a).contains("its processes are gone"),
+        "{}",
+        fleet.log(&edge2a)
+    );
+    Ok(())
+}
+
+/// A TCP relay between the dispatcher and an agent that can be cut (every connection dropped,
+/// new ones closed at once) and mended, to lose a call's connection after its request was sent.
+struct Relay {
+    address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    fn start(rt: &tokio::runtime::Runtime, agent: std::net::SocketAddr) -> Result<Relay> {
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let address = listener.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), links.clone());
+        rt.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(agent).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().expect("not poisoned").push(task.abort_handle());
+            }
+        });
+        Ok(Relay { address, cut, links })
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("not poisoned").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_lost_connection_is_an_unknown_outcome_and_the_next_attempt_asks_before_it_runs() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 2000 } })
+    })?;
+    let rt = runtime();
+    let relay = Relay::start(&rt, fleet.address(&edge2a)?)?;
+    let mut config = fleet.dispatcher_config();
+    config.agents.insert(edge2a.clone(), relay.address.into());
+    config.poll_wait = Duration::from_millis(300);
+    config.request_timeout = Duration::from_secs(1);
+    let dispatcher = std::sync::Arc::new(baton_actions::dispatcher::Dispatcher::new(config)?);
+    let (t1, t2) = ("flap/s2/a1-edge2a/t1", "flap/s2/a1-edge2a/t2");
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request(t1, stop("edge2a.contoso.com"), Duration::from_secs(3)))
+            .await
+    });
+    // The network fails once the agent has the call, and stays down past the call's deadline.
+    fleet.wait_running(&edge2a, t1, Duration::from_secs(15))?;
+    relay.cut();
+    let report = rt.block_on(first)?;
+    assert!(report.outcome.is_unknown(), "{:?}", report.outcome);
+    assert!(
+        report
+            .outcome
+            .text()
+            .starts_with("edge2a.contoso.com: outcome unknown: the request may have reached the agent"),
+        "{}",
+        report.outcome.text()
+    );
+    // Meanwhile the agent finished the action. The network is back; the next attempt asks
+    // about the first, learns it succeeded, and stops nothing a second time.
+    relay.mend();
+    let retried = rt.block_on(dispatcher.execute(request(t2, stop("edge2a.contoso.com"), Duration::from_secs(10))));
+    assert_eq!(
+        retried.outcome.text(),
+        "5 services stopped (by attempt 1, found when asked before this one)"
+    );
+    assert!(retried.replayed);
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, [t1], "Stop-CsWindowsService ran once");
+    // The agent retired nothing and recorded no second key: t2 was never sent.
+    assert_eq!(fleet.journal_row(&edge2a, t2)?, None);
+    Ok(())
+}
+
+#[test]
+fn a_second_key_of_the_same_kind_is_refused_while_one_runs_and_a_key_never_received_is_retired() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 3000, "times": 1 } })
+    })?;
+    let rt = runtime();
+    let dispatcher = std::sync::Arc::new(fleet.dispatcher()?);
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request("busy/a", stop("edge2a.contoso.com"), Duration::from_secs(10)))
+            .await
+    });
+    fleet.wait_running(&edge2a, "busy/a", Duration::from_secs(15))?;
+    let second =
+        rt.block_on(dispatcher.execute(request("busy/b", stop("edge2a.contoso.com"), Duration::from_secs(10))));
+    assert!(
+        second.outcome.text().starts_with(
+            "edge2a.contoso.com: the agent refused the request (409): services.stop is already running on edge2a.contoso.com (key busy/a, for "
+        ),
+        "{}",
+        second.outcome.text()
+    );
+    // A look is not held up.
+    let look = rt.block_on(dispatcher.execute(request(
+        "busy/look",
+        Action::ServicesStatus { host: edge2a.clone() },
+        Duration::from_secs(10),
+    )));
+    assert!(look.outcome.is_ok(), "{:?}", look.outcome);
+    assert_eq!(rt.block_on(first)?.outcome.text(), "5 services stopped");
+    // Asking about a key the agent never received retires it: its call can never run later.
+    let never = key("busy/never");
+    let state = rt.block_on(dispatcher.ask(&edge2a, &never, &stop("edge2a.contoso.com"), Duration::from_secs(5)))?;
+    assert_eq!(state, baton_actions::protocol::KeyState::Retired { key: never.clone() });
+    let late = rt.block_on(dispatcher.execute(request(
+        "busy/never",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert!(
+        late.replayed && late.outcome.text().contains("never received"),
+        "{:?}",
+        late.outcome
+    );
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, ["busy/a", "busy/look"]);
     Ok(())
 }
