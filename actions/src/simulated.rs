@@ -2,8 +2,11 @@
 //! action and injected failures, keeping a durable record of every execution in a SQLite file.
 //!
 //! It honours idempotency keys the way `baton-agent` does: a key already executed returns the
-//! recorded outcome and executes nothing again, also after a restart. Tests count executions
-//! from the record (`executions` table) to prove that nothing ran twice across crashes.
+//! recorded outcome and executes nothing again, also after a restart. Like the agent, it records
+//! an execution when it starts (before its delay), and a key that had started when the process
+//! died is reported interrupted at the next start and never run again. Tests count executions
+//! from the record (`executions` table, one row per start) to prove that nothing ran twice
+//! across crashes.
 
 use crate::catalog::Action;
 use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
@@ -113,6 +116,13 @@ const SCHEMA: &str = "
     );
 ";
 
+/// `executions.ok` of an execution that has started and not ended (1 ok, 0 failed).
+const STARTED: i64 = -1;
+
+/// The outcome of a simulated execution that was running when the process died.
+pub const INTERRUPTED: &str = "interrupted: Baton stopped while this simulated action was running; it was not run \
+     again (retry with a new attempt)";
+
 impl SimulatedExecutor {
     /// Opens (or creates) the durable record at `path`.
     pub fn open(path: &Path, config: SimulationConfig) -> Result<SimulatedExecutor, SimulationError> {
@@ -122,7 +132,11 @@ impl SimulatedExecutor {
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         };
-        let conn = open().map_err(|source| SimulationError::Open {
+        let mut conn = open().map_err(|source| SimulationError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::interrupt_started(&mut conn).map_err(|source| SimulationError::Open {
             path: path.display().to_string(),
             source,
         })?;
@@ -131,6 +145,35 @@ impl SimulatedExecutor {
             in_flight: Mutex::new(HashSet::new()),
             config,
         })
+    }
+
+    /// Closes every execution a previous process started and never ended as interrupted, as
+    /// the agent does with its journal: their keys answer [`INTERRUPTED`] and never run again.
+    fn interrupt_started(conn: &mut Connection) -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        let json = serde_json::to_string(&ActionOutcome::Failed {
+            error: INTERRUPTED.to_string(),
+        })
+        .expect("an outcome is plain data and always serializes");
+        tx.execute(
+            "INSERT OR IGNORE INTO outcomes (key, outcome, elapsed_ms)
+             SELECT key, ?1, 0 FROM executions WHERE ok = ?2",
+            params![json, STARTED],
+        )?;
+        tx.commit()
+    }
+
+    /// Records that an execution of `key` starts, before it does anything.
+    fn record_start(&self, key: &IdempotencyKey, action: &Action) -> rusqlite::Result<i64> {
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
+        db.execute(
+            "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
+            params![key.as_str(), action.id(), action.where_short(), STARTED],
+        )?;
+        Ok(db.last_insert_rowid())
     }
 
     fn recorded(&self, key: &IdempotencyKey) -> Option<ActionReport> {
@@ -169,15 +212,15 @@ impl SimulatedExecutor {
         .unwrap_or(0)
     }
 
-    fn record(&self, key: &IdempotencyKey, action: &Action, report: &ActionReport) -> rusqlite::Result<()> {
+    fn record(&self, execution: i64, key: &IdempotencyKey, report: &ActionReport) -> rusqlite::Result<()> {
         let mut db = self
             .db
             .lock()
             .expect("the simulation lock is never held across a panic");
         let tx = db.transaction()?;
         tx.execute(
-            "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
-            params![key.as_str(), action.id(), action.where_short(), report.outcome.is_ok()],
+            "UPDATE executions SET ok = ?2 WHERE id = ?1",
+            params![execution, report.outcome.is_ok()],
         )?;
         let json = serde_json::to_string(&report.outcome).expect("an outcome is plain data and always serializes");
         tx.execute(
@@ -254,6 +297,19 @@ impl Executor for SimulatedExecutor {
             return report;
         }
         let started = Instant::now();
+        let execution = match self.record_start(&key, &action) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "simulation could not record an execution; nothing ran");
+                return ActionReport {
+                    outcome: ActionOutcome::Failed {
+                        error: format!("the simulation could not record the execution, so it did not run it: {e}"),
+                    },
+                    elapsed_ms: 0,
+                    replayed: false,
+                };
+            }
+        };
         let delay = self.delay_for(&action);
         let outcome = if delay > timeout {
             tokio::time::sleep(timeout).await;
@@ -272,7 +328,7 @@ impl Executor for SimulatedExecutor {
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             replayed: false,
         };
-        if let Err(e) = self.record(&key, &action, &report) {
+        if let Err(e) = self.record(execution, &key, &report) {
             tracing::error!(key = %key, error = %e, "simulation could not record an execution");
         }
         if self.config.crash_after.as_ref().is_some_and(|r| r.matches(&action)) {
@@ -331,6 +387,32 @@ mod tests {
         let c = again.execute(req).await;
         assert!(c.replayed);
         assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test]
+    async fn an_execution_is_recorded_when_it_starts_and_one_cut_short_is_interrupted_not_run_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.sqlite");
+        let cfg = SimulationConfig {
+            default_delay: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let sim = SimulatedExecutor::open(&path, cfg.clone()).expect("opens");
+        let req = ActionRequest {
+            key: IdempotencyKey::new("s", 1, 1, 0, "edge2a", 1),
+            action: stop("edge2a.contoso.com"),
+            timeout: Duration::from_secs(120),
+        };
+        // The process dies mid-action: here, the execution's future is dropped during its delay.
+        let cut = tokio::time::timeout(Duration::from_millis(100), sim.execute(req.clone())).await;
+        assert!(cut.is_err(), "still running when cut");
+        assert_eq!(count(&path), 1, "the start is on record before the delay");
+        drop(sim);
+        let again = SimulatedExecutor::open(&path, cfg).expect("reopens");
+        let report = again.execute(req).await;
+        assert!(report.replayed, "{report:?}");
+        assert_eq!(report.outcome.text(), INTERRUPTED);
+        assert_eq!(count(&path), 1, "an interrupted key is not run again");
     }
 
     #[tokio::test]

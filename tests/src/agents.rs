@@ -470,6 +470,34 @@ impl Fleet {
         }
     }
 
+    /// Waits until `host`'s journal shows a key of `action` (an action id) running with its
+    /// executor started, and returns that key: the moment to kill something mid-step when the
+    /// key is the bot's to choose.
+    pub fn wait_action_running(&self, host: &Fqdn, action: &str, limit: Duration) -> Result<String> {
+        let path = self.agent(host)?.state_dir.join("journal.sqlite");
+        let deadline = Instant::now() + limit;
+        loop {
+            if path.exists() {
+                let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                let key = conn.query_row(
+                    "SELECT key FROM calls WHERE state = 'running' AND kind = ?1 AND process IS NOT NULL",
+                    [action],
+                    |r| r.get::<_, String>(0),
+                );
+                match key {
+                    Ok(key) => return Ok(key),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{host}'s journal shows no {action} running within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Every recorded simulator execution of `host` with its process ids: (key, status, pid,
     /// child pid).
     pub fn execution_pids(&self, host: &Fqdn) -> Result<Vec<(String, String, Option<u32>, Option<u32>)>> {
