@@ -15,6 +15,8 @@ mod invoke;
 mod journal;
 mod outcome;
 mod process;
+#[cfg(test)]
+mod script_check;
 mod server;
 #[cfg(windows)]
 pub mod windows;
