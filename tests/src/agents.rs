@@ -498,9 +498,8 @@ impl Fleet {
         }
     }
 
-    /// Every recorded simulator execution of `host` with its process ids: (key, status, pid,
-    /// child pid).
-    pub fn execution_pids(&self, host: &Fqdn) -> Result<Vec<(String, String, Option<u32>, Option<u32>)>> {
+    /// Every recorded simulator execution of `host` with its process ids.
+    pub fn execution_pids(&self, host: &Fqdn) -> Result<Vec<SimExecution>> {
         let state = self.sim(host)?;
         let list = state
             .get("executions")
@@ -510,13 +509,11 @@ impl Fleet {
         let pid = |v: &Value| v.as_u64().and_then(|p| u32::try_from(p).ok());
         Ok(list
             .iter()
-            .map(|e| {
-                (
-                    e["key"].as_str().unwrap_or_default().to_string(),
-                    e["status"].as_str().unwrap_or_default().to_string(),
-                    pid(&e["pid"]),
-                    pid(&e["child_pid"]),
-                )
+            .map(|e| SimExecution {
+                key: e["key"].as_str().unwrap_or_default().to_string(),
+                status: e["status"].as_str().unwrap_or_default().to_string(),
+                pid: pid(&e["pid"]),
+                child_pid: pid(&e["child_pid"]),
             })
             .collect())
     }
@@ -539,6 +536,16 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// One start of the simulator as it recorded it: the key, `started` / `ok` / `failed`, its
+/// process id and that of the child it started, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimExecution {
+    pub key: String,
+    pub status: String,
+    pub pid: Option<u32>,
+    pub child_pid: Option<u32>,
 }
 
 /// A simulator state with every service running and the given sites' routes.

@@ -7,7 +7,7 @@ use baton_actions::inventory::Inventory;
 use baton_actions::protocol::ActionAnswer;
 use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
 use baton_agent::INTERRUPTED;
-use baton_e2e::agents::{AgentSpec, Fleet, gone_within, raw_request, sim_state};
+use baton_e2e::agents::{AgentSpec, Fleet, SimExecution, gone_within, raw_request, sim_state};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -649,8 +649,8 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     let pid = fleet
         .execution_pids(&edge2a)?
         .into_iter()
-        .find(|(k, _, _, _)| k == "once/2")
-        .and_then(|(_, _, pid, _)| pid);
+        .find(|e| e.key == "once/2")
+        .and_then(|e| e.pid);
     fleet.kill(&edge2a)?;
     fleet.restart(&edge2a)?;
     let report = rt.block_on(dispatcher.execute(request(
@@ -1063,8 +1063,13 @@ fn an_agent_killed_mid_action_takes_its_children_along_and_a_retry_never_runs_be
     fleet.wait_running(&edge2a, t1, Duration::from_secs(15))?;
     let deadline = Instant::now() + Duration::from_secs(15);
     let (pid, child) = loop {
-        let started = fleet.execution_pids(&edge2a)?.into_iter().find(|(k, _, _, _)| k == t1);
-        if let Some((_, _, Some(pid), Some(child))) = started {
+        let started = fleet.execution_pids(&edge2a)?.into_iter().find(|e| e.key == t1);
+        if let Some(SimExecution {
+            pid: Some(pid),
+            child_pid: Some(child),
+            ..
+        }) = started
+        {
             break (pid, child);
         }
         anyhow::ensure!(Instant::now() < deadline, "the simulator never recorded its child");
@@ -1089,7 +1094,7 @@ fn an_agent_killed_mid_action_takes_its_children_along_and_a_retry_never_runs_be
     let starts: Vec<(String, String)> = fleet
         .execution_pids(&edge2a)?
         .into_iter()
-        .map(|(k, status, _, _)| (k, status))
+        .map(|e| (e.key, e.status))
         .collect();
     assert_eq!(
         starts,

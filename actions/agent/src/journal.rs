@@ -88,6 +88,10 @@ pub struct Journal {
     conn: Mutex<Connection>,
 }
 
+/// One key's row: the action as recorded (JSON), its state, its answer once done, and when it
+/// started.
+type Row = (String, String, Option<String>, i64);
+
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = FULL;
@@ -268,10 +272,7 @@ impl Journal {
         Ok(lookup)
     }
 
-    fn row(
-        tx: &rusqlite::Transaction<'_>,
-        key: &IdempotencyKey,
-    ) -> rusqlite::Result<Option<(String, String, Option<String>, i64)>> {
+    fn row(tx: &rusqlite::Transaction<'_>, key: &IdempotencyKey) -> rusqlite::Result<Option<Row>> {
         tx.query_row(
             "SELECT action, state, answer, started_ms FROM calls WHERE key = ?1",
             [key.as_str()],
