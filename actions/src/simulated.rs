@@ -4,7 +4,9 @@
 //! It honours idempotency keys the way `baton-agent` does: a key already executed returns the
 //! recorded outcome and executes nothing again, also after a restart. Like the agent, it records
 //! an execution when it starts (before its delay), and a key that had started when the process
-//! died is reported interrupted at the next start and never run again. Tests count executions
+//! died is reported interrupted at the next start and never run again. A simulated action takes
+//! effect only when its outcome is recorded, so one cancelled in-process before that (a clean
+//! stop drops it) had no effect: its start is taken back and the key runs when asked again. Tests count executions
 //! from the record (`executions` table, one row per start) to prove that nothing ran twice
 //! across crashes.
 
@@ -119,6 +121,20 @@ const SCHEMA: &str = "
 /// `executions.ok` of an execution that has started and not ended (1 ok, 0 failed).
 const STARTED: i64 = -1;
 
+/// This process, as the record names the starter of an execution: a start left by another
+/// process that never ended was cut short by its death; one of this process may still be
+/// running in another executor on the same record (a daemon restarted in-process).
+fn this_process() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{}-{nanos}", std::process::id())
+    })
+}
+
 /// The outcome of a simulated execution that was running when the process died.
 pub const INTERRUPTED: &str = "interrupted: Baton stopped while this simulated action was running; it was not run \
      again (retry with a new attempt)";
@@ -130,6 +146,14 @@ impl SimulatedExecutor {
             let conn = Connection::open(path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            let has_process: bool = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('executions') WHERE name = 'process'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !has_process {
+                conn.execute_batch("ALTER TABLE executions ADD COLUMN process TEXT")?;
+            }
             Ok(conn)
         };
         let mut conn = open().map_err(|source| SimulationError::Open {
@@ -147,7 +171,7 @@ impl SimulatedExecutor {
         })
     }
 
-    /// Closes every execution a previous process started and never ended as interrupted, as
+    /// Closes every execution another (dead) process started and never ended as interrupted, as
     /// the agent does with its journal: their keys answer [`INTERRUPTED`] and never run again.
     fn interrupt_started(conn: &mut Connection) -> rusqlite::Result<()> {
         let tx = conn.transaction()?;
@@ -157,8 +181,8 @@ impl SimulatedExecutor {
         .expect("an outcome is plain data and always serializes");
         tx.execute(
             "INSERT OR IGNORE INTO outcomes (key, outcome, elapsed_ms)
-             SELECT key, ?1, 0 FROM executions WHERE ok = ?2",
-            params![json, STARTED],
+             SELECT key, ?1, 0 FROM executions WHERE ok = ?2 AND (process IS NULL OR process != ?3)",
+            params![json, STARTED, this_process()],
         )?;
         tx.commit()
     }
@@ -170,10 +194,24 @@ impl SimulatedExecutor {
             .lock()
             .expect("the simulation lock is never held across a panic");
         db.execute(
-            "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
-            params![key.as_str(), action.id(), action.where_short(), STARTED],
+            "INSERT INTO executions (key, action, place, ok, process) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.as_str(), action.id(), action.where_short(), STARTED, this_process()],
         )?;
         Ok(db.last_insert_rowid())
+    }
+
+    /// True while another executor of this process runs `key` on the same record.
+    fn running_here(&self, key: &IdempotencyKey) -> bool {
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
+        db.query_row(
+            "SELECT COUNT(*) FROM executions WHERE key = ?1 AND ok = ?2 AND process = ?3",
+            params![key.as_str(), STARTED, this_process()],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n > 0)
     }
 
     fn recorded(&self, key: &IdempotencyKey) -> Option<ActionReport> {
@@ -262,6 +300,31 @@ impl SimulatedExecutor {
     }
 }
 
+/// Takes back the start of an execution that is dropped before its outcome is recorded (a clean
+/// stop cancelled it, so it had no effect); a crash runs no destructor and leaves the start on
+/// record, to be reported interrupted.
+struct Started<'a> {
+    db: &'a Mutex<Connection>,
+    id: i64,
+    ended: bool,
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(db) = self.db.lock()
+            && let Err(e) = db.execute(
+                "DELETE FROM executions WHERE id = ?1 AND ok = ?2",
+                params![self.id, STARTED],
+            )
+        {
+            tracing::error!(error = %e, "simulation could not take back a cancelled start");
+        }
+    }
+}
+
 /// Removes a key from the in-flight set when the execution ends, however it ends.
 struct InFlight<'a>(&'a Mutex<HashSet<IdempotencyKey>>, IdempotencyKey);
 
@@ -277,11 +340,16 @@ impl Drop for InFlight<'_> {
 impl Executor for SimulatedExecutor {
     async fn execute(&self, request: ActionRequest) -> ActionReport {
         let ActionRequest { key, action, timeout } = request;
-        // Wait while another request with the same key is executing: like the agent's
-        // "running" answer, polled until the outcome is recorded.
+        // Wait while another request with the same key is executing (here or in another
+        // executor of this process on the same record): like the agent's "running" answer,
+        // polled until the outcome is recorded.
         let guard = loop {
             if let Some(report) = self.recorded(&key) {
                 return report;
+            }
+            if self.running_here(&key) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
             let claimed = self
                 .in_flight
@@ -297,8 +365,12 @@ impl Executor for SimulatedExecutor {
             return report;
         }
         let started = Instant::now();
-        let execution = match self.record_start(&key, &action) {
-            Ok(id) => id,
+        let mut execution = match self.record_start(&key, &action) {
+            Ok(id) => Started {
+                db: &self.db,
+                id,
+                ended: false,
+            },
             Err(e) => {
                 tracing::error!(key = %key, error = %e, "simulation could not record an execution; nothing ran");
                 return ActionReport {
@@ -328,9 +400,10 @@ impl Executor for SimulatedExecutor {
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             replayed: false,
         };
-        if let Err(e) = self.record(execution, &key, &report) {
+        if let Err(e) = self.record(execution.id, &key, &report) {
             tracing::error!(key = %key, error = %e, "simulation could not record an execution");
         }
+        execution.ended = true;
         if self.config.crash_after.as_ref().is_some_and(|r| r.matches(&action)) {
             eprintln!(
                 "simulated crash after executing {} on {} (key {key})",
@@ -403,11 +476,26 @@ mod tests {
             action: stop("edge2a.contoso.com"),
             timeout: Duration::from_secs(120),
         };
-        // The process dies mid-action: here, the execution's future is dropped during its delay.
+        // Cancelled in-process (a clean stop): no effect, the start is taken back.
         let cut = tokio::time::timeout(Duration::from_millis(100), sim.execute(req.clone())).await;
         assert!(cut.is_err(), "still running when cut");
+        assert_eq!(count(&path), 0, "a cancelled start is taken back");
+        // The process dies mid-action: the execution is started and its destructor never runs.
+        let mut crashed = Box::pin(sim.execute(req.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), crashed.as_mut())
+                .await
+                .is_err(),
+            "still running when the process dies"
+        );
+        std::mem::forget(crashed);
         assert_eq!(count(&path), 1, "the start is on record before the delay");
         drop(sim);
+        // That process is gone: its start is on record under its name, not this process's.
+        Connection::open(&path)
+            .expect("opens")
+            .execute("UPDATE executions SET process = 'a-process-that-died'", [])
+            .expect("names the dead process");
         let again = SimulatedExecutor::open(&path, cfg).expect("reopens");
         let report = again.execute(req).await;
         assert!(report.replayed, "{report:?}");
