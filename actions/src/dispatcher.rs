@@ -3,11 +3,19 @@
 //! address per host, bounded connect and request times, retries with backoff on transport
 //! errors (the same idempotency key, so a retry never executes twice), and polling while the
 //! agent answers `running`. Every failure names the host.
+//!
+//! Unknown is not failed: once a call may have reached the agent (the request was sent, or the
+//! agent answered `running`), losing the connection does not fail the action. The dispatcher
+//! keeps asking with the same key until the action's deadline, and if no answer comes the
+//! outcome is [`ActionOutcome::Unknown`]. A new attempt of an action (a key ending in `/t2`,
+//! `/t3`…) first asks the agent what became of the earlier attempts (`POST /v1/keys`, which runs
+//! nothing and retires a key never received): one that succeeded is the answer, one still
+//! running is waited for, and only when all ended without success does the new attempt start.
 
 use crate::catalog::{Action, Target};
 use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
 use crate::names::{Fqdn, shown};
-use crate::protocol::{self, ActionAnswer, ActionCall, ErrorBody, Health};
+use crate::protocol::{self, ActionAnswer, ActionCall, ErrorBody, Health, KeyQuery, KeyState};
 use async_trait::async_trait;
 use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
@@ -110,6 +118,29 @@ pub enum DispatchError {
     BadAnswer { host: Fqdn, why: String },
     #[error("{host}: no final answer from the agent within {}", humantime::format_duration(*waited))]
     NoAnswer { host: Fqdn, waited: Duration },
+    #[error(
+        "{host}: outcome unknown: the request may have reached the agent, which gave no final answer within {} ({last})",
+        humantime::format_duration(*waited)
+    )]
+    Unknown { host: Fqdn, waited: Duration, last: String },
+    #[error("{host}: attempt {attempt} of this action is still running at the agent; nothing new was started")]
+    EarlierRunning { host: Fqdn, attempt: String },
+    #[error("{host}: cannot ask the agent what became of {earlier}, so nothing new was started: {why}")]
+    CannotAsk {
+        host: Fqdn,
+        earlier: IdempotencyKey,
+        why: String,
+    },
+}
+
+impl DispatchError {
+    /// True when the action may have run (or may be running) and nobody can say.
+    pub fn is_unknown(&self) -> bool {
+        matches!(
+            self,
+            DispatchError::Unknown { .. } | DispatchError::NoAnswer { .. } | DispatchError::EarlierRunning { .. }
+        )
+    }
 }
 
 /// `1 attempt`, `3 attempts`.
@@ -127,10 +158,25 @@ pub struct Dispatcher {
     connector: TlsConnector,
 }
 
-/// Why one exchange failed: worth another attempt, or not.
+/// Why one exchange failed: worth another attempt (and whether its request may have reached
+/// the agent), or not.
 enum Attempt {
-    Retry(String),
+    Retry { why: String, maybe_delivered: bool },
     Fail(DispatchError),
+}
+
+fn not_sent(why: String) -> Attempt {
+    Attempt::Retry {
+        why,
+        maybe_delivered: false,
+    }
+}
+
+fn maybe_sent(why: String) -> Attempt {
+    Attempt::Retry {
+        why,
+        maybe_delivered: true,
+    }
 }
 
 /// Finds a rustls error in an error's chain (also inside `io::Error`, whose `source` skips it).
@@ -187,12 +233,12 @@ impl Dispatcher {
             AgentAddress::Port(p) => format!("{host}:{p}"),
         };
         let c = &self.config;
-        let tls_failure = |e: &(dyn StdError + 'static), fallback: String| match rustls_cause(e) {
+        let tls_failure = |e: &(dyn StdError + 'static), fallback: Attempt| match rustls_cause(e) {
             Some(r) => Attempt::Fail(DispatchError::Handshake {
                 host: host.clone(),
                 why: r.to_string(),
             }),
-            None => Attempt::Retry(fallback),
+            None => fallback,
         };
         let connect = async {
             match &target {
@@ -202,12 +248,12 @@ impl Dispatcher {
         };
         let tcp = match tokio::time::timeout(c.connect_timeout, connect).await {
             Err(_) => {
-                return Err(Attempt::Retry(format!(
+                return Err(not_sent(format!(
                     "connecting to {address} timed out after {:?}",
                     c.connect_timeout
                 )));
             }
-            Ok(Err(e)) => return Err(Attempt::Retry(format!("cannot connect to {address}: {e}"))),
+            Ok(Err(e)) => return Err(not_sent(format!("cannot connect to {address}: {e}"))),
             Ok(Ok(s)) => s,
         };
         let _ = tcp.set_nodelay(true);
@@ -218,13 +264,13 @@ impl Dispatcher {
             })
         })?;
         let tls = match tokio::time::timeout(c.connect_timeout, self.connector.connect(name, tcp)).await {
-            Err(_) => return Err(Attempt::Retry(format!("TLS handshake with {address} timed out"))),
-            Ok(Err(e)) => return Err(tls_failure(&e, format!("TLS handshake with {address}: {e}"))),
+            Err(_) => return Err(not_sent(format!("TLS handshake with {address} timed out"))),
+            Ok(Err(e)) => return Err(tls_failure(&e, not_sent(format!("TLS handshake with {address}: {e}")))),
             Ok(Ok(s)) => s,
         };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| tls_failure(&e, format!("HTTP with {address}: {e}")))?;
+            .map_err(|e| tls_failure(&e, not_sent(format!("HTTP with {address}: {e}"))))?;
         let driver = tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
@@ -242,17 +288,17 @@ impl Dispatcher {
             let response = sender
                 .send_request(request)
                 .await
-                .map_err(|e| tls_failure(&e, format!("request to {address}: {e}")))?;
+                .map_err(|e| tls_failure(&e, maybe_sent(format!("request to {address}: {e}"))))?;
             let status = response.status().as_u16();
             let body = Limited::new(response.into_body(), protocol::MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| Attempt::Retry(format!("reading the answer of {address}: {e}")))?;
+                .map_err(|e| maybe_sent(format!("reading the answer of {address}: {e}")))?;
             Ok((status, body.to_bytes()))
         };
         let result = match tokio::time::timeout(c.poll_wait + c.request_timeout, exchange).await {
             Ok(r) => r,
-            Err(_) => Err(Attempt::Retry(format!(
+            Err(_) => Err(maybe_sent(format!(
                 "no answer from {address} within {:?}",
                 c.poll_wait + c.request_timeout
             ))),
@@ -283,7 +329,7 @@ impl Dispatcher {
                     format!("the agent answered {status}: {message}")
                 }
                 Err(Attempt::Fail(e)) => return Err(e),
-                Err(Attempt::Retry(why)) => why,
+                Err(Attempt::Retry { why, .. }) => why,
             };
             failures += 1;
             if failures >= c.attempts.max(1) {
@@ -315,9 +361,113 @@ impl Dispatcher {
         Ok(health)
     }
 
+    /// How long a call may take in all: the agent kills the action at `timeout`; allow for the
+    /// exchanges around it.
+    fn give_up(&self, timeout: Duration) -> Duration {
+        let c = &self.config;
+        timeout + c.poll_wait + c.request_timeout + c.max_backoff * c.attempts.max(1)
+    }
+
+    /// `POST /v1/keys`: what became of `key` (which was, or would have been, a call of
+    /// `action`), waiting while it runs, up to `give_up`. Runs nothing at the agent.
+    pub async fn ask(
+        &self,
+        host: &Fqdn,
+        key: &IdempotencyKey,
+        action: &Action,
+        give_up: Duration,
+    ) -> Result<KeyState, DispatchError> {
+        let body = KeyQuery::new(key.clone(), action.clone(), self.config.poll_wait).encode();
+        let started = Instant::now();
+        loop {
+            let exchanged = Instant::now();
+            let bytes = self
+                .with_retries(host, Method::POST, protocol::KEYS_PATH, &body)
+                .await?;
+            let state = KeyState::decode(&bytes).map_err(|e| DispatchError::BadAnswer {
+                host: host.clone(),
+                why: e.to_string(),
+            })?;
+            if state.key() != key {
+                return Err(DispatchError::BadAnswer {
+                    host: host.clone(),
+                    why: format!("the answer is for key {}", state.key()),
+                });
+            }
+            match state {
+                KeyState::Running { .. } if started.elapsed() <= give_up => {
+                    debug!(host = %host, key = %key, "an earlier attempt is still running; waiting for it");
+                    pause_after(exchanged).await;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
     /// Carries out one action on `host`'s agent and returns its final answer (`ok` or
-    /// `failed`), polling while it is `running`.
+    /// `failed`), polling while it is `running`. A new attempt first settles the earlier ones:
+    /// when one of them succeeded, its answer is returned and nothing new runs.
     pub async fn call(
+        &self,
+        host: &Fqdn,
+        key: &IdempotencyKey,
+        action: &Action,
+        timeout: Duration,
+    ) -> Result<ActionAnswer, DispatchError> {
+        for earlier in key.earlier_attempts() {
+            let state = self
+                .ask(
+                    host,
+                    &earlier,
+                    action,
+                    self.give_up(action.default_timeout().max(timeout)),
+                )
+                .await
+                .map_err(|e| match e {
+                    e @ DispatchError::Handshake { .. } => e,
+                    other => DispatchError::CannotAsk {
+                        host: host.clone(),
+                        earlier: earlier.clone(),
+                        why: other.to_string(),
+                    },
+                })?;
+            match state {
+                KeyState::Recorded {
+                    answer:
+                        ActionAnswer::Ok {
+                            key: done,
+                            detail,
+                            result,
+                            elapsed_ms,
+                            ..
+                        },
+                } => {
+                    warn!(host = %host, key = %key, earlier = %done, "an earlier attempt had succeeded; nothing new runs");
+                    let attempt = done.as_str().rsplit_once("/t").map_or("", |(_, n)| n);
+                    return Ok(ActionAnswer::Ok {
+                        key: done.clone(),
+                        detail: format!("{detail} (by attempt {attempt}, found when asked before this one)"),
+                        result,
+                        elapsed_ms,
+                        replayed: true,
+                    });
+                }
+                KeyState::Running { .. } => {
+                    return Err(DispatchError::EarlierRunning {
+                        host: host.clone(),
+                        attempt: earlier.to_string(),
+                    });
+                }
+                KeyState::Recorded { .. } | KeyState::Retired { .. } => {}
+            }
+        }
+        self.run(host, key, action, timeout).await
+    }
+
+    /// Sends the call and polls it to its end. Transport failures before the request could have
+    /// been sent count against `attempts`; once it may have been delivered, the same key is
+    /// asked again until the deadline, and then the outcome is unknown.
+    async fn run(
         &self,
         host: &Fqdn,
         key: &IdempotencyKey,
@@ -326,42 +476,98 @@ impl Dispatcher {
     ) -> Result<ActionAnswer, DispatchError> {
         let c = &self.config;
         let body = ActionCall::new(key.clone(), action.clone(), timeout, c.poll_wait).encode();
-        // The agent kills the action at its timeout; allow for the exchanges around it.
-        let give_up = timeout + c.poll_wait + c.request_timeout + c.max_backoff * c.attempts.max(1);
+        let give_up = self.give_up(timeout);
         let started = Instant::now();
+        let mut maybe_delivered = false;
+        let mut failures = 0;
+        let mut backoff = c.backoff;
         loop {
             let exchanged = Instant::now();
-            let bytes = self
-                .with_retries(host, Method::POST, protocol::ACTIONS_PATH, &body)
-                .await?;
-            let answer = ActionAnswer::decode(&bytes).map_err(|e| DispatchError::BadAnswer {
-                host: host.clone(),
-                why: e.to_string(),
-            })?;
-            if answer.key() != key {
-                return Err(DispatchError::BadAnswer {
-                    host: host.clone(),
-                    why: format!("the answer is for key {}", answer.key()),
-                });
-            }
-            match answer {
-                ActionAnswer::Running { elapsed_ms, .. } => {
-                    debug!(host = %host, key = %key, elapsed_ms, "action still running; polling");
-                    if started.elapsed() > give_up {
-                        return Err(DispatchError::NoAnswer {
+            let last = match self
+                .exchange(host, Method::POST, protocol::ACTIONS_PATH, body.clone())
+                .await
+            {
+                Ok((200, bytes)) => {
+                    let answer = ActionAnswer::decode(&bytes).map_err(|e| DispatchError::BadAnswer {
+                        host: host.clone(),
+                        why: e.to_string(),
+                    })?;
+                    if answer.key() != key {
+                        return Err(DispatchError::BadAnswer {
                             host: host.clone(),
-                            waited: started.elapsed(),
+                            why: format!("the answer is for key {}", answer.key()),
                         });
                     }
-                    // An agent that answers at once must not make this a busy loop.
-                    let floor = Duration::from_millis(200);
-                    if exchanged.elapsed() < floor {
-                        tokio::time::sleep(floor - exchanged.elapsed()).await;
+                    match answer {
+                        ActionAnswer::Running { elapsed_ms, .. } => {
+                            maybe_delivered = true;
+                            failures = 0;
+                            backoff = c.backoff;
+                            debug!(host = %host, key = %key, elapsed_ms, "action still running; polling");
+                            if started.elapsed() > give_up {
+                                return Err(DispatchError::NoAnswer {
+                                    host: host.clone(),
+                                    waited: started.elapsed(),
+                                });
+                            }
+                            pause_after(exchanged).await;
+                            continue;
+                        }
+                        done => return Ok(done),
                     }
                 }
-                done => return Ok(done),
+                Ok((status, bytes)) => {
+                    let message = ErrorBody::decode(&bytes)
+                        .map(|b| b.message)
+                        .unwrap_or_else(|_| shown(&String::from_utf8_lossy(&bytes)));
+                    if status < 500 {
+                        return Err(DispatchError::Refused {
+                            host: host.clone(),
+                            status,
+                            message,
+                        });
+                    }
+                    format!("the agent answered {status}: {message}")
+                }
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry {
+                    why,
+                    maybe_delivered: m,
+                }) => {
+                    maybe_delivered |= m;
+                    why
+                }
+            };
+            failures += 1;
+            if maybe_delivered {
+                if started.elapsed() + backoff > give_up {
+                    return Err(DispatchError::Unknown {
+                        host: host.clone(),
+                        waited: started.elapsed(),
+                        last,
+                    });
+                }
+                warn!(host = %host, key = %key, error = %last, "the call may have reached the agent; asking again with the same key");
+            } else if failures >= c.attempts.max(1) {
+                return Err(DispatchError::Unreachable {
+                    host: host.clone(),
+                    attempts: failures,
+                    last,
+                });
+            } else {
+                warn!(host = %host, attempt = failures, error = %last, backoff = ?backoff, "agent exchange failed; retrying");
             }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(c.max_backoff);
         }
+    }
+}
+
+/// An agent that answers at once must not make polling a busy loop.
+async fn pause_after(exchanged: Instant) {
+    let floor = Duration::from_millis(200);
+    if exchanged.elapsed() < floor {
+        tokio::time::sleep(floor - exchanged.elapsed()).await;
     }
 }
 
@@ -389,11 +595,12 @@ impl Executor for Dispatcher {
                         replayed,
                     ),
                     Ok(ActionAnswer::Running { .. }) => (
-                        ActionOutcome::Failed {
+                        ActionOutcome::Unknown {
                             error: format!("{host}: the action was still running"),
                         },
                         false,
                     ),
+                    Err(e) if e.is_unknown() => (ActionOutcome::Unknown { error: e.to_string() }, false),
                     Err(e) => (ActionOutcome::Failed { error: e.to_string() }, false),
                 },
                 Target::Bot => (

@@ -2,8 +2,13 @@
 //! action and injected failures, keeping a durable record of every execution in a SQLite file.
 //!
 //! It honours idempotency keys the way `baton-agent` does: a key already executed returns the
-//! recorded outcome and executes nothing again, also after a restart. Tests count executions
-//! from the record (`executions` table) to prove that nothing ran twice across crashes.
+//! recorded outcome and executes nothing again, also after a restart. Like the agent, it records
+//! an execution when it starts (before its delay), and a key that had started when the process
+//! died is reported interrupted at the next start and never run again. A simulated action takes
+//! effect only when its outcome is recorded, so one cancelled in-process before that (a clean
+//! stop drops it) had no effect: its start is taken back and the key runs when asked again. Tests count executions
+//! from the record (`executions` table, one row per start) to prove that nothing ran twice
+//! across crashes.
 
 use crate::catalog::Action;
 use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
@@ -113,6 +118,27 @@ const SCHEMA: &str = "
     );
 ";
 
+/// `executions.ok` of an execution that has started and not ended (1 ok, 0 failed).
+const STARTED: i64 = -1;
+
+/// This process, as the record names the starter of an execution: a start left by another
+/// process that never ended was cut short by its death; one of this process may still be
+/// running in another executor on the same record (a daemon restarted in-process).
+fn this_process() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        format!("{}-{nanos}", std::process::id())
+    })
+}
+
+/// The outcome of a simulated execution that was running when the process died.
+pub const INTERRUPTED: &str = "interrupted: Baton stopped while this simulated action was running; it was not run \
+     again (retry with a new attempt)";
+
 impl SimulatedExecutor {
     /// Opens (or creates) the durable record at `path`.
     pub fn open(path: &Path, config: SimulationConfig) -> Result<SimulatedExecutor, SimulationError> {
@@ -120,9 +146,21 @@ impl SimulatedExecutor {
             let conn = Connection::open(path)?;
             conn.busy_timeout(Duration::from_secs(5))?;
             conn.execute_batch(SCHEMA)?;
+            let has_process: bool = conn.query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('executions') WHERE name = 'process'",
+                [],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )?;
+            if !has_process {
+                conn.execute_batch("ALTER TABLE executions ADD COLUMN process TEXT")?;
+            }
             Ok(conn)
         };
-        let conn = open().map_err(|source| SimulationError::Open {
+        let mut conn = open().map_err(|source| SimulationError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::interrupt_started(&mut conn).map_err(|source| SimulationError::Open {
             path: path.display().to_string(),
             source,
         })?;
@@ -131,6 +169,49 @@ impl SimulatedExecutor {
             in_flight: Mutex::new(HashSet::new()),
             config,
         })
+    }
+
+    /// Closes every execution another (dead) process started and never ended as interrupted, as
+    /// the agent does with its journal: their keys answer [`INTERRUPTED`] and never run again.
+    fn interrupt_started(conn: &mut Connection) -> rusqlite::Result<()> {
+        let tx = conn.transaction()?;
+        let json = serde_json::to_string(&ActionOutcome::Failed {
+            error: INTERRUPTED.to_string(),
+        })
+        .expect("an outcome is plain data and always serializes");
+        tx.execute(
+            "INSERT OR IGNORE INTO outcomes (key, outcome, elapsed_ms)
+             SELECT key, ?1, 0 FROM executions WHERE ok = ?2 AND (process IS NULL OR process != ?3)",
+            params![json, STARTED, this_process()],
+        )?;
+        tx.commit()
+    }
+
+    /// Records that an execution of `key` starts, before it does anything.
+    fn record_start(&self, key: &IdempotencyKey, action: &Action) -> rusqlite::Result<i64> {
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
+        db.execute(
+            "INSERT INTO executions (key, action, place, ok, process) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.as_str(), action.id(), action.where_short(), STARTED, this_process()],
+        )?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// True while another executor of this process runs `key` on the same record.
+    fn running_here(&self, key: &IdempotencyKey) -> bool {
+        let db = self
+            .db
+            .lock()
+            .expect("the simulation lock is never held across a panic");
+        db.query_row(
+            "SELECT COUNT(*) FROM executions WHERE key = ?1 AND ok = ?2 AND process = ?3",
+            params![key.as_str(), STARTED, this_process()],
+            |r| r.get::<_, i64>(0),
+        )
+        .is_ok_and(|n| n > 0)
     }
 
     fn recorded(&self, key: &IdempotencyKey) -> Option<ActionReport> {
@@ -169,15 +250,15 @@ impl SimulatedExecutor {
         .unwrap_or(0)
     }
 
-    fn record(&self, key: &IdempotencyKey, action: &Action, report: &ActionReport) -> rusqlite::Result<()> {
+    fn record(&self, execution: i64, key: &IdempotencyKey, report: &ActionReport) -> rusqlite::Result<()> {
         let mut db = self
             .db
             .lock()
             .expect("the simulation lock is never held across a panic");
         let tx = db.transaction()?;
         tx.execute(
-            "INSERT INTO executions (key, action, place, ok) VALUES (?1, ?2, ?3, ?4)",
-            params![key.as_str(), action.id(), action.where_short(), report.outcome.is_ok()],
+            "UPDATE executions SET ok = ?2 WHERE id = ?1",
+            params![execution, report.outcome.is_ok()],
         )?;
         let json = serde_json::to_string(&report.outcome).expect("an outcome is plain data and always serializes");
         tx.execute(
@@ -219,6 +300,31 @@ impl SimulatedExecutor {
     }
 }
 
+/// Takes back the start of an execution that is dropped before its outcome is recorded (a clean
+/// stop cancelled it, so it had no effect); a crash runs no destructor and leaves the start on
+/// record, to be reported interrupted.
+struct Started<'a> {
+    db: &'a Mutex<Connection>,
+    id: i64,
+    ended: bool,
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if let Ok(db) = self.db.lock()
+            && let Err(e) = db.execute(
+                "DELETE FROM executions WHERE id = ?1 AND ok = ?2",
+                params![self.id, STARTED],
+            )
+        {
+            tracing::error!(error = %e, "simulation could not take back a cancelled start");
+        }
+    }
+}
+
 /// Removes a key from the in-flight set when the execution ends, however it ends.
 struct InFlight<'a>(&'a Mutex<HashSet<IdempotencyKey>>, IdempotencyKey);
 
@@ -234,11 +340,16 @@ impl Drop for InFlight<'_> {
 impl Executor for SimulatedExecutor {
     async fn execute(&self, request: ActionRequest) -> ActionReport {
         let ActionRequest { key, action, timeout } = request;
-        // Wait while another request with the same key is executing: like the agent's
-        // "running" answer, polled until the outcome is recorded.
+        // Wait while another request with the same key is executing (here or in another
+        // executor of this process on the same record): like the agent's "running" answer,
+        // polled until the outcome is recorded.
         let guard = loop {
             if let Some(report) = self.recorded(&key) {
                 return report;
+            }
+            if self.running_here(&key) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
             }
             let claimed = self
                 .in_flight
@@ -254,6 +365,23 @@ impl Executor for SimulatedExecutor {
             return report;
         }
         let started = Instant::now();
+        let mut execution = match self.record_start(&key, &action) {
+            Ok(id) => Started {
+                db: &self.db,
+                id,
+                ended: false,
+            },
+            Err(e) => {
+                tracing::error!(key = %key, error = %e, "simulation could not record an execution; nothing ran");
+                return ActionReport {
+                    outcome: ActionOutcome::Failed {
+                        error: format!("the simulation could not record the execution, so it did not run it: {e}"),
+                    },
+                    elapsed_ms: 0,
+                    replayed: false,
+                };
+            }
+        };
         let delay = self.delay_for(&action);
         let outcome = if delay > timeout {
             tokio::time::sleep(timeout).await;
@@ -272,9 +400,10 @@ impl Executor for SimulatedExecutor {
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             replayed: false,
         };
-        if let Err(e) = self.record(&key, &action, &report) {
+        if let Err(e) = self.record(execution.id, &key, &report) {
             tracing::error!(key = %key, error = %e, "simulation could not record an execution");
         }
+        execution.ended = true;
         if self.config.crash_after.as_ref().is_some_and(|r| r.matches(&action)) {
             eprintln!(
                 "simulated crash after executing {} on {} (key {key})",
@@ -331,6 +460,47 @@ mod tests {
         let c = again.execute(req).await;
         assert!(c.replayed);
         assert_eq!(count(&path), 1);
+    }
+
+    #[tokio::test]
+    async fn an_execution_is_recorded_when_it_starts_and_one_cut_short_is_interrupted_not_run_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sim.sqlite");
+        let cfg = SimulationConfig {
+            default_delay: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let sim = SimulatedExecutor::open(&path, cfg.clone()).expect("opens");
+        let req = ActionRequest {
+            key: IdempotencyKey::new("s", 1, 1, 0, "edge2a", 1),
+            action: stop("edge2a.contoso.com"),
+            timeout: Duration::from_secs(120),
+        };
+        // Cancelled in-process (a clean stop): no effect, the start is taken back.
+        let cut = tokio::time::timeout(Duration::from_millis(100), sim.execute(req.clone())).await;
+        assert!(cut.is_err(), "still running when cut");
+        assert_eq!(count(&path), 0, "a cancelled start is taken back");
+        // The process dies mid-action: the execution is started and its destructor never runs.
+        let mut crashed = Box::pin(sim.execute(req.clone()));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), crashed.as_mut())
+                .await
+                .is_err(),
+            "still running when the process dies"
+        );
+        std::mem::forget(crashed);
+        assert_eq!(count(&path), 1, "the start is on record before the delay");
+        drop(sim);
+        // That process is gone: its start is on record under its name, not this process's.
+        Connection::open(&path)
+            .expect("opens")
+            .execute("UPDATE executions SET process = 'a-process-that-died'", [])
+            .expect("names the dead process");
+        let again = SimulatedExecutor::open(&path, cfg).expect("reopens");
+        let report = again.execute(req).await;
+        assert!(report.replayed, "{report:?}");
+        assert_eq!(report.outcome.text(), INTERRUPTED);
+        assert_eq!(count(&path), 1, "an interrupted key is not run again");
     }
 
     #[tokio::test]

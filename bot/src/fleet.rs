@@ -194,7 +194,12 @@ impl LocalFleet {
             client_ca: &self.pki.ca_cert,
             pin_sha256: &[],
             pin_subjects: &[],
+            // The demo's CA is made on the spot for this fleet and signs nothing else.
+            ca_dedicated: true,
+            crls: &[],
             timeouts: &[],
+            request_timeout: None,
+            max_connections: None,
             argv: &argv,
         }
         .to_toml();

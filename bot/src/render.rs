@@ -207,6 +207,9 @@ fn action_part(place: &str, report: &ActionReport, single: bool) -> String {
         (baton_actions::ActionOutcome::Ok { detail }, true) => format!("{place}: {detail} ({time})"),
         (baton_actions::ActionOutcome::Ok { .. }, false) => format!("{place} ok {time}"),
         (baton_actions::ActionOutcome::Failed { error }, _) => format!("{place} FAILED after {time}: {error}"),
+        (baton_actions::ActionOutcome::Unknown { error }, _) => {
+            format!("{place} UNKNOWN after {time}: {error}")
+        }
     }
 }
 
@@ -221,7 +224,13 @@ pub fn step_finished(run: &Run, step: usize) -> String {
         .zip(&state.results)
         .filter_map(|(a, r)| r.as_ref().map(|r| action_part(&a.where_short(), r, single)))
         .collect();
-    let verdict = if run.step_ok(step) { "" } else { " FAILED" };
+    let verdict = if run.step_ok(step) {
+        ""
+    } else if unknown_places(run, step).is_empty() {
+        " FAILED"
+    } else {
+        " OUTCOME UNKNOWN"
+    };
     let attempt = if state.attempt > 1 {
         format!(" (attempt {})", state.attempt)
     } else {
@@ -237,15 +246,39 @@ pub fn step_finished(run: &Run, step: usize) -> String {
     )
 }
 
+/// The places of a step whose action's outcome is unknown in its current attempt.
+fn unknown_places(run: &Run, step: usize) -> Vec<String> {
+    run.plan.steps[step]
+        .actions
+        .iter()
+        .zip(&run.steps[step].results)
+        .filter(|(_, r)| r.as_ref().is_some_and(|r| r.outcome.is_unknown()))
+        .map(|(a, _)| a.where_short())
+        .collect()
+}
+
 pub fn step_failed_help(run: &Run, world: &World, step: usize, prefix: &str) -> String {
-    let mut out = format!(
-        "{} stopped at step {}/{} ({}); later steps did not run. `{prefix}retry {n}` runs the failed part again, `{prefix}abort {n}` ends the run.",
-        run.id,
-        step + 1,
-        run.step_count(),
-        run.plan.steps[step].kind.title(),
-        n = run.id.0
-    );
+    let unknown = unknown_places(run, step);
+    let mut out = if !unknown.is_empty() {
+        format!(
+            "{} stopped at step {}/{} ({}): the outcome on {} is unknown; the action may have run, or may still be running. `{prefix}retry {n}` first asks the agent what became of it and runs it again only if it did not succeed; `{prefix}abort {n}` ends the run.",
+            run.id,
+            step + 1,
+            run.step_count(),
+            run.plan.steps[step].kind.title(),
+            unknown.join(", "),
+            n = run.id.0
+        )
+    } else {
+        format!(
+            "{} stopped at step {}/{} ({}); later steps did not run. `{prefix}retry {n}` runs the failed part again, `{prefix}abort {n}` ends the run.",
+            run.id,
+            step + 1,
+            run.step_count(),
+            run.plan.steps[step].kind.title(),
+            n = run.id.0
+        )
+    };
     if let Some(left) = left_behind(run, world, prefix) {
         let _ = write!(out, "\n{left}");
     }

@@ -64,6 +64,13 @@ pub struct AgentSpec {
     /// `tls.client_sha256` and `tls.client_subjects`.
     pub pin_sha256: Vec<String>,
     pub pin_subjects: Vec<String>,
+    /// `tls.client_ca_dedicated`: true by default, the fleet's CA being made for it alone.
+    pub ca_dedicated: bool,
+    /// `tls.client_crls`.
+    pub crls: Vec<PathBuf>,
+    /// `[limits]`: `request_timeout` (humantime) and `max_connections`.
+    pub request_timeout: Option<String>,
+    pub max_connections: Option<usize>,
     /// The simulator's initial state (`None`: every service running, no sites; see [`sim_state`]).
     pub sim_state: Option<Value>,
 }
@@ -77,6 +84,10 @@ impl AgentSpec {
             timeouts: Vec::new(),
             pin_sha256: Vec::new(),
             pin_subjects: Vec::new(),
+            ca_dedicated: true,
+            crls: Vec::new(),
+            request_timeout: None,
+            max_connections: None,
             sim_state: None,
         }
     }
@@ -201,7 +212,11 @@ impl Fleet {
             client_ca: &self.pki.ca_cert,
             pin_sha256: &a.spec.pin_sha256,
             pin_subjects: &a.spec.pin_subjects,
+            ca_dedicated: a.spec.ca_dedicated,
+            crls: &a.spec.crls,
             timeouts: &a.spec.timeouts,
+            request_timeout: a.spec.request_timeout.as_deref(),
+            max_connections: a.spec.max_connections,
             argv: &argv,
         }
         .to_toml();
@@ -415,6 +430,94 @@ impl Fleet {
         Ok(self.executions(host)?.iter().filter(|(k, _, _)| k == key).count())
     }
 
+    /// What `host`'s agent journal records for `key`: its state (`running` or `done`) and the
+    /// process group of its executor, once started. Read straight from the SQLite file, as an
+    /// operator would, while the agent runs.
+    pub fn journal_row(&self, host: &Fqdn, key: &str) -> Result<Option<(String, Option<i64>)>> {
+        let path = self.agent(host)?.state_dir.join("journal.sqlite");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let row = conn.query_row("SELECT state, process FROM calls WHERE key = ?1", [key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        });
+        match row {
+            Ok(r) => Ok(Some(r)),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits until `host`'s journal records `key` as `running` with its executor's process
+    /// group: the moment to kill something mid-action. Returns the process group.
+    pub fn wait_running(&self, host: &Fqdn, key: &str, limit: Duration) -> Result<i64> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((state, Some(group))) = self.journal_row(host, key)?
+                && state == "running"
+            {
+                return Ok(group);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{host}'s journal does not show {key} running within {limit:?}: {:?}",
+                    self.journal_row(host, key)?
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until `host`'s journal shows a key of `action` (an action id) running with its
+    /// executor started, and returns that key: the moment to kill something mid-step when the
+    /// key is the bot's to choose.
+    pub fn wait_action_running(&self, host: &Fqdn, action: &str, limit: Duration) -> Result<String> {
+        let path = self.agent(host)?.state_dir.join("journal.sqlite");
+        let deadline = Instant::now() + limit;
+        loop {
+            if path.exists() {
+                let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                conn.busy_timeout(Duration::from_secs(5))?;
+                let key = conn.query_row(
+                    "SELECT key FROM calls WHERE state = 'running' AND kind = ?1 AND process IS NOT NULL",
+                    [action],
+                    |r| r.get::<_, String>(0),
+                );
+                match key {
+                    Ok(key) => return Ok(key),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{host}'s journal shows no {action} running within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every recorded simulator execution of `host` with its process ids.
+    pub fn execution_pids(&self, host: &Fqdn) -> Result<Vec<SimExecution>> {
+        let state = self.sim(host)?;
+        let list = state
+            .get("executions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let pid = |v: &Value| v.as_u64().and_then(|p| u32::try_from(p).ok());
+        Ok(list
+            .iter()
+            .map(|e| SimExecution {
+                key: e["key"].as_str().unwrap_or_default().to_string(),
+                status: e["status"].as_str().unwrap_or_default().to_string(),
+                pid: pid(&e["pid"]),
+                child_pid: pid(&e["child_pid"]),
+            })
+            .collect())
+    }
+
     /// The agent's log, for failure messages.
     pub fn log(&self, host: &Fqdn) -> String {
         self.agents
@@ -433,6 +536,16 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// One start of the simulator as it recorded it: the key, `started` / `ok` / `failed`, its
+/// process id and that of the child it started, if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimExecution {
+    pub key: String,
+    pub status: String,
+    pub pid: Option<u32>,
+    pub child_pid: Option<u32>,
 }
 
 /// A simulator state with every service running and the given sites' routes.

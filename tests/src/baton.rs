@@ -195,3 +195,31 @@ pub fn executions(record: &Path) -> anyhow::Result<Vec<(String, i64)>> {
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
+
+/// The keys of the simulated executor's record that started and have not ended (`ok = -1`):
+/// actions in flight, or cut short by a crash.
+pub fn started_not_ended(record: &Path) -> anyhow::Result<Vec<String>> {
+    if !record.exists() {
+        return Ok(Vec::new());
+    }
+    let conn = rusqlite::Connection::open_with_flags(record, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mut stmt = conn.prepare("SELECT key FROM executions WHERE ok = -1 ORDER BY id")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Waits (at most `timeout`) until the simulated executor's record shows an action in flight.
+pub fn wait_action_in_flight(record: &Path, timeout: Duration) -> anyhow::Result<Vec<String>> {
+    let started = Instant::now();
+    loop {
+        let keys = started_not_ended(record)?;
+        if !keys.is_empty() {
+            return Ok(keys);
+        }
+        if started.elapsed() > timeout {
+            bail!("no simulated action in flight within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -7,7 +7,7 @@ use baton_actions::inventory::Inventory;
 use baton_actions::protocol::ActionAnswer;
 use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
 use baton_agent::INTERRUPTED;
-use baton_e2e::agents::{AgentSpec, Fleet, gone_within, raw_request, sim_state};
+use baton_e2e::agents::{AgentSpec, Fleet, SimExecution, gone_within, raw_request, sim_state};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -644,6 +644,13 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
         matches!(ActionAnswer::decode(text.as_bytes())?, ActionAnswer::Running { .. }),
         "{text}"
     );
+    // Killed when the journal says the key is running with its executor started.
+    fleet.wait_running(&edge2a, "once/2", Duration::from_secs(15))?;
+    let pid = fleet
+        .execution_pids(&edge2a)?
+        .into_iter()
+        .find(|e| e.key == "once/2")
+        .and_then(|e| e.pid);
     fleet.kill(&edge2a)?;
     fleet.restart(&edge2a)?;
     let report = rt.block_on(dispatcher.execute(request(
@@ -653,11 +660,19 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     )));
     assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
     assert!(report.replayed);
-    std::thread::sleep(Duration::from_millis(2000));
+    // Its executor is gone, so it cannot finish later either.
+    if let Some(pid) = pid {
+        assert!(!baton_e2e::agents::alive(pid), "the interrupted executor {pid} is gone");
+    }
     assert_eq!(
         fleet.executions_of(&edge2a, "once/2")?,
         1,
         "the interrupted key was not run again"
+    );
+    assert_eq!(
+        fleet.executions(&edge2a)?.last().map(|(_, _, status)| status.as_str()),
+        Some("started"),
+        "the interrupted execution never completed"
     );
     Ok(())
 }
@@ -757,5 +772,488 @@ fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_onc
     assert_eq!(report.outcome.text(), "5 services running");
     assert_eq!(fleet.executions_of(&edge2a, "down/s7/a1-edge2a/t1")?, 1);
     assert_eq!(fleet.executions(&edge2b)?.len(), 1);
+    Ok(())
+}
+
+/// Sends `POST /v1/actions` over mutual TLS one byte every `every`, as a slowloris would (the
+/// headers too when `trickle_headers`), for at most `bytes` bytes. Returns when the agent
+/// closed the connection (`Some(time since connected)`) or the bytes ran out (`None`).
+async fn slow_client(
+    address: std::net::SocketAddr,
+    host: Fqdn,
+    pki: baton_pki::PkiFiles,
+    every: Duration,
+    bytes: usize,
+    trickle_headers: bool,
+    connected: tokio::sync::mpsc::Sender<()>,
+) -> Result<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(baton_tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(baton_tls::load_roots(&pki.ca_cert)?)
+        .with_client_auth_cert(
+            baton_tls::load_certs(&pki.bot_cert)?,
+            baton_tls::load_key(&pki.bot_key)?,
+        )?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let tls = connector
+        .connect(rustls::pki_types::ServerName::try_from(host.as_str().to_string())?, tcp)
+        .await?;
+    let started = Instant::now();
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    let head = format!(
+        "POST /v1/actions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {bytes}\r\n\r\n"
+    );
+    let mut data = head.clone().into_bytes();
+    data.extend(std::iter::repeat_n(b' ', bytes));
+    let mut sent = 0;
+    if !trickle_headers {
+        tx.write_all(head.as_bytes()).await?;
+        tx.flush().await?;
+        sent = head.len();
+    }
+    let _ = connected.send(()).await;
+    let mut buf = [0u8; 512];
+    while sent < data.len() {
+        tokio::select! {
+            read = rx.read(&mut buf) => match read {
+                // An answer (408) or the close: the agent is done with this client.
+                Ok(_) | Err(_) => return Ok(Some(started.elapsed())),
+            },
+            () = tokio::time::sleep(every) => {
+                if tx.write_all(&data[sent..=sent]).await.is_err() || tx.flush().await.is_err() {
+                    return Ok(Some(started.elapsed()));
+                }
+                sent += 1;
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn slow_clients_are_cut_at_the_request_deadline() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.request_timeout = Some("1s".into());
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    // A client sending its body one byte every 300 ms (45 s in the field), and one sending its
+    // headers that way: each would hold its connection for 60 s; the agent ends both at its
+    // 1 s deadline for a whole request.
+    for trickle_headers in [false, true] {
+        let (tx, _rx) = tokio::sync::mpsc::channel(1);
+        let cut = rt.block_on(slow_client(
+            address,
+            edge2a.clone(),
+            fleet.pki.clone(),
+            Duration::from_millis(300),
+            200,
+            trickle_headers,
+            tx,
+        ))?;
+        let cut = cut.expect("the agent closed the slow connection before it finished");
+        assert!(
+            cut >= Duration::from_millis(900) && cut < Duration::from_secs(10),
+            "headers trickled: {trickle_headers}; cut after {cut:?}"
+        );
+    }
+    // A normal call still works, and nothing ran for the slow ones.
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "slow/ok",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_real_call_gets_through_while_slow_clients_hold_every_connection() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.request_timeout = Some("60s".into());
+    spec.max_connections = Some(4);
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    // Four clients with the bot's own certificate take every connection and trickle their
+    // bodies (one byte per 300 ms, 30 bytes: 9 s unless the agent closes them).
+    let (tx, mut connected) = tokio::sync::mpsc::channel(8);
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            rt.spawn(slow_client(
+                address,
+                edge2a.clone(),
+                fleet.pki.clone(),
+                Duration::from_millis(300),
+                30,
+                false,
+                tx.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..4 {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), connected.recv()).await })?
+            .expect("a slow client connected");
+    }
+    // The real call at the cap: the slowest unfinished request makes room for it.
+    let started = Instant::now();
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "cap/ok",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered while the cap was held"
+    );
+    let results: Vec<Option<Duration>> = slow
+        .into_iter()
+        .map(|h| {
+            rt.block_on(h)
+                .expect("the slow client's task ends")
+                .expect("it connected")
+        })
+        .collect();
+    let closed = results.iter().filter(|r| r.is_some()).count();
+    assert!(
+        (1..4).contains(&closed),
+        "the agent closed slow clients to make room, not all of them: {results:?}"
+    );
+    assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_subject_pin_admits_that_name_in_any_order_and_not_a_common_name_that_spells_it() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::new(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    let certs = fleet.dir().join("clients");
+    std::fs::create_dir_all(&certs)?;
+    // One CN that reads like the pin, and the real name written in both RDN orders.
+    let spoof = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot, OU=Ops")], &certs, "spoof")?;
+    let real = baton_pki::issue_client(&fleet.pki, &[("OU", "Ops"), ("CN", "baton-bot")], &certs, "real")?;
+    let reversed = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot"), ("OU", "Ops")], &certs, "reversed")?;
+    let more = baton_pki::issue_client(
+        &fleet.pki,
+        &[("O", "Contoso"), ("OU", "Ops"), ("CN", "baton-bot")],
+        &certs,
+        "more",
+    )?;
+    // A pin that does not parse stops the agent at start, naming the key.
+    {
+        let spec = fleet.spec_mut(&edge2a)?;
+        spec.ca_dedicated = false;
+        spec.pin_subjects = vec!["baton-bot".into()];
+    }
+    let err = fleet
+        .spawn(&edge2a)
+        .expect_err("an unparsable pin is refused")
+        .to_string();
+    assert!(
+        err.contains("tls.client_subjects[0]: 'baton-bot' is not a distinguished name (RFC 4514)"),
+        "{err}"
+    );
+    fleet.spec_mut(&edge2a)?.pin_subjects = vec!["CN=baton-bot, OU=Ops".into()];
+    fleet.spawn(&edge2a)?;
+    let rt = runtime();
+    let address = fleet.address(&edge2a)?;
+    let ca = fleet.pki.ca_cert.clone();
+    let call = |client: &baton_pki::AgentFiles, k: &str| -> Result<(u16, String)> {
+        rt.block_on(raw_request(
+            address,
+            &edge2a,
+            &ca,
+            Some((&client.cert, &client.key)),
+            "POST",
+            "/v1/actions",
+            &valid_call(k, json!({ "action": "services.status", "host": "edge2a.contoso.com" })),
+        ))
+        .map_err(anyhow::Error::msg)
+    };
+    let (status, text) = call(&spoof, "pin/1")?;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains(r"client certificate not allowed here (subject CN=baton-bot\\, OU\\=Ops, sha256 "),
+        "the refusal shows the subject as one escaped CN: {text}"
+    );
+    let (status, text) = call(&more, "pin/2")?;
+    assert_eq!(status, 403, "an extra attribute is another name: {text}");
+    for (client, k) in [(&real, "pin/3"), (&reversed, "pin/4")] {
+        let (status, text) = call(client, k)?;
+        assert_eq!(status, 200, "{text}");
+    }
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, ["pin/3", "pin/4"]);
+    Ok(())
+}
+
+#[test]
+fn a_ca_without_pins_must_be_declared_dedicated_and_revoked_certificates_are_refused() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::new(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.spec_mut(&edge2a)?.ca_dedicated = false;
+    let err = fleet.spawn(&edge2a).expect_err("no pin, no dedicated CA").to_string();
+    assert!(
+        err.contains("tls: no client pin: every certificate client_ca ever issued would be admitted"),
+        "{err}"
+    );
+    // A dedicated CA with a CRL that revokes an older bot certificate.
+    let certs = fleet.dir().join("clients");
+    std::fs::create_dir_all(&certs)?;
+    let old = baton_pki::issue_client(&fleet.pki, &[("CN", "baton-bot")], &certs, "old-bot")?;
+    let crl = certs.join("ca.crl");
+    baton_pki::revoke(&fleet.pki, &[&old.cert], &crl)?;
+    {
+        let spec = fleet.spec_mut(&edge2a)?;
+        spec.ca_dedicated = true;
+        spec.crls = vec![crl];
+    }
+    fleet.restart(&edge2a)?;
+    let rt = runtime();
+    let body = valid_call(
+        "crl/1",
+        json!({ "action": "services.stop", "host": "edge2a.contoso.com" }),
+    );
+    let err = rt
+        .block_on(raw_request(
+            fleet.address(&edge2a)?,
+            &edge2a,
+            &fleet.pki.ca_cert,
+            Some((&old.cert, &old.key)),
+            "POST",
+            "/v1/actions",
+            &body,
+        ))
+        .expect_err("a revoked certificate is refused at the handshake");
+    assert!(err.contains("received fatal alert: CertificateRevoked"), "{err}");
+    assert!(fleet.executions(&edge2a)?.is_empty(), "nothing ran");
+    // The current bot certificate is not revoked: the same call goes through.
+    let report = rt.block_on(fleet.dispatcher()?.execute(request(
+        "crl/2",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    Ok(())
+}
+
+#[test]
+fn an_agent_killed_mid_action_takes_its_children_along_and_a_retry_never_runs_beside_them() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    // The first execution takes 30 s and starts a child of its own (a PowerShell would).
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 30000, "spawn_child": true, "times": 1 } })
+    })?;
+    let rt = runtime();
+    let (t1, t2) = ("orphan/s2/a1-edge2a/t1", "orphan/s2/a1-edge2a/t2");
+    let dispatcher = std::sync::Arc::new(fleet.dispatcher()?);
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request(t1, stop("edge2a.contoso.com"), Duration::from_secs(60)))
+            .await
+    });
+    // Kill the agent when its journal says the key is running and the child exists.
+    fleet.wait_running(&edge2a, t1, Duration::from_secs(15))?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (pid, child) = loop {
+        let started = fleet.execution_pids(&edge2a)?.into_iter().find(|e| e.key == t1);
+        if let Some(SimExecution {
+            pid: Some(pid),
+            child_pid: Some(child),
+            ..
+        }) = started
+        {
+            break (pid, child);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the simulator never recorded its child");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    fleet.kill(&edge2a)?;
+    assert!(
+        gone_within(pid, Duration::from_secs(5)),
+        "the executor {pid} died with its agent"
+    );
+    fleet.restart(&edge2a)?;
+    assert!(
+        !baton_e2e::agents::alive(child),
+        "the restarted agent ended the executor's child {child} before it answered"
+    );
+    // The call in flight gets the recorded interrupted answer from the new agent.
+    let report = rt.block_on(first)?;
+    assert_eq!(report.outcome.text(), format!("edge2a.contoso.com: {INTERRUPTED}"));
+    // The retry asks about the first attempt, then runs, with nothing of the first still alive.
+    let retried = rt.block_on(dispatcher.execute(request(t2, stop("edge2a.contoso.com"), Duration::from_secs(30))));
+    assert_eq!(retried.outcome.text(), "5 services stopped");
+    let starts: Vec<(String, String)> = fleet
+        .execution_pids(&edge2a)?
+        .into_iter()
+        .map(|e| (e.key, e.status))
+        .collect();
+    assert_eq!(
+        starts,
+        [
+            (t1.to_string(), "started".to_string()),
+            (t2.to_string(), "ok".to_string())
+        ],
+        "each attempt started once; the first never finished"
+    );
+    assert!(
+        fleet
+            .log(&edge2a)
+            .contains("its processes were still there and are ended")
+            || fleet.log(&edge2a).contains("its processes are gone"),
+        "{}",
+        fleet.log(&edge2a)
+    );
+    Ok(())
+}
+
+/// A TCP relay between the dispatcher and an agent that can be cut (every connection dropped,
+/// new ones closed at once) and mended, to lose a call's connection after its request was sent.
+struct Relay {
+    address: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Relay {
+    fn start(rt: &tokio::runtime::Runtime, agent: std::net::SocketAddr) -> Result<Relay> {
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let address = listener.local_addr()?;
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, l) = (cut.clone(), links.clone());
+        rt.spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(agent).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                l.lock().expect("not poisoned").push(task.abort_handle());
+            }
+        });
+        Ok(Relay { address, cut, links })
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        for link in self.links.lock().expect("not poisoned").drain(..) {
+            link.abort();
+        }
+    }
+
+    fn mend(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_lost_connection_is_an_unknown_outcome_and_the_next_attempt_asks_before_it_runs() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 2000 } })
+    })?;
+    let rt = runtime();
+    let relay = Relay::start(&rt, fleet.address(&edge2a)?)?;
+    let mut config = fleet.dispatcher_config();
+    config.agents.insert(edge2a.clone(), relay.address.into());
+    config.poll_wait = Duration::from_millis(300);
+    config.request_timeout = Duration::from_secs(1);
+    let dispatcher = std::sync::Arc::new(baton_actions::dispatcher::Dispatcher::new(config)?);
+    let (t1, t2) = ("flap/s2/a1-edge2a/t1", "flap/s2/a1-edge2a/t2");
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request(t1, stop("edge2a.contoso.com"), Duration::from_secs(3)))
+            .await
+    });
+    // The network fails once the agent has the call, and stays down past the call's deadline.
+    fleet.wait_running(&edge2a, t1, Duration::from_secs(15))?;
+    relay.cut();
+    let report = rt.block_on(first)?;
+    assert!(report.outcome.is_unknown(), "{:?}", report.outcome);
+    assert!(
+        report
+            .outcome
+            .text()
+            .starts_with("edge2a.contoso.com: outcome unknown: the request may have reached the agent"),
+        "{}",
+        report.outcome.text()
+    );
+    // Meanwhile the agent finished the action. The network is back; the next attempt asks
+    // about the first, learns it succeeded, and stops nothing a second time.
+    relay.mend();
+    let retried = rt.block_on(dispatcher.execute(request(t2, stop("edge2a.contoso.com"), Duration::from_secs(10))));
+    assert_eq!(
+        retried.outcome.text(),
+        "5 services stopped (by attempt 1, found when asked before this one)"
+    );
+    assert!(retried.replayed);
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, [t1], "Stop-CsWindowsService ran once");
+    // The agent retired nothing and recorded no second key: t2 was never sent.
+    assert_eq!(fleet.journal_row(&edge2a, t2)?, None);
+    Ok(())
+}
+
+#[test]
+fn a_second_key_of_the_same_kind_is_refused_while_one_runs_and_a_key_never_received_is_retired() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    fleet.edit_sim(&edge2a, |s| {
+        s["inject"] = json!({ "services.stop": { "delay_ms": 3000, "times": 1 } })
+    })?;
+    let rt = runtime();
+    let dispatcher = std::sync::Arc::new(fleet.dispatcher()?);
+    let d = dispatcher.clone();
+    let first = rt.spawn(async move {
+        d.execute(request("busy/a", stop("edge2a.contoso.com"), Duration::from_secs(10)))
+            .await
+    });
+    fleet.wait_running(&edge2a, "busy/a", Duration::from_secs(15))?;
+    let second =
+        rt.block_on(dispatcher.execute(request("busy/b", stop("edge2a.contoso.com"), Duration::from_secs(10))));
+    assert!(
+        second.outcome.text().starts_with(
+            "edge2a.contoso.com: the agent refused the request (409): services.stop is already running on edge2a.contoso.com (key busy/a, for "
+        ),
+        "{}",
+        second.outcome.text()
+    );
+    // A look is not held up.
+    let look = rt.block_on(dispatcher.execute(request(
+        "busy/look",
+        Action::ServicesStatus { host: edge2a.clone() },
+        Duration::from_secs(10),
+    )));
+    assert!(look.outcome.is_ok(), "{:?}", look.outcome);
+    assert_eq!(rt.block_on(first)?.outcome.text(), "5 services stopped");
+    // Asking about a key the agent never received retires it: its call can never run later.
+    let never = key("busy/never");
+    let state = rt.block_on(dispatcher.ask(&edge2a, &never, &stop("edge2a.contoso.com"), Duration::from_secs(5)))?;
+    assert_eq!(state, baton_actions::protocol::KeyState::Retired { key: never.clone() });
+    let late = rt.block_on(dispatcher.execute(request(
+        "busy/never",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert!(
+        late.replayed && late.outcome.text().contains("never received"),
+        "{:?}",
+        late.outcome
+    );
+    let keys: Vec<String> = fleet.executions(&edge2a)?.into_iter().map(|(k, _, _)| k).collect();
+    assert_eq!(keys, ["busy/a", "busy/look"]);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! End-to-end tests of `baton demo`: the user's story through the real binary, crash safety
 //! under SIGKILL at several points, the audit of a tampered journal, and bad configurations.
 
-use baton_e2e::baton::{Baton, executions, run, wait_outbox_recorded};
+use baton_e2e::baton::{Baton, executions, run, started_not_ended, wait_action_in_flight, wait_outbox_recorded};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -84,46 +84,78 @@ fn the_story_through_the_demo() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a run with slow steps, SIGKILLs the demo when `kill_at` appears, restarts it on the
-/// same store with `after` as input, and checks that every action ran exactly once and every
-/// status line appeared exactly once across both processes.
+/// Starts a run with slow steps, SIGKILLs the demo when `kill_at` appears (and, past the
+/// approval, once the simulation's record shows an action in flight), restarts it on the same
+/// store with `after` as input, and checks that no key executed twice, counting executions where
+/// they start. An action cut short by the kill is reported interrupted and never run again under
+/// its key; `!retry` runs it as a new attempt, and then every status line appears exactly once
+/// but the interrupted step's failure.
 fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("baton.sqlite");
+    let record = dir.path().join("simulation.sqlite");
     let mut first = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     first.send("alice> !failover xmpp EdgePool2 drill")?;
     first.wait_for("Expires at", T)?;
     if kill_at != "before approval" {
         first.send("bob> !approve 1")?;
         first.wait_for(kill_at, T)?;
+        wait_action_in_flight(&record, T)?;
     }
     wait_outbox_recorded(&store, T)?;
     first.kill9();
+    let cut_short = started_not_ended(&record)?;
     let mut second = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     for line in after {
         second.send(line)?;
+    }
+    if !cut_short.is_empty() {
+        second.wait_for("stopped at step", T)?;
+        second.send("carol> !retry 1")?;
     }
     second.close_stdin();
     assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
     let mut lines = first.lines();
     lines.extend(second.lines());
     let text = lines.join("\n");
+    let failed = lines
+        .iter()
+        .filter(|l| l.contains("#1 [") && l.contains(" FAILED"))
+        .count();
+    assert_eq!(
+        failed,
+        usize::from(!cut_short.is_empty()),
+        "only an action cut short fails (killed at {kill_at}, cut short: {cut_short:?}):\n{text}"
+    );
+    if !cut_short.is_empty() {
+        assert!(text.contains(baton_actions::simulated::INTERRUPTED), "{text}");
+    }
     for k in 1..=8 {
+        let reported = lines
+            .iter()
+            .filter(|l| l.contains(&format!("#1 [{k}/8]")) && !l.contains(" FAILED"))
+            .count();
         assert_eq!(
-            count(&lines, &format!("#1 [{k}/8]")),
-            1,
-            "step {k} must be reported exactly once (killed at {kill_at}):\n{text}"
+            reported, 1,
+            "step {k} must be reported done exactly once (killed at {kill_at}):\n{text}"
         );
     }
     assert_eq!(count(&lines, "#1 succeeded in"), 1, "{text}");
     assert_eq!(count(&lines, "Run #1 requested by alice"), 1, "{text}");
-    let runs = executions(&dir.path().join("simulation.sqlite"))?;
+    let runs = executions(&record)?;
+    assert!(runs.iter().all(|(_, n)| *n == 1), "a key executed twice: {runs:?}");
     assert_eq!(
         runs.len(),
-        12,
-        "3 health, 2 stops, route, A, SRV, port, 2 starts, verify: got {runs:?}"
+        12 + cut_short.len(),
+        "3 health, 2 stops, route, A, SRV, port, 2 starts, verify, and a new attempt of what was cut short ({cut_short:?}): got {runs:?}"
     );
-    assert!(runs.iter().all(|(_, n)| *n == 1), "an action executed twice: {runs:?}");
+    for key in &cut_short {
+        let retried = key.replace("/t1", "/t2");
+        assert!(
+            runs.iter().any(|(k, _)| *k == retried),
+            "{key} was retried as {retried}: {runs:?}"
+        );
+    }
     Ok(())
 }
 
@@ -177,15 +209,29 @@ fn crash_after_an_action_executed_but_before_its_outcome_was_journaled() -> anyh
         0,
         "the step's outcome was never journaled"
     );
+    // The other host's stop was in flight when the process died: it is interrupted, not run
+    // again under its key, and `!retry` runs it as a new attempt.
+    let record = dir.path().join("simulation.sqlite");
+    let cut_short = started_not_ended(&record)?;
     let mut second = Baton::demo(&store, &["--simulate", "--delay", "100ms"])?;
+    if !cut_short.is_empty() {
+        second.wait_for("stopped at step 2/8", T)?;
+        second.send("carol> !retry 1")?;
+    }
     second.close_stdin();
     assert!(second.wait_exit(T)?.success(), "{}", second.stderr());
     let lines = second.lines();
-    assert_eq!(count(&lines, "#1 [2/8] services: edge2a ok"), 1, "{}", lines.join("\n"));
-    assert_eq!(count(&lines, "#1 succeeded in"), 1);
-    let runs = executions(&dir.path().join("simulation.sqlite"))?;
-    assert_eq!(runs.len(), 12);
-    assert!(runs.iter().all(|(_, n)| *n == 1), "an action executed twice: {runs:?}");
+    let text = lines.join("\n");
+    let edge2a_done = if cut_short.is_empty() {
+        "#1 [2/8] services: edge2a ok"
+    } else {
+        "#1 [2/8] services (attempt 2): edge2a ok"
+    };
+    assert_eq!(count(&lines, edge2a_done), 1, "{text}");
+    assert_eq!(count(&lines, "#1 succeeded in"), 1, "{text}");
+    let runs = executions(&record)?;
+    assert_eq!(runs.len(), 12 + cut_short.len(), "{runs:?}");
+    assert!(runs.iter().all(|(_, n)| *n == 1), "a key executed twice: {runs:?}");
     Ok(())
 }
 

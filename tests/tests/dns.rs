@@ -492,7 +492,7 @@ async fn step(exec: &DirectExecutor, n: usize, attempt: u32, action: Action) -> 
 fn ok_detail(outcome: &ActionOutcome) -> &str {
     match outcome {
         ActionOutcome::Ok { detail } => detail,
-        ActionOutcome::Failed { error } => panic!("the step failed: {error}"),
+        ActionOutcome::Failed { error } | ActionOutcome::Unknown { error } => panic!("the step failed: {error}"),
     }
 }
 

@@ -78,10 +78,21 @@ fn the_bot_killed_mid_step_resumes_with_the_same_keys_and_nothing_runs_twice() -
     first.send("alice> !failover xmpp EdgePool2 drill")?;
     first.wait_for("Expires at", T)?;
     first.send("bob> !approve 1")?;
-    // Step 3 (Set-CsSite on mgmt1, 1 s) is in flight at the agent when the bot dies.
+    // Step 3 (Set-CsSite on mgmt1, 1 s) is in flight at the agent when the bot dies: killed
+    // when mgmt1's journal says its key is running.
     first.wait_for("#1 [2/8] services:", T)?;
-    std::thread::sleep(Duration::from_millis(300));
+    let mgmt1 = Fqdn::parse("mgmt1.contoso.test")?;
+    let in_flight = stack.fleet.wait_action_running(&mgmt1, "route.set", T)?;
     first.kill9();
+    assert_eq!(
+        stack
+            .fleet
+            .journal_row(&mgmt1, &in_flight)?
+            .map(|(state, _)| state)
+            .as_deref(),
+        Some("running"),
+        "the bot died while route.set ran at the agent"
+    );
     let mut second = stack.start_bot()?;
     second.wait_for("#1 succeeded in", T)?;
     second.close_stdin();

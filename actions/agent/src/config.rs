@@ -12,8 +12,14 @@
 //! cert = "edge2a.contoso.com.crt"      # paths are relative to this file
 //! key = "edge2a.contoso.com.key"
 //! client_ca = "ca.crt"                 # clients must chain to it
-//! client_sha256 = []                   # optional pins: any match admits the client
-//! client_subjects = ["CN=baton-bot"]
+//! client_sha256 = ["3f9c…"]            # pins: any match admits the client (fingerprints are
+//! client_subjects = ["CN=baton-bot, OU=Ops"] # best; subjects compare as RFC 4514 names)
+//! # client_ca_dedicated = true         # no pin: only if this CA issues certificates to Baton alone
+//! # client_crls = ["ca.crl"]           # revoked client certificates are refused
+//!
+//! [limits]                             # optional
+//! request_timeout = "30s"              # handshake, headers and body of one request, in all
+//! max_connections = 64                 # beyond it, the slowest unfinished request is dropped
 //!
 //! [timeouts]                           # optional, per action (humantime)
 //! "services.stop" = "5m"
@@ -84,7 +90,7 @@ impl ExecutorConfig {
     }
 }
 
-/// The TLS files and the optional client pins.
+/// The TLS files, the client pins and the revocation lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsSettings {
     pub cert: PathBuf,
@@ -92,8 +98,33 @@ pub struct TlsSettings {
     pub client_ca: PathBuf,
     /// Normalised SHA-256 fingerprints (64 lower-case hex digits).
     pub client_sha256: Vec<String>,
-    /// Subjects as `CN=baton-bot, O=Contoso`.
-    pub client_subjects: Vec<String>,
+    /// Subjects, parsed from RFC 4514 strings such as `CN=baton-bot, OU=Ops`; a client's subject
+    /// must equal one of them attribute by attribute.
+    pub client_subjects: Vec<baton_tls::DistinguishedName>,
+    /// The configuration says the CA issues certificates to Baton alone, so no pin is needed.
+    pub client_ca_dedicated: bool,
+    /// PEM files of certificate revocation lists: a revoked client certificate is refused.
+    pub client_crls: Vec<PathBuf>,
+}
+
+/// Bounds on what one client can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The time a connection has to complete its TLS handshake and send one whole request
+    /// (headers and body).
+    pub request_timeout: Duration,
+    /// Connections open at once. When a new one arrives at the cap, the connection that has
+    /// waited longest without completing its request is closed; calls being answered are kept.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            request_timeout: Duration::from_secs(30),
+            max_connections: 64,
+        }
+    }
 }
 
 impl TlsSettings {
@@ -117,6 +148,7 @@ pub struct AgentConfig {
     pub executor: ExecutorConfig,
     /// How long a stopping agent waits for running actions before it exits.
     pub shutdown_grace: Duration,
+    pub limits: Limits,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +163,14 @@ struct Raw {
     timeouts: BTreeMap<String, String>,
     executor: RawExecutor,
     shutdown_grace: Option<String>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    request_timeout: Option<String>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +183,10 @@ struct RawTls {
     client_sha256: Vec<String>,
     #[serde(default)]
     client_subjects: Vec<String>,
+    #[serde(default)]
+    client_ca_dedicated: bool,
+    #[serde(default)]
+    client_crls: Vec<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -226,6 +270,40 @@ impl AgentConfig {
                 )),
             }
         }
+        let mut client_subjects = Vec::new();
+        for (i, s) in raw.tls.client_subjects.iter().enumerate() {
+            match baton_tls::DistinguishedName::parse(s) {
+                Ok(name) => client_subjects.push(name),
+                Err(e) => errors.push(format!("tls.client_subjects[{i}]: {e}")),
+            }
+        }
+        let pinned = !raw.tls.client_sha256.is_empty() || !raw.tls.client_subjects.is_empty();
+        if !pinned && !raw.tls.client_ca_dedicated {
+            errors.push(
+                "tls: no client pin: every certificate client_ca ever issued would be admitted. Pin the bot with \
+                 client_sha256 (its certificate's SHA-256 fingerprint, preferred) or client_subjects, or set \
+                 client_ca_dedicated = true if this CA issues certificates to Baton alone"
+                    .to_string(),
+            );
+        }
+        let mut limits = Limits::default();
+        if let Some(l) = &raw.limits {
+            if let Some(text) = &l.request_timeout {
+                match humantime::parse_duration(text) {
+                    Ok(d) if !d.is_zero() && d <= Duration::from_secs(600) => limits.request_timeout = d,
+                    _ => errors.push(format!(
+                        "limits.request_timeout: '{text}' is not a duration between 1ms and 10m (e.g. \"30s\")"
+                    )),
+                }
+            }
+            match l.max_connections {
+                Some(n) if !(2..=10_000).contains(&n) => {
+                    errors.push(format!("limits.max_connections: {n} is not between 2 and 10000"))
+                }
+                Some(n) => limits.max_connections = n,
+                None => {}
+            }
+        }
         let executor = match raw.executor {
             RawExecutor::Command { commands } => {
                 for (action, argv) in &commands {
@@ -263,12 +341,15 @@ impl AgentConfig {
                 key: base.join(raw.tls.key),
                 client_ca: base.join(raw.tls.client_ca),
                 client_sha256,
-                client_subjects: raw.tls.client_subjects,
+                client_subjects,
+                client_ca_dedicated: raw.tls.client_ca_dedicated,
+                client_crls: raw.tls.client_crls.iter().map(|p| base.join(p)).collect(),
             },
             actions,
             timeouts,
             executor,
             shutdown_grace,
+            limits,
         })
     }
 
@@ -375,6 +456,57 @@ kind = "command"
     }
 
     #[test]
+    fn subject_pins_must_parse_and_a_ca_without_pins_must_be_dedicated() {
+        let subjects = GOOD.replace(
+            "client_sha256 = [",
+            "client_subjects = [\"CN=baton-bot, OU=Ops\", \"baton-bot\", \"CN=a;b\"]\nclient_sha256 = [",
+        );
+        expect_test::expect![[r#"
+            [
+                "tls.client_subjects[1]: 'baton-bot' is not a distinguished name (RFC 4514): 'baton-bot' has no '='",
+                "tls.client_subjects[2]: 'CN=a;b' is not a distinguished name (RFC 4514): ';' in a value must be escaped as '\\;'",
+            ]
+        "#]]
+        .assert_debug_eq(&errors(&subjects));
+        let unpinned = GOOD.replace("client_sha256 = [\"AB", "client_sha256_unused = [\"AB");
+        let unpinned = unpinned.replace("client_sha256_unused = [", "#");
+        expect_test::expect![[r#"
+            [
+                "tls: no client pin: every certificate client_ca ever issued would be admitted. Pin the bot with client_sha256 (its certificate's SHA-256 fingerprint, preferred) or client_subjects, or set client_ca_dedicated = true if this CA issues certificates to Baton alone",
+            ]
+        "#]]
+        .assert_debug_eq(&errors(&unpinned));
+        let dedicated = unpinned.replace(
+            "[timeouts]",
+            "client_ca_dedicated = true\nclient_crls = [\"ca.crl\"]\n[timeouts]",
+        );
+        let c = AgentConfig::parse(&dedicated, Path::new("/etc/baton")).expect("a dedicated CA needs no pin");
+        assert!(!c.tls.pinned() && c.tls.client_ca_dedicated);
+        assert_eq!(c.tls.client_crls, [Path::new("/etc/baton/ca.crl")]);
+        assert_eq!(c.limits, Limits::default());
+        let limits = GOOD.replace(
+            "[timeouts]",
+            "[limits]\nrequest_timeout = \"2s\"\nmax_connections = 4\n[timeouts]",
+        );
+        let c = AgentConfig::parse(&limits, Path::new("/etc/baton")).expect("valid");
+        assert_eq!(
+            c.limits,
+            Limits {
+                request_timeout: Duration::from_secs(2),
+                max_connections: 4
+            }
+        );
+        let bad = limits.replace("\"2s\"", "\"0s\"").replace("= 4", "= 1");
+        assert_eq!(
+            errors(&bad),
+            [
+                "limits.request_timeout: '0s' is not a duration between 1ms and 10m (e.g. \"30s\")",
+                "limits.max_connections: 1 is not between 2 and 10000"
+            ]
+        );
+    }
+
+    #[test]
     fn the_example_file_is_valid() {
         let c = AgentConfig::parse(
             include_str!("../../../examples/agent.toml"),
@@ -388,7 +520,10 @@ kind = "command"
                 module: LyncModule::Lync
             }
         );
-        assert_eq!(c.tls.client_subjects, ["CN=baton-bot"]);
+        assert_eq!(
+            c.tls.client_subjects,
+            [baton_tls::DistinguishedName::parse("CN=baton-bot, OU=Ops").expect("valid")]
+        );
     }
 
     #[test]
@@ -423,7 +558,13 @@ pub struct CommandAgentFiles<'a> {
     pub client_ca: &'a Path,
     pub pin_sha256: &'a [String],
     pub pin_subjects: &'a [String],
+    /// `tls.client_ca_dedicated`: a CA made for this fleet alone needs no pin.
+    pub ca_dedicated: bool,
+    pub crls: &'a [PathBuf],
     pub timeouts: &'a [(String, String)],
+    /// `[limits]`: the request timeout (humantime) and the connection cap, when not the defaults.
+    pub request_timeout: Option<&'a str>,
+    pub max_connections: Option<usize>,
     pub argv: &'a [String],
 }
 
@@ -440,7 +581,8 @@ impl CommandAgentFiles<'_> {
         let path = |p: &Path| q(&p.display().to_string());
         let mut text = format!(
             "host = {}\nlisten = {}\nstate_dir = {}\nactions = {}\nshutdown_grace = \"1s\"\n\
-             [tls]\ncert = {}\nkey = {}\nclient_ca = {}\nclient_sha256 = {}\nclient_subjects = {}\n[timeouts]\n",
+             [tls]\ncert = {}\nkey = {}\nclient_ca = {}\nclient_sha256 = {}\nclient_subjects = {}\n\
+             client_ca_dedicated = {}\nclient_crls = {}\n[limits]\n",
             q(self.host),
             q(self.listen),
             path(self.state_dir),
@@ -450,7 +592,16 @@ impl CommandAgentFiles<'_> {
             path(self.client_ca),
             list(self.pin_sha256),
             list(self.pin_subjects),
+            self.ca_dedicated,
+            list(&self.crls.iter().map(|p| p.display().to_string()).collect::<Vec<_>>()),
         );
+        if let Some(t) = self.request_timeout {
+            text.push_str(&format!("request_timeout = {}\n", q(t)));
+        }
+        if let Some(n) = self.max_connections {
+            text.push_str(&format!("max_connections = {n}\n"));
+        }
+        text.push_str("[timeouts]\n");
         for (action, t) in self.timeouts {
             text.push_str(&format!("{} = {}\n", q(action), q(t)));
         }

@@ -15,6 +15,8 @@ mod invoke;
 mod journal;
 mod outcome;
 mod process;
+#[cfg(test)]
+mod script_check;
 mod server;
 #[cfg(windows)]
 pub mod windows;
@@ -34,7 +36,7 @@ pub const ADDRESS_FILE: &str = "address";
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
     let listen = config.listen;
     let state_dir = config.state_dir.clone();
-    let agent = Agent::new(config)?;
+    let agent = Agent::start(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| AgentError::Bind {

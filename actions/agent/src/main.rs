@@ -94,7 +94,7 @@ fn main() -> Result<()> {
         }
         Command::CheckConfig { config } => {
             let loaded = load(&config)?;
-            agent::Agent::new(loaded.clone())
+            agent::Agent::check_files(&loaded)
                 .with_context(|| format!("checking the files named in {}", config.display()))?;
             println!(
                 "{}: ok ({} on {}, executor {}, actions: {})",

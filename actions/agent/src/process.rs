@@ -1,6 +1,13 @@
 //! Runs one executor process: no shell, parameters on stdin and in the environment, a hard
 //! deadline at which the process and all its children are killed (a process group on Unix, a
 //! Job Object on Windows), and bounded tails of its output.
+//!
+//! Children die with the agent where the OS allows: on Linux the executor gets
+//! `PR_SET_PDEATHSIG` (SIGKILL when the agent's thread that started it dies) and runs in its own
+//! process group, which the caller records in the journal before the executor reads its input,
+//! so that a restarted agent ends whatever of the group is left ([`end_group`]); on Windows the
+//! process is created suspended, put in a Job Object that kills everything in it when its last
+//! handle closes (the agent's death closes it), and only then resumed.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -103,25 +110,22 @@ struct Tree {
 }
 
 impl Tree {
-    fn adopt(child: &tokio::process::Child) -> Tree {
+    /// Takes charge of a child just started. On Windows the child is still suspended: it is put
+    /// in a new Job Object before it runs, or refused (then the caller ends it unresumed).
+    fn adopt(child: &tokio::process::Child) -> Result<Tree, String> {
         #[cfg(unix)]
         {
-            Tree {
+            Ok(Tree {
                 pgid: child.id().and_then(|p| i32::try_from(p).ok()),
-            }
+            })
         }
         #[cfg(windows)]
         {
-            let job = crate::windows::Job::new().and_then(|job| child.raw_handle().map(|h| (job, h))).and_then(|(job, h)| {
-                match job.assign(h) {
-                    Ok(()) => Some(job),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot put the action's process in a job object; only it will be killed");
-                        None
-                    }
-                }
-            });
-            Tree { job }
+            let job = crate::windows::Job::new().ok_or("Windows refused a job object")?;
+            let handle = child.raw_handle().ok_or("the process has no handle")?;
+            job.assign(handle)
+                .map_err(|e| format!("cannot put the process in its job object: {e}"))?;
+            Ok(Tree { job: Some(job) })
         }
     }
 
@@ -159,9 +163,110 @@ async fn read_into(stream: Option<impl AsyncRead + Unpin>, limit: usize) -> Tail
     }
 }
 
+/// The current boot's identity (Linux's `/proc/sys/kernel/random/boot_id`): a process group
+/// recorded in another boot is long gone, and its number may belong to someone else now.
+pub fn boot_id() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// Ends what is left of an executor's process group recorded by an agent that died: SIGKILL to
+/// the group, then waits (up to `limit`) until no process of it remains. A group recorded in
+/// another boot is gone already. Returns whether any process was there; an error when some
+/// remain after `limit`. A process group id is not reused while any process is in the group, so
+/// the signal cannot reach strangers in the same boot.
+#[cfg(unix)]
+pub async fn end_group(pgid: i64, boot: Option<&str>, limit: Duration) -> Result<bool, String> {
+    if boot.is_none() || boot != boot_id().as_deref() {
+        return Ok(false);
+    }
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return Ok(false);
+    };
+    if pgid <= 1 {
+        return Ok(false);
+    }
+    if !group_alive(pgid) {
+        return Ok(false);
+    }
+    // SAFETY: kill(2) with a negative pid signals the process group; it touches no memory.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    let deadline = Instant::now() + limit;
+    loop {
+        if !group_alive(pgid) {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "process group {pgid} is still there {} after SIGKILL",
+                humantime::format_duration(limit)
+            ));
+        }
+        // SAFETY: as above; repeated in case a member forked between the two calls.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process group still has a live member. On Linux, zombies (dead, not yet collected
+/// by their parent) do not count.
+#[cfg(unix)]
+fn group_alive(pgid: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return true;
+        };
+        entries.filter_map(Result::ok).any(|entry| {
+            let Some(stat) = std::fs::read_to_string(entry.path().join("stat")).ok() else {
+                return false;
+            };
+            // After the command's closing parenthesis: state, ppid, pgrp, …
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("Z");
+            let group = fields.nth(1).and_then(|g| g.parse::<i32>().ok());
+            group == Some(pgid) && state != "Z" && state != "X"
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: signal 0 only checks whether the group still has a process.
+        unsafe { libc::kill(-pgid, 0) == 0 }
+    }
+}
+
+/// On Windows the Job Object ended every process of the key when the old agent died.
+#[cfg(not(unix))]
+pub async fn end_group(_pgid: i64, _boot: Option<&str>, _limit: Duration) -> Result<bool, String> {
+    Ok(false)
+}
+
 /// Starts `inv` and waits until it ends or `timeout` passes; then the whole tree is killed.
-pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
-    let started = Instant::now();
+/// `started` is called with the process id (the process group on Unix) once the process exists
+/// and before it gets its input (on Windows, before its first instruction runs): the caller
+/// records it durably there.
+pub async fn run<F, Fut>(inv: &Invocation, timeout: Duration, started: F) -> Finished
+where
+    F: FnOnce(u32) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started_at = Instant::now();
     let mut cmd = tokio::process::Command::new(&inv.program);
     cmd.args(&inv.args)
         .envs(inv.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -175,8 +280,26 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
         .kill_on_drop(true);
     #[cfg(unix)]
     cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        let agent = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid, raise).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The agent died between fork and prctl: follow it now.
+                if u32::try_from(libc::getppid()).ok() != Some(agent) {
+                    libc::raise(libc::SIGKILL);
+                }
+                Ok(())
+            });
+        }
+    }
     #[cfg(windows)]
-    cmd.creation_flags(crate::windows::CREATE_NO_WINDOW);
+    cmd.creation_flags(crate::windows::CREATE_NO_WINDOW | crate::windows::CREATE_SUSPENDED);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -184,13 +307,42 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
                 exit: Exit::SpawnFailed(format!("cannot start {}: {e}", inv.program.display())),
                 stdout: Tail::new(0),
                 stderr: Tail::new(0),
-                elapsed: started.elapsed(),
+                elapsed: started_at.elapsed(),
                 pid: None,
             };
         }
     };
-    let tree = Tree::adopt(&child);
+    let tree = match Tree::adopt(&child) {
+        Ok(tree) => tree,
+        Err(why) => {
+            // Windows: the process never ran an instruction; it is ended, not resumed.
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Finished {
+                exit: Exit::SpawnFailed(format!("cannot contain {}: {why}", inv.program.display())),
+                stdout: Tail::new(0),
+                stderr: Tail::new(0),
+                elapsed: started_at.elapsed(),
+                pid: None,
+            };
+        }
+    };
     let pid = child.id();
+    if let Some(pid) = pid {
+        started(pid).await;
+    }
+    #[cfg(windows)]
+    if let Err(why) = crate::windows::resume(&child) {
+        tree.kill();
+        let _ = child.wait().await;
+        return Finished {
+            exit: Exit::SpawnFailed(format!("cannot resume {}: {why}", inv.program.display())),
+            stdout: Tail::new(0),
+            stderr: Tail::new(0),
+            elapsed: started_at.elapsed(),
+            pid,
+        };
+    }
     if let (Some(mut stdin), Some(data)) = (child.stdin.take(), inv.stdin.clone()) {
         // A child that does not read its input must not block the run: write in the background
         // and ignore a closed pipe.
@@ -229,7 +381,7 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
         exit,
         stdout,
         stderr,
-        elapsed: started.elapsed(),
+        elapsed: started_at.elapsed(),
         pid,
     }
 }
@@ -245,9 +397,10 @@ fn signal_of(_: &std::process::ExitStatus) -> Option<i32> {
     None
 }
 
-#[cfg(all(test, unix))]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
 
     fn sh(script: &str, stdin: Option<&str>) -> Invocation {
         Invocation {
@@ -277,6 +430,7 @@ mod tests {
                 Some("hello\n"),
             ),
             Duration::from_secs(10),
+            |_| async {},
         )
         .await;
         assert_eq!(f.exit, Exit::Code(3));
@@ -290,7 +444,7 @@ mod tests {
         let pids = dir.path().join("pids");
         let script = format!("sleep 30 & echo $! > {0}; echo $$ >> {0}; wait", pids.display());
         let started = Instant::now();
-        let f = run(&sh(&script, None), Duration::from_millis(500)).await;
+        let f = run(&sh(&script, None), Duration::from_millis(500), |_| async {}).await;
         assert_eq!(f.exit, Exit::TimedOut);
         assert!(
             started.elapsed() < Duration::from_secs(10),
@@ -309,6 +463,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_process_is_recorded_before_it_gets_its_input() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("recorded");
+        let script = format!(
+            "read line; if [ -e {0} ]; then echo recorded-first; else echo too-early; fi",
+            marker.display()
+        );
+        let recorded = marker.clone();
+        let f = run(&sh(&script, Some("go\n")), Duration::from_secs(10), |pid| async move {
+            // A slow journal: the child must still wait for it.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::fs::write(&recorded, pid.to_string()).expect("writes the marker");
+        })
+        .await;
+        assert_eq!(f.exit, Exit::Code(0));
+        assert_eq!(f.stdout.last_line().as_deref(), Some("recorded-first"));
+        let pid: u32 = std::fs::read_to_string(&marker)
+            .expect("marker")
+            .parse()
+            .expect("a pid");
+        assert_eq!(Some(pid), f.pid);
+    }
+
+    #[tokio::test]
+    async fn a_recorded_group_of_this_boot_is_ended_and_one_of_another_boot_is_left_alone() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("reads the sleeper's pid");
+        let sleeper: u32 = line.trim().parse().expect("a pid");
+        let group = i64::from(child.id());
+        assert_eq!(
+            end_group(group, Some("another-boot"), Duration::from_secs(1)).await,
+            Ok(false)
+        );
+        assert!(alive(sleeper), "a group of another boot is not touched");
+        let boot = boot_id().expect("Linux has a boot id");
+        assert_eq!(end_group(group, Some(&boot), Duration::from_secs(5)).await, Ok(true));
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(sleeper) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!alive(sleeper), "the group's other process is gone too");
+        assert_eq!(end_group(group, Some(&boot), Duration::from_secs(1)).await, Ok(false));
+    }
+
+    #[tokio::test]
     async fn a_missing_program_is_a_clear_failure() {
         let inv = Invocation {
             program: "/nonexistent/prog".into(),
@@ -316,7 +526,7 @@ mod tests {
             env: vec![],
             stdin: None,
         };
-        let f = run(&inv, Duration::from_secs(1)).await;
+        let f = run(&inv, Duration::from_secs(1), |_| async {}).await;
         assert!(
             matches!(&f.exit, Exit::SpawnFailed(m) if m.starts_with("cannot start /nonexistent/prog")),
             "{:?}",

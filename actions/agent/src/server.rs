@@ -3,11 +3,11 @@
 //! It takes its listener and shutdown signal as arguments, so tests bind `127.0.0.1:0`.
 
 use crate::config::AgentConfig;
-use crate::journal::{Begin, Journal, JournalError};
+use crate::journal::{Begin, Journal, JournalError, Lookup, now_ms};
 use crate::{invoke, outcome, process};
 use baton_runbook::IdempotencyKey;
 use baton_runbook::catalog::{Action, Target};
-use baton_runbook::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health};
+use baton_runbook::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health, KeyQuery, KeyState};
 use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -26,10 +26,88 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-/// How long a client has to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The open connections, oldest first, and whether each has completed its request (then it is
+/// being answered and is never closed to make room).
+struct Slots {
+    cap: usize,
+    next: u64,
+    open: std::collections::BTreeMap<u64, Slot>,
+}
+
+struct Slot {
+    answering: Arc<std::sync::atomic::AtomicBool>,
+    evict: Arc<tokio::sync::Notify>,
+}
+
+/// Frees a connection's slot when its task ends, however it ends.
+struct SlotGuard {
+    slots: Arc<Mutex<Slots>>,
+    id: u64,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.open.remove(&self.id);
+        }
+    }
+}
+
+/// What a connection's handler knows of its limits: when its request must be complete, and the
+/// flag it raises once it is (from then on the connection is never closed to make room).
+#[derive(Clone)]
+struct Progress {
+    deadline: Instant,
+    answering: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress {
+    fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    fn complete(&self) {
+        self.answering.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Takes a slot for a new connection. At the cap, the oldest connection that has not completed
+/// its request is told to close and the new one takes its place; when every connection is being
+/// answered, the new one is refused (`None`).
+fn take_slot(slots: &Arc<Mutex<Slots>>) -> Option<(SlotGuard, Slot)> {
+    let mut s = slots.lock().expect("the slot map is never held across a panic");
+    if s.open.len() >= s.cap {
+        let victim = s
+            .open
+            .iter()
+            .find(|(_, slot)| !slot.answering.load(std::sync::atomic::Ordering::SeqCst))
+            .map(|(id, _)| *id);
+        let victim = victim?;
+        if let Some(slot) = s.open.remove(&victim) {
+            slot.evict.notify_one();
+        }
+    }
+    let id = s.next;
+    s.next += 1;
+    let slot = Slot {
+        answering: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        evict: Arc::new(tokio::sync::Notify::new()),
+    };
+    s.open.insert(
+        id,
+        Slot {
+            answering: slot.answering.clone(),
+            evict: slot.evict.clone(),
+        },
+    );
+    Some((
+        SlotGuard {
+            slots: slots.clone(),
+            id,
+        },
+        slot,
+    ))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -39,6 +117,8 @@ pub enum AgentError {
     Journal(#[from] JournalError),
     #[error("cannot write the state folder {}: {source}", path.display())]
     StateDir { path: PathBuf, source: std::io::Error },
+    #[error("an action interrupted by the last stop is still running and cannot be ended (key {key}): {why}")]
+    Orphan { key: String, why: String },
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: SocketAddr,
@@ -67,6 +147,7 @@ struct Inner {
     /// Keys executing now, with when they started and where their answer will appear.
     running: Mutex<HashMap<IdempotencyKey, Execution>>,
     tasks: TaskTracker,
+    slots: Arc<Mutex<Slots>>,
     /// Set when the agent stops: new calls are refused (503, which the dispatcher retries).
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -87,28 +168,75 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 impl Agent {
-    /// Loads the TLS material, creates the state folder and opens the journal (closing keys a
-    /// previous process left running as interrupted).
-    pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
-        let tls = baton_tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+    /// Loads the TLS material, creates the state folder and opens the journal, closing keys a
+    /// previous process left running as interrupted and ending what is left of their executors,
+    /// so that nothing of theirs runs by the time this agent answers.
+    pub async fn start(config: AgentConfig) -> Result<Agent, AgentError> {
+        let (agent, interrupted) = Agent::open(config)?;
+        for i in interrupted {
+            let Some(group) = i.process else {
+                warn!(key = %i.key, "an action was running when the agent stopped, before its process started; it is recorded as interrupted and will not run again");
+                continue;
+            };
+            match process::end_group(group, i.boot.as_deref(), Duration::from_secs(10)).await {
+                Ok(true) => {
+                    warn!(key = %i.key, process_group = group, "an action was running when the agent stopped: its processes were still there and are ended; the key is recorded as interrupted and will not run again")
+                }
+                Ok(false) => {
+                    warn!(key = %i.key, process_group = group, "an action was running when the agent stopped; its processes are gone; the key is recorded as interrupted and will not run again")
+                }
+                Err(why) => return Err(AgentError::Orphan { key: i.key, why }),
+            }
+        }
+        Ok(agent)
+    }
+
+    /// Checks the files a configuration names (certificates, key, CA, CRLs) without opening the
+    /// journal, so that checking a running agent's configuration changes nothing of its state.
+    pub fn check_files(config: &AgentConfig) -> Result<(), AgentError> {
+        baton_tls::server_config(
+            &config.tls.cert,
+            &config.tls.key,
+            &config.tls.client_ca,
+            &config.tls.client_crls,
+        )?;
+        Ok(())
+    }
+
+    /// [`Agent::start`] without ending the processes of interrupted keys, which it returns.
+    fn open(config: AgentConfig) -> Result<(Agent, Vec<crate::journal::Interrupted>), AgentError> {
+        let tls = baton_tls::server_config(
+            &config.tls.cert,
+            &config.tls.key,
+            &config.tls.client_ca,
+            &config.tls.client_crls,
+        )?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
             path: config.state_dir.clone(),
             source,
         })?;
-        let (journal, interrupted) = Journal::open(&config.state_dir.join("journal.sqlite"))?;
-        for key in &interrupted {
-            warn!(key = %key, "an action was running when the agent stopped; it is recorded as interrupted and will not run again");
-        }
-        Ok(Agent {
+        let (journal, interrupted) = Journal::open(
+            &config.state_dir.join("journal.sqlite"),
+            now_ms(),
+            crate::journal::Retention::default(),
+        )?;
+        let cap = config.limits.max_connections;
+        let agent = Agent {
             inner: Arc::new(Inner {
                 config,
+                slots: Arc::new(Mutex::new(Slots {
+                    cap,
+                    next: 0,
+                    open: Default::default(),
+                })),
                 acceptor: TlsAcceptor::from(tls),
                 journal: Arc::new(journal),
                 running: Mutex::new(HashMap::new()),
                 tasks: TaskTracker::new(),
                 stopping: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        };
+        Ok((agent, interrupted))
     }
 
     /// What `GET /v1/health` answers.
@@ -134,9 +262,14 @@ impl Agent {
             tokio::select! {
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, address)) => {
-                        connections.spawn(self.inner.clone().connection(stream, address));
-                    }
+                    Ok((stream, address)) => match take_slot(&self.inner.slots) {
+                        Some((guard, slot)) => {
+                            connections.spawn(self.inner.clone().connection(stream, address, guard, slot));
+                        }
+                        None => {
+                            warn!(peer = %address, cap = c.limits.max_connections, "connection refused: every connection is being answered");
+                        }
+                    },
                     Err(e) => {
                         warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -159,22 +292,23 @@ impl Agent {
     }
 }
 
-/// Checks the pins, if any: a client passes when its fingerprint or its subject is listed.
+/// Checks the pins, if any: a client passes when its fingerprint is listed, or when its subject
+/// equals a listed one as a distinguished name (attribute by attribute, RFC 4514), never by text.
 fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection) -> Result<Peer, String> {
     let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
         return Err("no client certificate".to_string());
     };
+    let name = baton_tls::DistinguishedName::of_certificate(cert);
     let peer = Peer {
-        subject: baton_tls::subject(cert).unwrap_or_else(|| "(unparsable subject)".to_string()),
+        subject: name
+            .as_ref()
+            .map_or_else(|| "(unparsable subject)".to_string(), ToString::to_string),
         sha256: baton_tls::sha256_hex(cert),
     };
-    if !settings.pinned()
-        || settings.client_sha256.contains(&peer.sha256)
-        || settings
-            .client_subjects
-            .iter()
-            .any(|s| baton_tls::same_subject(s, &peer.subject))
-    {
+    let subject_pinned = name
+        .as_ref()
+        .is_some_and(|n| settings.client_subjects.iter().any(|pin| pin == n));
+    if !settings.pinned() || settings.client_sha256.contains(&peer.sha256) || subject_pinned {
         Ok(peer)
     } else {
         Err(format!(
@@ -185,10 +319,26 @@ fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection)
 }
 
 impl Inner {
-    async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr) {
+    /// Serves one connection until it ends, its request misses the deadline, or it is closed to
+    /// make room for a new one.
+    async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, guard: SlotGuard, slot: Slot) {
+        let progress = Progress {
+            deadline: Instant::now() + self.config.limits.request_timeout,
+            answering: slot.answering.clone(),
+        };
+        tokio::select! {
+            () = self.serve_connection(stream, address, progress) => {}
+            () = slot.evict.notified() => {
+                warn!(peer = %address, "connection closed to make room: its request was the slowest at the connection cap");
+            }
+        }
+        drop(guard);
+    }
+
+    async fn serve_connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, progress: Progress) {
         // Answers are small and written in pieces: do not let Nagle hold them for an ACK.
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(stream)).await {
+        let tls = match tokio::time::timeout(progress.remaining(), self.acceptor.accept(stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 warn!(peer = %address, error = %e, "TLS handshake refused");
@@ -204,14 +354,19 @@ impl Inner {
             Ok(p) => debug!(peer = %address, subject = %p.subject, "client admitted"),
             Err(why) => warn!(peer = %address, why = %why, "client refused"),
         }
+        let headers_by = progress.remaining();
         let service = hyper::service::service_fn(move |req| {
             let inner = self.clone();
             let peer = peer.clone();
-            async move { Ok::<_, Infallible>(inner.respond(peer, req).await) }
+            let progress = progress.clone();
+            async move { Ok::<_, Infallible>(inner.respond(peer, req, progress).await) }
         });
+        // One request per connection (the dispatcher opens one per exchange), so the deadline
+        // taken at accept bounds the handshake, the headers and the body together.
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(false)
+            .header_read_timeout(headers_by)
             .serve_connection(TokioIo::new(tls), service)
             .await;
         if let Err(e) = served {
@@ -219,8 +374,13 @@ impl Inner {
         }
     }
 
-    async fn respond(self: Arc<Self>, peer: Result<Peer, String>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let (status, body) = match self.route(peer, req).await {
+    async fn respond(
+        self: Arc<Self>,
+        peer: Result<Peer, String>,
+        req: Request<Incoming>,
+        progress: Progress,
+    ) -> Response<Full<Bytes>> {
+        let (status, body) = match self.route(peer, req, progress).await {
             Ok(reply) => reply,
             Err(e) => (e.error.status(), e.encode()),
         };
@@ -234,33 +394,39 @@ impl Inner {
         response
     }
 
-    async fn route(self: &Arc<Self>, peer: Result<Peer, String>, req: Request<Incoming>) -> Result<Reply, ErrorBody> {
+    async fn route(
+        self: &Arc<Self>,
+        peer: Result<Peer, String>,
+        req: Request<Incoming>,
+        progress: Progress,
+    ) -> Result<Reply, ErrorBody> {
         let peer = peer.map_err(|why| refuse(ErrorKind::Forbidden, why))?;
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, protocol::HEALTH_PATH) => {
+                progress.complete();
                 let agent = Agent { inner: self.clone() };
                 Ok((200, agent.health().encode()))
             }
             (&Method::POST, protocol::ACTIONS_PATH) => {
-                let body = Limited::new(req.into_body(), protocol::MAX_BODY)
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                            ErrorBody::from(protocol::WireError::TooLarge)
-                        } else {
-                            refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
-                        }
-                    })?;
-                let call = ActionCall::decode(&body.to_bytes()).map_err(|e| {
+                let body = self.read_body(req, &peer, &progress).await?;
+                let call = ActionCall::decode(&body).map_err(|e| {
                     info!(subject = %peer.subject, error = %e, "call refused");
                     ErrorBody::from(e)
                 })?;
                 let answer = self.call(&peer, call).await?;
                 Ok((200, answer.encode()))
             }
-            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH) => Err(refuse(
+            (&Method::POST, protocol::KEYS_PATH) => {
+                let body = self.read_body(req, &peer, &progress).await?;
+                let query = KeyQuery::decode(&body).map_err(|e| {
+                    info!(subject = %peer.subject, error = %e, "key query refused");
+                    ErrorBody::from(e)
+                })?;
+                let state = self.lookup(&peer, query).await?;
+                Ok((200, state.encode()))
+            }
+            (_, protocol::HEALTH_PATH | protocol::ACTIONS_PATH | protocol::KEYS_PATH) => Err(refuse(
                 ErrorKind::MethodNotAllowed,
                 format!("{} is not allowed on {path}", req.method()),
             )),
@@ -271,9 +437,35 @@ impl Inner {
         }
     }
 
-    /// Checks the call against this agent, then executes it once or reports what is recorded.
-    async fn call(self: &Arc<Self>, peer: &Peer, call: ActionCall) -> Result<ActionAnswer, ErrorBody> {
-        let ActionCall { key, action, .. } = &call;
+    /// Reads a request's body within the request's deadline and the size bound; the request is
+    /// complete once it is read.
+    async fn read_body(&self, req: Request<Incoming>, peer: &Peer, progress: &Progress) -> Result<Bytes, ErrorBody> {
+        let read = Limited::new(req.into_body(), protocol::MAX_BODY).collect();
+        let body = tokio::time::timeout(progress.remaining(), read)
+            .await
+            .map_err(|_| {
+                info!(subject = %peer.subject, "request body not complete at the deadline; closing");
+                refuse(
+                    ErrorKind::Timeout,
+                    format!(
+                        "the request was not complete within {}",
+                        humantime::format_duration(self.config.limits.request_timeout)
+                    ),
+                )
+            })?
+            .map_err(|e| {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    ErrorBody::from(protocol::WireError::TooLarge)
+                } else {
+                    refuse(ErrorKind::BadRequest, format!("cannot read the request body: {e}"))
+                }
+            })?;
+        progress.complete();
+        Ok(body.to_bytes())
+    }
+
+    /// Checks that `action` is for this agent and enabled here.
+    fn check_action(&self, action: &Action) -> Result<(), ErrorBody> {
         let c = &self.config;
         match action.target() {
             Target::Agent(host) if host == c.host => {}
@@ -301,6 +493,64 @@ impl Inner {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Answers what became of a key, running nothing (a key never received is retired).
+    async fn lookup(self: &Arc<Self>, peer: &Peer, query: KeyQuery) -> Result<KeyState, ErrorBody> {
+        let KeyQuery { key, action, .. } = &query;
+        self.check_action(action)?;
+        let looked = {
+            let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
+            blocking(move || journal.lookup(&key, &action, now_ms())).await?
+        }
+        .map_err(|e| {
+            error!(key = %key, error = %e, "the journal cannot answer a key query");
+            refuse(ErrorKind::Internal, format!("the agent cannot read its journal: {e}"))
+        })?;
+        info!(key = %key, action = action.id(), subject = %peer.subject, found = ?std::mem::discriminant(&looked), "key query");
+        match looked {
+            Lookup::Retired(_) => {
+                warn!(key = %key, action = action.id(), "asked about a key never received: retired, it will never run");
+                Ok(KeyState::Retired { key: key.clone() })
+            }
+            Lookup::Done(answer) => Ok(KeyState::Recorded {
+                answer: answer.replayed(),
+            }),
+            Lookup::Running { since } => {
+                let entry = self
+                    .running
+                    .lock()
+                    .expect("the running map is never held across a panic")
+                    .get(key)
+                    .cloned();
+                let answer = match entry {
+                    Some((started, rx)) => wait(key, started, rx, query.wait()).await,
+                    None => ActionAnswer::Running {
+                        key: key.clone(),
+                        elapsed_ms: millis(since),
+                    },
+                };
+                Ok(match answer {
+                    ActionAnswer::Running { key, elapsed_ms } => KeyState::Running { key, elapsed_ms },
+                    done => KeyState::Recorded { answer: done },
+                })
+            }
+            Lookup::Conflict { recorded } => Err(refuse(
+                ErrorKind::Conflict,
+                format!(
+                    "key {key} was used for another action: {}",
+                    baton_runbook::names::shown(&recorded)
+                ),
+            )),
+        }
+    }
+
+    /// Checks the call against this agent, then executes it once or reports what is recorded.
+    async fn call(self: &Arc<Self>, peer: &Peer, call: ActionCall) -> Result<ActionAnswer, ErrorBody> {
+        let ActionCall { key, action, .. } = &call;
+        let c = &self.config;
+        self.check_action(action)?;
         let invocation = invoke::invocation(&c.executor, key, action).ok_or_else(|| {
             refuse(
                 ErrorKind::BadRequest,
@@ -316,7 +566,7 @@ impl Inner {
         }
         let begin = {
             let (journal, key, action) = (self.journal.clone(), key.clone(), action.clone());
-            blocking(move || journal.begin(&key, &action)).await?
+            blocking(move || journal.begin(&key, &action, now_ms())).await?
         }
         .map_err(|e| {
             error!(key = %key, error = %e, "the journal refused a call; nothing was executed");
@@ -352,7 +602,7 @@ impl Inner {
                     // The execution ended between the journal read and now: read its answer.
                     None => {
                         let (journal, k, a) = (self.journal.clone(), key.clone(), action.clone());
-                        match blocking(move || journal.begin(&k, &a)).await? {
+                        match blocking(move || journal.begin(&k, &a, now_ms())).await? {
                             Ok(Begin::Done(answer)) => Ok(answer.replayed()),
                             _ => Ok(ActionAnswer::Running {
                                 key: key.clone(),
@@ -373,6 +623,18 @@ impl Inner {
                     baton_runbook::names::shown(&recorded)
                 ),
             )),
+            Begin::Busy { key: running, since } => {
+                warn!(key = %key, running = %running, action = action.id(), "refused: the same kind of action is running");
+                Err(refuse(
+                    ErrorKind::Busy,
+                    format!(
+                        "{} is already running on {} (key {running}, for {}); nothing was started",
+                        action.id(),
+                        c.host,
+                        humantime::format_duration(Duration::from_secs(since.as_secs()))
+                    ),
+                ))
+            }
         }
     }
 
@@ -384,7 +646,18 @@ impl Inner {
         timeout: Duration,
         tx: watch::Sender<Option<ActionAnswer>>,
     ) {
-        let finished = process::run(&invocation, timeout).await;
+        let journal = self.journal.clone();
+        let recorded_key = key.clone();
+        let finished = process::run(&invocation, timeout, move |pid| async move {
+            let boot = process::boot_id();
+            let k = recorded_key.clone();
+            let recorded =
+                tokio::task::spawn_blocking(move || journal.record_process(&k, i64::from(pid), boot.as_deref())).await;
+            if !matches!(recorded, Ok(Ok(()))) {
+                error!(key = %recorded_key, pid, result = ?recorded, "cannot record the action's process; a restarted agent could not end it");
+            }
+        })
+        .await;
         let answer = outcome::interpret(&action, &key, &finished, timeout);
         match &answer {
             ActionAnswer::Ok { detail, elapsed_ms, .. } => {
@@ -397,7 +670,7 @@ impl Inner {
         }
         let recorded = {
             let (journal, key, answer) = (self.journal.clone(), key.clone(), answer.clone());
-            tokio::task::spawn_blocking(move || journal.finish(&key, &answer)).await
+            tokio::task::spawn_blocking(move || journal.finish(&key, &answer, now_ms())).await
         };
         if !matches!(recorded, Ok(Ok(()))) {
             error!(key = %key, result = ?recorded, "cannot record an answer; after a restart the key will read as interrupted");

@@ -1,5 +1,6 @@
 //! Windows-only pieces of the agent: the Job Object that holds an action's process tree, so
-//! that a timeout kills the process and every child it started.
+//! that a timeout kills the process and every child it started, and the resumption of a process
+//! created suspended once it is in its job (so not even its first instruction runs outside).
 
 use std::os::windows::io::RawHandle;
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE};
@@ -11,6 +12,64 @@ use windows_sys::Win32::System::JobObjects::{
 
 /// `CREATE_NO_WINDOW`: executors run without a console window.
 pub const CREATE_NO_WINDOW: u32 = windows_sys::Win32::System::Threading::CREATE_NO_WINDOW;
+/// `CREATE_SUSPENDED`: the process's main thread waits until [`resume`].
+pub const CREATE_SUSPENDED: u32 = windows_sys::Win32::System::Threading::CREATE_SUSPENDED;
+
+/// Resumes the main thread of a child created with [`CREATE_SUSPENDED`]. A process created
+/// suspended has exactly one thread, found by a snapshot of the system's threads.
+pub fn resume(child: &tokio::process::Child) -> std::io::Result<()> {
+    use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
+    };
+    use windows_sys::Win32::System::Threading::{OpenThread, ResumeThread, THREAD_SUSPEND_RESUME};
+    let pid = child
+        .id()
+        .ok_or_else(|| std::io::Error::other("the process has already ended"))?;
+    // SAFETY: a snapshot of all threads; the handle is closed below.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0) };
+    if snapshot == INVALID_HANDLE_VALUE {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut entry = THREADENTRY32 {
+        dwSize: u32::try_from(std::mem::size_of::<THREADENTRY32>()).expect("the struct is small"),
+        ..Default::default()
+    };
+    let mut resumed = 0;
+    let mut failure = None;
+    // SAFETY: `entry` is a valid THREADENTRY32 with its size set, living across the calls.
+    let mut more = unsafe { Thread32First(snapshot, &mut entry) } != 0;
+    while more {
+        if entry.th32OwnerProcessID == pid {
+            // SAFETY: opening a thread of our own child for suspend/resume rights.
+            let thread = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, entry.th32ThreadID) };
+            if thread.is_null() {
+                failure = Some(std::io::Error::last_os_error());
+            } else {
+                // SAFETY: `thread` is a valid handle opened above and closed right after.
+                unsafe {
+                    if ResumeThread(thread) == u32::MAX {
+                        failure = Some(std::io::Error::last_os_error());
+                    } else {
+                        resumed += 1;
+                    }
+                    CloseHandle(thread);
+                }
+            }
+        }
+        // SAFETY: as for Thread32First.
+        more = unsafe { Thread32Next(snapshot, &mut entry) } != 0;
+    }
+    // SAFETY: the snapshot handle is owned here and closed once.
+    unsafe {
+        CloseHandle(snapshot);
+    }
+    match (resumed, failure) {
+        (0, Some(e)) => Err(e),
+        (0, None) => Err(std::io::Error::other("the suspended process has no thread to resume")),
+        _ => Ok(()),
+    }
+}
 
 /// An anonymous Job Object with kill-on-close: terminating it, or dropping the last handle,
 /// ends every process in it.

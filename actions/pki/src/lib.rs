@@ -20,6 +20,8 @@ pub enum PkiError {
     Exists { dir: PathBuf },
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot use {what}: {why}")]
+    Input { what: String, why: String },
     #[error("cannot generate the {what}: {source}")]
     Generate { what: String, source: rcgen::Error },
 }
@@ -94,6 +96,131 @@ fn name(cn: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
     dn
+}
+
+/// The CA of `init` as an issuer again, from its key file (its name, usages and key identifier
+/// are those `init` gave it).
+fn ca_issuer(files: &PkiFiles) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let pem = std::fs::read_to_string(&files.ca_key).map_err(|source| PkiError::Write {
+        path: files.ca_key.clone(),
+        source,
+    })?;
+    let key = KeyPair::from_pem(&pem).map_err(|source| PkiError::Generate {
+        what: "CA key from its file".into(),
+        source,
+    })?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name("Baton CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(Issuer::new(params, key))
+}
+
+/// Issues one more client certificate from the CA that [`init`] made, with the subject's
+/// attributes in the order given (`("CN", "baton-bot")`, `("OU", "Ops")`; CN, OU, O, C, L and ST
+/// are known), and writes `<stem>.crt` and `<stem>.key` in `out_dir`. For tests of the agent's
+/// pins: a second certificate from the same CA, or one whose subject tries to look like another.
+pub fn issue_client(
+    files: &PkiFiles,
+    subject: &[(&str, &str)],
+    out_dir: &Path,
+    stem: &str,
+) -> Result<AgentFiles, PkiError> {
+    let issuer = ca_issuer(files)?;
+    let key = generate(stem)?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    for (kind, value) in subject {
+        let kind = match *kind {
+            "CN" => DnType::CommonName,
+            "OU" => DnType::OrganizationalUnitName,
+            "O" => DnType::OrganizationName,
+            "C" => DnType::CountryName,
+            "L" => DnType::LocalityName,
+            "ST" => DnType::StateOrProvinceName,
+            other => {
+                return Err(PkiError::Input {
+                    what: format!("the subject of {stem}"),
+                    why: format!("unknown attribute type {other}"),
+                });
+            }
+        };
+        dn.push(kind, *value);
+    }
+    params.distinguished_name = dn;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, 2);
+    let cert = params.signed_by(&key, &issuer).map_err(|source| PkiError::Generate {
+        what: format!("certificate {stem}"),
+        source,
+    })?;
+    let out = AgentFiles {
+        cert: out_dir.join(format!("{stem}.crt")),
+        key: out_dir.join(format!("{stem}.key")),
+    };
+    write_file(&out.cert, cert.pem().as_bytes(), false)?;
+    write_key(&out.key, &key)?;
+    Ok(out)
+}
+
+/// Writes to `out` a CRL of the CA that [`init`] made, revoking the certificates in the PEM
+/// files `revoked` (valid from a day ago for 30 days).
+pub fn revoke(files: &PkiFiles, revoked: &[&Path], out: &Path) -> Result<(), PkiError> {
+    let issuer = ca_issuer(files)?;
+    let today = {
+        use chrono::Datelike;
+        let d = chrono::Utc::now()
+            .date_naive()
+            .pred_opt()
+            .unwrap_or_else(|| chrono::Utc::now().date_naive());
+        rcgen::date_time_ymd(
+            d.year(),
+            u8::try_from(d.month()).expect("a month fits in a u8"),
+            u8::try_from(d.day()).expect("a day fits in a u8"),
+        )
+    };
+    let mut revoked_certs = Vec::new();
+    for path in revoked {
+        let pem = std::fs::read(path).map_err(|source| PkiError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bad = |why: String| PkiError::Input {
+            what: path.display().to_string(),
+            why,
+        };
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).map_err(|e| bad(e.to_string()))?;
+        let cert = pem.parse_x509().map_err(|e| bad(e.to_string()))?;
+        revoked_certs.push(rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+            revocation_time: today,
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        });
+    }
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: today,
+        next_update: today + std::time::Duration::from_secs(31 * 24 * 3600),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer).map_err(|source| PkiError::Generate {
+        what: "CRL".into(),
+        source,
+    })?;
+    let pem = crl.pem().map_err(|source| PkiError::Generate {
+        what: "CRL".into(),
+        source,
+    })?;
+    write_file(out, pem.as_bytes(), false)
 }
 
 fn generate(what: &str) -> Result<KeyPair, PkiError> {
@@ -249,7 +376,7 @@ mod tests {
             Some("CN=baton-bot")
         );
         // The pieces make working TLS configurations on both sides.
-        baton_tls::server_config(&edge.cert, &edge.key, &files.ca_cert).expect("server config");
+        baton_tls::server_config(&edge.cert, &edge.key, &files.ca_cert, &[]).expect("server config");
         baton_tls::client_config(&files.bot_cert, &files.bot_key, &files.ca_cert).expect("client config");
         #[cfg(unix)]
         {

@@ -61,11 +61,56 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The keys of the earlier attempts of the same execution, oldest first: for a key that ends
+    /// in `/t<n>` (as [`IdempotencyKey::new`] and [`IdempotencyKey::for_request`] make them),
+    /// the same key with `/t1` … `/t<n-1>`; none for other keys. Before a new attempt starts,
+    /// an executor asks what became of these, so that a retry never runs beside an earlier
+    /// attempt whose outcome was unknown.
+    pub fn earlier_attempts(&self) -> Vec<IdempotencyKey> {
+        let Some((stem, attempt)) = self.0.rsplit_once("/t") else {
+            return Vec::new();
+        };
+        let Ok(n) = attempt.parse::<u32>() else {
+            return Vec::new();
+        };
+        if attempt.starts_with('0') || attempt.starts_with('+') {
+            return Vec::new();
+        }
+        (1..n).map(|i| IdempotencyKey(format!("{stem}/t{i}"))).collect()
+    }
 }
 
 impl fmt::Display for IdempotencyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_attempts_come_from_the_key() {
+        let shown = |k: IdempotencyKey| -> Vec<String> { k.earlier_attempts().iter().map(|k| k.to_string()).collect() };
+        assert_eq!(
+            shown(IdempotencyKey::for_request("st", 5, 0x19a, 6, 1, "edge2b", 3)),
+            ["st/r5.19a/s7/a2-edge2b/t1", "st/r5.19a/s7/a2-edge2b/t2"]
+        );
+        assert!(shown(IdempotencyKey::new("st", 5, 6, 1, "edge2b", 1)).is_empty());
+        for other in ["read/1700000000000-3/Site2", "once/2", "x/t", "x/tx", "x/t02"] {
+            assert!(
+                shown(IdempotencyKey::parse(other).expect("valid")).is_empty(),
+                "{other}"
+            );
+        }
+        let unknown = ActionOutcome::Unknown { error: "lost".into() };
+        assert!(!unknown.is_ok() && unknown.is_unknown());
+        assert_eq!(
+            serde_json::to_string(&unknown).expect("serializes"),
+            r#"{"status":"unknown","error":"lost"}"#
+        );
     }
 }
 
@@ -82,18 +127,32 @@ pub struct ActionRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum ActionOutcome {
-    Ok { detail: String },
-    Failed { error: String },
+    Ok {
+        detail: String,
+    },
+    Failed {
+        error: String,
+    },
+    /// Not known: the request may have reached the agent, which could not be asked afterwards
+    /// (connection lost mid-call, no answer before the deadline). The action may have run, may
+    /// still be running, or may never have started; a new attempt first asks the agent what
+    /// became of this one.
+    Unknown {
+        error: String,
+    },
 }
 
 impl ActionOutcome {
     pub fn is_ok(&self) -> bool {
         matches!(self, ActionOutcome::Ok { .. })
     }
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, ActionOutcome::Unknown { .. })
+    }
     pub fn text(&self) -> &str {
         match self {
             ActionOutcome::Ok { detail } => detail,
-            ActionOutcome::Failed { error } => error,
+            ActionOutcome::Failed { error } | ActionOutcome::Unknown { error } => error,
         }
     }
 }

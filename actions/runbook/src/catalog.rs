@@ -57,6 +57,26 @@ action_kinds! {
     Verify = "verify", agent: false;
 }
 
+impl ActionKind {
+    /// True for actions that change a host (services stopped or started, a route or a DNS record
+    /// set); false for those that only look. An agent runs at most one changing action of each
+    /// kind at a time; looks may run side by side.
+    pub const fn changes_state(self) -> bool {
+        match self {
+            ActionKind::ServicesStop
+            | ActionKind::ServicesStart
+            | ActionKind::RouteSet
+            | ActionKind::DnsSetA
+            | ActionKind::DnsEnsureSrv => true,
+            ActionKind::Health
+            | ActionKind::ServicesStatus
+            | ActionKind::RouteGet
+            | ActionKind::PortCheck
+            | ActionKind::Verify => false,
+        }
+    }
+}
+
 const KINDS: usize = ActionKind::ALL.len();
 
 /// Every action id of the catalog, in catalog order.

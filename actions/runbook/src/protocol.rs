@@ -5,6 +5,13 @@
 //! - `GET /v1/health` answers [`Health`].
 //! - `POST /v1/actions` takes an [`ActionCall`] and answers an [`ActionAnswer`]: the final result,
 //!   or `running`. Polling is sending the same call again: the idempotency key makes that safe.
+//!   An agent runs one action that changes the host per kind at a time: a new key of a kind
+//!   already running is refused ([`ErrorKind::Busy`], naming the running key).
+//! - `POST /v1/keys` takes a [`KeyQuery`] and answers a [`KeyState`]: what became of a key,
+//!   running nothing. A key the agent never received is retired by the question, so that it
+//!   can never run afterwards. The bot asks before it starts a new attempt of an action whose
+//!   earlier attempt's outcome it does not know. (Added in protocol 1 without a version change:
+//!   an agent without it answers 404.)
 //! - Refusals answer an [`ErrorBody`] with a 4xx/5xx status ([`ErrorKind::status`]).
 //!
 //! Decoding is strict: unknown fields are rejected, every parameter is a validated type, and
@@ -24,6 +31,8 @@ pub const VERSION: u32 = 1;
 pub const HEALTH_PATH: &str = "/v1/health";
 /// The path actions are posted to.
 pub const ACTIONS_PATH: &str = "/v1/actions";
+/// The path where the bot asks what became of a key.
+pub const KEYS_PATH: &str = "/v1/keys";
 /// The largest request or answer body either side accepts.
 pub const MAX_BODY: usize = 64 * 1024;
 /// The longest string parameter an action may carry (a full DNS name).
@@ -235,6 +244,86 @@ impl ActionCall {
     }
 }
 
+/// `POST /v1/keys`: what became of `key`, which was (or would have been) a call of `action`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyQuery {
+    pub protocol: u32,
+    #[serde(deserialize_with = "wire_key")]
+    pub key: IdempotencyKey,
+    /// The action the key was for: a key recorded for another action is a conflict.
+    pub action: Action,
+    /// How long the agent may wait for a running key to end before answering `running`.
+    pub wait_ms: u64,
+}
+
+impl KeyQuery {
+    pub fn new(key: IdempotencyKey, action: Action, wait: Duration) -> KeyQuery {
+        KeyQuery {
+            protocol: VERSION,
+            key,
+            action,
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes and validates a query as strictly as a call.
+    pub fn decode(body: &[u8]) -> Result<KeyQuery, WireError> {
+        let query: KeyQuery = decode(body)?;
+        if query.protocol != VERSION {
+            return Err(WireError::Version { got: query.protocol });
+        }
+        if query.wait() > MAX_WAIT {
+            return Err(WireError::Invalid(format!(
+                "wait_ms must be at most {}, got {}",
+                MAX_WAIT.as_millis(),
+                query.wait_ms
+            )));
+        }
+        let typed = serde_json::to_value(&query.action).expect("an action is plain data and always serializes");
+        let raw: serde_json::Value = serde_json::from_slice(body).map_err(WireError::from_serde)?;
+        extra_fields("action", &raw["action"], &typed)?;
+        check_strings("action", &typed)?;
+        Ok(query)
+    }
+
+    pub fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait_ms)
+    }
+}
+
+/// The answer to a [`KeyQuery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KeyState {
+    /// The key ran (or was interrupted by an agent stop): its recorded answer.
+    Recorded { answer: ActionAnswer },
+    /// The key is running now.
+    Running { key: IdempotencyKey, elapsed_ms: u64 },
+    /// The agent never received the key; it is now retired and will never run.
+    Retired { key: IdempotencyKey },
+}
+
+impl KeyState {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+    pub fn decode(body: &[u8]) -> Result<KeyState, WireError> {
+        decode(body)
+    }
+
+    pub fn key(&self) -> &IdempotencyKey {
+        match self {
+            KeyState::Recorded { answer } => answer.key(),
+            KeyState::Running { key, .. } | KeyState::Retired { key } => key,
+        }
+    }
+}
+
 /// The state of one Lync/Skype for Business Windows service, as `Get-CsWindowsService` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,6 +469,10 @@ pub enum ErrorKind {
     Internal,
     /// The agent is shutting down.
     Unavailable,
+    /// The request was not complete (handshake, headers and body) within the agent's deadline.
+    Timeout,
+    /// Another key of the same kind of action is running on this host; nothing was started.
+    Busy,
 }
 
 impl ErrorKind {
@@ -393,6 +486,8 @@ impl ErrorKind {
             ErrorKind::TooLarge => 413,
             ErrorKind::Internal => 500,
             ErrorKind::Unavailable => 503,
+            ErrorKind::Timeout => 408,
+            ErrorKind::Busy => 409,
         }
     }
 }
@@ -593,6 +688,46 @@ mod tests {
         let err = ErrorBody::new(ErrorKind::Forbidden, "client certificate not allowed");
         assert_eq!(ErrorBody::decode(&err.encode()), Ok(err));
         assert_eq!(ErrorKind::Conflict.status(), 409);
+    }
+
+    #[test]
+    fn key_queries_and_states_round_trip_and_are_strict() {
+        let action = Action::ServicesStop {
+            host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+        };
+        let query = KeyQuery::new(key(), action, Duration::from_secs(5));
+        let bytes = query.encode();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            r#"{"protocol":1,"key":"st/r7/s2/a1-edge2a/t1","action":{"action":"services.stop","host":"edge2a.contoso.com"},"wait_ms":5000}"#
+        );
+        assert_eq!(KeyQuery::decode(&bytes), Ok(query));
+        let bad = String::from_utf8_lossy(&bytes).replace("edge2a.contoso.com\"}", "edge2a.contoso.com;x\"}");
+        assert!(KeyQuery::decode(bad.as_bytes()).is_err());
+        let long = String::from_utf8_lossy(&bytes).replace("5000", "600000");
+        assert!(KeyQuery::decode(long.as_bytes()).is_err());
+        for state in [
+            KeyState::Retired { key: key() },
+            KeyState::Running {
+                key: key(),
+                elapsed_ms: 3,
+            },
+            KeyState::Recorded {
+                answer: ActionAnswer::Running {
+                    key: key(),
+                    elapsed_ms: 1,
+                },
+            },
+        ] {
+            assert_eq!(KeyState::decode(&state.encode()), Ok(state.clone()));
+            assert_eq!(state.key(), &key());
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&KeyState::Retired { key: key() }.encode()),
+            r#"{"state":"retired","key":"st/r7/s2/a1-edge2a/t1"}"#
+        );
+        assert!(KeyState::decode(br#"{"state":"retired","key":"k","x":1}"#).is_err());
+        assert_eq!(ErrorKind::Busy.status(), 409);
     }
 
     #[test]

@@ -1,10 +1,15 @@
 //! TLS material shared by the agent (`baton-agent`, server side) and the dispatcher
 //! (`baton-actions`, client side): PEM loading, the mutual-TLS rustls configurations (ring
-//! provider, TLS 1.2 and 1.3), and certificate fingerprints and subjects for pinning.
+//! provider, TLS 1.2 and 1.3, client certificates checked against CRLs), and certificate
+//! fingerprints and structurally compared subjects ([`DistinguishedName`]) for pinning.
+
+mod dn;
+
+pub use dn::{DistinguishedName, DnError};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -91,13 +96,46 @@ fn unusable_pair<'a>(cert: &'a Path, key: &'a Path) -> impl Fn(rustls::Error) ->
     }
 }
 
+/// Every certificate revocation list of a PEM file (`-----BEGIN X509 CRL-----`).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "CRL",
+            why: e.to_string(),
+        })?;
+    if crls.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "CRL",
+            why: "no X509 CRL block".into(),
+        });
+    }
+    Ok(crls)
+}
+
 /// The agent's side: its own certificate and key, and client certificates required to chain to
-/// the CA in `client_ca`.
-pub fn server_config(cert: &Path, key: &Path, client_ca: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// the CA in `client_ca` and, when CRL files are given, not to be revoked by them. With CRLs,
+/// only the client's own certificate is checked, and a certificate whose issuer has no CRL among
+/// them is refused (its status is unknown).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+    crl_files: &[PathBuf],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let roots = load_roots(client_ca)?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut crls = Vec::new();
+    for path in crl_files {
+        crls.extend(load_crls(path)?);
+    }
+    let mut builder = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider());
+    if !crls.is_empty() {
+        builder = builder.with_crls(crls).only_check_end_entity_revocation();
+    }
+    let verifier = builder.build().map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -137,17 +175,10 @@ pub fn normalize_fingerprint(s: &str) -> Option<String> {
     (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
 }
 
-/// The subject of a DER certificate as `CN=baton-bot, O=Contoso` (attributes in certificate
-/// order), or `None` if it cannot be parsed.
+/// The subject of a DER certificate in RFC 4514 form (`CN=baton-bot, O=Contoso`, most specific
+/// first, special characters escaped), or `None` if it cannot be parsed.
 pub fn subject(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
-}
-
-/// Compares two subjects ignoring case and the spaces after separators.
-pub fn same_subject(a: &str, b: &str) -> bool {
-    let norm = |s: &str| s.split(',').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>();
-    norm(a) == norm(b)
+    DistinguishedName::of_certificate(der).map(|n| n.to_string())
 }
 
 #[cfg(test)]
@@ -160,8 +191,6 @@ mod tests {
         assert_eq!(normalize_fingerprint(&colons), Some("ab".repeat(32)));
         assert_eq!(normalize_fingerprint("abc"), None);
         assert_eq!(normalize_fingerprint(&"zz".repeat(32)), None);
-        assert!(same_subject("CN=baton-bot, O=Contoso", "cn=baton-bot,o=contoso"));
-        assert!(!same_subject("CN=baton-bot", "CN=baton-bot2"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::command::parse;
-use baton_actions::ActionOutcome;
+use baton_actions::{ActionOutcome, IdempotencyKey};
 use baton_policies::{GroupName, Identity, PersonId, Platform, Tally};
 use expect_test::{Expect, expect};
 
@@ -108,6 +108,11 @@ impl T {
 
     /// Finishes every action in flight, in dispatch order; those on `failing` hosts fail.
     fn finish_all(&mut self, failing: &[&str]) {
+        self.finish_all_with(failing, &[]);
+    }
+
+    /// Like [`T::finish_all`]; the actions on `unknown` hosts end with an unknown outcome.
+    fn finish_all_with(&mut self, failing: &[&str], unknown: &[&str]) {
         let mut rounds = 0;
         while !self.in_flight.is_empty() {
             rounds += 1;
@@ -119,6 +124,10 @@ impl T {
                 let outcome = if failing.contains(&place.as_str()) {
                     ActionOutcome::Failed {
                         error: format!("{place} said no"),
+                    }
+                } else if unknown.contains(&place.as_str()) {
+                    ActionOutcome::Unknown {
+                        error: format!("{place}: outcome unknown: connection lost"),
                     }
                 } else {
                     ActionOutcome::Ok {
@@ -542,6 +551,59 @@ fn failure_retry_and_abort() {
         baton> #1 already ended (aborted); there is nothing to abort.
         carol> !retry 1
         baton> Only a failed run can be retried; #1 is aborted.
+    "#]]);
+}
+
+#[test]
+fn an_unknown_outcome_is_said_as_unknown_and_a_retry_sends_the_next_attempt_which_asks_first() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    t.finish_some(3); // precheck
+    t.finish_all_with(&[], &["edge2b"]);
+    t.say("carol", "!status 1");
+    t.say("carol", "!retry 1");
+    // The new attempt's key names the earlier one, which the dispatcher asks about first.
+    let retried = &t.in_flight[0].request.key;
+    assert_eq!(
+        retried.earlier_attempts(),
+        [IdempotencyKey::parse("st/r1.1a21829eeb8/s2/a2-edge2b/t1").expect("valid")]
+    );
+    t.finish_some(1);
+    t.check(expect![[r#"
+        alice> !failover xmpp EdgePool2
+        baton> Run #1 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
+               Plan (sha256 d974d3765c60):
+                 [9 plan lines]
+               Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+        bob> !approve 1
+        baton> #1 approved by bob (2 people: alice and bob). Running.
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
+        baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
+        baton> #1 [2/8] services OUTCOME UNKNOWN: edge2a ok 1.5s, edge2b UNKNOWN after 1.5s: edge2b: outcome unknown: connection lost
+        baton> #1 stopped at step 2/8 (services): the outcome on edge2b is unknown; the action may have run, or may still be running. `!retry 1` first asks the agent what became of it and runs it again only if it did not succeed; `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
+        carol> !status 1
+        baton> #1 failed, step 2/8 (services): EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice, approved by bob
+                 1. precheck  ok       0.0s
+                 2. services  FAILED   2.0s
+                      edge2b: edge2b: outcome unknown: connection lost
+                 3. route     -
+                 4. dns A     -
+                 5. dns SRV   -
+                 6. port      -
+                 7. services  -
+                 8. verify    -
+                 Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
+        carol> !retry 1
+        baton> #1 retrying step 2/8 (services), attempt 2, for carol.
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t2 services.stop on edge2b
+        baton> #1 [2/8] services (attempt 2): edge2a ok 1.5s, edge2b ok 0.9s
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
     "#]]);
 }
 
