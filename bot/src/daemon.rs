@@ -62,6 +62,8 @@ pub struct Daemon {
     in_flight: usize,
     reloads: Option<mpsc::Receiver<Input>>,
     status: Option<StatusLook>,
+    /// Counts what each committed batch says (`/metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Ids of answers delivered without the outbox: negative, so they never meet an outbox id,
     /// and starting from the clock so that two runs of the bot do not reuse them.
     direct_ids: i64,
@@ -130,6 +132,7 @@ impl Daemon {
             in_flight: 0,
             reloads: None,
             status: None,
+            metrics: None,
             direct_ids: -Utc::now().timestamp_millis(),
         })
     }
@@ -137,6 +140,14 @@ impl Daemon {
     /// Answers `!status xmpp` by looking from here.
     pub fn with_status(mut self, look: StatusLook) -> Daemon {
         self.status = Some(look);
+        self
+    }
+
+    /// Counts every committed batch's events in `metrics`; the runs restored from the journal
+    /// are learned first, so that their later events are labelled too.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Daemon {
+        metrics.learn(self.engine.runs());
+        self.metrics = Some(metrics);
         self
     }
 
@@ -182,7 +193,8 @@ impl Daemon {
         }
         drop(in_tx);
         for d in self.engine.resume() {
-            tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, "resuming an action that was in flight");
+            tracing::info!(run = %d.run, step = d.step + 1, host = %d.request.action.where_short(), key = %d.request.key,
+                "resuming an action that was in flight");
             self.dispatch(d, &done_tx);
         }
         self.wake_all();
@@ -216,7 +228,8 @@ impl Daemon {
                 Some(done) = done_rx.recv() => {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     let d = done.dispatch;
-                    tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, ok = done.report.outcome.is_ok(),
+                    tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), host = %d.request.action.where_short(),
+                        key = %d.request.key, ok = done.report.outcome.is_ok(),
                         replayed = done.report.replayed, elapsed_ms = done.report.elapsed_ms, "action finished");
                     let input = Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: done.report };
                     self.step(input, None, &done_tx, &reply_tx)?;
@@ -402,11 +415,15 @@ impl Daemon {
                 runs,
                 handled,
             })
-            .context("journaling (Baton stops rather than act on what it could not record)")
+            .context("journaling (Baton stops rather than act on what it could not record)")?;
+        if let Some(m) = &self.metrics {
+            m.observe(&out.events);
+        }
+        Ok(())
     }
 
     fn dispatch(&mut self, d: Dispatch, done: &mpsc::Sender<Finished>) {
-        tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), place = %d.request.action.where_short(),
+        tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), host = %d.request.action.where_short(),
             key = %d.request.key, "action dispatched");
         self.in_flight += 1;
         let (executor, done) = (self.executor.clone(), done.clone());
