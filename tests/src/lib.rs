@@ -4,6 +4,7 @@ pub mod agents;
 pub mod baton;
 pub mod bind;
 pub mod echo_bot;
+pub mod prometheus;
 pub mod prosody;
 pub mod room;
 pub mod stack;
