@@ -193,10 +193,7 @@ async fn main() -> ExitCode {
                 init_logs(cli.log.as_deref(), &config.log, "info");
                 run(path, config).await.map(|()| ExitCode::SUCCESS)
             }
-            Err(e) => {
-                eprint!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
+            Err(e) => Err(e.into()),
         },
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
         Cmd::Healthcheck { url, config, timeout } => Ok(healthcheck(url, config, timeout).await),
