@@ -15,8 +15,10 @@
 # The builder: the official Rust image, pinned. Any Debian-based image with rustup works.
 ARG RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 
-# The skeleton: every manifest and build script, and a stub for every target root, so that the
-# dependency layer below is rebuilt only when a manifest or the lock file changes.
+# The skeleton: every manifest and build script, and a stub for each crate root and each target
+# a manifest may declare (binaries, benches, examples), so that the dependency layer below is
+# rebuilt only when a manifest or the lock file changes. Integration tests are left out: cargo
+# finds them by itself, and adding one must not rebuild the dependencies.
 FROM ${RUST_IMAGE} AS skeleton
 WORKDIR /src
 COPY . .
@@ -26,7 +28,7 @@ RUN set -eu; \
         -o -name rust-toolchain.toml -o -path ./.cargo/config.toml \) -type f -print \
         | tar -cf - -T - | tar -xf - -C /skeleton; \
     find . -path ./target -prune -o -type f -name '*.rs' \( -path '*/src/lib.rs' -o -path '*/src/main.rs' \
-        -o -path '*/src/bin/*' -o -path '*/benches/*' -o -path '*/examples/*' -o -path '*/tests/*' \) -print \
+        -o -path '*/src/bin/*' -o -path '*/benches/*' -o -path '*/examples/*' \) -print \
         | while read -r f; do \
             mkdir -p "/skeleton/$(dirname "$f")"; \
             case "$f" in */src/lib.rs) : > "/skeleton/$f" ;; *) echo 'fn main() {}' > "/skeleton/$f" ;; esac; \

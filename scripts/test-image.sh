@@ -86,12 +86,20 @@ cargo fetch --locked >/dev/null 2>&1 || { cargo fetch --locked; fail "cargo fetc
 build=(buildah build --isolation chroot --format docker --layers --pull=never
     --volume "$registry:/usr/local/cargo/registry" --build-arg CARGO_NET_OFFLINE=true
     --build-arg "RUST_IMAGE=$base" --build-arg "BATON_GIT_COMMIT=$commit" --build-arg "BATON_VERSION=$version")
-say "building localhost/baton:test from Dockerfile"
-"${build[@]}" --target baton -t localhost/baton:test . >target/test-image-build.log 2>&1 ||
-    { tail -40 target/test-image-build.log >&2; fail "buildah build (log: target/test-image-build.log)"; }
+# Both images are built from one snapshot of the tree (uncommitted changes included), so that
+# the second build reuses every layer of the first.
+context=$(mktemp -d /var/tmp/baton-context.XXXXXX)
+trap 'rm -rf "$context"' EXIT
+tar -C . --exclude=./target --exclude=./.git -cf - . | tar -C "$context" -xf -
+log=target/test-image-build.log
+say "building localhost/baton:test from Dockerfile (log: $log)"
+"${build[@]}" --target baton -t localhost/baton:test "$context" >"$log" 2>&1 ||
+    { tail -40 "$log" >&2; fail "buildah build (log: $log)"; }
 say "building localhost/baton-agent:test"
-"${build[@]}" --target baton-agent -t localhost/baton-agent:test . >>target/test-image-build.log 2>&1 ||
-    { tail -40 target/test-image-build.log >&2; fail "buildah build --target baton-agent"; }
+"${build[@]}" --target baton-agent -t localhost/baton-agent:test "$context" >>"$log" 2>&1 ||
+    { tail -40 "$log" >&2; fail "buildah build --target baton-agent (log: $log)"; }
+rm -rf "$context"
+trap - EXIT
 say "images built ($(elapsed))"
 
 # 3. The image's metadata: a numeric non-root user, the volume, the port, the health check.
