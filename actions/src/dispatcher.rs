@@ -373,12 +373,11 @@ impl Executor for Dispatcher {
             Action::Health { host } => match self.health(host).await {
                 // An agent on an older protocol would refuse the run's actions: fail the
                 // precheck now, saying what to upgrade.
-                Ok(h) if h.older_protocol().is_some() => (
-                    ActionOutcome::Failed {
-                        error: h.older_protocol().unwrap_or_default(),
-                    },
-                    false,
-                ),
+                Ok(h) if h.older_protocol().is_some() => {
+                    let error = h.older_protocol().unwrap_or_default();
+                    warn!(host = %host, agent_version = %h.agent_version, protocol = h.protocol, "{error}");
+                    (ActionOutcome::Failed { error }, false)
+                }
                 Ok(h) => (
                     ActionOutcome::Ok {
                         detail: format!("{} answers ({} actions)", h.agent_version, h.actions.len()),
