@@ -2,8 +2,8 @@
 //! rooms (with real agents, BIND9 and Prosody) and its HTTP API returns the run, step, outbox,
 //! chat and agent metrics; `/readyz` and `baton healthcheck` answer; the JSON log lines of the
 //! drill parse one by one, carry run/step/host fields and never a secret. Also: the systemd
-//! units pass `systemd-analyze verify`, the alert rules pass `promtool`, and `--version` names
-//! the commit.
+//! units pass `systemd-analyze verify` and its offline security score, the alert rules pass
+//! `promtool`, and `--version` names the commit.
 
 use baton::server::{CheckUrl, check};
 use baton_e2e::baton::{Baton, bin, run};
@@ -285,6 +285,16 @@ fn the_systemd_units_pass_systemd_analyze_verify() -> anyhow::Result<()> {
     }
     let (ok, text) = verify(&unit_names)?;
     assert!(ok && text.trim().is_empty(), "systemd-analyze verify: {text}");
+
+    // systemd's own exposure score, offline: 2.0 at most on its 0-10 scale ("OK").
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=20"])
+        .arg(format!("--root={}", r.display()))
+        .args(unit_names)
+        .output()?;
+    let report = String::from_utf8_lossy(&security.stdout);
+    assert!(security.status.success(), "exposure above 2.0:\n{report}");
+    assert!(report.contains("Overall exposure level for baton.service"), "{report}");
 
     // The check bites: a misspelt key is reported (a warning, so the output must stay empty).
     let good = std::fs::read_to_string(units.join("baton.service"))?;
