@@ -64,14 +64,21 @@ RUN set -eu; \
     chmod 1777 /out/tmp; \
     /out/usr/local/bin/baton --version; \
     /out/usr/local/bin/baton-agent --version
+# One root per image, each copied whole so that /tmp keeps its mode (1777): COPY gives the
+# destination folder itself default permissions, but keeps those of what it holds.
+RUN set -eu; \
+    for image in bot agent; do \
+        mkdir -p "/image-$image/usr/local/bin"; \
+        cp -a /out/etc /out/tmp "/image-$image/"; \
+    done; \
+    cp /out/usr/local/bin/baton /image-bot/usr/local/bin/; \
+    cp /out/usr/local/bin/baton-agent /image-agent/usr/local/bin/
 
 # The agent for Linux hosts: `docker build --target baton-agent .`
 FROM scratch AS baton-agent
 ARG BATON_VERSION=0.1.0
 ARG BATON_GIT_COMMIT=unknown
-COPY --from=builder /out/etc/ /etc/
-COPY --from=builder /out/tmp/ /tmp/
-COPY --from=builder /out/usr/local/bin/baton-agent /usr/local/bin/baton-agent
+COPY --from=builder /image-agent/ /
 COPY --from=builder --chown=10001:10001 /data/ /data/
 USER 10001:10001
 ENV TMPDIR=/tmp
@@ -89,9 +96,7 @@ CMD ["run", "--config", "/etc/baton/agent.toml"]
 FROM scratch AS baton
 ARG BATON_VERSION=0.1.0
 ARG BATON_GIT_COMMIT=unknown
-COPY --from=builder /out/etc/ /etc/
-COPY --from=builder /out/tmp/ /tmp/
-COPY --from=builder /out/usr/local/bin/baton /usr/local/bin/baton
+COPY --from=builder /image-bot/ /
 COPY --from=builder --chown=10001:10001 /data/ /data/
 USER 10001:10001
 ENV TMPDIR=/tmp
