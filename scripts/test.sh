@@ -12,6 +12,17 @@ command -v dig >/dev/null 2>&1 || packages+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 # The Windows build of baton-agent (Edge servers run Windows): the MinGW linker.
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
+# --- Operations (tests/tests/operations.rs, scripts/test-image.sh) ---
+# Prometheus and promtool (scrape test, alert rules), systemd-analyze (unit files), and for the
+# image check: buildah, podman with runc, debootstrap (the local builder base), musl-gcc.
+command -v prometheus >/dev/null 2>&1 || packages+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+command -v buildah >/dev/null 2>&1 || packages+=(buildah)
+command -v podman >/dev/null 2>&1 || packages+=(podman)
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || packages+=(runc)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || packages+=(debootstrap)
+command -v musl-gcc >/dev/null 2>&1 || packages+=(musl-tools)
+# --- end of operations packages ---
 if [ ${#packages[@]} -gt 0 ]; then
     echo "test.sh: installing ${packages[*]}" >&2
     sudo=""

@@ -577,6 +577,13 @@ impl Executor for Dispatcher {
         let started = Instant::now();
         let (outcome, replayed) = match &request.action {
             Action::Health { host } => match self.health(host).await {
+                // An agent on an older protocol would refuse the run's actions: fail the
+                // precheck now, saying what to upgrade.
+                Ok(h) if h.older_protocol().is_some() => {
+                    let error = h.older_protocol().unwrap_or_default();
+                    warn!(host = %host, agent_version = %h.agent_version, protocol = h.protocol, "{error}");
+                    (ActionOutcome::Failed { error }, false)
+                }
                 Ok(h) => (
                     ActionOutcome::Ok {
                         detail: format!("{} answers ({} actions)", h.agent_version, h.actions.len()),

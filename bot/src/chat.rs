@@ -484,6 +484,12 @@ pub trait ChatAdapter: Send + Sync + 'static {
         Capabilities::default()
     }
 
+    /// Rooms the platform must join before it is ready (`/readyz`); none where there is
+    /// nothing to join.
+    fn rooms(&self) -> Vec<RoomRef> {
+        Vec::new()
+    }
+
     /// The connection's state, for platforms that connect (none for the console).
     fn link(&self) -> Option<watch::Receiver<Link>> {
         None

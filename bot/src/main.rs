@@ -1,7 +1,7 @@
-//! The `baton` command line: `demo`, `run`, `check-config`, `audit`.
+//! The `baton` command line: `demo`, `run`, `check-config`, `audit`, `healthcheck`.
 
 use anyhow::Context;
-use baton::config::Config;
+use baton::config::{Config, LogFormat, LogSettings};
 use baton::daemon::{Daemon, Lifetime};
 use baton::demo::{self, DemoOptions};
 use baton::engine::EngineConfig;
@@ -10,15 +10,17 @@ use baton_actions::simulated::FailureRule;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 /// Baton: fails XMPP federation over to another Lync/Skype for Business Edge pool, from chat,
 /// with a second person's approval.
 #[derive(Parser)]
-#[command(name = "baton", version, about, long_about = None)]
+#[command(name = "baton", version = baton::VERSION, about, long_about = None)]
 struct Cli {
-    /// Log level (error, warn, info, debug); RUST_LOG overrides it.
+    /// Log filter (error, warn, info, debug, or `info,baton=debug`); overrides `[log] filter`,
+    /// and RUST_LOG overrides both.
     #[arg(long, global = true)]
     log: Option<String>,
     #[command(subcommand)]
@@ -87,6 +89,19 @@ enum Cmd {
     },
     /// Validate a configuration file; every error is listed with its key and line.
     CheckConfig { file: PathBuf },
+    /// Ask a running Baton whether it is alive (the container's HEALTHCHECK; no shell needed):
+    /// GETs /healthz and exits 0 on 200, else 1 with the reason.
+    Healthcheck {
+        /// The URL to ask, e.g. http://127.0.0.1:9464/readyz.
+        #[arg(long, conflicts_with = "config")]
+        url: Option<String>,
+        /// Ask /healthz on this configuration's `[server] listen` (default: 127.0.0.1:9464).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print a run's journal as JSON and verify the journal's hash chain (exit 2 if broken).
     Audit {
         /// The run number, or `all`.
@@ -100,14 +115,25 @@ enum Cmd {
     },
 }
 
-fn init_logs(level: Option<&str>, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or(default)));
-    tracing_subscriber::fmt()
+/// Logs to stderr: RUST_LOG, else `--log`, else `[log] filter`, else `default`; text or JSON
+/// lines per `[log] format`.
+fn init_logs(level: Option<&str>, settings: &LogSettings, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(level.or(settings.filter.as_deref()).unwrap_or(default))
+    });
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match settings.format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 fn shutdown_on_signals() -> CancellationToken {
@@ -134,7 +160,7 @@ async fn main() -> ExitCode {
             crash_after,
             simulate,
         } => {
-            init_logs(cli.log.as_deref(), "warn");
+            init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
             demo::run(
                 DemoOptions {
                     config,
@@ -153,7 +179,7 @@ async fn main() -> ExitCode {
             command: PkiCmd::Init { out, agents, loopback },
         } => pki_init(&out, &agents, loopback).map(|()| ExitCode::SUCCESS),
         Cmd::AgentProcess { config } => {
-            init_logs(cli.log.as_deref(), "info");
+            init_logs(cli.log.as_deref(), &LogSettings::default(), "info");
             agent_process(&config).await.map(|()| ExitCode::SUCCESS)
         }
         Cmd::LyncSim(args) => match baton_lync_sim::run(args) {
@@ -163,13 +189,17 @@ async fn main() -> ExitCode {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Cmd::Run { config } => {
-            init_logs(cli.log.as_deref(), "info");
-            run(config).await.map(|()| ExitCode::SUCCESS)
-        }
+        Cmd::Run { config: path } => match Config::load(&path) {
+            Ok(config) => {
+                init_logs(cli.log.as_deref(), &config.log, "info");
+                run(path, config).await.map(|()| ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e.into()),
+        },
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
+        Cmd::Healthcheck { url, config, timeout } => Ok(healthcheck(url, config, timeout).await),
         Cmd::Audit { run, store, config } => {
-            init_logs(cli.log.as_deref(), "warn");
+            init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
             audit(&run, store, config)
         }
     };
@@ -254,8 +284,111 @@ async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
     baton_agent::run(config, stop).await.context("running the agent")
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+async fn healthcheck(url: Option<String>, config: Option<PathBuf>, timeout: std::time::Duration) -> ExitCode {
+    use baton::server::CheckUrl;
+    let default = || CheckUrl::for_listener(([127, 0, 0, 1], baton::config::DEFAULT_PORT).into(), "/healthz");
+    let target = match (url, config) {
+        (Some(u), _) => CheckUrl::parse(&u),
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| baton::server::listen_of(&text).map_err(|e| format!("{}: {e}", path.display())))
+            .map(|listen| listen.map_or_else(default, |l| CheckUrl::for_listener(l, "/healthz"))),
+        (None, None) => Ok(default()),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("baton healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match baton::server::check(&target, timeout).await {
+        Ok(body) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("baton healthcheck: {target}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the operations listener and its watchers when `[server]` is configured.
+async fn start_ops(
+    config: &Config,
+    links: Vec<(
+        baton_policies::Platform,
+        tokio::sync::watch::Receiver<baton::chat::Link>,
+        std::collections::BTreeSet<String>,
+    )>,
+    consoles: Vec<baton_policies::Platform>,
+    dispatcher: Option<Arc<baton_actions::dispatcher::Dispatcher>>,
+    stop: &CancellationToken,
+) -> anyhow::Result<Option<Arc<baton::metrics::Metrics>>> {
+    use baton::watch;
+    let Some(server) = &config.server else {
+        return Ok(None);
+    };
+    let metrics = Arc::new(baton::metrics::Metrics::new());
+    let readiness = Arc::new(baton::readiness::Readiness::default());
+    let listener = tokio::net::TcpListener::bind(server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} ([server] listen)", server.listen))?;
+    let every = server.check_interval;
+    readiness.expect(watch::STORE, "not checked yet");
+    let mut platforms = Vec::new();
+    for p in consoles {
+        // A platform without a connection (the console) is ready as soon as it exists.
+        platforms.push(p);
+        readiness.set(&watch::chat_condition(p), Ok(()));
+        metrics.set_chat_connected(p, true);
+    }
+    for (p, link, rooms) in links {
+        platforms.push(p);
+        readiness.expect(&watch::chat_condition(p), "not connected yet");
+        tokio::spawn(watch::chat(
+            p,
+            link,
+            rooms,
+            metrics.clone(),
+            readiness.clone(),
+            stop.clone(),
+        ));
+    }
+    tokio::spawn(watch::store(
+        config.bot.store.clone(),
+        platforms,
+        every,
+        metrics.clone(),
+        readiness.clone(),
+        stop.clone(),
+    ));
+    if let Some(d) = dispatcher {
+        let hosts: Vec<baton_actions::Fqdn> = config.inventory.agent_hosts().into_iter().cloned().collect();
+        for h in &hosts {
+            readiness.expect(&watch::agent_condition(h), "not checked yet");
+        }
+        tokio::spawn(watch::agents(
+            d,
+            hosts,
+            every,
+            metrics.clone(),
+            readiness.clone(),
+            stop.clone(),
+        ));
+    }
+    tracing::info!(listen = %server.listen, "serving /healthz, /readyz and /metrics");
+    let ops = baton::server::Ops {
+        metrics: metrics.clone(),
+        readiness,
+    };
+    tokio::spawn(baton::server::serve(listener, ops, stop.clone()));
+    Ok(Some(metrics))
+}
+
+async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signals();
     let store = SqliteStore::open(&config.bot.store)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
@@ -272,14 +405,30 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             notes.iter().map(|n| format!("\n  {n}")).collect::<String>()
         );
     }
-    tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
+    tracing::info!(config = %path.display(), store = %config.bot.store.display(), version = baton::VERSION, "baton starting");
+    let links: Vec<_> = adapters
+        .iter()
+        .filter_map(|a| {
+            a.link()
+                .map(|l| (a.platform(), l, a.rooms().into_iter().map(|r| r.id).collect()))
+        })
+        .collect();
+    let consoles: Vec<_> = adapters
+        .iter()
+        .filter(|a| a.link().is_none())
+        .map(|a| a.platform())
+        .collect();
+    let metrics = start_ops(&config, links, consoles, parts.dispatcher.clone(), &shutdown).await?;
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
         .with_reloads(reload_on_sighup(path));
+    if let Some(m) = metrics {
+        daemon = daemon.with_metrics(m);
+    }
     if let Some(look) = baton::assemble::status_look(&config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }
-    daemon.run(shutdown_on_signals()).await
+    daemon.run(shutdown).await
 }
 
 /// SIGHUP reloads the configuration: a valid file replaces the policy, people and inventory

@@ -50,12 +50,25 @@ impl Baton {
     /// Starts `baton <args>` with piped stdin/stdout/stderr. Its log filter is `warn`, or
     /// `$BATON_TEST_LOG` when set (e.g. `info,baton=debug` to see a failing test's story).
     pub fn start(args: &[&str]) -> anyhow::Result<Baton> {
-        let mut child = Command::new(bin("baton"))
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+        Baton::spawn(
+            args,
+            Some(std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into())),
+        )
+    }
+
+    /// Starts `baton <args>` without `RUST_LOG`, so that the configuration's `[log]` applies.
+    pub fn start_with_config_logs(args: &[&str]) -> anyhow::Result<Baton> {
+        Baton::spawn(args, None)
+    }
+
+    fn spawn(args: &[&str], rust_log: Option<String>) -> anyhow::Result<Baton> {
+        let mut command = Command::new(bin("baton"));
+        command.args(args);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -102,6 +115,11 @@ impl Baton {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The stderr lines so far (the logs).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn stderr(&self) -> String {

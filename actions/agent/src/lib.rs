@@ -27,6 +27,16 @@ pub use server::{Agent, AgentError, Peer};
 
 use std::future::Future;
 
+/// The agent's version as its health answer gives it: `baton-agent 0.1.0 (3eb58dd)`, the commit
+/// from `build.rs`.
+pub const VERSION: &str = concat!(
+    "baton-agent ",
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("BATON_GIT_COMMIT"),
+    ")"
+);
+
 /// The name of the file in the state folder where a running agent writes the address it
 /// listens on (useful with port 0).
 pub const ADDRESS_FILE: &str = "address";

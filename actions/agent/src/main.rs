@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 #[derive(Parser)]
 #[command(
     name = "baton-agent",
-    version,
+    version = agent::VERSION.trim_start_matches("baton-agent "),
     about = "Carries out Baton's allow-listed actions on this host, over mutual TLS"
 )]
 struct Cli {

@@ -244,7 +244,7 @@ impl Agent {
         let c = &self.inner.config;
         Health {
             protocol: protocol::VERSION,
-            agent_version: format!("baton-agent {}", env!("CARGO_PKG_VERSION")),
+            agent_version: super::VERSION.to_string(),
             host: c.host.clone(),
             executor: c.executor.describe(),
             actions: c.actions.iter().cloned().collect(),

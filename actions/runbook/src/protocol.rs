@@ -159,10 +159,21 @@ impl Health {
     }
     pub fn decode(body: &[u8]) -> Result<Health, WireError> {
         let h: Health = decode(body)?;
-        if h.protocol != VERSION {
+        // An older agent still introduces itself, so that the bot can say what to upgrade.
+        if !(1..=VERSION).contains(&h.protocol) {
             return Err(WireError::Version { got: h.protocol });
         }
         Ok(h)
+    }
+
+    /// When the agent speaks an older protocol than this side: what to tell the operator.
+    pub fn older_protocol(&self) -> Option<String> {
+        (self.protocol < VERSION).then(|| {
+            format!(
+                "the agent on {} ({}) speaks protocol {}, this bot speaks {}: upgrade the agent",
+                self.host, self.agent_version, self.protocol, VERSION
+            )
+        })
     }
 }
 
@@ -744,5 +755,35 @@ mod tests {
             Health::decode(br#"{"protocol":1,"agent_version":"x","host":"a.b","executor":"c","actions":[],"extra":0}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn an_older_agent_is_named_and_a_newer_or_unversioned_one_refused() {
+        let mut h = Health {
+            protocol: VERSION,
+            agent_version: "baton-agent 0.1.0 (3eb58dd)".into(),
+            host: Fqdn::parse("edge2a.contoso.com").expect("valid"),
+            executor: "command".into(),
+            actions: vec![],
+        };
+        assert_eq!(h.older_protocol(), None);
+        h.protocol = VERSION - 1;
+        assert_eq!(
+            h.older_protocol().as_deref(),
+            Some(
+                format!(
+                    "the agent on edge2a.contoso.com (baton-agent 0.1.0 (3eb58dd)) speaks protocol {}, this bot speaks {VERSION}: upgrade the agent",
+                    VERSION - 1
+                )
+                .as_str()
+            )
+        );
+        h.protocol = VERSION + 1;
+        assert_eq!(
+            Health::decode(&h.encode()),
+            Err(WireError::Version { got: VERSION + 1 })
+        );
+        h.protocol = 0;
+        assert_eq!(Health::decode(&h.encode()), Err(WireError::Version { got: 0 }));
     }
 }

@@ -4,6 +4,7 @@
 mod agents;
 mod chat;
 mod dns;
+mod ops;
 mod probes;
 pub mod secret;
 pub mod walk;
@@ -12,6 +13,7 @@ pub use crate::adapters::console::ConsoleSettings;
 pub use agents::AgentsSettings;
 pub use chat::ChatSettings;
 pub use dns::DnsSettings;
+pub use ops::{DEFAULT_PORT, LogFormat, LogSettings, ServerSettings};
 pub use probes::ProbeSettings;
 pub use walk::ConfigError;
 
@@ -66,6 +68,9 @@ pub struct Config {
     pub chat: ChatSettings,
     pub probes: ProbeSettings,
     pub simulation: SimulationConfig,
+    /// `[server]`: the health and metrics listener, when configured.
+    pub server: Option<ServerSettings>,
+    pub log: LogSettings,
 }
 
 impl fmt::Debug for Config {
@@ -76,6 +81,8 @@ impl fmt::Debug for Config {
             .field("pools", &self.inventory.pool_names())
             .field("dns", &self.dns)
             .field("chat", &self.chat)
+            .field("server", &self.server)
+            .field("log", &self.log)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +148,8 @@ impl Config {
         let chat = chat::read(&mut e, &root, env);
         let probes = probes::read(&mut e, &root, &env.base);
         let simulation = simulation_section(&mut e, &root);
+        let server = ops::read_server(&mut e, &root);
+        let log = ops::read_log(&mut e, &root);
         root.finish(&mut e);
         match (e.is_empty(), bot, directory, policy, inventory, dns, chat, simulation) {
             (
@@ -163,6 +172,8 @@ impl Config {
                 chat,
                 probes,
                 simulation,
+                server,
+                log,
             }),
             _ => {
                 let mut errors = e.list;

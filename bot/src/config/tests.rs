@@ -188,3 +188,55 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
     assert_eq!(x.rooms.len(), 1);
     assert!(!format!("{x:?}").contains("pw\""), "the password stays redacted");
 }
+
+#[test]
+fn the_server_is_off_by_default_and_stays_on_loopback_unless_made_public() {
+    let c = parse_with(EXAMPLE, &[]).expect("valid");
+    assert_eq!(c.server, None);
+    assert_eq!(c.log, LogSettings::default());
+    let with = |section: &str| format!("{EXAMPLE}\n{section}\n");
+    let c = parse_with(&with("[server]\nlisten = \"127.0.0.1:9464\""), &[]).expect("valid");
+    assert_eq!(
+        c.server,
+        Some(ServerSettings {
+            listen: "127.0.0.1:9464".parse().expect("valid"),
+            check_interval: Duration::from_secs(15),
+        })
+    );
+    let c = parse_with(&with("[server]\nlisten = \"[::1]:9464\"\ncheck_interval = \"1s\""), &[]).expect("valid");
+    assert_eq!(c.server.map(|s| s.check_interval), Some(Duration::from_secs(1)));
+    let c = parse_with(&with("[server]\nlisten = \"0.0.0.0:9464\"\npublic = true"), &[]).expect("valid");
+    assert_eq!(c.server.map(|s| s.listen.port()), Some(9464));
+    let c = parse_with(&with("[server]\nenabled = false\nlisten = \"127.0.0.1:9464\""), &[]).expect("valid");
+    assert_eq!(c.server, None);
+    let bad = with(
+        "[server]\nlisten = \"0.0.0.0:9464\"\ncheck_interval = \"1ms\"\nport = 1\n\n[log]\nformat = \"yaml\"\nfilter = \"baton=loud\"",
+    );
+    let n = EXAMPLE.lines().count();
+    let got = errors(&bad).replace(&format!("line {}:", n + 3), "line S+1:");
+    let got = got
+        .replace(&format!("line {}:", n + 4), "line S+2:")
+        .replace(&format!("line {}:", n + 5), "line S+3:")
+        .replace(&format!("line {}:", n + 8), "line L+1:")
+        .replace(&format!("line {}:", n + 9), "line L+2:");
+    expect_test::expect![[r#"
+        line S+1: server.listen: 0.0.0.0:9464 is not a loopback address: health and metrics are served without authentication, so listening beyond this host needs `public = true` in [server]
+        line S+2: server.check_interval: must be between 200ms and 10m
+        line S+3: server.port: unknown key
+        line L+1: log.format: unknown log format 'yaml' (formats: text, json)
+        line L+2: log.filter: not a log filter like "info,baton=debug": error parsing level filter: expected one of "off", "error", "warn", "info", "debug", "trace", or a number 0-5"#]]
+    .assert_eq(&got);
+    assert!(
+        errors(&with("[server]\nlisten = \"nine\""))
+            .contains("server.listen: 'nine' is not an address like 127.0.0.1:9464")
+    );
+    assert!(errors(&with("[server]\npublic = true")).contains("server.listen"));
+    let c = parse_with(&with("[log]\nformat = \"json\"\nfilter = \"info,baton=debug\""), &[]).expect("valid");
+    assert_eq!(
+        c.log,
+        LogSettings {
+            format: LogFormat::Json,
+            filter: Some("info,baton=debug".into())
+        }
+    );
+}

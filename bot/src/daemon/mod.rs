@@ -126,6 +126,8 @@ pub struct Daemon {
     pending: HashMap<RoomRef, usize>,
     reloads: Option<mpsc::Receiver<Reconfig>>,
     status: Option<StatusLook>,
+    /// Counts what each committed batch says (`/metrics`).
+    metrics: Option<Arc<crate::metrics::Metrics>>,
     mirror_give_up: Duration,
     /// Ids of answers delivered without the outbox: negative, so they never meet an outbox id,
     /// and starting from the clock so that two runs of the bot do not reuse them.
@@ -214,6 +216,7 @@ impl Daemon {
             pending: HashMap::new(),
             reloads: None,
             status: None,
+            metrics: None,
             mirror_give_up: MIRROR_GIVE_UP,
             direct_ids: -Utc::now().timestamp_millis(),
             missing_platforms: BTreeSet::new(),
@@ -224,6 +227,14 @@ impl Daemon {
     /// Answers `!status xmpp` by looking from here.
     pub fn with_status(mut self, look: StatusLook) -> Daemon {
         self.status = Some(look);
+        self
+    }
+
+    /// Counts every committed batch's events in `metrics`; the runs restored from the journal
+    /// are learned first, so that their later events are labelled too.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Daemon {
+        metrics.learn(self.engine.runs());
+        self.metrics = Some(metrics);
         self
     }
 
@@ -275,7 +286,8 @@ impl Daemon {
             self.room(&room, &report_tx, &rooms_stop);
         }
         for d in self.engine.resume() {
-            tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, "resuming an action that was in flight");
+            tracing::info!(run = %d.run, step = d.step + 1, host = %d.request.action.where_short(), key = %d.request.key,
+                "resuming an action that was in flight");
             self.dispatch(d, &done_tx);
         }
         let mut ctx = Ctx {
@@ -309,7 +321,8 @@ impl Daemon {
                 Some(done) = done_rx.recv() => {
                     self.in_flight = self.in_flight.saturating_sub(1);
                     let d = done.dispatch;
-                    tracing::info!(run = %d.run, step = d.step + 1, key = %d.request.key, ok = done.report.outcome.is_ok(),
+                    tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), host = %d.request.action.where_short(),
+                        key = %d.request.key, ok = done.report.outcome.is_ok(),
                         replayed = done.report.replayed, elapsed_ms = done.report.elapsed_ms, "action finished");
                     let input = Input::ActionFinished { run: d.run, step: d.step, attempt: d.attempt, action: d.action, report: done.report };
                     self.step(input, Origin::default(), &mut ctx);
@@ -524,12 +537,17 @@ impl Daemon {
             *self.pending.entry(r.clone()).or_default() += 1;
         }
         let tx = ctx.commits.clone();
+        let metrics = self.metrics.clone();
         let sent = self.store.send(move |s| {
             let result = if batch.events.is_empty() && batch.rows.is_empty() && batch.handled.is_none() {
                 Ok(Vec::new())
             } else {
                 s.commit(&batch)
             };
+            // Counted once on the disk, as the journal says it happened.
+            if let (Ok(_), Some(m)) = (&result, &metrics) {
+                m.observe(&batch.events);
+            }
             let _ = tx.send(Committed { result, after, rooms });
         });
         if !sent {
@@ -731,7 +749,7 @@ impl Daemon {
     }
 
     fn dispatch(&mut self, d: Dispatch, done: &mpsc::UnboundedSender<Finished>) {
-        tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), place = %d.request.action.where_short(),
+        tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), host = %d.request.action.where_short(),
             key = %d.request.key, "action dispatched");
         self.in_flight += 1;
         let (executor, done) = (self.executor.clone(), done.clone());

@@ -171,6 +171,10 @@ impl ChatAdapter for XmppAdapter {
         Capabilities::default()
     }
 
+    fn rooms(&self) -> Vec<RoomRef> {
+        self.command_rooms().into_iter().chain(self.mirror_rooms()).collect()
+    }
+
     fn link(&self) -> Option<watch::Receiver<Link>> {
         Some(self.status())
     }
