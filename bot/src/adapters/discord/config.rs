@@ -38,7 +38,8 @@ pub struct DiscordConfig {
     /// Longest wait between connection attempts.
     pub reconnect_max: Duration,
     /// How long a button press waits for Baton's decision before it is deferred (Discord wants
-    /// an answer within 3 s of the click). Not read from the configuration file.
+    /// an answer within 3 s of the click); zero defers every click. Not read from the
+    /// configuration file.
     pub answer_within: Duration,
     /// Talk to a stand-in on this machine instead of discord.com (tests).
     pub stand_in: Option<StandIn>,

@@ -55,9 +55,14 @@ pub async fn press(
         answer.await.ok()
     };
     tokio::pin!(decision);
-    let early = tokio::select! {
-        d = &mut decision => Some(d),
-        _ = tokio::time::sleep_until(received + config.answer_within) => None,
+    // Zero means "always defer" (tests of the deferred path).
+    let early = if config.answer_within.is_zero() {
+        None
+    } else {
+        tokio::select! {
+            d = &mut decision => Some(d),
+            _ = tokio::time::sleep_until(received + config.answer_within) => None,
+        }
     };
     let id = ci.id;
     let result = match early {
