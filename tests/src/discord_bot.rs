@@ -72,7 +72,8 @@ pub fn with_discord_people(text: &str) -> String {
         .replace(", \"discord:80351110224678913\"", "")
 }
 
-/// `[chat.discord]` for a stand-in whose CA is in `ca_file`.
+/// `[chat.discord]` for a stand-in whose CA is in `ca_file`; the token is read from
+/// `discord.token` next to the configuration.
 pub fn section(discord: &DiscordStandIn, ca_file: &Path, mirrors: bool) -> String {
     let mirrors = if mirrors {
         format!("[\"{AUDIT}\"]")
@@ -80,7 +81,7 @@ pub fn section(discord: &DiscordStandIn, ca_file: &Path, mirrors: bool) -> Strin
         "[]".to_string()
     };
     format!(
-        "[chat.discord]\nenabled = true\ntoken = {{ env = \"BATON_DISCORD_TOKEN\" }}\nguilds = [\"{GUILD}\"]\n\
+        "[chat.discord]\nenabled = true\ntoken = {{ file = \"discord.token\" }}\nguilds = [\"{GUILD}\"]\n\
          channels = [\"{INCIDENTS}\"]\nmirror_channels = {mirrors}\nedit_interval = \"200ms\"\n\
          reconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\n\
          stand_in = {{ address = \"{}\", ca_file = {:?} }}\n",
@@ -126,8 +127,23 @@ pub struct DiscordBaton {
     pub adapter: Arc<DiscordAdapter>,
 }
 
+/// Writes the example's configuration for a stand-in into `dir` as `baton.toml` (with the
+/// token and CA files it names) and returns its text: Discord is the only chat, the executor
+/// is simulated, the store is `baton.sqlite` there.
+pub fn write_config(discord: &DiscordStandIn, dir: &Path, mirrors: bool) -> anyhow::Result<String> {
+    let ca_file = dir.join("discord-ca.pem");
+    std::fs::write(&ca_file, discord.ca_pem())?;
+    std::fs::write(dir.join("discord.token"), TOKEN)?;
+    // The example's Discord section gives way to one for the stand-in.
+    let text =
+        with_discord_people(EXAMPLE).replace("[chat.console]\nenabled = true", "[chat.console]\nenabled = false");
+    let text = drop_table(&text, "[chat.discord]") + "\n" + &section(discord, &ca_file, mirrors);
+    std::fs::write(dir.join("baton.toml"), &text)?;
+    Ok(text)
+}
+
 fn parse(text: &str, dir: &Path) -> anyhow::Result<Config> {
-    let var = |name: &str| (name == "BATON_DISCORD_TOKEN").then(|| TOKEN.to_string());
+    let var = |_: &str| None;
     let env = SecretEnv {
         var: &var,
         base: dir.to_path_buf(),
@@ -140,12 +156,7 @@ impl DiscordBaton {
     pub async fn start(options: Options) -> anyhow::Result<DiscordBaton> {
         let discord = DiscordStandIn::start(stand_in_config()).await?;
         let dir = tempfile::Builder::new().prefix("baton-discord-").tempdir()?;
-        let ca_file = dir.path().join("discord-ca.pem");
-        std::fs::write(&ca_file, discord.ca_pem())?;
-        // The example's Discord section gives way to one for the stand-in.
-        let text =
-            with_discord_people(EXAMPLE).replace("[chat.console]\nenabled = true", "[chat.console]\nenabled = false");
-        let text = drop_table(&text, "[chat.discord]") + "\n" + &section(&discord, &ca_file, options.mirrors);
+        let text = write_config(&discord, dir.path(), options.mirrors)?;
         let config = parse(&text, dir.path())?;
         let mut dc = config
             .chat
