@@ -598,3 +598,42 @@ async fn mentions_ping_only_the_people_meant_and_long_lines_are_split() {
     }
     bot.stop().await.expect("stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_card_is_posted_again_and_edited_from_then_on() {
+    let bot = DiscordBaton::start(Options::default()).await.expect("starts");
+    let d = &bot.discord;
+    d_request(&bot).await;
+    let plan = card_of(&bot, INCIDENTS, 1).await;
+    let hash = shown_hash(plan.content());
+    // A moderator deletes the card.
+    let deleted = reqwest::Client::new()
+        .delete(format!(
+            "{}/api/v10/channels/{INCIDENTS}/messages/{}",
+            d.http_base(),
+            plan.id
+        ))
+        .header("authorization", format!("Bot {}", baton_e2e::discord_bot::TOKEN))
+        .header("user-agent", "DiscordBot (https://example.invalid, 1.0)")
+        .send()
+        .await
+        .expect("the stand-in answers");
+    assert_eq!(deleted.status().as_u16(), 204);
+    d.post_user_message(INCIDENTS, BOB, &format!("!approve 1 {hash}"))
+        .expect("bob writes");
+    line(&bot, INCIDENTS, "#1 succeeded").await;
+    let again = d
+        .wait_until("a new card, done", WAIT, |s| {
+            card(s, INCIDENTS, 1).filter(|c| c.id != plan.id && done(&c.json) == 8)
+        })
+        .await
+        .expect("the card is posted again");
+    assert!(again.buttons().is_empty());
+    let refused_edit = d.read(|s| {
+        calls_of(s, EDIT)
+            .into_iter()
+            .any(|c| c.status == 404 && c.path.ends_with(&plan.id.to_string()))
+    });
+    assert!(refused_edit, "the edit of the deleted card was refused");
+    bot.stop().await.expect("stops cleanly");
+}
