@@ -8,7 +8,7 @@
 //! reason; slow decisions deferred then answered; mentions and quoted text made safe.
 
 use baton::chat::{ChatAdapter, Mention, Outbound, Rich, RoomRef};
-use baton_e2e::discord::{CallFilter, Delivery, DropMode, Fault, State, StoredMessage};
+use baton_e2e::discord::{CallFilter, Delivery, DropMode, Fault, State, StoredMessage, intents};
 use baton_e2e::discord_bot::{
     ALICE, ALICE_DM, AUDIT, BOB, CAROL, DiscordBaton, INCIDENTS, MALLORY, OTHERBOT, Options, RANDOM, WAIT,
     bot_messages, card, ephemeral_for, lines, step_fields,
@@ -212,6 +212,13 @@ async fn a_run_by_buttons_with_refusals_to_the_clicker_a_live_card_and_a_summary
 async fn messages_from_anywhere_else_change_nothing() {
     let bot = DiscordBaton::start(Options::default()).await.expect("starts");
     let d = &bot.discord;
+    // Baton asks for guilds, guild messages and their content, nothing more (DMs included).
+    let asked = d.read(|s| s.identifies().iter().map(|i| i.intents).collect::<Vec<_>>());
+    assert_eq!(
+        asked,
+        [Some(intents::BATON)],
+        "GUILDS | GUILD_MESSAGES | MESSAGE_CONTENT"
+    );
     let command = "!failover xmpp EdgePool2 from the wrong place";
     // A DM: Discord does not send it without the DIRECT_MESSAGES intent; sent anyway, it is
     // ignored.

@@ -196,3 +196,33 @@ async fn a_person_who_requested_on_xmpp_cannot_approve_from_discord() -> anyhow:
     assert_eq!(everything, 1, "Discord saw only its own answer");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_reported_without_showing_it() -> anyhow::Result<()> {
+    let discord = DiscordStandIn::start(stand_in_config()).await?;
+    let dir = tempfile::tempdir()?;
+    baton_e2e::discord_bot::write_config(&discord, dir.path(), false)?;
+    let wrong = "MTk4NjIyNDgzNDcxOTI1MjQ4.GxYzAb.a-revoked-token-never-logged";
+    std::fs::write(dir.path().join("discord.token"), wrong)?;
+    let config = dir.path().join("baton.toml");
+    let mut bot = tokio::task::block_in_place(|| {
+        baton_e2e::baton::Baton::start_logging(&["run", "--config", config.to_str().expect("utf-8")], "debug")
+    })?;
+    // The gateway refuses the token (close code 4004), again after Baton's retry.
+    wait(&discord, "two refused IDENTIFYs", |s| {
+        (s.identifies().iter().filter(|i| i.outcome == Err(4004)).count() >= 2).then_some(())
+    })
+    .await;
+    bot.kill9();
+    let logs = bot.stderr();
+    assert!(logs.contains("Discord connection failed"), "{logs}");
+    assert!(
+        logs.to_lowercase().contains("authentication"),
+        "the refusal is named: {logs}"
+    );
+    assert!(
+        !logs.contains(wrong) && !logs.contains("a-revoked-token"),
+        "the token is in the logs"
+    );
+    Ok(())
+}
