@@ -257,11 +257,12 @@ impl ChatAdapter for DiscordAdapter {
                         reason: format!("'{reference}' is not a Discord message id"),
                     });
                 };
+                let text = render::content(&text);
                 let edit = match card {
-                    Some(card) => outbound::card_edit(&render::content(&text), &render::card(card, buttons)),
+                    Some(card) => outbound::card_edit(&text, &render::card(card, buttons)),
                     None => serenity::all::EditMessage::new()
-                        .content(render::content(&text).text)
-                        .allowed_mentions(outbound::allowed(&render::content(&text).users)),
+                        .content(text.text.clone())
+                        .allowed_mentions(outbound::allowed(&text.users)),
                 };
                 ch.edit_message(http, MessageId::new(id), edit)
                     .await
@@ -345,10 +346,12 @@ impl EventHandler for Handler {
     }
 
     async fn shard_stage_update(&self, _: Context, event: ShardStageUpdateEvent) {
-        if event.new != ConnectionStage::Connected {
+        let connected = event.new == ConnectionStage::Connected;
+        if !connected {
             debug!(stage = %event.new, "Discord gateway connection not ready");
-            self.set_link(|l| l.online = false);
         }
+        // REST deliveries go on meanwhile; this is what health checks and tests read.
+        self.set_link(|l| l.online = connected && l.sessions > 0);
     }
 
     async fn guild_create(&self, _: Context, guild: Guild, _: Option<bool>) {
