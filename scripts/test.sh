@@ -29,5 +29,5 @@ cargo test --workspace --locked "$@"
 
 # baton-agent ships as a Windows service binary: it must keep cross-building.
 rustup target list --installed | grep -qx x86_64-pc-windows-gnu || rustup target add x86_64-pc-windows-gnu
-cargo build -p baton-actions --bin baton-agent --target x86_64-pc-windows-gnu --locked
+cargo build -p baton-agent --bin baton-agent --target x86_64-pc-windows-gnu --locked
 echo "test.sh: built $(ls target/x86_64-pc-windows-gnu/debug/baton-agent.exe)" >&2

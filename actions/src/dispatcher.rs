@@ -8,8 +8,8 @@ use crate::catalog::{Action, Target};
 use crate::executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
 use crate::names::{Fqdn, shown};
 use crate::protocol::{self, ActionAnswer, ActionCall, ErrorBody, Health};
-use crate::tls::TlsError;
 use async_trait::async_trait;
+use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper::{Method, Request};
@@ -159,7 +159,7 @@ fn millis(d: Duration) -> u64 {
 impl Dispatcher {
     /// Loads the bot's certificate, key and the CA.
     pub fn new(config: DispatcherConfig) -> Result<Dispatcher, DispatchError> {
-        let tls = crate::tls::client_config(&config.cert, &config.key, &config.ca)?;
+        let tls = baton_tls::client_config(&config.cert, &config.key, &config.ca)?;
         Ok(Dispatcher {
             config,
             connector: TlsConnector::from(tls),
@@ -474,10 +474,10 @@ mod tests {
     async fn unknown_hosts_and_unreachable_agents_fail_naming_the_host() {
         let dir = tempfile::tempdir().expect("tempdir");
         let edge = Fqdn::parse("edge2a.contoso.com").expect("valid");
-        let files = crate::pki::init(
+        let files = baton_pki::init(
             dir.path(),
             std::slice::from_ref(&edge),
-            &crate::pki::PkiOptions::default(),
+            &baton_pki::PkiOptions::default(),
         )
         .expect("pki");
         // A port that was free a moment ago: nothing listens there.
@@ -536,5 +536,21 @@ mod tests {
             })
             .await;
         assert_eq!(bot.outcome.text(), "port.check runs on the bot, not through an agent");
+    }
+
+    #[test]
+    fn key_material_never_shows_in_debug_output() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let edge = Fqdn::parse("edge2a.contoso.com").expect("valid");
+        let files = baton_pki::init(dir.path(), std::slice::from_ref(&edge), &Default::default()).expect("pki");
+        let pem = std::fs::read_to_string(&files.bot_key).expect("key file");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let dispatcher = DispatcherConfig::new(
+            files.ca_cert.clone(),
+            files.bot_cert.clone(),
+            files.bot_key.clone(),
+            Default::default(),
+        );
+        assert!(!format!("{dispatcher:?}").contains(&body[..24]));
     }
 }

@@ -1,43 +1,26 @@
-//! Baton's runbook model and the means to carry it out: validated names, the inventory, the
-//! closed action catalog, plan resolution (pure), and the executors behind one trait.
+//! The bot's means to carry out a runbook: the executors behind one trait (`Executor`), the
+//! dispatcher that calls `baton-agent` over mutual TLS, the DNS updater, the probes, the
+//! `!status xmpp` look, the direct executor of the bot's own actions, the router between them,
+//! and the in-process simulation.
 //!
-//! Invariant: nothing here takes free text from chat. A plan is resolved from the inventory and
-//! a pool name that must match it; every action parameter is a validated type.
+//! The runbook model itself (names, inventory, catalog, plan, wire protocol) is the pure
+//! `baton-runbook` crate, re-exported here so that `baton_actions::plan` and the like keep
+//! naming it; the agent, the TLS helpers, the PKI generator and the Lync simulator are crates of
+//! their own under `actions/`.
 
-pub mod agent;
-pub mod catalog;
 pub mod direct;
 pub mod dispatcher;
 pub mod dns;
 pub mod executor;
-pub mod inventory;
-pub mod lync_sim;
-pub mod names;
-pub mod pki;
-pub mod plan;
 pub mod probe;
-pub mod protocol;
 pub mod router;
 pub mod simulated;
 pub mod status;
-pub mod tls;
 
-pub use catalog::{Action, DnsVia, Target};
+pub use baton_runbook::{action, catalog, inventory, names, plan, protocol};
+
+pub use baton_runbook::{
+    ACTION_IDS, AGENT_ACTIONS, Action, ActionKind, DnsProvider, DnsVia, Federation, Fqdn, Inventory, NameError, Plan,
+    PlanError, PlanHash, Pool, PoolName, SiteName, Step, StepKind, Target,
+};
 pub use executor::{ActionOutcome, ActionReport, ActionRequest, Executor, IdempotencyKey};
-pub use inventory::{DnsProvider, Federation, Inventory, Pool};
-pub use names::{Fqdn, NameError, PoolName, SiteName};
-pub use plan::{Plan, PlanError, PlanHash, Step, StepKind};
-
-/// Every action id of the catalog.
-pub const ACTION_IDS: &[&str] = &[
-    "health",
-    "services.stop",
-    "services.start",
-    "services.status",
-    "route.get",
-    "route.set",
-    "dns.set_a",
-    "dns.ensure_srv",
-    "port.check",
-    "verify",
-];

@@ -22,6 +22,10 @@ pub enum Event {
         reason: Option<String>,
         plan: Plan,
         plan_hash: String,
+        /// The route as Lync reported it when the plan was made, when Baton could read it
+        /// (absent from older journals).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        live_route: Option<LiveRoute>,
     },
     /// A person's approval of the plan with this hash passed the policy.
     Approved {
@@ -154,6 +158,16 @@ impl Event {
             Event::Failed { .. } => "failed",
         }
     }
+}
+
+/// The XMPP federation route as Lync reports it (`Get-CsSite` through the management host's
+/// agent), read just before a plan is made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRoute {
+    /// The pool the route names, when it names one of the inventory.
+    pub pool: Option<baton_actions::PoolName>,
+    /// What was read, per site, or why nothing could be (`Site1: EdgeServer:edgepool1…`).
+    pub seen: String,
 }
 
 /// An event with the time it happened.

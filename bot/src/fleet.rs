@@ -7,12 +7,12 @@
 //! simulators' host state stay in the fleet's folder, next to the store.
 
 use anyhow::{Context, bail};
-use baton_actions::agent::ADDRESS_FILE;
-use baton_actions::agent::config::CommandAgentFiles;
 use baton_actions::dispatcher::{AgentAddress, DispatcherConfig};
-use baton_actions::pki::{self, PkiFiles, PkiOptions};
 use baton_actions::simulated::FailureRule;
 use baton_actions::{Fqdn, Inventory};
+use baton_agent::ADDRESS_FILE;
+use baton_agent::config::CommandAgentFiles;
+use baton_pki::{self as pki, PkiFiles, PkiOptions};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -79,7 +79,7 @@ enum Cmd {
     },
     /// Internal: the Lync simulator behind the demo's agents.
     #[command(hide = true)]
-    LyncSim(baton_actions::lync_sim::LyncSimArgs),
+    LyncSim(baton_lync_sim::LyncSimArgs),
     /// Run Baton as configured (the chat adapters and executor of the file).
     Run {
         #[arg(long, short)]
@@ -156,7 +156,7 @@ async fn main() -> ExitCode {
             init_logs(cli.log.as_deref(), "info");
             agent_process(&config).await.map(|()| ExitCode::SUCCESS)
         }
-        Cmd::LyncSim(args) => match baton_actions::lync_sim::run(args) {
+        Cmd::LyncSim(args) => match baton_lync_sim::run(args) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("{e:#}");
@@ -195,6 +195,9 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     .as_ref()
                     .map_or("(unknown)".to_string(), |p| p.to_string())
             );
+            for note in c.chat.platforms.iter().filter_map(|p| p.note()) {
+                println!("  note: {note}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -209,10 +212,10 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
         .iter()
         .map(|a| baton_actions::Fqdn::parse(a))
         .collect::<Result<Vec<_>, _>>()?;
-    let files = baton_actions::pki::init(
+    let files = baton_pki::init(
         out,
         &hosts,
-        &baton_actions::pki::PkiOptions {
+        &baton_pki::PkiOptions {
             loopback,
             bot_name: None,
         },
@@ -236,8 +239,7 @@ fn pki_init(out: &std::path::Path, agents: &[String], loopback: bool) -> anyhow:
 }
 
 async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
-    let config =
-        baton_actions::agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
+    let config = baton_agent::AgentConfig::load(config).with_context(|| format!("loading {}", config.display()))?;
     let stop = async {
         #[cfg(unix)]
         if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -249,9 +251,7 @@ async fn agent_process(config: &std::path::Path) -> anyhow::Result<()> {
         }
         let _ = tokio::signal::ctrl_c().await;
     };
-    baton_actions::agent::run(config, stop)
-        .await
-        .context("running the agent")
+    baton_agent::run(config, stop).await.context("running the agent")
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
@@ -260,16 +260,16 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
-    let adapters = config
-        .chat
-        .platforms
-        .iter()
-        .map(|p| p.build())
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut adapters = Vec::new();
+    for p in &config.chat.platforms {
+        adapters.extend(p.build()?);
+    }
     if adapters.is_empty() {
+        let notes: Vec<String> = config.chat.platforms.iter().filter_map(|p| p.note()).collect();
         anyhow::bail!(
-            "{}: no chat platform is enabled; enable one of the [chat.*] sections",
-            path.display()
+            "{}: no chat platform is enabled for `baton run`; enable one of the [chat.*] sections{}",
+            path.display(),
+            notes.iter().map(|n| format!("\n  {n}")).collect::<String>()
         );
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
@@ -334,7 +334,7 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
                 .with_context(|| format!("'{n}' is not a run number (or `all`)"))?,
         )),
     };
-    let mut store = SqliteStore::open(&path)?;
+    let mut store = SqliteStore::open_read_only(&path)?;
     let events = store.journal(run)?;
     if run.is_some() && events.is_empty() {
         anyhow::bail!(

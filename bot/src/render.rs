@@ -2,6 +2,8 @@
 //! run cards. Pure functions of the run state.
 
 use crate::chat::{ButtonIntent, CardAction, CardStep, Mark, Rich, RunCard};
+use crate::engine::world::World;
+use crate::event::LiveRoute;
 use crate::run::{Phase, Run, RunId, StepStatus};
 use baton_actions::{ActionReport, Plan, PlanHash, PoolName};
 use baton_policies::{GroupName, PersonId, Policy};
@@ -78,8 +80,37 @@ fn because(reason: Option<&str>) -> Rich {
     }
 }
 
+/// What the live route and the journal say, when they disagree, and the warnings a plan needs
+/// when its target pool carries federation now (its services are about to be stopped).
+fn live_lines(out: &mut String, plan: &Plan, live: Option<&LiveRoute>, world: &World) {
+    if let Some(live) = live
+        && live.pool.as_ref() != plan.from_pool.as_ref()
+    {
+        let _ = write!(
+            out,
+            "\nNote: Lync reports the route as {}; Baton's journal says {}.",
+            live.seen,
+            route(plan.from_pool.as_ref())
+        );
+    }
+    let by_lync = live.and_then(|l| l.pool.as_ref()) == Some(&plan.to_pool);
+    let by_dns = world.dns_a.as_ref() == Some(&plan.to_pool);
+    if by_lync || by_dns {
+        let why = match (by_lync, by_dns) {
+            (true, true) => "Lync routes federation to it and DNS points to it",
+            (true, false) => "Lync routes federation to it",
+            _ => "DNS points the federation host to it",
+        };
+        let _ = write!(
+            out,
+            "\nWarning: {} carries federation now ({why}): step 2 stops its services, which interrupts federation until step 7 starts them.",
+            plan.to_pool
+        );
+    }
+}
+
 /// The request, with the plan, posted for review.
-pub fn plan_posted(run: &Run, policy: &Policy, prefix: &str) -> Rich {
+pub fn plan_posted(run: &Run, world: &World, policy: &Policy, prefix: &str) -> Rich {
     let plan = &run.plan;
     let mut out = Rich::from(format!(
         "Run {} requested by {}: move XMPP federation {} -> {} ({}).",
@@ -94,6 +125,7 @@ pub fn plan_posted(run: &Run, policy: &Policy, prefix: &str) -> Rich {
     }
     let mut rest = format!("\nPlan (sha256 {}):", run.plan_hash.short());
     plan_lines(&mut rest, plan, false);
+    live_lines(&mut rest, plan, run.live_route.as_ref(), world);
     let _ = write!(rest, "\n{}", approval_needed(run, policy, prefix));
     out.text(rest)
 }
@@ -122,7 +154,7 @@ fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
 }
 
 /// `!plan`: the plan with the exact command per host, nothing started.
-pub fn plan_preview(plan: &Plan, hash: &PlanHash, prefix: &str) -> String {
+pub fn plan_preview(plan: &Plan, hash: &PlanHash, live: Option<&LiveRoute>, world: &World, prefix: &str) -> String {
     let mut out = format!(
         "Plan for XMPP federation {} -> {} ({}), sha256 {} (not started):",
         route(plan.from_pool.as_ref()),
@@ -131,6 +163,7 @@ pub fn plan_preview(plan: &Plan, hash: &PlanHash, prefix: &str) -> String {
         hash.short()
     );
     plan_lines(&mut out, plan, true);
+    live_lines(&mut out, plan, live, world);
     let _ = write!(out, "\nTo request it: {prefix}failover xmpp {} <reason>", plan.to_pool);
     out
 }
@@ -204,15 +237,64 @@ pub fn step_finished(run: &Run, step: usize) -> String {
     )
 }
 
-pub fn step_failed_help(run: &Run, step: usize, prefix: &str) -> String {
-    format!(
+pub fn step_failed_help(run: &Run, world: &World, step: usize, prefix: &str) -> String {
+    let mut out = format!(
         "{} stopped at step {}/{} ({}); later steps did not run. `{prefix}retry {n}` runs the failed part again, `{prefix}abort {n}` ends the run.",
         run.id,
         step + 1,
         run.step_count(),
         run.plan.steps[step].kind.title(),
         n = run.id.0
-    )
+    );
+    if let Some(left) = left_behind(run, world, prefix) {
+        let _ = write!(out, "\n{left}");
+    }
+    out
+}
+
+/// Whether one of the run's actions of this kind succeeded (in any attempt that counted).
+fn did(run: &Run, id: &str) -> bool {
+    run.plan.steps.iter().zip(&run.steps).any(|(step, state)| {
+        step.actions
+            .iter()
+            .zip(&state.results)
+            .any(|(a, r)| a.id() == id && r.as_ref().is_some_and(|r| r.outcome.is_ok()))
+    })
+}
+
+/// What a run that did not finish left changed, as far as Baton knows: services it stopped and
+/// did not start again, the route it moved, the A record it changed.
+pub fn left_behind(run: &Run, world: &World, prefix: &str) -> Option<String> {
+    if matches!(run.phase, Phase::Succeeded) {
+        return None;
+    }
+    let mut parts = Vec::new();
+    let stopped = world.stopped_by(run.id);
+    if !stopped.is_empty() {
+        let hosts: Vec<&str> = stopped.iter().map(|h| h.as_str()).collect();
+        parts.push(format!(
+            "the Lync services of {} are stopped (Start-CsWindowsService on each starts them)",
+            hosts.join(", ")
+        ));
+    }
+    let mut moved = false;
+    if did(run, "route.set") && world.route.as_ref() == Some(&run.plan.to_pool) {
+        parts.push(format!("the federation route points to {}", run.plan.to_pool));
+        moved = true;
+    }
+    if did(run, "dns.set_a") && world.dns_a.as_ref() == Some(&run.plan.to_pool) {
+        parts.push(format!("DNS points the federation host to {}", run.plan.to_pool));
+        moved = true;
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    // Failing back helps only once something moved; before that the old pool still serves.
+    let back = match (&run.plan.from_pool, moved) {
+        (Some(p), true) => format!(" To fail back: `{prefix}failover xmpp {p}`."),
+        _ => String::new(),
+    };
+    Some(format!("Left as Baton knows it: {}.{back}", parts.join("; ")))
 }
 
 /// `why` says who asked: `for bob`, `approved by carol`.
@@ -240,7 +322,7 @@ pub fn retry_needs_approval(run: &Run, step: usize, policy: &Policy, prefix: &st
 }
 
 /// The final summary of a run that reached its end.
-pub fn finished(run: &Run, now: DateTime<Utc>) -> Rich {
+pub fn finished(run: &Run, world: &World, now: DateTime<Utc>, prefix: &str) -> Rich {
     let took = run.started_at.map(|s| elapsed(s, now)).unwrap_or_else(|| "0s".into());
     let who = format!(
         "Requested by {} at {} UTC, approved by {}",
@@ -265,10 +347,13 @@ pub fn finished(run: &Run, now: DateTime<Utc>) -> Rich {
         Phase::Aborted { by, reason } => {
             let done = run.steps.iter().filter(|s| s.status == StepStatus::Succeeded).count();
             let by = by.as_ref().map_or("Baton".to_string(), |p| p.to_string());
+            let left = left_behind(run, world, prefix)
+                .map(|l| format!("\n{l}"))
+                .unwrap_or_default();
             Rich::from(format!("{} aborted by {by}", run.id))
                 .append(because(reason.as_deref()))
                 .text(format!(
-                    ". {done} of {} steps had completed; the rest did not run. {who}.",
+                    ". {done} of {} steps had completed; the rest did not run. {who}.{left}",
                     run.step_count()
                 ))
         }
@@ -340,7 +425,7 @@ fn phase_line(run: &Run) -> String {
 }
 
 /// `!status <run>`: the run's step table.
-pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
+pub fn status_table(run: &Run, world: &World, now: DateTime<Utc>, prefix: &str) -> String {
     let approved = if run.approvers.is_empty() {
         String::new()
     } else {
@@ -381,6 +466,9 @@ pub fn status_table(run: &Run, now: DateTime<Utc>) -> String {
     }
     if let Phase::PendingApproval | Phase::RetryPending { .. } = run.phase {
         let _ = write!(out, "\n  expires at {} UTC", clock(run.review.expires_at()));
+    }
+    if let Some(left) = left_behind(run, world, prefix) {
+        let _ = write!(out, "\n  {left}");
     }
     out
 }

@@ -116,6 +116,8 @@ pub struct Run {
     pub approvers: Vec<PersonId>,
     /// The plan changed after the request: approvals must name the plan they are for.
     pub plan_changed: bool,
+    /// The route as Lync reported it when the plan was made.
+    pub live_route: Option<crate::event::LiveRoute>,
     pub phase: Phase,
     pub steps: Vec<StepState>,
     /// Set by `!abort` while a step is in flight: the run stops when that step ends.

@@ -95,7 +95,10 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
 
     // The same configuration with the console instead of Discord, for comparison.
     let text = std::fs::read_to_string(dir.path().join("baton.toml"))?
-        .replace("[chat.console]\nenabled = false", "[chat.console]\nenabled = true")
+        .replace(
+            "[chat.console]\nenabled = false\ntrusted = false",
+            "[chat.console]\nenabled = true\ntrusted = true",
+        )
         .replace("[chat.discord]\nenabled = true", "[chat.discord]\nenabled = false")
         .replace("store = \"baton.sqlite\"", "store = \"console.sqlite\"");
     let console_config = dir.path().join("console.toml");

@@ -2,7 +2,8 @@
 //! agents whose action takes 1 s, and the cost of one dispatch (mutual TLS, HTTP, journal,
 //! executor process) without the action's own time.
 //!
-//! Run: `cargo build --release -p baton-actions --bins && cargo bench -p baton-e2e --bench fanout`
+//! Run: `cargo build --release -p baton-agent -p baton-lync-sim --bins`, then
+//! `cargo bench -p baton-e2e --bench fanout`.
 
 use baton_actions::{Action, ActionRequest, Executor, Fqdn, IdempotencyKey};
 use baton_e2e::agents::{AgentSpec, Fleet};

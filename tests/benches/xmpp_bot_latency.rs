@@ -11,7 +11,7 @@
 //! simulated Lync action takes 300 ms) while alice keeps asking Baton, and its memory is sampled.
 //!
 //! ```text
-//! cargo build --release -p baton -p baton-actions --bins --example xmpp_echo
+//! cargo build --release -p baton -p baton-agent -p baton-lync-sim --bins --example xmpp_echo
 //! cargo bench -p baton-e2e --bench xmpp_bot_latency [-- ROUNDS]
 //! ```
 //!

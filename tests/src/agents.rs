@@ -1,32 +1,22 @@
 //! Harness for real `baton-agent` processes on 127.0.0.1: certificates made per fleet with
-//! `baton_actions::pki`, one agent per host with the `command` executor running
-//! `baton-lync-sim` on a state file per host, readiness by health check, kill on drop.
+//! `baton_pki`, one agent per host with the `command` executor running `baton-lync-sim` on a
+//! state file per host, readiness by health check, kill on drop.
 //!
 //! The binaries are taken from the folder of the test executable's profile
-//! (`target/<profile>/`); build them with the tests: `cargo test -p baton-actions -p baton-e2e`
-//! (or `cargo build -p baton-actions --bins` first).
+//! (`target/<profile>/`); build them with the tests:
+//! `cargo test -p baton-agent -p baton-lync-sim -p baton-e2e` (or
+//! `cargo build -p baton-agent -p baton-lync-sim --bins` first).
 
 use anyhow::{Context, Result, anyhow, bail};
 use baton_actions::Fqdn;
 use baton_actions::dispatcher::{Dispatcher, DispatcherConfig};
-use baton_actions::pki::{self, PkiFiles, PkiOptions};
+use baton_pki::{self as pki, PkiFiles, PkiOptions};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Every action an agent can carry out.
-pub const ALL_ACTIONS: &[&str] = &[
-    "services.stop",
-    "services.start",
-    "services.status",
-    "route.get",
-    "route.set",
-    "dns.set_a",
-    "dns.ensure_srv",
-];
 
 /// The `baton-agent` and `baton-lync-sim` executables of the current profile.
 #[derive(Clone, Debug)]
@@ -54,7 +44,7 @@ pub fn binaries() -> Result<Binaries> {
     for b in [&bins.agent, &bins.sim] {
         if !b.exists() {
             bail!(
-                "{} is missing: build it with `cargo build -p baton-actions --bins` (or run `cargo test -p baton-actions -p baton-e2e`)",
+                "{} is missing: build it with `cargo build -p baton-agent -p baton-lync-sim --bins` (or run `cargo test -p baton-agent -p baton-lync-sim -p baton-e2e`)",
                 b.display()
             );
         }
@@ -82,7 +72,7 @@ impl AgentSpec {
     pub fn new(host: &str) -> AgentSpec {
         AgentSpec {
             host: Fqdn::parse(host).expect("harness hosts are valid FQDNs"),
-            actions: ALL_ACTIONS.iter().map(|s| s.to_string()).collect(),
+            actions: baton_runbook::AGENT_ACTIONS.iter().map(|s| s.to_string()).collect(),
             sim_args: Vec::new(),
             timeouts: Vec::new(),
             pin_sha256: Vec::new(),
@@ -201,7 +191,7 @@ impl Fleet {
             a.sim_state.display().to_string(),
         ];
         argv.extend(a.spec.sim_args.iter().cloned());
-        let text = baton_actions::agent::config::CommandAgentFiles {
+        let text = baton_agent::config::CommandAgentFiles {
             host: a.spec.host.as_str(),
             listen: &listen,
             state_dir: &a.state_dir,
@@ -225,7 +215,7 @@ impl Fleet {
             bail!("{host} is already running");
         }
         self.write_config(a)?;
-        let address_file = a.state_dir.join(baton_actions::agent::ADDRESS_FILE);
+        let address_file = a.state_dir.join(baton_agent::ADDRESS_FILE);
         let _ = std::fs::remove_file(&address_file);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&a.log)?;
         let child = Command::new(&self.bins.agent)
@@ -493,15 +483,15 @@ pub async fn raw_request(
     body: &[u8],
 ) -> std::result::Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let roots = baton_actions::tls::load_roots(ca).map_err(|e| e.to_string())?;
-    let builder = rustls::ClientConfig::builder_with_provider(baton_actions::tls::provider())
+    let roots = baton_tls::load_roots(ca).map_err(|e| e.to_string())?;
+    let builder = rustls::ClientConfig::builder_with_provider(baton_tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots);
     let config = match client {
         Some((cert, key)) => {
-            let certs = baton_actions::tls::load_certs(cert).map_err(|e| e.to_string())?;
-            let key = baton_actions::tls::load_key(key).map_err(|e| e.to_string())?;
+            let certs = baton_tls::load_certs(cert).map_err(|e| e.to_string())?;
+            let key = baton_tls::load_key(key).map_err(|e| e.to_string())?;
             builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())?
         }
         None => builder.with_no_client_auth(),

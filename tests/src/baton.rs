@@ -170,6 +170,27 @@ pub fn run(args: &[&str], timeout: Duration) -> anyhow::Result<(ExitStatus, Stri
     Ok((status, b.lines().join("\n"), b.stderr()))
 }
 
+/// Waits (at most `timeout`) until every message the store's outbox holds is recorded as
+/// delivered: a crash after that point tests resuming, not the instant between posting a
+/// message and recording it (delivery is at least once; that instant may repeat one line).
+pub fn wait_outbox_recorded(store: &Path, timeout: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let conn = rusqlite::Connection::open_with_flags(store, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let waiting: i64 = conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| {
+            r.get(0)
+        })?;
+        if waiting == 0 {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            bail!("{waiting} outbox rows still unrecorded after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Counts executions per idempotency key in the simulated executor's record.
 pub fn executions(record: &Path) -> anyhow::Result<Vec<(String, i64)>> {
     let conn = rusqlite::Connection::open(record)?;

@@ -2,11 +2,11 @@
 //! certificates made per test, the `command` executor and the Lync simulator.
 
 use anyhow::Result;
-use baton_actions::agent::INTERRUPTED;
 use baton_actions::dispatcher::AgentRoutes;
 use baton_actions::inventory::Inventory;
 use baton_actions::protocol::ActionAnswer;
 use baton_actions::{Action, ActionReport, ActionRequest, Executor, Fqdn, IdempotencyKey, PoolName, SiteName, Target};
+use baton_agent::INTERRUPTED;
 use baton_e2e::agents::{AgentSpec, Fleet, gone_within, raw_request, sim_state};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -246,14 +246,14 @@ fn clients_without_the_right_certificate_are_refused_and_nothing_runs() -> Resul
     ])?;
     // edge2b admits only another subject; edge2c pins the bot's certificate by fingerprint.
     fleet.spec_mut(&edge2b)?.pin_subjects = vec!["CN=someone-else".to_string()];
-    let bot_der = baton_actions::tls::load_certs(&fleet.pki.bot_cert)?.remove(0);
-    fleet.spec_mut(&edge2c)?.pin_sha256 = vec![baton_actions::tls::sha256_hex(&bot_der)];
+    let bot_der = baton_tls::load_certs(&fleet.pki.bot_cert)?.remove(0);
+    fleet.spec_mut(&edge2c)?.pin_sha256 = vec![baton_tls::sha256_hex(&bot_der)];
     for h in [&edge2a, &edge2b, &edge2c] {
         fleet.spawn(h)?;
     }
     fleet.wait_ready(&edge2a)?;
     fleet.wait_ready(&edge2c)?;
-    let other = baton_actions::pki::init(
+    let other = baton_pki::init(
         &fleet.dir().join("other-ca"),
         std::slice::from_ref(&edge2a),
         &Default::default(),

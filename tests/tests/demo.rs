@@ -1,7 +1,7 @@
 //! End-to-end tests of `baton demo`: the user's story through the real binary, crash safety
 //! under SIGKILL at several points, the audit of a tampered journal, and bad configurations.
 
-use baton_e2e::baton::{Baton, executions, run};
+use baton_e2e::baton::{Baton, executions, run, wait_outbox_recorded};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
@@ -97,6 +97,7 @@ fn crash_at(kill_at: &str, after: &[&str]) -> anyhow::Result<()> {
         first.send("bob> !approve 1")?;
         first.wait_for(kill_at, T)?;
     }
+    wait_outbox_recorded(&store, T)?;
     first.kill9();
     let mut second = Baton::demo(&store, &["--simulate", "--delay", "400ms"])?;
     for line in after {
@@ -243,6 +244,20 @@ fn check_config_lists_every_error_and_echoes_no_secret() -> anyhow::Result<()> {
     let (status, out, err) = run(&["check-config", good.to_str().expect("utf-8")], T)?;
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("ok (2 pools, 4 people, route held by EdgePool1)"), "{out}");
+    assert!(
+        out.contains("note: chat.console: not trusted, so `baton run` does not read commands from its terminal"),
+        "check-config says what an untrusted console means: {out}"
+    );
+    // `baton run` on the example: the console is not trusted, so nobody at the bot's terminal
+    // can type as alice and bob; with no other platform, it refuses to start and says why.
+    let (status, out, err) = run(&["run", "--config", good.to_str().expect("utf-8")], T)?;
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("no chat platform is enabled for `baton run`"), "{err}");
+    assert!(
+        err.contains("Set trusted = true only for a local operator's console"),
+        "{err}"
+    );
+    assert!(!out.contains("Run #1"), "{out}");
 
     let bad = example
         .replace(

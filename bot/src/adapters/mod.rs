@@ -23,8 +23,14 @@ pub trait PlatformConfig: Send + Sync + fmt::Debug + 'static {
     /// Rooms that receive a copy of every run message (commands are not read there).
     fn mirror_rooms(&self) -> Vec<RoomRef>;
 
-    /// Builds the adapter `baton run` uses.
-    fn build(&self) -> anyhow::Result<Arc<dyn ChatAdapter>>;
+    /// Builds the adapter `baton run` uses; `None` when this section is not for `baton run`
+    /// (the reason is in [`PlatformConfig::note`]).
+    fn build(&self) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>>;
+
+    /// A remark for `check-config` and the log, about what the settings mean.
+    fn note(&self) -> Option<String> {
+        None
+    }
 
     fn as_any(&self) -> &dyn Any;
 }

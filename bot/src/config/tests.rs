@@ -38,7 +38,8 @@ fn the_example_loads() {
     assert_eq!(
         c.chat.get::<ConsoleSettings>(),
         Some(&ConsoleSettings {
-            room: "incident".into()
+            room: "incident".into(),
+            trusted: false,
         })
     );
     assert_eq!(c.simulation.delays.get("services.stop"), Some(&Duration::from_secs(1)));
@@ -103,7 +104,7 @@ fn secrets_are_named_never_written_and_never_echoed() {
     let out = errors(&literal);
     expect_test::expect![[r#"
         line 89: dns.tsig_secret: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 101: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
+        line 105: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
     .assert_eq(&out);
     assert!(!out.contains("hunter2") && !out.contains("c2VjcmV0"));
     let both = EXAMPLE.replace(
@@ -144,7 +145,7 @@ fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
         .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     expect_test::expect![[r#"
         line 38: policy.approve: group 'edge-admin' is not defined in [groups]
-        line 101: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
+        line 105: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
     .assert_eq(&errors(&text));
 }
 
@@ -178,8 +179,8 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 101: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
-        line 104: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
+        line 105: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
+        line 108: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
     .assert_eq(&got);
     let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");
@@ -201,10 +202,10 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         .replace("edit_interval = \"1s\"", "edit_interval = \"5ms\"");
     let out = errors(&text);
     expect_test::expect![[r#"
-        line 111: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 112: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 112: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 116: chat.discord.threads: unknown key"#]]
+        line 115: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
+        line 116: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 116: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 120: chat.discord.threads: unknown key"#]]
     .assert_eq(&out);
     assert!(!out.contains("secret-discord-token"), "{out}");
     // With the token and ids right, the adapter's own rules speak.
@@ -220,10 +221,10 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 114: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
-        line 115: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
-        line 115: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file
-        line 116: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)"#]]
+        line 118: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
+        line 119: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
+        line 119: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file
+        line 120: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)"#]]
     .assert_eq(&got);
     assert!(!got.contains("secret-discord-token"), "{got}");
     let good = EXAMPLE.replace("[chat.discord]\nenabled = false", "[chat.discord]\nenabled = true");

@@ -14,6 +14,7 @@ use crate::chat::{
 };
 use crate::command::{self, Command};
 use crate::engine::{Dispatch, Engine, Input, Message, MessageKind, Output, Query};
+use crate::event::LiveRoute;
 use crate::outbox::{self, Queued, Report, RoomQueue};
 use crate::render;
 use crate::run::RunId;
@@ -36,6 +37,13 @@ use tokio_util::sync::CancellationToken;
 struct Finished {
     dispatch: Dispatch,
     report: ActionReport,
+}
+
+/// A command held until the live route was read (a plan is made from both).
+struct Deferred {
+    live: LiveRoute,
+    input: Input,
+    origin: Origin,
 }
 
 /// The answer to a query that needed the network (`!status xmpp`).
@@ -115,6 +123,30 @@ pub struct Daemon {
     /// and starting from the clock so that two runs of the bot do not reuse them.
     direct_ids: i64,
     missing_platforms: BTreeSet<Platform>,
+    clock: Clock,
+}
+
+/// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
+/// step of the system clock while Baton runs (NTP, an operator) neither stretches nor cuts an
+/// approval window; journaled times stay readable as wall-clock times.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall: chrono::DateTime<Utc>,
+    mono: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.mono.elapsed()).unwrap_or(chrono::Duration::MAX);
+        self.wall.checked_add_signed(elapsed).unwrap_or(self.wall)
+    }
 }
 
 impl Daemon {
@@ -177,6 +209,7 @@ impl Daemon {
             mirror_give_up: MIRROR_GIVE_UP,
             direct_ids: -Utc::now().timestamp_millis(),
             missing_platforms: BTreeSet::new(),
+            clock: Clock::start(),
         })
     }
 
@@ -216,6 +249,7 @@ impl Daemon {
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
         let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<Committed>();
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<RoomReport>();
+        let (deferred_tx, mut deferred_rx) = mpsc::unbounded_channel::<Deferred>();
         let rooms_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         for adapter in self.adapters.values() {
@@ -241,6 +275,7 @@ impl Daemon {
             replies: reply_tx,
             commits: commit_tx,
             reports: report_tx,
+            deferred: deferred_tx,
             rooms_stop: rooms_stop.clone(),
         };
         let mut inputs_open = true;
@@ -258,7 +293,7 @@ impl Daemon {
             let deadline = self
                 .engine
                 .next_deadline()
-                .map(|d| (d - Utc::now()).to_std().unwrap_or(Duration::ZERO));
+                .map(|d| (d - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break Ok(()),
@@ -274,6 +309,12 @@ impl Daemon {
                 }
                 Some(r) = report_rx.recv() => {
                     self.room_report(r, &mut ctx);
+                    Ok(())
+                }
+                Some(d) = deferred_rx.recv() => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
+                    self.step(Input::Observed(d.live), Origin::default(), &mut ctx);
+                    self.step(d.input, d.origin, &mut ctx);
                     Ok(())
                 }
                 Some(reload) = reloads.recv() => {
@@ -354,6 +395,7 @@ impl Daemon {
             return;
         }
         tracing::info!(room = %m.room, id = %m.message_id, "command received");
+        let plans = matches!(command, Ok(Command::Failover { .. } | Command::Plan { .. }));
         let input = Input::Chat {
             room: m.room.clone(),
             sender: m.sender,
@@ -364,12 +406,29 @@ impl Daemon {
             reply: m.reply,
             ack,
         };
-        self.step(input, origin, ctx);
+        match self
+            .status
+            .as_ref()
+            .and_then(|s| s.routes.clone().map(|r| (r, s.settings.timeout)))
+        {
+            // A plan is made from the journal and from the route Lync reports now: read it
+            // first, in a task; the command is handled when the answer (or the time limit) is in.
+            Some((routes, timeout)) if plans => {
+                self.in_flight += 1;
+                let inventory = self.engine.config().inventory.clone();
+                let deferred = ctx.deferred.clone();
+                tokio::spawn(async move {
+                    let live = observe_route(&inventory, routes.as_ref(), timeout).await;
+                    let _ = deferred.send(Deferred { live, input, origin });
+                });
+            }
+            _ => self.step(input, origin, ctx),
+        }
     }
 
     /// Feeds the engine, then journals and performs what it decided.
     fn step(&mut self, input: Input, origin: Origin, ctx: &mut Ctx) {
-        let out = self.engine.handle(input, Utc::now());
+        let out = self.engine.handle(input, self.clock.now());
         self.act(out, origin, ctx);
     }
 
@@ -657,6 +716,7 @@ struct Ctx {
     replies: mpsc::UnboundedSender<Reply>,
     commits: mpsc::UnboundedSender<Committed>,
     reports: mpsc::UnboundedSender<RoomReport>,
+    deferred: mpsc::UnboundedSender<Deferred>,
     rooms_stop: CancellationToken,
 }
 
@@ -671,6 +731,42 @@ fn command_of(b: &ButtonIntent) -> Command {
             run: *run,
             reason: None,
         },
+    }
+}
+
+/// The route each site reports now, read in parallel within `timeout`, and the pool it names.
+async fn observe_route(inventory: &baton_actions::Inventory, routes: &dyn RouteReader, timeout: Duration) -> LiveRoute {
+    let reads = inventory.sites.iter().map(|site| async move {
+        let read = tokio::time::timeout(timeout, routes.route(site))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}", humantime::format_duration(timeout))));
+        (site, read)
+    });
+    let read = futures::future::join_all(reads).await;
+    let mut pool = None;
+    let mut seen = Vec::new();
+    for (site, route) in read {
+        match route {
+            Ok(text) => {
+                let fqdn = text
+                    .strip_prefix("EdgeServer:")
+                    .or_else(|| text.strip_prefix("edgeserver:"))
+                    .unwrap_or(&text);
+                if let Some(p) = inventory
+                    .pools
+                    .iter()
+                    .find(|p| p.fqdn.as_str().eq_ignore_ascii_case(fqdn))
+                {
+                    pool.get_or_insert_with(|| p.name.clone());
+                }
+                seen.push(format!("{text} ({site})"));
+            }
+            Err(why) => seen.push(format!("unknown at {site}: {why}")),
+        }
+    }
+    LiveRoute {
+        pool,
+        seen: seen.join(", "),
     }
 }
 

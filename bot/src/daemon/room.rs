@@ -119,7 +119,12 @@ pub fn spawn(
                                 report,
                             });
                         }
-                        record(&store, &room, queue.take_records());
+                        // The record is durable before the next message goes out, so a crash
+                        // repeats at most the message in hand (delivery is at least once).
+                        tokio::select! {
+                            _ = record(&store, &room, queue.take_records()) => {}
+                            _ = stop.cancelled() => return,
+                        }
                         settle(&counted, before, queue.len());
                         match failed {
                             Some(after) => {
@@ -134,7 +139,7 @@ pub fn spawn(
                     Next::WaitUntil(at) => wait = Some(tokio::time::Instant::from_std(at)),
                     Next::Idle => {}
                 }
-                record(&store, &room, queue.take_records());
+                record(&store, &room, queue.take_records()).await;
             } else if let Some(at) = retry_at {
                 wait = Some(at);
             }
@@ -196,23 +201,30 @@ fn settle(counted: &AtomicUsize, before: usize, after: usize) {
     counted.fetch_sub(before, Ordering::AcqRel);
 }
 
-/// Hands the queue's records to the store's thread (never waits for it).
-fn record(store: &StoreActor, room: &RoomRef, records: Vec<Record>) {
+/// Hands the queue's records to the store's thread and waits until they are written (the
+/// daemon's loop never waits for this; only this room's next delivery does).
+async fn record(store: &StoreActor, room: &RoomRef, records: Vec<Record>) {
     if records.is_empty() {
         return;
     }
     let room = room.clone();
-    store.send(move |s| {
-        for r in records {
-            let result = match &r {
-                Record::Delivered(id) => s.delivered(*id, None),
-                Record::Dropped(id, why) => s.delivered(*id, Some(why)),
-                Record::CardRef(run, reference) => s.set_card(&room, *run, Some(reference)),
-                Record::CardGone(run) => s.set_card(&room, *run, None),
-            };
-            if let Err(e) = result {
-                tracing::error!(room = %room, error = %e, "cannot record a delivery; it may be posted again after a restart");
+    let written = store
+        .call(move |s| {
+            for r in records {
+                let result = match &r {
+                    Record::Delivered(id) => s.delivered(*id, None),
+                    Record::Dropped(id, why) => s.delivered(*id, Some(why)),
+                    Record::CardRef(run, reference) => s.set_card(&room, *run, Some(reference)),
+                    Record::CardGone(run) => s.set_card(&room, *run, None),
+                };
+                if let Err(e) = result {
+                    tracing::error!(room = %room, error = %e, "cannot record a delivery; it may be posted again after a restart");
+                }
             }
-        }
-    });
+            Ok(())
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, "the store did not take a delivery record");
+    }
 }

@@ -376,3 +376,20 @@ async fn a_slow_platform_does_not_hold_a_deadline() {
     );
     bot.stop().await;
 }
+
+#[test]
+fn the_engine_clock_follows_the_monotonic_clock_not_the_wall() {
+    // A clock that started "in 2020" five seconds ago reads 2020 plus five seconds, whatever
+    // the system's wall clock says now: a wall-clock step while Baton runs changes nothing.
+    let wall = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+        .expect("valid")
+        .with_timezone(&Utc);
+    let clock = Clock {
+        wall,
+        mono: Instant::now() - Duration::from_secs(5),
+    };
+    let elapsed = (clock.now() - wall).num_milliseconds();
+    assert!((5000..6000).contains(&elapsed), "{elapsed} ms");
+    let later = clock.now();
+    assert!(later >= wall + chrono::Duration::seconds(5));
+}

@@ -1,10 +1,10 @@
 //! Chat commands: the sender is authorized for the command's right, then failover, approve,
 //! deny, abort, retry and the read-only looks (help, plan, status, runs) are decided.
 
-use super::{Engine, Output, Query};
+use super::{Engine, MessageKind, Output, Query};
 use crate::chat::RoomRef;
 use crate::command::{Command, CommandError, help_text};
-use crate::event::Event;
+use crate::event::{Event, LiveRoute};
 use crate::render;
 use crate::run::{Phase, Run, RunId};
 use baton_actions::plan;
@@ -27,6 +27,8 @@ impl Engine {
         now: DateTime<Utc>,
         out: &mut Output,
     ) {
+        // An observation of the live route is for the command right after it, and only that.
+        let live = self.observed.take();
         let cmd = match command {
             Ok(cmd) => cmd,
             Err(e) => return self.say(out, &room, render::sentence(&e.to_string())),
@@ -51,17 +53,51 @@ impl Engine {
             Sender::Unverified { display, .. } => display.clone(),
         };
         let prefix = self.cfg.prefix.clone();
+        let first = out.messages.len();
+        self.command(out, now, &room, &actor, via, cmd, &prefix, live);
+        // A command about a run typed in another room is answered there too: the run's news
+        // goes to the run's rooms, and the person who typed it sees what it did.
+        let news: Vec<_> = out.messages[first..]
+            .iter()
+            .filter(|m| m.run.is_some() && m.kind == MessageKind::Notice)
+            .map(|m| m.body.clone())
+            .collect();
+        if !news.is_empty() && !out.messages[first..].iter().any(|m| m.room == room) {
+            let mut seen = Vec::new();
+            for body in news {
+                if !seen.contains(&body) {
+                    self.say(out, &room, body.clone());
+                    seen.push(body);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn command(
+        &mut self,
+        out: &mut Output,
+        now: DateTime<Utc>,
+        room: &RoomRef,
+        actor: &Actor,
+        via: String,
+        cmd: Command,
+        prefix: &str,
+        live: Option<LiveRoute>,
+    ) {
+        let room = room.clone();
+        let (actor, prefix) = (actor, prefix.to_string());
         match cmd {
             Command::Help => self.say(out, &room, help_text(&prefix)),
             Command::StatusXmpp => out.queries.push(Query::StatusXmpp { room }),
             Command::Status => {
                 let active: Vec<&Run> = self.runs.values().filter(|r| r.phase.is_active()).collect();
-                let text = render::active(&active, self.route_holder.as_ref());
+                let text = render::active(&active, self.world.route.as_ref());
                 self.say(out, &room, text);
             }
             Command::StatusRun { run } => {
                 let text = match self.runs.get(&run) {
-                    Some(r) => render::status_table(r, now),
+                    Some(r) => render::status_table(r, &self.world, now, &prefix),
                     None => render::no_such_run(run, &prefix),
                 };
                 self.say(out, &room, text);
@@ -71,17 +107,17 @@ impl Engine {
                 self.say(out, &room, render::recent(&recent));
             }
             Command::Plan { pool } => {
-                let text = match plan::resolve(&self.cfg.inventory, &pool, self.route_holder.as_ref()) {
-                    Ok(p) => render::plan_preview(&p, &p.hash(), &prefix),
+                let text = match plan::resolve(&self.cfg.inventory, &pool, self.world.route.as_ref()) {
+                    Ok(p) => render::plan_preview(&p, &p.hash(), live.as_ref(), &self.world, &prefix),
                     Err(e) => render::sentence(&e.to_string()),
                 };
                 self.say(out, &room, text);
             }
-            Command::Failover { pool, reason } => self.failover(out, now, room, &actor, via, pool, reason),
-            Command::Approve { run, plan } => self.approve(out, now, &room, &actor, via, run, plan),
-            Command::Deny { run, reason } => self.deny(out, now, &room, &actor, run, reason),
-            Command::Abort { run, reason } => self.abort(out, now, &room, &actor, run, reason),
-            Command::Retry { run } => self.retry(out, now, &room, &actor, run),
+            Command::Failover { pool, reason } => self.failover(out, now, room, actor, via, pool, reason, live),
+            Command::Approve { run, plan } => self.approve(out, now, &room, actor, via, run, plan),
+            Command::Deny { run, reason } => self.deny(out, now, &room, actor, run, reason),
+            Command::Abort { run, reason } => self.abort(out, now, &room, actor, run, reason),
+            Command::Retry { run } => self.retry(out, now, &room, actor, run),
         }
     }
 
@@ -127,6 +163,7 @@ impl Engine {
         via: String,
         pool: String,
         reason: Option<String>,
+        live_route: Option<LiveRoute>,
     ) {
         let cmd = Command::Failover {
             pool: pool.clone(),
@@ -147,7 +184,7 @@ impl Engine {
             );
             return self.say(out, &room, text);
         }
-        let plan = match plan::resolve(&self.cfg.inventory, &pool, self.route_holder.as_ref()) {
+        let plan = match plan::resolve(&self.cfg.inventory, &pool, self.world.route.as_ref()) {
             Ok(p) => p,
             Err(e) => return self.say(out, &room, render::sentence(&e.to_string())),
         };
@@ -164,10 +201,11 @@ impl Engine {
                 reason,
                 plan,
                 plan_hash,
+                live_route,
             },
         );
         let run = &self.runs[&id];
-        let text = render::plan_posted(run, &self.cfg.policy, &self.cfg.prefix);
+        let text = render::plan_posted(run, &self.world, &self.cfg.policy, &self.cfg.prefix);
         self.say_run(out, id, text);
     }
 
@@ -332,7 +370,7 @@ impl Engine {
                         reason,
                     },
                 );
-                let text = render::finished(&self.runs[&id], now);
+                let text = render::finished(&self.runs[&id], &self.world, now, &self.cfg.prefix);
                 self.say_run(out, id, text);
             }
             _ => {

@@ -18,6 +18,7 @@ impl Engine {
                 reason,
                 plan,
                 plan_hash,
+                live_route,
                 ..
             } => {
                 let steps = fresh_steps(plan);
@@ -35,6 +36,7 @@ impl Engine {
                         review,
                         approvers: Vec::new(),
                         plan_changed: false,
+                        live_route: live_route.clone(),
                         phase: Phase::PendingApproval,
                         steps,
                         abort_requested: None,
@@ -136,6 +138,11 @@ impl Engine {
                     && let Some(slot) = s.results.get_mut(*action)
                 {
                     *slot = Some(report.clone());
+                    if report.outcome.is_ok()
+                        && let Some(done) = r.plan.steps.get(*step).and_then(|s| s.actions.get(*action))
+                    {
+                        self.world.apply(&self.cfg.inventory, *run, done);
+                    }
                 }
             }
             Event::StepFinished { run, step, ok, .. } => {
@@ -181,7 +188,7 @@ impl Engine {
                 if let Some(r) = self.runs.get_mut(run) {
                     r.phase = Phase::Succeeded;
                     r.finished_at = Some(at);
-                    self.route_holder = Some(r.plan.to_pool.clone());
+                    self.world.route = Some(r.plan.to_pool.clone());
                 }
             }
             Event::Failed { run, step } => {

@@ -15,16 +15,18 @@ mod commands;
 mod fold;
 mod reload;
 mod steps;
+pub mod world;
 
 use crate::chat::{Rich, RoomRef, RunCard};
 use crate::command::{Command, CommandError};
-use crate::event::{Event, Recorded};
+use crate::event::{Event, LiveRoute, Recorded};
 use crate::render;
 use crate::run::{Phase, Run, RunId};
 use baton_actions::{ActionReport, ActionRequest, Inventory, PoolName};
 use baton_policies::{Directory, Policy, Sender};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use world::World;
 
 /// What the engine decides with.
 #[derive(Clone, Debug)]
@@ -77,6 +79,9 @@ pub enum Input {
     Tick,
     /// The configuration was reloaded: pending plans are resolved again.
     Reload(Box<Reload>),
+    /// The route as Lync reports it now, read by the shell just before a `!failover` or
+    /// `!plan` that follows: the next plan shows it beside the journal's view.
+    Observed(LiveRoute),
 }
 
 /// A reloaded configuration's parts that the engine decides with.
@@ -153,22 +158,25 @@ pub struct Output {
     pub queries: Vec<Query>,
 }
 
-/// Every run of one store, and the route they moved.
+/// Every run of one store, and what their actions changed.
 pub struct Engine {
     cfg: EngineConfig,
     runs: BTreeMap<RunId, Run>,
     next_run: u64,
-    route_holder: Option<PoolName>,
+    world: World,
+    /// The route as last observed, for the next plan.
+    observed: Option<LiveRoute>,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        let route_holder = cfg.initial_route.clone();
+        let world = World::new(cfg.initial_route.clone());
         Engine {
             cfg,
             runs: BTreeMap::new(),
             next_run: 1,
-            route_holder,
+            world,
+            observed: None,
         }
     }
 
@@ -193,9 +201,15 @@ impl Engine {
         self.runs.values()
     }
 
-    /// The pool holding the XMPP federation route, as far as Baton knows.
+    /// The pool holding the XMPP federation route, as far as Baton's journal knows (the last
+    /// route it set, even in a run that did not finish).
     pub fn route_holder(&self) -> Option<&PoolName> {
-        self.route_holder.as_ref()
+        self.world.route.as_ref()
+    }
+
+    /// What Baton's actions changed, as far as its journal knows.
+    pub fn world(&self) -> &World {
+        &self.world
     }
 
     pub fn active_run(&self) -> Option<&Run> {
@@ -250,6 +264,7 @@ impl Engine {
                 } = *r;
                 self.reload(policy, directory, inventory, now, &mut out)
             }
+            Input::Observed(live) => self.observed = Some(live),
         }
         out
     }

@@ -32,7 +32,7 @@ impl Engine {
             match plan::resolve(
                 &self.cfg.inventory,
                 run.plan.to_pool.as_str(),
-                self.route_holder.as_ref(),
+                self.world.route.as_ref(),
             ) {
                 Ok(plan) if plan.hash() == run.plan_hash => {}
                 Ok(plan) => {
@@ -67,7 +67,7 @@ impl Engine {
                             reason: Some(reason),
                         },
                     );
-                    let text = render::finished(&self.runs[&id], now);
+                    let text = render::finished(&self.runs[&id], &self.world, now, &self.cfg.prefix);
                     self.say_run(out, id, text);
                 }
             }

@@ -26,9 +26,10 @@ impl Engine {
             if result.is_some() {
                 continue;
             }
-            let key = IdempotencyKey::new(
+            let key = IdempotencyKey::for_request(
                 &self.cfg.store_id,
                 run.id.0,
+                run.requested_at.timestamp_millis(),
                 step,
                 i,
                 &action.where_short(),
@@ -110,17 +111,17 @@ impl Engine {
                     reason,
                 },
             );
-            let text = render::finished(&self.runs[&id], now);
+            let text = render::finished(&self.runs[&id], &self.world, now, &self.cfg.prefix);
             self.say_run(out, id, text);
         } else if !ok {
             self.emit(out, now, Event::Failed { run: id, step });
-            let text = render::step_failed_help(&self.runs[&id], step, &self.cfg.prefix);
+            let text = render::step_failed_help(&self.runs[&id], &self.world, step, &self.cfg.prefix);
             self.say_run(out, id, text);
         } else if step + 1 < run.step_count() {
             self.start_step(out, now, id, step + 1);
         } else {
             self.emit(out, now, Event::Succeeded { run: id });
-            let text = render::finished(&self.runs[&id], now);
+            let text = render::finished(&self.runs[&id], &self.world, now, &self.cfg.prefix);
             self.say_run(out, id, text);
         }
     }

@@ -217,9 +217,9 @@ fn the_users_story() {
         baton> Refused (!approve 1): I cannot verify who you are here: this room does not show real JIDs to Baton.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         carol> !status 1
         baton> #1 running, step 1/8 (precheck): EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice, approved by bob
                  1. precheck  running  0.0s so far
@@ -231,21 +231,21 @@ fn the_users_story() {
                  7. services  -
                  8. verify    -
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 1.5s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s3/a1-mgmt1/t1 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
         baton> #1 [3/8] route: mgmt1: route.set done (1.5s)
-        [dispatch] st/r1/s4/a1-dns/t1 dns.set_a on dns
+        [dispatch] st/r1.1a21829eeb8/s4/a1-dns/t1 dns.set_a on dns
         baton> #1 [4/8] dns A: dns: dns.set_a done (1.5s)
-        [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
+        [dispatch] st/r1.1a21829eeb8/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
-        [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
+        [dispatch] st/r1.1a21829eeb8/s6/a1-bot/t1 port.check on bot
         baton> #1 [6/8] port: port.check done (1.5s)
-        [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
-        [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
+        [dispatch] st/r1.1a21829eeb8/s7/a1-edge2a/t1 services.start on edge2a
+        [dispatch] st/r1.1a21829eeb8/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s8/a1-bot/t1 verify on bot
+        [dispatch] st/r1.1a21829eeb8/s8/a1-bot/t1 verify on bot
         baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob.
         carol> !status
@@ -379,9 +379,9 @@ fn a_plan_change_voids_earlier_approvals() {
         baton> #1 approved by carol (1 of 2 approvals). Waiting for 1 more.
         bob> !approve 1 d44bb4a2
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
     "#]]);
 }
 
@@ -427,14 +427,15 @@ fn failure_retry_and_abort() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services FAILED: edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !status 1
         baton> #1 failed, step 2/8 (services): EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice, approved by bob
                  1. precheck  ok       0.0s
@@ -446,15 +447,18 @@ fn failure_retry_and_abort() {
                  6. port      -
                  7. services  -
                  8. verify    -
+                 Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         mallory> !retry 1
         baton> Refused (!retry 1): mallory may not retry: only members of edge-admins may.
         carol> !retry 1
         baton> #1 retrying step 2/8 (services), attempt 2, for carol.
-        [dispatch] st/r1/s2/a2-edge2b/t2 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t2 services.stop on edge2b
         baton> #1 [2/8] services FAILED (attempt 2): edge2a ok 1.5s, edge2b FAILED after 1.5s: edge2b said no
         baton> #1 stopped at step 2/8 (services); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !abort 1
         baton> #1 aborted by carol. 1 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com are stopped (Start-CsWindowsService on each starts them).
         carol> !abort 1
         baton> #1 already ended (aborted); there is nothing to abort.
         carol> !retry 1
@@ -481,12 +485,12 @@ fn abort_waits_for_the_step_in_flight() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         carol> !abort 1
         baton> #1 will stop after step 2/8 (services) ends (abort requested by carol); nothing further will start.
         bob> !abort 1
@@ -503,6 +507,7 @@ fn abort_waits_for_the_step_in_flight() {
                  8. verify    -
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         baton> #1 aborted by carol. 2 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
     "#]]);
 }
 
@@ -526,34 +531,35 @@ fn retry_with_approval_when_the_policy_asks() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s3/a1-mgmt1/t1 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t1 route.set on mgmt1
         baton> #1 [3/8] route FAILED: mgmt1 FAILED after 1.5s: mgmt1 said no
         baton> #1 stopped at step 3/8 (route); later steps did not run. `!retry 1` runs the failed part again, `!abort 1` ends the run.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
         alice> !retry 1
         baton> #1 retry of step 3/8 (route) requested by alice. Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:15 UTC (15 min).
         alice> !approve 1
         baton> Refused (!approve 1): you requested this; another person must approve it.
         carol> !approve 1
         baton> #1 retrying step 3/8 (route), attempt 2, approved by carol.
-        [dispatch] st/r1/s3/a1-mgmt1/t2 route.set on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s3/a1-mgmt1/t2 route.set on mgmt1
         baton> #1 [3/8] route (attempt 2): mgmt1: route.set done (1.5s)
-        [dispatch] st/r1/s4/a1-dns/t1 dns.set_a on dns
+        [dispatch] st/r1.1a21829eeb8/s4/a1-dns/t1 dns.set_a on dns
         baton> #1 [4/8] dns A: dns: dns.set_a done (1.5s)
-        [dispatch] st/r1/s5/a1-dns/t1 dns.ensure_srv on dns
+        [dispatch] st/r1.1a21829eeb8/s5/a1-dns/t1 dns.ensure_srv on dns
         baton> #1 [5/8] dns SRV: dns: dns.ensure_srv done (1.5s)
-        [dispatch] st/r1/s6/a1-bot/t1 port.check on bot
+        [dispatch] st/r1.1a21829eeb8/s6/a1-bot/t1 port.check on bot
         baton> #1 [6/8] port: port.check done (1.5s)
-        [dispatch] st/r1/s7/a1-edge2a/t1 services.start on edge2a
-        [dispatch] st/r1/s7/a2-edge2b/t1 services.start on edge2b
+        [dispatch] st/r1.1a21829eeb8/s7/a1-edge2a/t1 services.start on edge2a
+        [dispatch] st/r1.1a21829eeb8/s7/a2-edge2b/t1 services.start on edge2b
         baton> #1 [7/8] services: edge2a ok 1.5s, edge2b ok 1.5s
-        [dispatch] st/r1/s8/a1-bot/t1 verify on bot
+        [dispatch] st/r1.1a21829eeb8/s8/a1-bot/t1 verify on bot
         baton> #1 [8/8] verify: verify done (1.5s)
         baton> #1 succeeded in 16s. XMPP federation now served by EdgePool2 (Site2). Verify: verify done. Requested by alice at 14:02:11 UTC, approved by bob and carol.
     "#]]);
@@ -629,13 +635,13 @@ fn restore_rebuilds_the_same_state_and_resumes_in_flight_actions_with_their_keys
     let resumed: Vec<String> = restored.resume().iter().map(|d| d.request.key.to_string()).collect();
     let in_flight: Vec<String> = t.in_flight.iter().map(|d| d.request.key.to_string()).collect();
     assert_eq!(resumed, in_flight);
-    assert_eq!(resumed, ["st/r1/s2/a2-edge2b/t1"]);
+    assert_eq!(resumed, ["st/r1.1a21829eeb8/s2/a2-edge2b/t1"]);
     let a = restored.run(RunId(1)).expect("restored");
     let b = t.engine.run(RunId(1)).expect("live");
     assert_eq!((&a.phase, &a.steps, &a.approvers), (&b.phase, &b.steps, &b.approvers));
     assert_eq!(
-        crate::render::status_table(a, t.now),
-        crate::render::status_table(b, t.now)
+        crate::render::status_table(a, restored.world(), t.now, "!"),
+        crate::render::status_table(b, t.engine.world(), t.now, "!")
     );
 }
 
@@ -810,9 +816,9 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
         baton> Refused (!approve 1): the plan of #1 changed after it was requested; read the new plan (sha256 d44bb4a2f4d5, `!status 1`) and approve it by naming it: `!approve 1 d44bb4a2f4d5`.
         bob> !approve 1 d44bb4
         baton> #1 approved by carol and bob (3 people: alice, carol and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
     "#]]);
 }
 
@@ -852,16 +858,17 @@ fn abort_reasons_are_journaled_and_shown() {
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
-        [dispatch] st/r1/s1/a1-edge2a/t1 health on edge2a
-        [dispatch] st/r1/s1/a2-edge2b/t1 health on edge2b
-        [dispatch] st/r1/s1/a3-mgmt1/t1 health on mgmt1
+        [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
+        [dispatch] st/r1.1a21829eeb8/s1/a2-edge2b/t1 health on edge2b
+        [dispatch] st/r1.1a21829eeb8/s1/a3-mgmt1/t1 health on mgmt1
         baton> #1 [1/8] precheck: edge2a ok 0.9s, edge2b ok 0.9s, mgmt1 ok 0.9s
-        [dispatch] st/r1/s2/a1-edge2a/t1 services.stop on edge2a
-        [dispatch] st/r1/s2/a2-edge2b/t1 services.stop on edge2b
+        [dispatch] st/r1.1a21829eeb8/s2/a1-edge2a/t1 services.stop on edge2a
+        [dispatch] st/r1.1a21829eeb8/s2/a2-edge2b/t1 services.stop on edge2b
         carol> !abort 1 DNS  points   elsewhere
         baton> #1 will stop after step 2/8 (services) ends (abort requested by carol: DNS points elsewhere); nothing further will start.
         baton> #1 [2/8] services: edge2a ok 1.5s, edge2b ok 1.5s
         baton> #1 aborted by carol: DNS points elsewhere. 2 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
         alice> !failover xmpp EdgePool2
         baton> Run #2 requested by alice: move XMPP federation EdgePool1 -> EdgePool2 (Site2).
                Plan (sha256 d974d3765c60):
@@ -912,7 +919,131 @@ fn an_abort_request_journaled_before_reasons_existed_still_loads() {
         })
     );
     assert_eq!(
-        crate::render::status_table(run, t.now),
-        crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.now)
+        crate::render::status_table(run, t.engine.world(), t.now, "!"),
+        crate::render::status_table(t.engine.run(RunId(1)).expect("live"), t.engine.world(), t.now, "!")
     );
+}
+
+#[test]
+fn a_command_typed_in_another_room_is_answered_where_it_was_typed() {
+    let mut engine = Engine::new(config(|_| {}));
+    let incident = RoomRef::new(Platform::Console, "incident");
+    let bridge = RoomRef::new(Platform::Console, "bridge");
+    let chat = |room: &RoomRef, who: &str, text: &str| Input::Chat {
+        room: room.clone(),
+        sender: Sender::Verified(Identity::new(Platform::Console, who).expect("valid")),
+        command: parse("!", text).expect("addressed"),
+    };
+    let now = Utc::now();
+    engine.handle(chat(&incident, "alice", "!failover xmpp EdgePool2"), now);
+    let out = engine.handle(chat(&bridge, "bob", "!deny 1 wrong pool"), now);
+    let said: Vec<(&str, String)> = out.messages.iter().map(|m| (m.room.id.as_str(), m.text())).collect();
+    assert_eq!(
+        said,
+        [
+            (
+                "incident",
+                "#1 denied by bob: wrong pool. Nothing was changed.".to_string()
+            ),
+            (
+                "bridge",
+                "#1 denied by bob: wrong pool. Nothing was changed.".to_string()
+            ),
+        ],
+        "the run's room hears it, and so does the room where it was typed"
+    );
+    assert_eq!(out.messages[1].kind, MessageKind::Reply);
+    // Typed in the run's own room, it is said once.
+    engine.handle(chat(&incident, "alice", "!failover xmpp EdgePool2"), now);
+    let out = engine.handle(chat(&incident, "bob", "!deny 2"), now);
+    assert_eq!(out.messages.len(), 1);
+}
+
+#[test]
+fn a_store_restored_from_a_backup_gives_its_new_runs_new_keys() {
+    // The same store id and the same run number (the backup forgot run #1), another request:
+    // the agents must not answer the new run's actions with the forgotten run's results.
+    let keys = |at: &str| {
+        let mut t = T::new(|_| {});
+        t.now = DateTime::parse_from_rfc3339(at).expect("valid").with_timezone(&Utc);
+        t.say("alice", "!failover xmpp EdgePool2");
+        t.say("bob", "!approve 1");
+        t.in_flight
+            .iter()
+            .map(|d| d.request.key.to_string())
+            .collect::<Vec<_>>()
+    };
+    let forgotten = keys("2026-11-26T14:02:11Z");
+    let new = keys("2026-11-27T09:00:00Z");
+    assert_eq!(forgotten.len(), 3);
+    assert!(forgotten.iter().all(|k| !new.contains(k)), "{forgotten:?} vs {new:?}");
+    assert!(forgotten[0].starts_with("st/r1."), "{}", forgotten[0]);
+}
+
+#[test]
+fn a_failback_after_a_half_run_is_planned_from_where_the_route_is() {
+    let mut t = T::new(|_| {});
+    t.say("alice", "!failover xmpp EdgePool2");
+    t.say("bob", "!approve 1");
+    // Steps 1 to 5 succeed (the route and DNS move), the port check fails.
+    t.finish_all(&["bot"]);
+    t.log.clear();
+    t.say("carol", "!abort 1 port 5269 closed at the firewall");
+    t.say("alice", "!failover xmpp EdgePool2 again");
+    t.say("alice", "!failover xmpp EdgePool1 fail back");
+    assert_eq!(t.engine.route_holder().map(|p| p.as_str()), Some("EdgePool2"));
+    let back = t.engine.run(RunId(2)).expect("the failback is requested");
+    assert_eq!(back.plan.from_pool.as_ref().map(|p| p.as_str()), Some("EdgePool2"));
+    t.check(expect![[r#"
+        carol> !abort 1 port 5269 closed at the firewall
+        baton> #1 aborted by carol: port 5269 closed at the firewall. 5 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:11 UTC, approved by bob.
+               Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them); the federation route points to EdgePool2; DNS points the federation host to EdgePool2. To fail back: `!failover xmpp EdgePool1`.
+        alice> !failover xmpp EdgePool2 again
+        baton> EdgePool2 already holds the XMPP federation route; nothing to fail over.
+        alice> !failover xmpp EdgePool1 fail back
+        baton> Run #2 requested by alice: move XMPP federation EdgePool2 -> EdgePool1 (Site1).
+               Reason: fail back
+               Plan (sha256 96be43f5c5f3):
+                 [9 plan lines]
+               Needs 1 approval from edge-admins other than alice: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:23 UTC (15 min).
+    "#]]);
+}
+
+#[test]
+fn a_plan_shows_the_live_route_beside_the_journal_and_warns_before_stopping_the_pool_in_use() {
+    let mut t = T::new(|_| {});
+    t.full_plans = true;
+    // Someone moved the route by hand: Lync says EdgePool2, the journal still says EdgePool1.
+    let live = LiveRoute {
+        pool: Some(PoolName::parse("EdgePool2").expect("valid")),
+        seen: "EdgeServer:edgepool2.contoso.com (Site2)".into(),
+    };
+    t.feed(Input::Observed(live.clone()));
+    t.say("alice", "!failover xmpp EdgePool2 route looks odd");
+    // The observation is for that one command: the next plan has none.
+    t.say("bob", "!plan xmpp EdgePool2");
+    let journaled = t.journal.iter().find_map(|r| match &r.event {
+        Event::Requested { live_route, .. } => Some(live_route.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        journaled,
+        Some(Some(live)),
+        "the observation is journaled with the request"
+    );
+    let posted = t.log.split("bob> ").next().unwrap_or_default().to_string();
+    assert!(
+        posted.contains(
+            "Note: Lync reports the route as EdgeServer:edgepool2.contoso.com (Site2); Baton's journal says EdgePool1."
+        ),
+        "{posted}"
+    );
+    assert!(
+        posted.contains(
+            "Warning: EdgePool2 carries federation now (Lync routes federation to it): step 2 stops its services"
+        ),
+        "{posted}"
+    );
+    let preview = t.log.split("bob> ").nth(1).unwrap_or_default();
+    assert!(!preview.contains("Note: Lync"), "{preview}");
 }

@@ -30,6 +30,12 @@ pub enum StoreError {
     Schema { path: String, found: i64, known: i64 },
     #[error("cannot create the store's folder {path}: {source}")]
     Folder { path: String, source: std::io::Error },
+    #[error(
+        "the store {path} is in use by another Baton ({holder}); one Baton per store: stop the other one, or give this one a store of its own"
+    )]
+    InUse { path: String, holder: String },
+    #[error("cannot lock the store ({path}): {source}")]
+    Lock { path: String, source: std::io::Error },
 }
 
 /// A run's row in the `runs` projection (for dashboards and `sqlite3` users; the engine itself

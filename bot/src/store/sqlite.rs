@@ -85,6 +85,51 @@ pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     store_id: String,
+    /// Held for the store's lifetime: one Baton per store (see [`SqliteStore::open`]).
+    _lock: Option<std::fs::File>,
+}
+
+/// The lock file beside the store: `baton.sqlite` -> `baton.sqlite.lock`.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Takes the store's exclusive lock, or says who holds it.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read, Seek, Write};
+    let lock_file = lock_path(path);
+    let shown = lock_file.display().to_string();
+    let io = |source| StoreError::Lock {
+        path: shown.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_file)
+        .map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            return Err(StoreError::InUse {
+                path: path.display().to_string(),
+                holder: holder.trim().chars().take(100).collect(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    // Say who holds it, for the next one that tries.
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    writeln!(file, "pid {} {host}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
@@ -97,7 +142,9 @@ fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String 
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path` for a Baton that acts on it: takes the store's
+    /// exclusive lock (a second `baton run` on the same store is refused: both would handle the
+    /// same commands and dispatch the same keys), and brings the schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
@@ -105,6 +152,34 @@ impl SqliteStore {
                 source,
             })?;
         }
+        let lock = lock(path)?;
+        let mut store = SqliteStore::open_unlocked(path)?;
+        store._lock = Some(lock);
+        Ok(store)
+    }
+
+    /// Opens an existing store to read it (`baton audit`), beside a running Baton: no lock, no
+    /// schema change.
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let shown = path.display().to_string();
+        let err = |source| StoreError::Sqlite {
+            path: shown.clone(),
+            source,
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+        let store_id: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'store_id'", [], |r| r.get(0))
+            .map_err(err)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            store_id,
+            _lock: None,
+        })
+    }
+
+    fn open_unlocked(path: &Path) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: shown.clone(),
@@ -157,6 +232,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
             store_id,
+            _lock: None,
         })
     }
 
@@ -579,6 +655,21 @@ mod tests {
         );
         store.set_card(&room, RunId(1), None).expect("forgets");
         assert!(store.cards().expect("reads").is_empty());
+    }
+
+    #[test]
+    fn one_baton_per_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.sqlite");
+        let first = SqliteStore::open(&path).expect("opens");
+        let second = SqliteStore::open(&path).err().expect("a second Baton is refused");
+        let text = second.to_string();
+        assert!(text.contains("in use by another Baton"), "{text}");
+        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        let mut reader = SqliteStore::open_read_only(&path).expect("an audit may read beside it");
+        assert!(reader.verify_chain().expect("reads").intact());
+        drop(first);
+        SqliteStore::open(&path).expect("free again once the first is gone");
     }
 
     #[test]

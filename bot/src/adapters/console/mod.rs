@@ -23,11 +23,20 @@ use tokio_util::sync::CancellationToken;
 /// How long piped input waits for Baton's answer to a line before reading the next one.
 const TURN: Duration = Duration::from_secs(5);
 
-/// `[chat.console]`: the console as a chat room (lines on stdin, replies on stdout).
+/// `[chat.console]`: the console as a chat room (lines on stdin, replies on stdout). Anyone
+/// at the terminal can type as any person with a `console:<name>` identity, so `baton run`
+/// reads it only when `trusted = true` says it is a local operator's console; the demo always
+/// uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleSettings {
     pub room: String,
+    pub trusted: bool,
 }
+
+/// What an untrusted console means, for check-config and the log.
+pub const UNTRUSTED: &str = "chat.console: not trusted, so `baton run` does not read commands from its terminal \
+     (the demo still uses this room). Set trusted = true only for a local operator's console: anyone at that \
+     terminal can act as every person with a console:<name> identity";
 
 impl PlatformConfig for ConsoleSettings {
     fn platform(&self) -> Platform {
@@ -38,13 +47,21 @@ impl PlatformConfig for ConsoleSettings {
         Vec::new()
     }
 
-    fn build(&self) -> anyhow::Result<Arc<dyn ChatAdapter>> {
-        Ok(Arc::new(ConsoleAdapter::new(
+    fn build(&self) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>> {
+        if !self.trusted {
+            tracing::warn!("{UNTRUSTED}");
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(ConsoleAdapter::new(
             &self.room,
             Box::new(tokio::io::BufReader::new(tokio::io::stdin())),
             Box::new(std::io::stdout()),
             false,
-        )))
+        ))))
+    }
+
+    fn note(&self) -> Option<String> {
+        (!self.trusted).then(|| UNTRUSTED.to_string())
     }
 
     fn as_any(&self) -> &dyn Any {
@@ -56,12 +73,13 @@ impl PlatformConfig for ConsoleSettings {
 pub fn read(e: &mut Errors<'_>, t: Option<Table<'_, '_>>, _env: &SecretEnv<'_>) -> Option<Arc<dyn PlatformConfig>> {
     let c = t?;
     let enabled: bool = c.opt(e, "enabled").unwrap_or(true);
+    let trusted: bool = c.opt(e, "trusted").unwrap_or(false);
     let room: String = c.opt(e, "room").unwrap_or_else(|| "incident".into());
     if room.is_empty() || room.len() > 64 || room.chars().any(char::is_control) {
         e.at(&c.key_path("room"), c.span_of("room"), "must be a short room name");
     }
     c.finish(e);
-    enabled.then(|| Arc::new(ConsoleSettings { room }) as Arc<dyn PlatformConfig>)
+    enabled.then(|| Arc::new(ConsoleSettings { room, trusted }) as Arc<dyn PlatformConfig>)
 }
 
 /// The console room.
@@ -114,10 +132,14 @@ fn split_line(line: &str) -> Option<(&str, &str)> {
 fn sender(who: &str) -> Sender {
     match Identity::new(Platform::Console, who) {
         Ok(id) => Sender::Verified(id),
-        Err(e) => Sender::Unverified {
-            display: who.chars().take(32).collect(),
-            why: format!("'{who}' is not a console name: {e}"),
-        },
+        Err(e) => {
+            // Echoed with control and bidi characters escaped, cut short.
+            let shown: String = who.chars().take(32).flat_map(char::escape_debug).collect();
+            Sender::Unverified {
+                why: format!("'{shown}' is not a console name: {e}"),
+                display: shown,
+            }
+        }
     }
 }
 
@@ -142,24 +164,32 @@ impl ChatAdapter for ConsoleAdapter {
     }
 
     async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Some(input) = self.input.lock().await.take() else {
+        let Some(mut input) = self.input.lock().await.take() else {
             anyhow::bail!("the console adapter runs once");
         };
-        let mut lines = input.lines();
         let mut number = 0u64;
+        let mut raw = Vec::new();
         loop {
-            let line = tokio::select! {
-                line = lines.next_line() => line,
+            raw.clear();
+            let read = tokio::select! {
+                read = input.read_until(b'\n', &mut raw) => read,
                 _ = shutdown.cancelled() => return Ok(()),
             };
-            let line = match line {
-                Ok(Some(line)) => line,
-                Ok(None) => return Ok(()),
+            match read {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "console input unreadable; treating it as ended");
                     return Ok(());
                 }
+            }
+            // One bad line (bytes that are not UTF-8) is skipped; the session goes on.
+            let Ok(line) = std::str::from_utf8(&raw) else {
+                number += 1;
+                self.print("baton> That line is not valid UTF-8; it was skipped.");
+                continue;
             };
+            let line = line.to_string();
             number += 1;
             let trimmed = line.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -214,6 +244,62 @@ mod tests {
             Sender::Verified(Identity::new(Platform::Console, "alice").expect("valid"))
         );
         assert!(matches!(sender("al$ce"), Sender::Unverified { .. }));
+        let Sender::Unverified { display, why } = sender("bob\u{202e}\u{7}ecilA") else {
+            panic!("not a console name")
+        };
+        assert_eq!(
+            display, "bob\\u{202e}\\u{7}ecilA",
+            "bidi and control characters are escaped"
+        );
+        assert!(
+            why.starts_with("'bob\\u{202e}\\u{7}ecilA' is not a console name"),
+            "{why}"
+        );
         assert_eq!(format_message("a\nb"), "baton> a\n       b");
+    }
+
+    /// Output shared with the test.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_skipped_and_the_session_goes_on() {
+        let input: &[u8] = b"alice> !status\nbob> \xff\xfe !approve 1\ncarol> !runs\n";
+        let out = Shared::default();
+        let console = ConsoleAdapter::new(
+            "incident",
+            Box::new(tokio::io::BufReader::new(input)),
+            Box::new(out.clone()),
+            false,
+        );
+        let (tx, mut rx) = mpsc::channel::<Inbound>(8);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(m) = rx.recv().await {
+                if let Some(ack) = &m.ack {
+                    ack.fire();
+                }
+                got.push(m.text);
+            }
+            got
+        });
+        console
+            .run(tx, CancellationToken::new())
+            .await
+            .expect("runs to the end of input");
+        drop(console);
+        assert_eq!(reader.await.expect("joins"), ["!status", "!runs"]);
+        let printed = String::from_utf8(out.0.lock().expect("not poisoned").clone()).expect("utf-8");
+        assert!(printed.contains("not valid UTF-8; it was skipped"), "{printed}");
     }
 }

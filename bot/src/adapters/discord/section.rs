@@ -27,9 +27,18 @@ impl PlatformConfig for DiscordConfig {
             .collect()
     }
 
-    fn build(&self) -> anyhow::Result<Arc<dyn ChatAdapter>> {
+    fn build(&self) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>> {
         let adapter = DiscordAdapter::new(self.clone()).context("preparing the Discord adapter")?;
-        Ok(Arc::new(adapter))
+        Ok(Some(Arc::new(adapter)))
+    }
+
+    fn note(&self) -> Option<String> {
+        self.stand_in.as_ref().map(|s| {
+            format!(
+                "chat.discord talks to a Discord stand-in at {} (tests), not to discord.com",
+                s.address
+            )
+        })
     }
 
     fn as_any(&self) -> &dyn Any {

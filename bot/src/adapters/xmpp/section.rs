@@ -25,9 +25,9 @@ impl PlatformConfig for XmppConfig {
             .collect()
     }
 
-    fn build(&self) -> anyhow::Result<Arc<dyn ChatAdapter>> {
+    fn build(&self) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>> {
         let adapter = XmppAdapter::new(self.clone()).context("preparing the XMPP adapter")?;
-        Ok(Arc::new(adapter))
+        Ok(Some(Arc::new(adapter)))
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -27,23 +27,16 @@
 //! # "services.stop" = ["/usr/local/bin/baton-lync-sim", "--state", "/var/lib/sim/edge2a.json"]
 //! ```
 
-use crate::names::Fqdn;
+use baton_runbook::names::Fqdn;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// The actions an agent can carry out; `health` is answered by the agent itself.
-pub const AGENT_ACTIONS: &[&str] = &[
-    "services.stop",
-    "services.start",
-    "services.status",
-    "route.get",
-    "route.set",
-    "dns.set_a",
-    "dns.ensure_srv",
-];
+/// The actions an agent can carry out (derived from the catalog); `health` is answered by the
+/// agent itself.
+pub use baton_runbook::catalog::AGENT_ACTIONS;
 
 /// Where Windows keeps Windows PowerShell 5.1; used unless the configuration names another.
 pub const DEFAULT_POWERSHELL: &str = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe";
@@ -208,7 +201,7 @@ impl AgentConfig {
                 continue;
             }
             match humantime::parse_duration(text) {
-                Ok(d) if !d.is_zero() && d <= crate::protocol::MAX_TIMEOUT => {
+                Ok(d) if !d.is_zero() && d <= baton_runbook::protocol::MAX_TIMEOUT => {
                     timeouts.insert(action.clone(), d);
                 }
                 _ => errors.push(format!(
@@ -226,7 +219,7 @@ impl AgentConfig {
         };
         let mut client_sha256 = Vec::new();
         for (i, f) in raw.tls.client_sha256.iter().enumerate() {
-            match crate::tls::normalize_fingerprint(f) {
+            match baton_tls::normalize_fingerprint(f) {
                 Some(n) => client_sha256.push(n),
                 None => errors.push(format!(
                     "tls.client_sha256[{i}]: not a SHA-256 fingerprint (64 hex digits, ':' allowed)"
@@ -280,7 +273,7 @@ impl AgentConfig {
     }
 
     /// The timeout an action gets: what the caller asked, at most the configured bound.
-    pub fn timeout_for(&self, action: &crate::Action, asked: Duration) -> Duration {
+    pub fn timeout_for(&self, action: &baton_runbook::Action, asked: Duration) -> Duration {
         let bound = self
             .timeouts
             .get(action.id())
@@ -338,10 +331,10 @@ kind = "command"
         assert_eq!(c.tls.client_sha256, vec!["ab".repeat(32)]);
         assert!(c.tls.pinned());
         assert_eq!(c.shutdown_grace, Duration::from_secs(3));
-        let stop = crate::Action::ServicesStop { host: c.host.clone() };
+        let stop = baton_runbook::Action::ServicesStop { host: c.host.clone() };
         assert_eq!(c.timeout_for(&stop, Duration::from_secs(300)), Duration::from_secs(90));
         assert_eq!(c.timeout_for(&stop, Duration::from_secs(5)), Duration::from_secs(5));
-        let start = crate::Action::ServicesStart { host: c.host.clone() };
+        let start = baton_runbook::Action::ServicesStart { host: c.host.clone() };
         assert_eq!(
             c.timeout_for(&start, Duration::from_secs(3600)),
             Duration::from_secs(300),

@@ -2,9 +2,9 @@
 //! as `running` before its action starts and with its answer after it ends. A key found
 //! `running` when the agent starts again is closed as interrupted and never run again.
 
-use crate::catalog::Action;
-use crate::executor::IdempotencyKey;
-use crate::protocol::ActionAnswer;
+use baton_runbook::IdempotencyKey;
+use baton_runbook::catalog::Action;
+use baton_runbook::protocol::ActionAnswer;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -156,7 +156,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::names::Fqdn;
+    use baton_runbook::names::Fqdn;
 
     fn stop() -> Action {
         Action::ServicesStop {

@@ -2,13 +2,13 @@
 //! are set, match one), `GET /v1/health`, and `POST /v1/actions` with durable idempotency.
 //! It takes its listener and shutdown signal as arguments, so tests bind `127.0.0.1:0`.
 
-use super::config::AgentConfig;
-use super::journal::{Begin, Journal, JournalError};
-use super::{invoke, outcome, process};
-use crate::catalog::{Action, Target};
-use crate::executor::IdempotencyKey;
-use crate::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health};
-use crate::tls::TlsError;
+use crate::config::AgentConfig;
+use crate::journal::{Begin, Journal, JournalError};
+use crate::{invoke, outcome, process};
+use baton_runbook::IdempotencyKey;
+use baton_runbook::catalog::{Action, Target};
+use baton_runbook::protocol::{self, ActionAnswer, ActionCall, ErrorBody, ErrorKind, Health};
+use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response};
@@ -90,7 +90,7 @@ impl Agent {
     /// Loads the TLS material, creates the state folder and opens the journal (closing keys a
     /// previous process left running as interrupted).
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
-        let tls = crate::tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
+        let tls = baton_tls::server_config(&config.tls.cert, &config.tls.key, &config.tls.client_ca)?;
         std::fs::create_dir_all(&config.state_dir).map_err(|source| AgentError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -160,20 +160,20 @@ impl Agent {
 }
 
 /// Checks the pins, if any: a client passes when its fingerprint or its subject is listed.
-fn admit(settings: &super::config::TlsSettings, conn: &rustls::ServerConnection) -> Result<Peer, String> {
+fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection) -> Result<Peer, String> {
     let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else {
         return Err("no client certificate".to_string());
     };
     let peer = Peer {
-        subject: crate::tls::subject(cert).unwrap_or_else(|| "(unparsable subject)".to_string()),
-        sha256: crate::tls::sha256_hex(cert),
+        subject: baton_tls::subject(cert).unwrap_or_else(|| "(unparsable subject)".to_string()),
+        sha256: baton_tls::sha256_hex(cert),
     };
     if !settings.pinned()
         || settings.client_sha256.contains(&peer.sha256)
         || settings
             .client_subjects
             .iter()
-            .any(|s| crate::tls::same_subject(s, &peer.subject))
+            .any(|s| baton_tls::same_subject(s, &peer.subject))
     {
         Ok(peer)
     } else {
@@ -266,7 +266,7 @@ impl Inner {
             )),
             _ => Err(refuse(
                 ErrorKind::NotFound,
-                format!("no such endpoint: {}", crate::names::shown(&path)),
+                format!("no such endpoint: {}", baton_runbook::names::shown(&path)),
             )),
         }
     }
@@ -370,7 +370,7 @@ impl Inner {
                 ErrorKind::Conflict,
                 format!(
                     "key {key} was already used for another action: {}",
-                    crate::names::shown(&recorded)
+                    baton_runbook::names::shown(&recorded)
                 ),
             )),
         }

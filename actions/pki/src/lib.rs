@@ -4,7 +4,7 @@
 //! Layout of the output folder (keys are written with mode 0600 on Unix):
 //! `ca.crt`, `ca.key`, `bot.crt`, `bot.key`, and `<host>.crt` / `<host>.key` per agent.
 
-use crate::names::Fqdn;
+use baton_runbook::Fqdn;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -225,7 +225,7 @@ mod tests {
         .expect("init");
         assert_eq!(files.agents.len(), 2);
         let edge = &files.agents[&hosts[0]];
-        let der = crate::tls::load_certs(&edge.cert).expect("loads")[0].clone();
+        let der = baton_tls::load_certs(&edge.cert).expect("loads")[0].clone();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parses");
         let sans: Vec<String> = cert
             .subject_alternative_name()
@@ -245,12 +245,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            crate::tls::subject(&crate::tls::load_certs(&files.bot_cert).expect("loads")[0]).as_deref(),
+            baton_tls::subject(&baton_tls::load_certs(&files.bot_cert).expect("loads")[0]).as_deref(),
             Some("CN=baton-bot")
         );
         // The pieces make working TLS configurations on both sides.
-        crate::tls::server_config(&edge.cert, &edge.key, &files.ca_cert).expect("server config");
-        crate::tls::client_config(&files.bot_cert, &files.bot_key, &files.ca_cert).expect("client config");
+        baton_tls::server_config(&edge.cert, &edge.key, &files.ca_cert).expect("server config");
+        baton_tls::client_config(&files.bot_cert, &files.bot_key, &files.ca_cert).expect("client config");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -3,11 +3,11 @@
 //! result checked against what the action was meant to achieve (the cmdlets print nothing on
 //! success, so the scripts read the state back and the agent verifies it here).
 
-use super::process::{Exit, Finished};
-use crate::catalog::{Action, xmpp_route};
-use crate::executor::IdempotencyKey;
-use crate::names::shown;
-use crate::protocol::{
+use crate::process::{Exit, Finished};
+use baton_runbook::IdempotencyKey;
+use baton_runbook::catalog::{Action, xmpp_route};
+use baton_runbook::names::shown;
+use baton_runbook::protocol::{
     ActionAnswer, ActionResult, DnsAReport, DnsSrvReport, RouteChangeReport, RouteReport, ServiceState, ServicesReport,
 };
 use serde::de::DeserializeOwned;
@@ -195,8 +195,8 @@ fn verify(action: &Action, line: Option<&str>) -> Result<(String, ActionResult),
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::invoke::tests::catalog;
-    use crate::agent::process::Tail;
+    use crate::invoke::tests::catalog;
+    use crate::process::Tail;
 
     fn finished(exit: Exit, stdout: &str, stderr: &str) -> Finished {
         let mut out = Tail::new(1 << 16);

@@ -11,8 +11,8 @@
 //! every string of an action is checked once more against [`check_text`] (length, characters)
 //! so that no shell or PowerShell metacharacter can reach an executor.
 
+use crate::action::IdempotencyKey;
 use crate::catalog::Action;
-use crate::executor::IdempotencyKey;
 use crate::names::{Fqdn, SiteName, shown};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::Ipv4Addr;

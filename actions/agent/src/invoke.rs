@@ -5,11 +5,11 @@
 //! Parameters are always data (JSON on stdin or in `BATON_PARAMS`, one `BATON_PARAM_*` variable
 //! each); no parameter is ever spliced into an argv element or a script text.
 
-use super::config::{ExecutorConfig, LyncModule};
-use super::process::Invocation;
-use crate::catalog::{Action, DnsVia, relative, xmpp_route};
-use crate::executor::IdempotencyKey;
+use crate::config::{ExecutorConfig, LyncModule};
+use crate::process::Invocation;
 use base64::Engine;
+use baton_runbook::IdempotencyKey;
+use baton_runbook::catalog::{Action, DnsVia, relative, xmpp_route};
 use serde_json::{Map, Value, json};
 
 /// The flat parameters of an action, as executors receive them: names, addresses and numbers
@@ -66,7 +66,7 @@ pub fn parameters(action: &Action) -> Map<String, Value> {
     }
 }
 
-fn dns_zone(dns: &DnsVia) -> &crate::names::Fqdn {
+fn dns_zone(dns: &DnsVia) -> &baton_runbook::names::Fqdn {
     match dns {
         DnsVia::Rfc2136 { zone, .. } | DnsVia::Agent { zone, .. } => zone,
     }
@@ -174,8 +174,8 @@ pub fn invocation(executor: &ExecutorConfig, key: &IdempotencyKey, action: &Acti
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::agent::config::DEFAULT_POWERSHELL;
-    use crate::names::{Fqdn, SiteName};
+    use crate::config::DEFAULT_POWERSHELL;
+    use baton_runbook::names::{Fqdn, SiteName};
     use std::path::Path;
 
     fn fqdn(s: &str) -> Fqdn {
@@ -193,7 +193,7 @@ pub(super) mod tests {
         }
     }
 
-    /// One action of each kind an agent carries out, in [`crate::agent::config::AGENT_ACTIONS`]
+    /// One action of each kind an agent carries out, in [`crate::config::AGENT_ACTIONS`]
     /// order (the other agent modules' tests use it too).
     pub(crate) fn catalog() -> Vec<Action> {
         vec![

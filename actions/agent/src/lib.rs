@@ -2,8 +2,13 @@
 //! actions for the bot over HTTPS with mutual TLS, each key at most once.
 //!
 //! Layout: `config` (the TOML file), `server` (TLS, HTTP, idempotency), `journal` (the durable
-//! key record), `invoke` (what each executor starts), `process` (running it with a deadline),
-//! `outcome` (turning its output into a verified answer), `windows` (Job Objects).
+//! key record), `invoke` (what each executor starts, with the fixed PowerShell scripts of
+//! `scripts/`), `process` (running it with a deadline), `outcome` (turning its output into a
+//! verified answer), `windows` (Job Objects); `main.rs` is the `baton-agent` program.
+//!
+//! This crate is what runs on an Edge host, so it links only that: the runbook model, rustls,
+//! hyper, tokio and SQLite. The bot's DNS updater, probes and dispatcher, the PKI generator and
+//! the Lync simulator live in other crates that it does not depend on.
 
 pub mod config;
 mod invoke;

@@ -1,9 +1,8 @@
-//! `baton-agent`: the command-line shell over `baton_actions::agent` — run the agent, check a
-//! configuration, make test certificates, and on Windows install, remove and run it as a
-//! Windows service.
+//! `baton-agent`: the command-line shell over the `baton_agent` library — run the agent, check
+//! a configuration, and on Windows install, remove and run it as a Windows service.
 
 use anyhow::{Context, Result};
-use baton_actions::agent::{self, AgentConfig};
+use baton_agent::{self as agent, AgentConfig};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,7 @@
 //! The closed catalog of actions a plan may contain. An action is one unit of work on one
 //! target (an agent host, the DNS server, or the bot itself); a step fans out over its actions.
+//! [`ActionKind`] is the one list of action ids: [`ACTION_IDS`] and [`AGENT_ACTIONS`] are derived
+//! from it, and [`Action::kind`] maps every action to it.
 
 use crate::names::{Fqdn, SiteName};
 use serde::{Deserialize, Serialize};
@@ -9,7 +11,94 @@ use std::net::{IpAddr, Ipv4Addr};
 /// Where a DNS change is made: the inventory's provider, carried by each DNS action.
 pub type DnsVia = crate::inventory::DnsProvider;
 
-/// One action of the catalog, with its exact parameters.
+/// Declares [`ActionKind`] from one table: each kind's variant, its id, and whether an agent's
+/// executor carries it out. The id lists below are derived from it, so they cannot drift apart.
+macro_rules! action_kinds {
+    ($($kind:ident = $id:literal, agent: $agent:literal;)*) => {
+        /// The kind of an [`Action`], without its parameters.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ActionKind {
+            $($kind,)*
+        }
+
+        impl ActionKind {
+            /// Every kind, in catalog order.
+            pub const ALL: &[ActionKind] = &[$(ActionKind::$kind),*];
+
+            /// The id the wire protocol, the configuration files and the chat use.
+            pub const fn id(self) -> &'static str {
+                match self {
+                    $(ActionKind::$kind => $id,)*
+                }
+            }
+
+            /// True when an agent's executor carries it out: the services and route actions, and
+            /// the DNS actions for zones on Windows DNS. `health` is answered by the agent itself;
+            /// the port check and verify run in the bot.
+            pub const fn agent_executes(self) -> bool {
+                match self {
+                    $(ActionKind::$kind => $agent,)*
+                }
+            }
+        }
+    };
+}
+
+action_kinds! {
+    Health = "health", agent: false;
+    ServicesStop = "services.stop", agent: true;
+    ServicesStart = "services.start", agent: true;
+    ServicesStatus = "services.status", agent: true;
+    RouteGet = "route.get", agent: true;
+    RouteSet = "route.set", agent: true;
+    DnsSetA = "dns.set_a", agent: true;
+    DnsEnsureSrv = "dns.ensure_srv", agent: true;
+    PortCheck = "port.check", agent: false;
+    Verify = "verify", agent: false;
+}
+
+const KINDS: usize = ActionKind::ALL.len();
+
+/// Every action id of the catalog, in catalog order.
+pub const ACTION_IDS: &[&str] = &{
+    let mut ids = [""; KINDS];
+    let mut i = 0;
+    while i < KINDS {
+        ids[i] = ActionKind::ALL[i].id();
+        i += 1;
+    }
+    ids
+};
+
+const AGENT_KINDS: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < KINDS {
+        if ActionKind::ALL[i].agent_executes() {
+            n += 1;
+        }
+        i += 1;
+    }
+    n
+};
+
+/// The ids of the actions an agent can carry out, in catalog order; `health` is answered by the
+/// agent itself.
+pub const AGENT_ACTIONS: &[&str] = &{
+    let mut ids = [""; AGENT_KINDS];
+    let (mut i, mut n) = (0, 0);
+    while i < KINDS {
+        if ActionKind::ALL[i].agent_executes() {
+            ids[n] = ActionKind::ALL[i].id();
+            n += 1;
+        }
+        i += 1;
+    }
+    ids
+};
+
+/// One action of the catalog, with its exact parameters. The serde tags are the kinds' ids (a
+/// test checks each).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", deny_unknown_fields)]
 pub enum Action {
@@ -78,20 +167,25 @@ pub enum Target {
 }
 
 impl Action {
+    /// Its kind in the catalog.
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::Health { .. } => ActionKind::Health,
+            Action::ServicesStop { .. } => ActionKind::ServicesStop,
+            Action::ServicesStart { .. } => ActionKind::ServicesStart,
+            Action::ServicesStatus { .. } => ActionKind::ServicesStatus,
+            Action::RouteGet { .. } => ActionKind::RouteGet,
+            Action::RouteSet { .. } => ActionKind::RouteSet,
+            Action::DnsSetA { .. } => ActionKind::DnsSetA,
+            Action::DnsEnsureSrv { .. } => ActionKind::DnsEnsureSrv,
+            Action::PortCheck { .. } => ActionKind::PortCheck,
+            Action::Verify { .. } => ActionKind::Verify,
+        }
+    }
+
     /// The catalog id, as the agent protocol names it.
     pub fn id(&self) -> &'static str {
-        match self {
-            Action::Health { .. } => "health",
-            Action::ServicesStop { .. } => "services.stop",
-            Action::ServicesStart { .. } => "services.start",
-            Action::ServicesStatus { .. } => "services.status",
-            Action::RouteGet { .. } => "route.get",
-            Action::RouteSet { .. } => "route.set",
-            Action::DnsSetA { .. } => "dns.set_a",
-            Action::DnsEnsureSrv { .. } => "dns.ensure_srv",
-            Action::PortCheck { .. } => "port.check",
-            Action::Verify { .. } => "verify",
-        }
+        self.kind().id()
     }
 
     /// How long the action may take before it is stopped and the step fails. Stopping and
@@ -241,7 +335,7 @@ pub fn xmpp_route(edge_pool: &Fqdn) -> String {
 }
 
 /// `xmpp` for `xmpp.contoso.com` in zone `contoso.com`; `@` for the apex.
-pub(crate) fn relative(name: &Fqdn, zone: &Fqdn) -> String {
+pub fn relative(name: &Fqdn, zone: &Fqdn) -> String {
     let n = name.as_str();
     if n == zone.as_str() {
         return "@".to_string();
@@ -292,6 +386,97 @@ mod tests {
         assert!(serde_json::from_str::<Action>(r#"{"action":"shell","cmd":"rm -rf /"}"#).is_err());
     }
 
+    /// One action of the kind; DNS actions go through an agent, so that every kind an agent
+    /// executes targets one.
+    fn sample(kind: ActionKind) -> Action {
+        let host = fqdn("edge2a.contoso.com");
+        let site = SiteName::parse("Site2").expect("valid");
+        let dns = DnsVia::Agent {
+            host: fqdn("dns1.contoso.com"),
+            zone: fqdn("contoso.com"),
+        };
+        let address = Ipv4Addr::new(203, 0, 113, 20);
+        match kind {
+            ActionKind::Health => Action::Health { host },
+            ActionKind::ServicesStop => Action::ServicesStop { host },
+            ActionKind::ServicesStart => Action::ServicesStart { host },
+            ActionKind::ServicesStatus => Action::ServicesStatus { host },
+            ActionKind::RouteGet => Action::RouteGet { host, site },
+            ActionKind::RouteSet => Action::RouteSet {
+                host,
+                site,
+                edge_pool: fqdn("edgepool2.contoso.com"),
+            },
+            ActionKind::DnsSetA => Action::DnsSetA {
+                dns,
+                name: fqdn("xmpp.contoso.com"),
+                address,
+                ttl: 300,
+            },
+            ActionKind::DnsEnsureSrv => Action::DnsEnsureSrv {
+                dns,
+                name: fqdn("_xmpp-server._tcp.contoso.com"),
+                target: fqdn("xmpp.contoso.com"),
+                port: 5269,
+                priority: 10,
+                weight: 10,
+                ttl: 300,
+            },
+            ActionKind::PortCheck => Action::PortCheck {
+                address: IpAddr::V4(address),
+                port: 5269,
+            },
+            ActionKind::Verify => Action::Verify {
+                srv: fqdn("_xmpp-server._tcp.contoso.com"),
+                host: fqdn("xmpp.contoso.com"),
+                address,
+                port: 5269,
+                domain: fqdn("contoso.com"),
+            },
+        }
+    }
+
+    #[test]
+    fn the_id_lists_are_derived_from_the_kinds() {
+        assert_eq!(
+            ACTION_IDS,
+            [
+                "health",
+                "services.stop",
+                "services.start",
+                "services.status",
+                "route.get",
+                "route.set",
+                "dns.set_a",
+                "dns.ensure_srv",
+                "port.check",
+                "verify"
+            ]
+        );
+        assert_eq!(
+            AGENT_ACTIONS,
+            [
+                "services.stop",
+                "services.start",
+                "services.status",
+                "route.get",
+                "route.set",
+                "dns.set_a",
+                "dns.ensure_srv"
+            ]
+        );
+        for &kind in ActionKind::ALL {
+            let action = sample(kind);
+            assert_eq!(action.kind(), kind);
+            // The wire tag is the kind's id.
+            let json = serde_json::to_value(&action).expect("serializes");
+            assert_eq!(json["action"], kind.id(), "{kind:?}");
+            // An agent executes exactly the kinds that target an agent, but health.
+            let on_agent = matches!(action.target(), Target::Agent(_)) && kind != ActionKind::Health;
+            assert_eq!(kind.agent_executes(), on_agent, "{kind:?}");
+        }
+    }
+
     #[test]
     fn command_lines() {
         let win = DnsVia::Agent {
@@ -330,7 +515,7 @@ mod tests {
         assert_eq!(get.command_line(), "Get-CsSite -Identity Site2");
         assert_eq!(get.target(), Target::Agent(fqdn("mgmt1.contoso.com")));
         for a in [status, get] {
-            assert!(crate::ACTION_IDS.contains(&a.id()), "{} is listed", a.id());
+            assert!(ACTION_IDS.contains(&a.id()), "{} is listed", a.id());
         }
     }
 }

@@ -99,7 +99,7 @@ struct Tree {
     #[cfg(unix)]
     pgid: Option<i32>,
     #[cfg(windows)]
-    job: Option<super::windows::Job>,
+    job: Option<crate::windows::Job>,
 }
 
 impl Tree {
@@ -112,7 +112,7 @@ impl Tree {
         }
         #[cfg(windows)]
         {
-            let job = super::windows::Job::new().and_then(|job| child.raw_handle().map(|h| (job, h))).and_then(|(job, h)| {
+            let job = crate::windows::Job::new().and_then(|job| child.raw_handle().map(|h| (job, h))).and_then(|(job, h)| {
                 match job.assign(h) {
                     Ok(()) => Some(job),
                     Err(e) => {
@@ -176,7 +176,7 @@ pub async fn run(inv: &Invocation, timeout: Duration) -> Finished {
     #[cfg(unix)]
     cmd.process_group(0);
     #[cfg(windows)]
-    cmd.creation_flags(super::windows::CREATE_NO_WINDOW);
+    cmd.creation_flags(crate::windows::CREATE_NO_WINDOW);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -1,7 +1,7 @@
-//! The Lync simulator (`baton-lync-sim`, and `baton lync-sim` inside the demo): a stand-in for the Lync cmdlets on Linux, run by `baton-agent`'s `command`
-//! executor. One action per invocation; the host's state (services, sites' XMPP federation
-//! routes, DNS records) lives in a JSON file, so tests can check the effect of every step and
-//! count executions per key.
+//! The Lync simulator (`baton-lync-sim`, and `baton lync-sim` inside the demo), dev tooling: a
+//! stand-in for the Lync cmdlets on Linux, run by `baton-agent`'s `command` executor. One action
+//! per invocation; the host's state (services, sites' XMPP federation routes, DNS records) lives
+//! in a JSON file, so tests can check the effect of every step and count executions per key.
 //!
 //! Input: `BATON_ACTION`, `BATON_KEY` and the parameters as JSON on stdin (as the agent passes
 //! them). Output: one line of JSON on stdout, shaped like the PowerShell scripts' results.
@@ -9,11 +9,11 @@
 //! `BATON_SIM_DELAY_MS` / `BATON_SIM_FAIL`, or an `inject` entry in the state file per action
 //! (`{"delay_ms": 3000, "fail": "why", "times": 1, "spawn_child": true}`).
 
-use crate::protocol::{
+use anyhow::{Context, Result, anyhow, bail};
+use baton_runbook::protocol::{
     DnsAReport, DnsSrvReport, RouteChangeReport, RouteReport, ServiceState, ServicesReport, SrvRecord,
 };
-use crate::{Fqdn, SiteName};
-use anyhow::{Context, Result, anyhow, bail};
+use baton_runbook::{Fqdn, SiteName};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
