@@ -56,6 +56,12 @@ impl Baton {
         )
     }
 
+    /// Starts `baton <args>` with the log filter `filter` (e.g. `debug` to check what the logs
+    /// never contain).
+    pub fn start_logging(args: &[&str], filter: &str) -> anyhow::Result<Baton> {
+        Baton::spawn(args, Some(filter.to_string()))
+    }
+
     /// Starts `baton <args>` without `RUST_LOG`, so that the configuration's `[log]` applies.
     pub fn start_with_config_logs(args: &[&str]) -> anyhow::Result<Baton> {
         Baton::spawn(args, None)

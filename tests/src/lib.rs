@@ -4,6 +4,7 @@ pub mod agents;
 pub mod baton;
 pub mod bind;
 pub mod discord;
+pub mod discord_bot;
 pub mod echo_bot;
 pub mod prometheus;
 pub mod prosody;

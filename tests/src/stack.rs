@@ -54,6 +54,8 @@ pub struct Stack {
     pub options: StackOptions,
     /// The CA of Prosody's certificate: the s2s probes complete STARTTLS against it.
     pub federation_ca: PathBuf,
+    /// Discord beside the other chat, once [`Stack::with_discord`] added it.
+    pub discord: Option<DiscordChat>,
 }
 
 impl Stack {
@@ -97,6 +99,7 @@ impl Stack {
             store,
             options,
             federation_ca: tls.ca,
+            discord: None,
         };
         stack.write_config()?;
         Ok(stack)
@@ -209,6 +212,7 @@ attempts = 3
             extra = self.options.extra_config,
             federation_ca = self.federation_ca.display().to_string(),
         );
+        let text = self.discord_section(text)?;
         std::fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
     }
 
@@ -273,5 +277,65 @@ attempts = 3
         let mut stmt = conn.prepare(sql)?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+}
+
+// ----- Discord: the stack's chat can include a Discord stand-in --------------------------------
+
+/// Discord in the stack: a stand-in on this machine (see `discord_bot` for its people and
+/// channels), Baton reaching it over HTTPS with its CA.
+#[derive(Clone, Debug)]
+pub struct DiscordChat {
+    /// The stand-in's HTTPS address (`discord.com` resolves to it).
+    pub address: std::net::SocketAddr,
+    pub ca_pem: String,
+    /// Channels whose messages Baton reads, and mirror channels.
+    pub channels: Vec<u64>,
+    pub mirror_channels: Vec<u64>,
+}
+
+impl DiscordChat {
+    /// Baton in `#incidents` of the stand-in's guild.
+    pub fn for_stand_in(discord: &crate::discord::DiscordStandIn) -> DiscordChat {
+        DiscordChat {
+            address: discord.https_addr(),
+            ca_pem: discord.ca_pem().to_string(),
+            channels: vec![crate::discord_bot::INCIDENTS],
+            mirror_channels: Vec::new(),
+        }
+    }
+}
+
+impl Stack {
+    /// Adds Discord to Baton's chat and rewrites the configuration (start the bot afterwards):
+    /// the people get their Discord ids, and `[chat.discord]` points at the stand-in.
+    pub fn with_discord(&mut self, chat: DiscordChat) -> Result<()> {
+        self.discord = Some(chat);
+        self.write_config()
+    }
+
+    fn discord_section(&self, text: String) -> Result<String> {
+        let Some(chat) = &self.discord else {
+            return Ok(text);
+        };
+        use crate::discord_bot::{GUILD, TOKEN, with_discord_people};
+        let dir = self.dir.path();
+        std::fs::write(dir.join("discord.token"), TOKEN)?;
+        std::fs::write(dir.join("discord-ca.pem"), &chat.ca_pem)?;
+        let ids = |list: &[u64]| list.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let with_people = with_discord_people(&text);
+        anyhow::ensure!(
+            with_people != text,
+            "the stack's people have no console identities to extend"
+        );
+        Ok(format!(
+            "{with_people}\n[chat.discord]\nenabled = true\ntoken = {{ file = \"discord.token\" }}\n\
+             guilds = [\"{GUILD}\"]\nchannels = [{}]\nmirror_channels = [{}]\nedit_interval = \"200ms\"\n\
+             reconnect_initial = \"100ms\"\nreconnect_max = \"1s\"\n\
+             stand_in = {{ address = \"{}\", ca_file = \"discord-ca.pem\" }}\n",
+            ids(&chat.channels),
+            ids(&chat.mirror_channels),
+            chat.address
+        ))
     }
 }

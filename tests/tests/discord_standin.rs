@@ -820,6 +820,58 @@ async fn the_stand_in_refuses_what_discord_refuses() {
     assert_eq!(fifth.response_header("x-ratelimit-limit"), Some("5"));
 }
 
+/// Discord's `enforce_nonce`: a create repeated with the same nonce (a client retrying after a
+/// lost answer) returns the message made the first time; a lost answer still made the message.
+#[tokio::test]
+async fn an_enforced_nonce_makes_one_message_however_often_it_is_sent() {
+    let discord = DiscordStandIn::start(StandInConfig::example(TOKEN))
+        .await
+        .expect("stand-in starts");
+    let raw = Raw {
+        base: discord.http_base(),
+        client: reqwest::Client::new(),
+    };
+    let bot = format!("Bot {TOKEN}");
+    let auth = Some(bot.as_str());
+    let body = |content: &str, nonce: &str, enforce: bool| json!({"content": content, "nonce": nonce, "enforce_nonce": enforce});
+    discord.inject(
+        Fault::LostAnswer(502),
+        CallFilter::matching("POST", "/channels/200/messages"),
+        1,
+    );
+    let (status, _) = raw
+        .send("POST", "/channels/200/messages", auth, Some(body("one", "n.1", true)))
+        .await;
+    assert_eq!(status, 502, "the answer is lost");
+    let (status, again) = raw
+        .send("POST", "/channels/200/messages", auth, Some(body("one", "n.1", true)))
+        .await;
+    assert_eq!(status, 200);
+    let (_, other) = raw
+        .send("POST", "/channels/200/messages", auth, Some(body("two", "n.2", true)))
+        .await;
+    let (_, unenforced) = raw
+        .send("POST", "/channels/200/messages", auth, Some(body("one", "n.1", false)))
+        .await;
+    assert_ne!(again["id"], other["id"]);
+    assert_ne!(
+        again["id"], unenforced["id"],
+        "without enforce_nonce a nonce is only echoed"
+    );
+    let contents: Vec<String> = discord.read(|s| s.messages().map(|m| m.content().to_string()).collect());
+    assert_eq!(contents, ["one", "two", "one"], "one message per enforced nonce");
+    assert_eq!(again["nonce"], "n.1");
+    let (status, bad) = raw
+        .send(
+            "POST",
+            "/channels/200/messages",
+            auth,
+            Some(json!({"content": "x", "enforce_nonce": "yes"})),
+        )
+        .await;
+    assert_eq!((status, bad["code"].as_u64()), (400, Some(50035)));
+}
+
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A raw gateway client, to show what the gateway refuses.

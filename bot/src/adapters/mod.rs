@@ -4,6 +4,7 @@
 //! its mirror rooms; nothing else in Baton names a platform.
 
 pub mod console;
+pub mod discord;
 pub mod memory;
 pub mod xmpp;
 
@@ -70,7 +71,7 @@ pub const PLATFORMS: &[Entry] = &[
     },
     Entry {
         name: "discord",
-        read: |e, t, env| later(e, t, env, "discord", &["application_id", "channels"], "token"),
+        read: |e, t, env| t.and_then(|t| discord::section::read(e, t, env)),
     },
 ];
 

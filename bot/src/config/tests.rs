@@ -240,3 +240,61 @@ fn the_server_is_off_by_default_and_stays_on_loopback_unless_made_public() {
         }
     );
 }
+
+#[test]
+fn discord_settings_are_validated_and_the_token_never_echoed() {
+    let text = EXAMPLE
+        .replace("[chat.discord]\nenabled = false", "[chat.discord]\nenabled = true")
+        .replace("token = { env = \"BATON_DISCORD_TOKEN\" }", "token = \"MTIz.secret-discord-token\"")
+        .replace("guilds = [\"613425648685547541\"]", "guilds = [\"613425648685547541\", \"guild-1\", -4]")
+        .replace(
+            "mirror_channels = []",
+            "mirror_channels = [\"613425648685547544\"]\nstand_in = { address = \"192.0.2.1:443\", ca_file = \"/nonexistent/ca.pem\" }\nthreads = true",
+        )
+        .replace("edit_interval = \"1s\"", "edit_interval = \"5ms\"");
+    let out = errors(&text);
+    expect_test::expect![[r#"
+        line 115: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
+        line 116: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 116: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 120: chat.discord.threads: unknown key"#]]
+    .assert_eq(&out);
+    assert!(!out.contains("secret-discord-token"), "{out}");
+    // With the token and ids right, the adapter's own rules speak.
+    let text = text
+        .replace(
+            "token = \"MTIz.secret-discord-token\"",
+            "token = { env = \"BATON_DISCORD_TOKEN\" }",
+        )
+        .replace(", \"guild-1\", -4]", "]")
+        .replace("\nthreads = true", "");
+    let got = match parse_with(&text, &[("BATON_DISCORD_TOKEN", "MTIz.secret-discord-token")]) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
+    };
+    expect_test::expect![[r#"
+        line 118: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
+        line 119: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
+        line 119: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file
+        line 120: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)"#]]
+    .assert_eq(&got);
+    assert!(!got.contains("secret-discord-token"), "{got}");
+    let good = EXAMPLE.replace("[chat.discord]\nenabled = false", "[chat.discord]\nenabled = true");
+    let c = parse_with(&good, &[("BATON_DISCORD_TOKEN", "MTIz.secret-discord-token")]).expect("valid");
+    let d = c
+        .chat
+        .get::<crate::adapters::discord::DiscordConfig>()
+        .expect("enabled");
+    assert_eq!(d.guilds, [613425648685547541]);
+    assert_eq!(d.channels, [613425648685547544]);
+    assert_eq!(d.token.expose_secret(), "MTIz.secret-discord-token");
+    assert!(
+        !format!("{c:?}").contains("secret-discord-token"),
+        "the token stays redacted"
+    );
+    assert_eq!(
+        c.chat.platforms.iter().flat_map(|p| p.mirror_rooms()).count(),
+        0,
+        "no mirror channels in the example"
+    );
+}

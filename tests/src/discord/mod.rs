@@ -63,6 +63,8 @@
 //!   Follow-ups (`POST /webhooks/{app}/{token}`) and `GET/PATCH/DELETE …/messages/@original`
 //!   (or a follow-up's id) need an accepted callback first (`404 10015 Unknown Webhook` /
 //!   `10008`) and a token younger than 15 min (`401 50027 Invalid Webhook Token`).
+//! - `enforce_nonce`: a message create repeating a nonce the bot used in the last 5 minutes
+//!   returns the message made then instead of a new one (a client's retry after a lost answer).
 //! - Rate limits: every bucketed route answers `X-RateLimit-Limit/-Remaining/-Reset/-Reset-After/
 //!   -Bucket`; past [`RateLimit`] calls per window per (route, major id) it answers 429 with
 //!   `retry_after` and `Retry-After`, as Discord does (default 5 per 5 s).
@@ -100,7 +102,8 @@
 //!   RECONNECT), [`DiscordStandIn::hold_gateway`] (new connections wait before their handshake,
 //!   so a test can dispatch while the bot is surely away), [`DiscordStandIn::end_session`] (the
 //!   next RESUME gets INVALID_SESSION), [`DiscordStandIn::inject`] (the next K matching calls get
-//!   a 429 or a 5xx), [`DiscordStandIn::age_interaction`] (pushes a click into the past to test
+//!   a 429 or a 5xx, or a 5xx after the call took effect: a lost answer),
+//!   [`DiscordStandIn::age_interaction`] (pushes a click into the past to test
 //!   the 3 s window and the 15 min token without sleeping), [`DiscordStandIn::request_heartbeat`].
 //! - Looking: [`DiscordStandIn::wait_for_call`], [`DiscordStandIn::wait_until`] (any condition
 //!   over the [`State`]: calls, frames, connections, identifies, resumes, messages with their

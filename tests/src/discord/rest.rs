@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -354,7 +354,11 @@ pub(super) fn handle(state: &mut State, req: RestRequest) -> Answer {
         None | Some(Err(false)) => (Answer::error(ApiError::new(404, 0, "404: Not Found")), false),
         Some(Err(true)) => (Answer::error(ApiError::new(405, 0, "405: Method Not Allowed")), false),
         Some(Ok(route)) => match take_fault(state, &req) {
-            Some(answer) => (answer, true),
+            Some(Taken::Instead(answer)) => (answer, true),
+            Some(Taken::After(status)) => {
+                let _ = checked(state, &req, &route, body.as_ref(), now);
+                (lost(status), true)
+            }
             None => (checked(state, &req, &route, body.as_ref(), now), false),
         },
     };
@@ -380,7 +384,17 @@ pub(super) fn handle(state: &mut State, req: RestRequest) -> Answer {
     answer
 }
 
-fn take_fault(state: &mut State, req: &RestRequest) -> Option<Answer> {
+/// An injected fault: an answer instead of the call's, or the call's effect with this status.
+enum Taken {
+    Instead(Answer),
+    After(u16),
+}
+
+fn lost(status: u16) -> Answer {
+    Answer::json(status, objects::error(0, &format!("{status}: injected fault")))
+}
+
+fn take_fault(state: &mut State, req: &RestRequest) -> Option<Taken> {
     let position = state
         .faults
         .iter()
@@ -391,7 +405,8 @@ fn take_fault(state: &mut State, req: &RestRequest) -> Option<Answer> {
     if pending.remaining == 0 {
         state.faults.remove(position);
     }
-    Some(match fault {
+    Some(Taken::Instead(match fault {
+        Fault::LostAnswer(status) => return Some(Taken::After(status)),
         Fault::RateLimited { retry_after, global } => {
             let secs = retry_after.as_secs_f64();
             let mut answer = Answer::json(
@@ -419,8 +434,8 @@ fn take_fault(state: &mut State, req: &RestRequest) -> Option<Answer> {
             }
             answer
         }
-        Fault::Status(status) => Answer::json(status, objects::error(0, &format!("{status}: injected fault"))),
-    })
+        Fault::Status(status) => lost(status),
+    }))
 }
 
 fn unix_secs(t: SystemTime) -> f64 {
@@ -609,6 +624,19 @@ fn create_message(state: &mut State, channel: u64, body: &Value) -> Result<Answe
             None => {}
         }
     }
+    // Discord: with `enforce_nonce`, a nonce the author used in the last minutes returns the
+    // message made then, and nothing new is made.
+    let nonce_key = match (&parsed.nonce, parsed.enforce_nonce) {
+        (Some(n), true) => Some((state.cfg.bot.id, n.to_string())),
+        _ => None,
+    };
+    if let Some(key) = &nonce_key
+        && let Some((earlier, at)) = state.nonces.get(key)
+        && at.elapsed() < NONCE_WINDOW
+        && let Some(m) = state.message(*earlier).filter(|m| !m.deleted)
+    {
+        return Ok(Answer::json(200, m.json.clone()));
+    }
     let guild_id = (!matches!(place, Place::Dm { .. })).then_some(state.cfg.guild.id);
     let id = state.new_bot_message(channel, &parsed, Origin::Rest, |parts| {
         if let Some(referenced) = reference {
@@ -621,12 +649,18 @@ fn create_message(state: &mut State, channel: u64, body: &Value) -> Result<Answe
             parts.referenced_message = Some(referenced);
         }
     });
+    if let Some(key) = nonce_key {
+        state.nonces.insert(key, (id, Instant::now()));
+    }
     state.dispatch_message("MESSAGE_CREATE", id);
     Ok(Answer::json(
         200,
         state.message(id).expect("stored just above").json.clone(),
     ))
 }
+
+/// How long an enforced nonce is remembered ("the past few minutes" in Discord's docs).
+const NONCE_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 fn edit_channel_message(state: &mut State, channel: u64, message: u64, body: &Value) -> Result<Answer, ApiError> {
     visible_message(state, channel, message)?;

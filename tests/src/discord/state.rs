@@ -343,6 +343,9 @@ pub enum Fault {
     RateLimited { retry_after: Duration, global: bool },
     /// A 5xx (or any) status with Discord's generic error JSON.
     Status(u16),
+    /// The call takes effect as usual, but the client gets this status (with Discord's generic
+    /// error JSON) instead of the answer: a response lost on its way back.
+    LostAnswer(u16),
 }
 
 /// Which calls a fault applies to: everything, or a method and/or a path fragment.
@@ -404,6 +407,8 @@ pub struct State {
     pub(super) session: Option<Session>,
     pub(super) buckets: HashMap<String, Bucket>,
     pub(super) faults: VecDeque<PendingFault>,
+    /// Messages created with `enforce_nonce`: (author, nonce) -> (message id, when).
+    pub(super) nonces: HashMap<(u64, String), (u64, Instant)>,
 }
 
 impl State {
@@ -426,6 +431,7 @@ impl State {
             session: None,
             buckets: HashMap::new(),
             faults: VecDeque::new(),
+            nonces: HashMap::new(),
         }
     }
 

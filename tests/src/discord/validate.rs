@@ -149,6 +149,9 @@ pub struct MessageBody {
     pub flags: Option<u64>,
     pub tts: bool,
     pub nonce: Option<Value>,
+    /// `enforce_nonce`: a create with a nonce the author used in the last minutes returns that
+    /// message instead of making another.
+    pub enforce_nonce: bool,
     pub message_reference: Option<MessageRef>,
     pub sticker_ids: usize,
 }
@@ -270,6 +273,16 @@ pub fn message_body(v: &Value, kind: BodyKind) -> Result<MessageBody, ApiError> 
             ));
         }
         body.nonce = Some(nonce.clone());
+    }
+
+    match obj.get("enforce_nonce") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(b)) => body.enforce_nonce = *b,
+        Some(_) => errors.push(field(
+            &["enforce_nonce"],
+            "BASE_TYPE_BOOLEAN",
+            "Must be either true or false.",
+        )),
     }
 
     if let Some(r) = obj.get("message_reference").filter(|v| !v.is_null()) {
