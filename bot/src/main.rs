@@ -136,16 +136,39 @@ fn init_logs(level: Option<&str>, settings: &LogSettings, default: &str) {
     }
 }
 
-fn shutdown_on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
+/// The stop requests of `baton run`: the first SIGTERM (what `docker stop` and systemd send) or
+/// Ctrl-C cancels the first token (stop taking commands, drain for a bounded time); a second
+/// one cancels the second (stop at once; the journal keeps what was not finished).
+fn shutdown_on_signals() -> (CancellationToken, CancellationToken) {
+    let (first, second) = (CancellationToken::new(), CancellationToken::new());
+    let (f, s) = (first.clone(), second.clone());
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("interrupted; stopping (actions in flight resume at the next start)");
-            t.cancel();
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            #[cfg(unix)]
+            let got = match term.as_mut() {
+                Some(t) => tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    r = t.recv() => r.is_some(),
+                },
+                None => tokio::signal::ctrl_c().await.is_ok(),
+            };
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if !got {
+                return;
+            }
+            if n == 0 {
+                tracing::info!("stop requested; draining (a second stop request ends at once)");
+                f.cancel();
+            } else {
+                s.cancel();
+                return;
+            }
         }
     });
-    token
+    (first, second)
 }
 
 #[tokio::main]
@@ -170,7 +193,7 @@ async fn main() -> ExitCode {
                     crash_after,
                     simulate,
                 },
-                shutdown_on_signals(),
+                shutdown_on_signals().0,
             )
             .await
             .map(|()| ExitCode::SUCCESS)
@@ -192,7 +215,14 @@ async fn main() -> ExitCode {
         Cmd::Run { config: path } => match Config::load(&path) {
             Ok(config) => {
                 init_logs(cli.log.as_deref(), &config.log, "info");
-                run(path, config).await.map(|()| ExitCode::SUCCESS)
+                if let Err(e) = run(path, config).await {
+                    eprintln!("baton: {e:#}");
+                    std::process::exit(1);
+                }
+                // Everything is journaled and the store's thread has ended; a read of the
+                // console's stdin may still block a runtime thread, so leave without waiting
+                // for it.
+                std::process::exit(0);
             }
             Err(e) => Err(e.into()),
         },
@@ -388,7 +418,7 @@ async fn start_ops(
 }
 
 async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
-    let shutdown = shutdown_on_signals();
+    let (shutdown, hard_stop) = shutdown_on_signals();
     let store = SqliteStore::open(&config.bot.store)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
@@ -421,7 +451,8 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = start_ops(&config, links, consoles, parts.dispatcher.clone(), &shutdown).await?;
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
-        .with_reloads(reload_on_sighup(path));
+        .with_reloads(reload_on_sighup(path))
+        .with_drain(baton::daemon::DRAIN, hard_stop);
     if let Some(m) = metrics {
         daemon = daemon.with_metrics(m);
     }

@@ -148,6 +148,31 @@ impl Baton {
         )
     }
 
+    /// Waits until a stderr (log) line contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.stderr_lines().iter().any(|l| l.contains(needle)) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        bail!(
+            "no log line with {needle:?} within {timeout:?}; stderr:\n{}",
+            self.stderr()
+        )
+    }
+
+    /// SIGTERM: what `docker stop` and systemd send.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("running kill")?;
+        anyhow::ensure!(status.success(), "kill -TERM failed: {status}");
+        Ok(())
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash or a power cut.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

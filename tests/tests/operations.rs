@@ -6,7 +6,7 @@
 //! `promtool`, and `--version` names the commit.
 
 use baton::server::{CheckUrl, check};
-use baton_e2e::baton::{Baton, bin, run};
+use baton_e2e::baton::{Baton, bin, executions, run, started_not_ended, wait_action_in_flight};
 use baton_e2e::prometheus::{Prometheus, Sample};
 use baton_e2e::prosody::INCIDENT_ROOM;
 use baton_e2e::room::Follower;
@@ -408,4 +408,76 @@ fn run_agent(args: &[&str]) -> anyhow::Result<(bool, String, String)> {
         String::from_utf8_lossy(&out.stdout).trim().to_string(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// SIGTERM mid-run: the action in flight reports, the step's line is posted, a command typed
+/// while stopping is refused (not taken, not recorded), the next step is left journaled, and
+/// Baton exits 0 within its drain time. Started again, it finishes the run; no action ran twice
+/// (counted where actions start) and every step is reported exactly once.
+#[test]
+fn sigterm_mid_run_drains_exits_zero_and_the_run_completes_after_restart() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let example = include_str!("../../examples/contoso.toml");
+    let text = example
+        .replace(
+            "[chat.console]\nenabled = true\ntrusted = false",
+            "[chat.console]\nenabled = true\ntrusted = true",
+        )
+        .replace("\"services.stop\" = \"1s\"", "\"services.stop\" = \"3s\"");
+    assert!(text.contains("trusted = true") && text.contains("\"services.stop\" = \"3s\""));
+    let config = dir.path().join("baton.toml");
+    std::fs::write(&config, text)?;
+    let config = config.to_str().expect("a UTF-8 path");
+    let record = dir.path().join("simulation.sqlite");
+
+    let mut first = Baton::start_logging(&["run", "--config", config], "info")?;
+    first.send("alice> !failover xmpp EdgePool2 drill")?;
+    first.wait_for("Expires at", T)?;
+    first.send("bob> !approve 1")?;
+    first.wait_for("#1 [1/8]", T)?;
+    // Step 2 (stopping services, 3 s each) is running: the simulation's record says so.
+    let running = wait_action_in_flight(&record, T)?;
+    assert!(running.iter().all(|k| k.contains("/s2/")), "{running:?}");
+    let asked = Instant::now();
+    first.terminate()?;
+    first.wait_for_log("stopping: no new commands", T)?;
+    first.send("carol> !status 1")?;
+    let status = first.wait_exit(T)?;
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", first.stderr());
+    assert!(took < baton::daemon::DRAIN + Duration::from_secs(5), "took {took:?}");
+    let out = first.lines().join("\n");
+    assert!(
+        out.contains("#1 [2/8]"),
+        "the step in flight reported before the exit:\n{out}"
+    );
+    assert!(!out.contains("#1 [3/8]"), "{out}");
+    assert!(
+        out.contains("Baton is stopping") && !out.contains("#1 running"),
+        "a command while stopping is refused, not answered:\n{out}"
+    );
+    assert!(started_not_ended(&record)?.is_empty(), "nothing left half-done");
+    let ran = executions(&record)?;
+    assert!(
+        ran.iter().all(|(k, _)| k.contains("/s1/") || k.contains("/s2/")),
+        "{ran:?}"
+    );
+
+    // Started again: the journaled step 3 starts, and the run completes.
+    let mut second = Baton::start(&["run", "--config", config])?;
+    second.wait_for("#1 succeeded", T)?;
+    second.terminate()?;
+    assert_eq!(second.wait_exit(T)?.code(), Some(0), "{}", second.stderr());
+    let ran = executions(&record)?;
+    assert!(ran.len() >= 8, "{ran:?}");
+    for (key, n) in &ran {
+        assert_eq!(*n, 1, "{key} ran {n} times");
+    }
+    let mut lines = first.lines();
+    lines.extend(second.lines());
+    for k in 1..=8 {
+        let n = lines.iter().filter(|l| l.contains(&format!("#1 [{k}/8]"))).count();
+        assert_eq!(n, 1, "step {k} reported {n} times:\n{}", lines.join("\n"));
+    }
+    Ok(())
 }

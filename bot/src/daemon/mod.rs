@@ -105,6 +105,10 @@ pub struct Reconfig {
     pub status: Option<StatusLook>,
 }
 
+/// How long `baton run` drains on SIGTERM: within `docker stop`'s 10 s and systemd's
+/// `TimeoutStopSec=30s`.
+pub const DRAIN: Duration = Duration::from_secs(8);
+
 pub const MIRROR_GIVE_UP: Duration = Duration::from_secs(60);
 
 pub struct Daemon {
@@ -134,6 +138,12 @@ pub struct Daemon {
     direct_ids: i64,
     missing_platforms: BTreeSet<Platform>,
     clock: Clock,
+    /// How long a stop (SIGTERM) waits for actions in flight to report and rooms to drain.
+    drain: Duration,
+    /// A second stop request: ends at once (the journal keeps what was not finished).
+    hard_stop: CancellationToken,
+    /// Set once a stop was asked: until when the daemon drains.
+    draining: Option<Instant>,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -221,6 +231,9 @@ impl Daemon {
             direct_ids: -Utc::now().timestamp_millis(),
             missing_platforms: BTreeSet::new(),
             clock: Clock::start(),
+            drain: Duration::ZERO,
+            hard_stop: CancellationToken::new(),
+            draining: None,
         })
     }
 
@@ -241,6 +254,16 @@ impl Daemon {
     /// Accepts reloads from a configuration watcher (SIGHUP in `baton run`).
     pub fn with_reloads(mut self, reloads: mpsc::Receiver<Reconfig>) -> Daemon {
         self.reloads = Some(reloads);
+        self
+    }
+
+    /// On `shutdown`, stop taking commands and wait at most `drain` for the actions in flight
+    /// to report and the rooms' queues to empty; `hard_stop` ends the wait at once. Steps that
+    /// were due to start are journaled and start at the next start. Without this, `shutdown`
+    /// stops at once.
+    pub fn with_drain(mut self, drain: Duration, hard_stop: CancellationToken) -> Daemon {
+        self.drain = drain;
+        self.hard_stop = hard_stop;
         self
     }
 
@@ -270,10 +293,12 @@ impl Daemon {
         let (report_tx, mut report_rx) = mpsc::unbounded_channel::<RoomReport>();
         let (deferred_tx, mut deferred_rx) = mpsc::unbounded_channel::<Deferred>();
         let rooms_stop = CancellationToken::new();
+        // The adapters outlive a stop request: a draining daemon still delivers.
+        let adapters_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
         for adapter in self.adapters.values() {
             let adapter = adapter.clone();
-            let (tx, stop) = (in_tx.clone(), shutdown.child_token());
+            let (tx, stop) = (in_tx.clone(), adapters_stop.child_token());
             tasks.spawn(async move {
                 if let Err(e) = adapter.run(tx, stop).await {
                     tracing::error!(platform = %adapter.platform(), error = %format!("{e:#}"), "chat adapter stopped");
@@ -310,13 +335,42 @@ impl Daemon {
             if self.lifetime == Lifetime::UntilIdle && !inputs_open && self.idle() {
                 break Ok(());
             }
+            if let Some(until) = self.draining {
+                if self.drained() {
+                    tracing::info!("stopped cleanly: no action in flight, every room's queue delivered");
+                    break Ok(());
+                }
+                if Instant::now() >= until {
+                    tracing::warn!(
+                        in_flight = self.in_flight,
+                        "stopping at the drain deadline; what was not finished resumes at the next start"
+                    );
+                    break Ok(());
+                }
+            }
+            let drain_until = self.draining.unwrap_or_else(Instant::now);
             let deadline = self
                 .engine
                 .next_deadline()
                 .map(|d| (d - self.clock.now()).to_std().unwrap_or(Duration::ZERO));
             let step = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => break Ok(()),
+                _ = self.hard_stop.cancelled() => {
+                    tracing::warn!("stopping at once (second stop request); what was not finished resumes at the next start");
+                    break Ok(());
+                }
+                _ = shutdown.cancelled(), if self.draining.is_none() => {
+                    if self.drain.is_zero() {
+                        break Ok(());
+                    }
+                    tracing::info!(in_flight = self.in_flight, drain_s = self.drain.as_secs_f64(),
+                        "stopping: no new commands; waiting for actions in flight to report and the rooms' queues to empty");
+                    self.draining = Some(Instant::now() + self.drain);
+                    Ok(())
+                }
+                // Rooms drain on their own tasks: look again shortly, and at the deadline.
+                _ = tokio::time::sleep_until(drain_until.min(Instant::now() + Duration::from_millis(50)).into()),
+                    if self.draining.is_some() => Ok(()),
                 Some(c) = commit_rx.recv() => self.committed(c, &mut ctx),
                 Some(done) = done_rx.recv() => {
                     self.in_flight = self.in_flight.saturating_sub(1);
@@ -366,6 +420,7 @@ impl Daemon {
             }
         };
         shutdown.cancel();
+        adapters_stop.cancel();
         rooms_stop.cancel();
         tasks.shutdown().await;
         drop(ctx);
@@ -390,6 +445,12 @@ impl Daemon {
             && self.rooms.values().all(|r| r.backlog() == 0)
     }
 
+    /// Whether a stopping daemon is done: nothing in flight, nothing waiting for the store or
+    /// for a room that can take it.
+    fn drained(&self) -> bool {
+        self.in_flight == 0 && self.commits == 0 && self.rooms.values().all(|r| r.backlog() == 0)
+    }
+
     fn inbound(&mut self, m: Inbound, ctx: &mut Ctx) {
         let prefix = self.engine.config().prefix.clone();
         let parsed = match &m.button {
@@ -402,6 +463,17 @@ impl Daemon {
             self.answer(Vec::new(), None, ack, ctx);
             return;
         };
+        if self.draining.is_some() {
+            // Not taken and not recorded: the sender can send it again once Baton is back.
+            let text = "Baton is stopping (a restart or shutdown was asked): this command was not taken; send it again once Baton is back.";
+            tracing::info!(room = %m.room, id = %m.message_id, "command refused while stopping");
+            let reply = m
+                .reply
+                .clone()
+                .map(|h| (h, InteractionReply::Refused(Rich::from(text))));
+            self.answer(vec![Message::reply(m.room.clone(), text)], reply, ack, ctx);
+            return;
+        }
         let handled = (!m.message_id.is_empty()).then(|| Handled {
             room: m.room.clone(),
             sender: sender_key(&m.sender),
@@ -626,6 +698,12 @@ impl Daemon {
 
     fn perform(&mut self, after: After, ctx: &mut Ctx) {
         for d in after.dispatches {
+            if self.draining.is_some() {
+                // Journaled as started: the next start dispatches it under the same key.
+                tracing::info!(run = %d.run, step = d.step + 1, host = %d.request.action.where_short(), key = %d.request.key,
+                    "stopping: this action starts at the next start");
+                continue;
+            }
             self.dispatch(d, &ctx.done);
         }
         if let Some((handle, reply)) = after.reply
