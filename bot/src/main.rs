@@ -103,11 +103,34 @@ enum Cmd {
 fn init_logs(level: Option<&str>, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or(default)));
+    let filter = secret_safe(filter);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+}
+
+/// Caps the XMPP libraries' own logging at `info`, whatever `RUST_LOG` or `--log` asks for:
+/// at `trace` tokio-xmpp logs every byte of the stream, SASL included (PLAIN carries the
+/// password in base64, SCRAM the proof). A directive for a target replaces any earlier one for
+/// the same target, and these name every target down to the one that writes the stanzas, so no
+/// broader or equal directive can lift the cap.
+fn secret_safe(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    const CAPPED: [&str; 9] = [
+        "tokio_xmpp=info",
+        "tokio_xmpp::xmlstream=info",
+        "tokio_xmpp::xmlstream::capture=off",
+        "tokio_xmpp::stanzastream=info",
+        "tokio_xmpp::client=info",
+        "xmpp_parsers=info",
+        "xso=info",
+        "rxml=info",
+        "sasl=info",
+    ];
+    CAPPED.iter().fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("the capped directives are valid filter syntax"))
+    })
 }
 
 fn shutdown_on_signals() -> CancellationToken {
@@ -275,6 +298,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), "baton starting");
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
+        .with_mirror_give_up(config.bot.mirror_give_up)
         .with_reloads(reload_on_sighup(path));
     if let Some(look) = baton::assemble::status_look(&config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
