@@ -287,7 +287,7 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
         .chat
         .platforms
         .iter()
-        .map(|p| p.build())
+        .map(|p| p.build_beside(&config.bot.store))
         .collect::<anyhow::Result<Vec<_>>>()?;
     if adapters.is_empty() {
         anyhow::bail!(

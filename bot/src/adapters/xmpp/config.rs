@@ -51,8 +51,12 @@ pub struct XmppConfig {
     pub reconnect_max: Duration,
     /// How long one connection attempt (TCP, TLS, authentication) may take.
     pub connect_timeout: Duration,
-    /// How long `deliver` waits for the room to reflect a posted message.
+    /// How long `deliver` waits for the room to reflect a posted message before counting it
+    /// late (tracked, and sent again after a reconnect only if the room's history lacks it).
     pub delivery_timeout: Duration,
+    /// Where the rooms already told about hidden JIDs are remembered across restarts (beside
+    /// the store in `baton run`); `None`: for the process only.
+    pub notices_file: Option<PathBuf>,
 }
 
 impl XmppConfig {
@@ -70,6 +74,7 @@ impl XmppConfig {
             reconnect_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             delivery_timeout: Duration::from_secs(10),
+            notices_file: None,
         }
     }
 

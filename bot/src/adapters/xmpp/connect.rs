@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::io::BufStream;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -29,7 +30,6 @@ use tokio_xmpp::xmlstream::{
     FallibleStreamElement, PendingFeaturesRecv, ReadError, StreamHeader, Timeouts, XmppStream, XmppStreamElement,
     initiate_stream,
 };
-use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 /// The transport under the XML stream: plain TCP, or TLS over it after STARTTLS.
@@ -493,15 +493,25 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(p.begin(t0), Duration::ZERO, "the first attempt is at once");
         let waits: Vec<u128> = (0..6)
-            .map(|i| p.failed(FailureKind::Unreachable, t0 + Duration::from_secs(i)).as_millis())
+            .map(|i| {
+                p.failed(FailureKind::Unreachable, t0 + Duration::from_secs(i))
+                    .as_millis()
+            })
             .collect();
-        assert_eq!(waits, [200, 400, 500, 500, 500, 500], "capped while the outage is young");
+        assert_eq!(
+            waits,
+            [200, 400, 500, 500, 500, 500],
+            "capped while the outage is young"
+        );
         let later = p.failed(FailureKind::Unreachable, t0 + YOUNG_OUTAGE);
         assert_eq!(later, Duration::from_secs(8), "an old outage gets the full backoff");
         // A server that answers and refuses (a wrong password) is never hammered.
         let mut p = policy();
         let waits: Vec<u128> = (0..5)
-            .map(|i| p.failed(FailureKind::Refused, t0 + Duration::from_millis(i)).as_millis())
+            .map(|i| {
+                p.failed(FailureKind::Refused, t0 + Duration::from_millis(i))
+                    .as_millis()
+            })
             .collect();
         assert_eq!(waits, [200, 400, 800, 1600, 3200]);
     }
