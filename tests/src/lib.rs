@@ -6,6 +6,7 @@ pub mod bind;
 pub mod discord;
 pub mod echo_bot;
 pub mod prosody;
+pub mod proxy;
 pub mod room;
 pub mod stack;
 pub mod teams;

@@ -101,6 +101,17 @@ impl Follower {
         .with_context(|| format!("waiting for the bot to say {needle:?} in {room}"))
     }
 
+    /// Waits until `nick` is present in `room` (already there when this user joined, or
+    /// arriving); returns when this user's client received that presence.
+    pub async fn presence_of(
+        &mut self,
+        room: &str,
+        nick: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::time::Instant> {
+        self.client.expect_presence(room, nick, timeout).await
+    }
+
     /// Receives for `window` more (everything goes into the transcript).
     pub async fn settle(&mut self, window: Duration) {
         let more = self.client.collect_for(window).await;

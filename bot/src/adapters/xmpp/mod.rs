@@ -421,6 +421,9 @@ impl<'a> Driver<'a> {
                     s.joined.clear();
                     s.sessions += 1;
                 });
+                // Available to the server, so that a person writing to Baton's own address is
+                // answered (a server holds or drops messages to an account with no presence).
+                stream.send(Box::new(Stanza::Presence(Presence::available()))).await;
                 self.on_tick(stream).await;
             }
             Event::Stream(StreamEvent::Suspended) => {
