@@ -91,6 +91,15 @@ fn journal(dir: &Path) -> Vec<String> {
         .expect("reads")
 }
 
+/// The outbox rows neither delivered nor recorded undeliverable.
+fn outbox_pending(dir: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("baton.sqlite")).expect("opens");
+    conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| {
+        r.get(0)
+    })
+    .expect("counts")
+}
+
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
@@ -336,6 +345,17 @@ async fn a_mirror_room_that_refuses_holds_nothing_and_is_reported_once() {
         })
         .await
         .expect("status answered after the run");
+    // Every message to the mirror is recorded undeliverable soon after the run, not one per
+    // backoff period (which grows to 30 s).
+    let done = tokio::time::Instant::now();
+    until("the mirror's messages recorded undeliverable", || {
+        assert!(
+            done.elapsed() < Duration::from_secs(3),
+            "the mirror's messages still wait"
+        );
+        outbox_pending(dir.path()) == 0
+    })
+    .await;
     bot.stop().await;
     let ops: Vec<String> = discord.posted("ops").into_iter().map(|p| p.text).collect();
     let steps: Vec<usize> = ops
