@@ -396,3 +396,67 @@ async fn a_slow_platform_does_not_hold_a_deadline() {
     );
     bot.stop().await;
 }
+
+/// A platform whose first connection fails when told to (as an adapter whose stream ends).
+struct Crashing {
+    inner: Arc<MemoryAdapter>,
+    crash: tokio::sync::Notify,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ChatAdapter for Crashing {
+    fn platform(&self) -> Platform {
+        self.inner.platform()
+    }
+
+    async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if self.crashed.load(std::sync::atomic::Ordering::Acquire) {
+            return self.inner.run(inbound, shutdown).await;
+        }
+        let session = shutdown.child_token();
+        let run = self.inner.run(inbound, session.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            _ = self.crash.notified() => {
+                session.cancel();
+                run.await?;
+                self.crashed.store(true, std::sync::atomic::Ordering::Release);
+                anyhow::bail!("the stream ended")
+            }
+        }
+    }
+
+    async fn deliver(&self, message: &Outbound) -> Result<crate::chat::Delivered, crate::chat::DeliveryError> {
+        self.inner.deliver(message).await
+    }
+}
+
+#[tokio::test]
+async fn an_adapter_that_fails_is_started_again_and_the_bot_hears_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let crashing = Arc::new(Crashing {
+        inner: inner.clone(),
+        crash: tokio::sync::Notify::new(),
+        crashed: false.into(),
+    });
+    let bot = Bot::start(dir.path(), Duration::ZERO, vec![crashing.clone()], vec![]);
+    let answers =
+        |p: &[crate::adapters::memory::Posted]| p.iter().filter(|m| m.text.contains("Baton commands:")).count();
+    inner.say("ops", &who(ALICE), "!help").await;
+    inner.wait_for(WAIT, |p| answers(p) == 1).await.expect("answered");
+    crashing.crash.notify_one();
+    until("the first session ended", || {
+        crashing.crashed.load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
+    // Heard again once the daemon has started the adapter again (after 1 s).
+    inner.say("ops", &who(ALICE), "!help").await;
+    inner
+        .wait_for(WAIT, |p| answers(p) == 2)
+        .await
+        .expect("answered after the restart");
+    bot.stop().await;
+}

@@ -430,7 +430,7 @@ mod tests {
         let mut o = Outstanding::default();
         let now = Instant::now();
         for i in 0..MAX_PER_ROOM as i64 {
-            let _ = send(&mut o, "incident", i, &["x"], now, 0);
+            drop(send(&mut o, "incident", i, &["x"], now, 0));
         }
         o.overdue(now);
         let (tx, _rx) = oneshot::channel();

@@ -43,7 +43,7 @@ use crate::chat::{Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, 
 use async_trait::async_trait;
 use baton_policies::Platform;
 use confirm::{Outstanding, Refusal, Seen};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use inbound::{MessageOutcome, PresenceOutcome, RoomState};
 use notices::Told;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -74,6 +74,8 @@ pub enum XmppError {
     AlreadyRunning,
     #[error("the xmpp stream ended unexpectedly")]
     StreamEnded,
+    #[error("the xmpp adapter panicked")]
+    Panicked,
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
 }
@@ -220,7 +222,12 @@ impl ChatAdapter for XmppAdapter {
             .take()
             .ok_or(XmppError::AlreadyRunning)?;
         let mut driver = Driver::new(self, inbound, carry, shutdown.child_token());
-        let result = driver.run().await;
+        // A panic in the driver ends this run like any other failure: the queue and the late
+        // messages are still handed back below, so the daemon can start the adapter again.
+        let result = match std::panic::AssertUnwindSafe(driver.run()).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => Err(XmppError::Panicked),
+        };
         let Driver {
             commands,
             mut outstanding,
