@@ -50,6 +50,8 @@ pub struct StackOptions {
     pub xmpp_via_proxy: bool,
     /// Prosody offers only SASL PLAIN.
     pub sasl_plain_only: bool,
+    /// Baton's reconnect backoff (`reconnect_initial`, `reconnect_max`); `None`: 200ms and 2s.
+    pub xmpp_reconnect: Option<(String, String)>,
 }
 
 /// Every part, running.
@@ -139,8 +141,10 @@ impl Stack {
                 "[chat.console]\nenabled = false\n\n[chat.xmpp]\nenabled = true\njid = \"baton@contoso.test\"\n\
                  password = {{ file = \"xmpp.password\" }}\nserver = \"{}\"\ntls = \"plain\"\n\
                  rooms = [\"{INCIDENT_ROOM}\", \"{SEMI_ANONYMOUS_ROOM}\"]\nnickname = \"baton\"\n\
-                 reconnect_initial = \"200ms\"\nreconnect_max = \"2s\"\n{}\n",
+                 reconnect_initial = \"{}\"\nreconnect_max = \"{}\"\n{}\n",
                 self.xmpp_addr(),
+                self.options.xmpp_reconnect.as_ref().map_or("200ms", |r| r.0.as_str()),
+                self.options.xmpp_reconnect.as_ref().map_or("2s", |r| r.1.as_str()),
                 self.options.xmpp_config,
             )
         } else {
