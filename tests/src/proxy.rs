@@ -4,7 +4,7 @@
 //! connection at once; refuses new connections (accepts and closes them, as a server that is
 //! down behind a load balancer); or closes each new connection a set time after it opened (a
 //! server that accepts the client and then throws it out). It counts the connections it
-//! accepted. Plain threads and blocking sockets, so it needs no runtime; stopped on drop.
+//! accepted and keeps the first bytes the client sent (to see what went over the wire). Plain threads and blocking sockets, so it needs no runtime; stopped on drop.
 
 use anyhow::Context;
 use std::io::{Read, Write};
@@ -38,7 +38,12 @@ struct Shared {
     kick_after_ms: AtomicUsize,
     accepted: AtomicUsize,
     stopped: AtomicBool,
+    /// The first [`KEPT_UP`] bytes sent towards the server, all connections in order.
+    up: Mutex<Vec<u8>>,
 }
+
+/// How many bytes sent towards the server are kept.
+const KEPT_UP: usize = 1 << 20;
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -73,6 +78,7 @@ impl Proxy {
             kick_after_ms: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            up: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -148,6 +154,11 @@ impl Proxy {
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::Acquire)
     }
+
+    /// The bytes the clients sent towards the server so far (the first MiB).
+    pub fn sent_up(&self) -> Vec<u8> {
+        self.shared.up.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl Drop for Proxy {
@@ -216,6 +227,11 @@ fn pump(s: &Shared, mut from: TcpStream, mut to: TcpStream, direction: Direction
                 break;
             }
         }
+        if direction == Direction::Up {
+            let mut up = s.up.lock().unwrap_or_else(|p| p.into_inner());
+            let room = KEPT_UP.saturating_sub(up.len()).min(n);
+            up.extend_from_slice(&buf[..room]);
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
@@ -261,6 +277,7 @@ mod tests {
         let mut c = TcpStream::connect(proxy.addr()).expect("connects");
         c.write_all(b"one").expect("write");
         assert_eq!(read_some(&mut c, Duration::from_secs(2)).as_deref(), Some(&b"one"[..]));
+        assert_eq!(proxy.sent_up(), b"one", "what the client sent is kept");
         proxy.hold(Direction::Down);
         c.write_all(b"two").expect("write");
         assert_eq!(read_some(&mut c, Duration::from_millis(300)), None, "held");
