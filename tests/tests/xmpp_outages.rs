@@ -77,7 +77,17 @@ async fn a_mirror_room_that_refuses_the_bot_holds_nothing_up_and_is_reported_onc
         xmpp_config: format!("mirror_rooms = [\"{MEMBERS_ONLY_ROOM}\"]"),
         ..StackOptions::default()
     })?;
-    let (mut alice, bob, mut carol) = approved_run(&stack).await?;
+    let server = &stack.prosody;
+    let mut alice = Follower::join(server, "alice", INCIDENT_ROOM, "alice", JoinHistory::None).await?;
+    alice.wait_for_bot(INCIDENT_ROOM).await?;
+    let mut bob = Follower::join(server, "bob", INCIDENT_ROOM, "bob", JoinHistory::None).await?;
+    let mut carol = Follower::join(server, "carol", INCIDENT_ROOM, "carol", JoinHistory::None).await?;
+    alice.say(INCIDENT_ROOM, "!failover xmpp EdgePool2 drill").await?;
+    alice.bot_says(INCIDENT_ROOM, "Run #1 requested by alice", T).await?;
+    // A refusal (the requester cannot approve her own run) is answered too.
+    alice.say(INCIDENT_ROOM, "!approve 1").await?;
+    alice.bot_says(INCIDENT_ROOM, "Refused (!approve 1)", T).await?;
+    bob.say(INCIDENT_ROOM, "!approve 1").await?;
     alice.bot_says(INCIDENT_ROOM, "#1 [1/8] precheck", T).await?;
     carol.say(INCIDENT_ROOM, "!status 1").await?;
     carol.bot_says(INCIDENT_ROOM, "#1 running, step ", T).await?;
@@ -131,6 +141,12 @@ async fn a_mirror_room_that_refuses_the_bot_holds_nothing_up_and_is_reported_onc
         lines.join("\n")
     );
     assert_eq!(starting_with(&lines, "#1 succeeded in ").len(), 1);
+    assert_eq!(
+        starting_with(&lines, "Refused (!approve 1)").len(),
+        1,
+        "{}",
+        lines.join("\n")
+    );
     assert_eq!(
         starting_with(&lines, &report).len(),
         1,
