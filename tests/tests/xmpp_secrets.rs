@@ -111,3 +111,44 @@ async fn trace_logs_against_a_plain_only_server_never_show_the_password() -> Res
     assert!(!err.contains("panicked"), "baton panicked:\n{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_tcp_to_a_server_off_loopback_is_refused_by_check_config() -> Result<()> {
+    let stack = tokio::task::block_in_place(|| {
+        Stack::start(StackOptions {
+            xmpp_chat: true,
+            ..StackOptions::default()
+        })
+    })?;
+    let text = std::fs::read_to_string(&stack.config)?;
+    let loopback = format!("server = \"{}\"", stack.xmpp_addr());
+    assert!(text.contains(&loopback), "the stack's config names its server: {text}");
+    // A documentation address: `check-config` connects to nothing, and `baton run` loads the
+    // configuration through the same check before it connects anywhere.
+    let remote = text.replace(&loopback, "server = \"192.0.2.10:5222\"");
+    let path = stack.dir().join("remote.toml");
+    std::fs::write(&path, remote)?;
+    let path = path.to_str().context("the path is UTF-8")?;
+    let (status, stdout, stderr) =
+        tokio::task::block_in_place(|| baton_e2e::baton::run(&["check-config", path], Duration::from_secs(30)))?;
+    assert!(!status.success(), "refused: {stdout}{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains("chat.xmpp.tls: \"plain\" would send the password and every message unencrypted to 192.0.2.10"),
+        "{said}"
+    );
+    let password = stack.prosody.password("baton")?;
+    assert!(
+        !said.contains(password.expose_secret()),
+        "the message shows no password"
+    );
+    // The same file with the loopback server is fine.
+    let (status, stdout, stderr) = tokio::task::block_in_place(|| {
+        baton_e2e::baton::run(
+            &["check-config", stack.config.to_str().context("UTF-8")?],
+            Duration::from_secs(30),
+        )
+    })?;
+    assert!(status.success(), "the loopback server is accepted: {stdout}{stderr}");
+    Ok(())
+}
