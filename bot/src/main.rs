@@ -121,6 +121,7 @@ fn init_logs(level: Option<&str>, settings: &LogSettings, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(level.or(settings.filter.as_deref()).unwrap_or(default))
     });
+    let filter = secret_safe(filter);
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -134,6 +135,28 @@ fn init_logs(level: Option<&str>, settings: &LogSettings, default: &str) {
             .with_span_list(false)
             .init(),
     }
+}
+
+/// Caps the XMPP libraries' own logging at `info`, whatever `RUST_LOG` or `--log` asks for:
+/// at `trace` tokio-xmpp logs every byte of the stream, SASL included (PLAIN carries the
+/// password in base64, SCRAM the proof). A directive for a target replaces any earlier one for
+/// the same target, and these name every target down to the one that writes the stanzas, so no
+/// broader or equal directive can lift the cap.
+fn secret_safe(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    const CAPPED: [&str; 9] = [
+        "tokio_xmpp=info",
+        "tokio_xmpp::xmlstream=info",
+        "tokio_xmpp::xmlstream::capture=off",
+        "tokio_xmpp::stanzastream=info",
+        "tokio_xmpp::client=info",
+        "xmpp_parsers=info",
+        "xso=info",
+        "rxml=info",
+        "sasl=info",
+    ];
+    CAPPED.iter().fold(filter, |f, d| {
+        f.add_directive(d.parse().expect("the capped directives are valid filter syntax"))
+    })
 }
 
 /// The stop requests of `baton run`: the first SIGTERM (what `docker stop` and systemd send) or
@@ -425,7 +448,8 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
     let mut adapters = Vec::new();
     for p in &config.chat.platforms {
-        adapters.extend(p.build()?);
+        // Beside the store: the little state an adapter keeps across restarts.
+        adapters.extend(p.build_beside(&config.bot.store)?);
     }
     if adapters.is_empty() {
         let notes: Vec<String> = config.chat.platforms.iter().filter_map(|p| p.note()).collect();
@@ -451,6 +475,7 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let metrics = start_ops(&config, links, consoles, parts.dispatcher.clone(), &shutdown).await?;
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
+        .with_mirror_give_up(config.bot.mirror_give_up)
         .with_reloads(reload_on_sighup(path))
         .with_drain(baton::daemon::DRAIN, hard_stop);
     if let Some(m) = metrics {

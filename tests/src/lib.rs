@@ -8,6 +8,7 @@ pub mod discord_bot;
 pub mod echo_bot;
 pub mod prometheus;
 pub mod prosody;
+pub mod proxy;
 pub mod room;
 pub mod stack;
 pub mod teams;

@@ -101,6 +101,17 @@ impl Follower {
         .with_context(|| format!("waiting for the bot to say {needle:?} in {room}"))
     }
 
+    /// Waits until `nick` is present in `room` (already there when this user joined, or
+    /// arriving); returns when this user's client received that presence.
+    pub async fn presence_of(
+        &mut self,
+        room: &str,
+        nick: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::time::Instant> {
+        self.client.expect_presence(room, nick, timeout).await
+    }
+
     /// Receives for `window` more (everything goes into the transcript).
     pub async fn settle(&mut self, window: Duration) {
         let more = self.client.collect_for(window).await;
@@ -173,4 +184,33 @@ pub fn starting_with<'a>(lines: &'a [String], prefix: &str) -> Vec<&'a str> {
         .filter(|l| l.starts_with(prefix))
         .map(String::as_str)
         .collect()
+}
+
+/// The titles of the stack's plan steps, in order, as the room shows them.
+pub const STEPS: [&str; 8] = [
+    "precheck", "services", "route", "dns A", "dns SRV", "port", "services", "verify",
+];
+
+/// Checks that `lines` hold every step line of run #1 exactly once, in order, none failed.
+pub fn every_step_once_in_order(lines: &[String]) -> Result<(), String> {
+    let status = starting_with(lines, "#1 [");
+    let shown: Vec<String> = status
+        .iter()
+        .map(|l| l.split(':').next().unwrap_or(l).to_string())
+        .collect();
+    let expected: Vec<String> = STEPS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("#1 [{}/8] {t}", i + 1))
+        .collect();
+    if shown != expected {
+        return Err(format!(
+            "every step's status once, in order:\n{shown:#?}\nthe bot said:\n{}",
+            lines.join("\n")
+        ));
+    }
+    if let Some(failed) = status.iter().find(|l| l.contains("FAILED")) {
+        return Err(format!("a step failed: {failed}"));
+    }
+    Ok(())
 }

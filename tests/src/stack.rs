@@ -11,6 +11,7 @@ use crate::agents::{AgentSpec, Fleet, sim_state};
 use crate::baton::Baton;
 use crate::bind::Bind;
 use crate::prosody::{INCIDENT_ROOM, Prosody, ProsodyOptions, SEMI_ANONYMOUS_ROOM, test_pki};
+use crate::proxy::Proxy;
 use anyhow::{Context, Result};
 use baton_actions::Fqdn;
 use secrecy::ExposeSecret;
@@ -41,6 +42,16 @@ pub struct StackOptions {
     /// Extra TOML appended to Baton's configuration (e.g. a `[policy]` tweak is not possible
     /// this way; this is for new sections).
     pub extra_config: String,
+    /// Extra lines for the `[bot]` section (e.g. `mirror_give_up = "3s"`).
+    pub bot_config: String,
+    /// Extra lines for the `[chat.xmpp]` section (e.g. `mirror_rooms = [...]`).
+    pub xmpp_config: String,
+    /// Baton reaches Prosody's client port through a [`Proxy`] the test controls.
+    pub xmpp_via_proxy: bool,
+    /// Prosody offers only SASL PLAIN.
+    pub sasl_plain_only: bool,
+    /// Baton's reconnect backoff (`reconnect_initial`, `reconnect_max`); `None`: 200ms and 2s.
+    pub xmpp_reconnect: Option<(String, String)>,
 }
 
 /// Every part, running.
@@ -56,6 +67,8 @@ pub struct Stack {
     pub federation_ca: PathBuf,
     /// Discord beside the other chat, once [`Stack::with_discord`] added it.
     pub discord: Option<DiscordChat>,
+    /// Between Baton and Prosody's client port, when the options ask for it.
+    pub proxy: Option<Proxy>,
 }
 
 impl Stack {
@@ -65,9 +78,15 @@ impl Stack {
         let prosody = Prosody::start_with(ProsodyOptions {
             s2s_extra_interfaces: vec![POOL1_ADDRESS],
             tls: Some(tls.tls_files()),
+            sasl_plain_only: options.sasl_plain_only,
             ..ProsodyOptions::default()
         })
         .context("starting Prosody")?;
+        let proxy = if options.xmpp_via_proxy {
+            Some(Proxy::start(prosody.c2s_addr()).context("starting the proxy")?)
+        } else {
+            None
+        };
         let port = prosody.s2s_addr().port();
         let bind = Bind::start(&format!(
             "xmpp 300 IN A {POOL1_ADDRESS}\n_xmpp-server._tcp 300 IN SRV 10 10 {port} xmpp.contoso.test.\n"
@@ -100,6 +119,7 @@ impl Stack {
             options,
             federation_ca: tls.ca,
             discord: None,
+            proxy,
         };
         stack.write_config()?;
         Ok(stack)
@@ -124,8 +144,11 @@ impl Stack {
                 "[chat.console]\nenabled = false\n\n[chat.xmpp]\nenabled = true\njid = \"baton@contoso.test\"\n\
                  password = {{ file = \"xmpp.password\" }}\nserver = \"{}\"\ntls = \"plain\"\n\
                  rooms = [\"{INCIDENT_ROOM}\", \"{SEMI_ANONYMOUS_ROOM}\"]\nnickname = \"baton\"\n\
-                 reconnect_initial = \"200ms\"\nreconnect_max = \"2s\"\n",
-                self.prosody.c2s_addr()
+                 reconnect_initial = \"{}\"\nreconnect_max = \"{}\"\n{}\n",
+                self.xmpp_addr(),
+                self.options.xmpp_reconnect.as_ref().map_or("200ms", |r| r.0.as_str()),
+                self.options.xmpp_reconnect.as_ref().map_or("2s", |r| r.1.as_str()),
+                self.options.xmpp_config,
             )
         } else {
             "[chat.console]\nenabled = true\ntrusted = true\nroom = \"incident\"\n".to_string()
@@ -135,6 +158,7 @@ impl Stack {
 [bot]
 store = {store:?}
 executor = "agents"
+{bot_extra}
 
 [people.alice]
 identities = ["xmpp:alice@contoso.test", "console:alice"]
@@ -210,6 +234,7 @@ attempts = 3
             cert = pki.bot_cert.display().to_string(),
             key = pki.bot_key.display().to_string(),
             extra = self.options.extra_config,
+            bot_extra = self.options.bot_config,
             federation_ca = self.federation_ca.display().to_string(),
         );
         let text = self.discord_section(text)?;
@@ -220,6 +245,37 @@ attempts = 3
     pub fn start_bot(&self) -> Result<Baton> {
         let config = self.config.to_str().context("the config path is UTF-8")?;
         Baton::start(&["run", "--config", config])
+    }
+
+    /// Starts `baton run` with this log filter (`RUST_LOG`), e.g. `trace`.
+    pub fn start_bot_logging(&self, filter: &str) -> Result<Baton> {
+        let config = self.config.to_str().context("the config path is UTF-8")?;
+        Baton::start_logging(&["run", "--config", config], filter)
+    }
+
+    /// Where Baton connects for XMPP: the proxy when there is one, else Prosody itself.
+    pub fn xmpp_addr(&self) -> std::net::SocketAddr {
+        self.proxy.as_ref().map_or_else(|| self.prosody.c2s_addr(), Proxy::addr)
+    }
+
+    /// The proxy between Baton and Prosody (the options must have asked for it).
+    pub fn proxy(&self) -> &Proxy {
+        self.proxy.as_ref().expect("the stack was started with xmpp_via_proxy")
+    }
+
+    /// The journal's rows of one kind, as (time, event) in order.
+    pub fn journal_times(&self, kind: &str) -> Result<Vec<(chrono::DateTime<chrono::Utc>, serde_json::Value)>> {
+        self.journal()?
+            .into_iter()
+            .filter(|e| e["kind"] == kind)
+            .map(|e| {
+                let at = e["at"].as_str().context("every row has a time")?;
+                let at = chrono::DateTime::parse_from_rfc3339(at)
+                    .with_context(|| format!("the row's time {at} is RFC 3339"))?
+                    .with_timezone(&chrono::Utc);
+                Ok((at, e["event"].clone()))
+            })
+            .collect()
     }
 
     pub fn dir(&self) -> &Path {

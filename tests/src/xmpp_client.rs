@@ -45,6 +45,15 @@ pub struct RoomMessage {
     pub id: Option<String>,
     /// Carried a delay stamp (history replay).
     pub delayed: bool,
+    /// When this client received it.
+    pub at: std::time::Instant,
+}
+
+/// A one-to-one (`chat`) message as a test user saw it: from whom, and the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub from: String,
+    pub text: String,
 }
 
 /// One connected test user.
@@ -53,7 +62,8 @@ pub struct TestClient {
     stream: StanzaStream,
     stop: CancellationToken,
     received: VecDeque<RoomMessage>,
-    presences: VecDeque<Presence>,
+    presences: VecDeque<(std::time::Instant, Presence)>,
+    chats: VecDeque<ChatMessage>,
     sent: u64,
 }
 
@@ -81,6 +91,7 @@ impl TestClient {
             stop,
             received: VecDeque::new(),
             presences: VecDeque::new(),
+            chats: VecDeque::new(),
             sent: 0,
         };
         let deadline = Instant::now() + SETUP_TIMEOUT;
@@ -154,6 +165,68 @@ impl TestClient {
         Ok(())
     }
 
+    /// Corrects an earlier message of ours (XEP-0308 Last Message Correction) to `text`.
+    pub async fn send_correction(&mut self, room: &str, text: &str, replaces: &str) -> anyhow::Result<String> {
+        self.sent += 1;
+        let id = format!("{}-{}-{}", self.user, std::process::id(), self.sent);
+        let to = BareJid::new(room).context("room jid")?;
+        let mut message = Message::groupchat(Some(Jid::from(to))).with_body(Lang::new(), text.to_string());
+        message.id = Some(Id(id.clone()));
+        message.payloads.push(
+            tokio_xmpp::parsers::message_correct::Replace {
+                id: Id(replaces.to_string()),
+            }
+            .into(),
+        );
+        self.stream.send(Box::new(Stanza::Message(message))).await;
+        Ok(id)
+    }
+
+    /// Sends a one-to-one message to `to` (a bare or full JID, or a room occupant `room/nick`:
+    /// a private message through the room).
+    pub async fn send_chat(&mut self, to: &str, text: &str) -> anyhow::Result<()> {
+        self.sent += 1;
+        let to = Jid::new(to).context("recipient jid")?;
+        let mut message = Message::new(Some(to)).with_body(Lang::new(), text.to_string());
+        message.type_ = MessageType::Chat;
+        message.id = Some(Id(format!("{}-{}-{}", self.user, std::process::id(), self.sent)));
+        self.stream.send(Box::new(Stanza::Message(message))).await;
+        Ok(())
+    }
+
+    /// The one-to-one messages received within `window` (buffered ones included).
+    pub async fn chats_for(&mut self, window: Duration) -> Vec<ChatMessage> {
+        let deadline = Instant::now() + window;
+        while let Ok(event) = self.next_event(deadline).await {
+            self.keep(event);
+        }
+        self.chats.drain(..).collect()
+    }
+
+    /// Waits (at most `timeout`) for `nick` to be present in `room` (the presence the room
+    /// sends when someone is there or arrives); returns when this client received it.
+    pub async fn expect_presence(
+        &mut self,
+        room: &str,
+        nick: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<std::time::Instant> {
+        let deadline = Instant::now() + timeout;
+        let wanted = format!("{room}/{nick}");
+        loop {
+            while let Some((at, p)) = self.presences.pop_front() {
+                if p.type_ == PresenceType::None && p.from.as_ref().map(|f| f.to_string()) == Some(wanted.clone()) {
+                    return Ok(at);
+                }
+            }
+            let event = self
+                .next_event(deadline)
+                .await
+                .with_context(|| format!("{} waiting for {wanted} to be present", self.user))?;
+            self.keep(event);
+        }
+    }
+
     /// Returns the first received message (already buffered or arriving within `timeout`) that
     /// `matching` accepts; messages it skips stay buffered for later calls.
     pub async fn expect_message(
@@ -218,11 +291,16 @@ impl TestClient {
         done: impl Fn(&Presence) -> Option<Result<(), String>>,
     ) -> anyhow::Result<()> {
         loop {
-            while let Some(p) = self.presences.pop_front() {
+            let mut kept = VecDeque::new();
+            while let Some((at, p)) = self.presences.pop_front() {
                 if let Some(result) = done(&p) {
+                    kept.extend(self.presences.drain(..));
+                    self.presences = kept;
                     return result.map_err(anyhow::Error::msg);
                 }
+                kept.push_back((at, p));
             }
+            self.presences = kept;
             let event = self.next_event(deadline).await?;
             self.keep(event);
         }
@@ -241,9 +319,19 @@ impl TestClient {
                     text: text.to_string(),
                     id: m.id.as_ref().map(|i| i.0.clone()),
                     delayed: m.payloads.iter().any(|p| Delay::try_from(p.clone()).is_ok()),
+                    at: std::time::Instant::now(),
                 });
             }
-            Event::Stanza(Stanza::Presence(p)) => self.presences.push_back(p),
+            Event::Stanza(Stanza::Message(m)) if m.type_ == MessageType::Chat => {
+                let (Some(from), Some(text)) = (m.from.as_ref(), best_body(&m)) else {
+                    return;
+                };
+                self.chats.push_back(ChatMessage {
+                    from: from.to_string(),
+                    text: text.to_string(),
+                });
+            }
+            Event::Stanza(Stanza::Presence(p)) => self.presences.push_back((std::time::Instant::now(), p)),
             _ => {}
         }
     }

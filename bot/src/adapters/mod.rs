@@ -32,6 +32,13 @@ pub trait PlatformConfig: Send + Sync + fmt::Debug + 'static {
         None
     }
 
+    /// Builds the adapter with a place for the little state it keeps across restarts, beside
+    /// the store (`store` is the store's file). Platforms that keep none build as `build` does.
+    fn build_beside(&self, store: &std::path::Path) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>> {
+        let _ = store;
+        self.build()
+    }
+
     fn as_any(&self) -> &dyn Any;
 }
 

@@ -6,6 +6,7 @@ mod chat;
 mod dns;
 mod ops;
 mod probes;
+pub mod redact;
 pub mod secret;
 pub mod walk;
 
@@ -45,6 +46,9 @@ pub struct BotSettings {
     /// The SQLite store; relative paths are resolved against the configuration file's folder.
     pub store: PathBuf,
     pub executor: ExecutorKind,
+    /// How long a mirror room may refuse messages before Baton records them undeliverable there
+    /// and says so once in the run's room (`mirror_give_up`, default 60s).
+    pub mirror_give_up: Duration,
 }
 
 /// How Baton knows which pool holds the route now.
@@ -185,6 +189,8 @@ impl Config {
                     });
                 }
                 errors.sort_by_key(|x| x.line.unwrap_or(usize::MAX));
+                // Whatever a check quoted, a value under a key named like a secret is not shown.
+                redact::scrub(&mut errors, &redact::secret_values(doc.get_ref(), text));
                 Err(ConfigErrors {
                     origin: origin.to_string(),
                     errors,
@@ -250,13 +256,31 @@ fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<
             None
         }
     };
+    let mut give_up_ok = true;
+    let mirror_give_up = match duration(e, &t, "mirror_give_up") {
+        Some(d) if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) => {
+            e.at(
+                &t.key_path("mirror_give_up"),
+                t.span_of("mirror_give_up"),
+                "must be between 1s and 24h",
+            );
+            give_up_ok = false;
+            d
+        }
+        Some(d) => d,
+        None => {
+            give_up_ok = !t.has("mirror_give_up");
+            crate::daemon::MIRROR_GIVE_UP
+        }
+    };
     t.finish(e);
     Some(BotSettings {
         command_prefix: prefix,
         store,
         executor: executor?,
+        mirror_give_up,
     })
-    .filter(|_| prefix_ok)
+    .filter(|_| prefix_ok && give_up_ok)
 }
 
 fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directory> {

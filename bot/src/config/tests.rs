@@ -179,6 +179,7 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
+        line 104: chat.xmpp.tls: "plain" would send the password and every message unencrypted to im.contoso.com; it is only for a server on loopback (127.0.0.1, ::1, localhost): use "starttls"
         line 105: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
         line 108: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
     .assert_eq(&got);
@@ -297,4 +298,98 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         0,
         "no mirror channels in the example"
     );
+}
+
+#[test]
+fn check_config_never_quotes_a_value_under_a_secret_named_key_wherever_it_is() {
+    // Each planted value would otherwise be quoted by some check: a type error, an unknown
+    // action, an identity that does not parse, a syntax error.
+    let planted = [
+        ("[bot]\n", "[bot]\npassword = \"pw-in-bot-0001\"\n"),
+        ("[groups]\n", "[groups]\ntoken = \"tok-in-groups-0002\"\n"),
+        (
+            "[people.alice]\n",
+            "[people.token]\nidentities = [\"xmpp:tok-in-identity-0003\"]\n\n[people.alice]\n",
+        ),
+        ("[policy]\n", "[policy]\nsecret = [\"sec-in-policy-0004\"]\n"),
+        (
+            "[simulation.delays]\n",
+            "[simulation.delays]\napi_token = \"tok-in-delays-0005\"\n",
+        ),
+        ("[inventory.route]\n", "[inventory.route]\npasswd = 90060006\n"),
+        ("[chat.console]\n", "[chat.console]\nsecret = unquoted pw-broken-0007\n"),
+        (
+            "[inventory.federation]\n",
+            "[inventory.federation]\ntoken = { credential = \"nested-0009\" }\n",
+        ),
+        (
+            "[inventory.pools.EdgePool1]\n",
+            "[inventory.pools.EdgePool1]\npassword = [\"pw-list-0008\"]\n",
+        ),
+    ];
+    let mut text = EXAMPLE.to_string();
+    for (at, with) in planted {
+        assert!(text.contains(at), "{at}");
+        text = text.replacen(at, with, 1);
+    }
+    let text = text
+        .replace(
+            "tsig_secret = { env = \"BATON_TSIG_SECRET\" }",
+            "tsig_secret = \"tsig-literal-0010\"",
+        )
+        .replace(
+            "[chat.xmpp]\nenabled = false",
+            "[chat.discord]\ntoken = 11110011\n\n[chat.xmpp]\nenabled = false",
+        );
+    let err = parse_with(&text, &[]).expect_err("the planted keys are errors");
+    let shown = err.to_string();
+    for n in 1..=11 {
+        let tail = format!("{n:04}");
+        assert!(
+            !shown.contains(&format!("-{tail}")) && !shown.contains(&format!("0{tail}")),
+            "value #{n} is quoted:\n{shown}"
+        );
+    }
+    // Every planted key is still reported, by its path.
+    for path in [
+        "bot.password",
+        "groups.token",
+        "policy.secret",
+        "simulation.delays.api_token",
+        "inventory.route.passwd",
+        "dns.tsig_secret",
+        "chat.discord.token",
+        "inventory.federation.token",
+    ] {
+        assert!(shown.contains(path), "{path} is named:\n{shown}");
+    }
+    assert!(shown.contains("TOML syntax"), "{shown}");
+}
+
+#[test]
+fn the_mirror_give_up_time_is_a_bounded_duration() {
+    let c = parse_with(EXAMPLE, &[]).expect("valid");
+    assert_eq!(c.bot.mirror_give_up, Duration::from_secs(60));
+    let short = EXAMPLE.replacen(
+        "executor = \"simulated\"",
+        "executor = \"simulated\"\nmirror_give_up = \"3s\"",
+        1,
+    );
+    let c = parse_with(&short, &[]).expect("valid");
+    assert_eq!(c.bot.mirror_give_up, Duration::from_secs(3));
+    for (bad, why) in [
+        ("\"0s\"", "bot.mirror_give_up: must be between 1s and 24h"),
+        ("\"2d\"", "bot.mirror_give_up: must be between 1s and 24h"),
+        (
+            "\"soon\"",
+            "bot.mirror_give_up: 'soon' is not a duration like 15m or 2s",
+        ),
+    ] {
+        let text = EXAMPLE.replacen(
+            "executor = \"simulated\"",
+            &format!("executor = \"simulated\"\nmirror_give_up = {bad}"),
+            1,
+        );
+        assert!(errors(&text).contains(why), "{bad}: {}", errors(&text));
+    }
 }

@@ -75,7 +75,7 @@ pub fn value<T: DeserializeOwned>(e: &mut Errors<'_>, path: &str, v: &Spanned<De
     match T::deserialize(toml::de::ValueDeserializer::from(v.clone())) {
         Ok(t) => Some(t),
         Err(err) => {
-            let message = err.message().trim().to_string();
+            let message = super::redact::value_error(path, err.message().trim().to_string());
             e.at(path, err.span().or_else(|| Some(v.span())), message);
             None
         }

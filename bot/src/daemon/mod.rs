@@ -4,10 +4,12 @@
 //! rows to the rooms' tasks, answers clickers) when the store confirms it is durable; every room
 //! delivers its own queue in its own task.
 //!
-//! Files: `room.rs` (a room's delivery task), `seen.rs` (handled message ids).
+//! Files: `room.rs` (a room's delivery task), `seen.rs` (handled message ids), `supervise.rs`
+//! (adapters started again after a failure).
 
 pub mod room;
 pub mod seen;
+pub mod supervise;
 
 use crate::chat::{
     Ack, ButtonIntent, Capabilities, ChatAdapter, Inbound, InteractionReply, Outbound, ReplyHandle, Rich, RoomRef,
@@ -299,11 +301,7 @@ impl Daemon {
         for adapter in self.adapters.values() {
             let adapter = adapter.clone();
             let (tx, stop) = (in_tx.clone(), adapters_stop.child_token());
-            tasks.spawn(async move {
-                if let Err(e) = adapter.run(tx, stop).await {
-                    tracing::error!(platform = %adapter.platform(), error = %format!("{e:#}"), "chat adapter stopped");
-                }
-            });
+            tasks.spawn(supervise::supervise(adapter, tx, stop, supervise::RESTARTS));
         }
         drop(in_tx);
         let waiting: Vec<RoomRef> = self.backlog.keys().cloned().collect();

@@ -128,6 +128,9 @@ pub fn spawn(
                         }
                         settle(&counted, before, queue.len());
                         match failed {
+                            // A mirror room that gave up has recorded this message undeliverable:
+                            // the next one gets its single attempt at once, not after a pause.
+                            Some(_) if queue.gave_up() => backoff = FIRST,
                             Some(after) => {
                                 let pause = after.unwrap_or(backoff);
                                 backoff = (backoff * 2).min(MAX);

@@ -91,6 +91,15 @@ fn journal(dir: &Path) -> Vec<String> {
         .expect("reads")
 }
 
+/// The outbox rows neither delivered nor recorded undeliverable.
+fn outbox_pending(dir: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("baton.sqlite")).expect("opens");
+    conn.query_row("SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL", [], |r| {
+        r.get(0)
+    })
+    .expect("counts")
+}
+
 async fn until(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !check() {
@@ -336,6 +345,17 @@ async fn a_mirror_room_that_refuses_holds_nothing_and_is_reported_once() {
         })
         .await
         .expect("status answered after the run");
+    // Every message to the mirror is recorded undeliverable soon after the run, not one per
+    // backoff period (which grows to 30 s).
+    let done = tokio::time::Instant::now();
+    until("the mirror's messages recorded undeliverable", || {
+        assert!(
+            done.elapsed() < Duration::from_secs(3),
+            "the mirror's messages still wait"
+        );
+        outbox_pending(dir.path()) == 0
+    })
+    .await;
     bot.stop().await;
     let ops: Vec<String> = discord.posted("ops").into_iter().map(|p| p.text).collect();
     let steps: Vec<usize> = ops
@@ -392,4 +412,68 @@ fn the_engine_clock_follows_the_monotonic_clock_not_the_wall() {
     assert!((5000..6000).contains(&elapsed), "{elapsed} ms");
     let later = clock.now();
     assert!(later >= wall + chrono::Duration::seconds(5));
+}
+
+/// A platform whose first connection fails when told to (as an adapter whose stream ends).
+struct Crashing {
+    inner: Arc<MemoryAdapter>,
+    crash: tokio::sync::Notify,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ChatAdapter for Crashing {
+    fn platform(&self) -> Platform {
+        self.inner.platform()
+    }
+
+    async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
+        if self.crashed.load(std::sync::atomic::Ordering::Acquire) {
+            return self.inner.run(inbound, shutdown).await;
+        }
+        let session = shutdown.child_token();
+        let run = self.inner.run(inbound, session.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            _ = self.crash.notified() => {
+                session.cancel();
+                run.await?;
+                self.crashed.store(true, std::sync::atomic::Ordering::Release);
+                anyhow::bail!("the stream ended")
+            }
+        }
+    }
+
+    async fn deliver(&self, message: &Outbound) -> Result<crate::chat::Delivered, crate::chat::DeliveryError> {
+        self.inner.deliver(message).await
+    }
+}
+
+#[tokio::test]
+async fn an_adapter_that_fails_is_started_again_and_the_bot_hears_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let inner = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let crashing = Arc::new(Crashing {
+        inner: inner.clone(),
+        crash: tokio::sync::Notify::new(),
+        crashed: false.into(),
+    });
+    let bot = Bot::start(dir.path(), Duration::ZERO, vec![crashing.clone()], vec![]);
+    let answers =
+        |p: &[crate::adapters::memory::Posted]| p.iter().filter(|m| m.text.contains("Baton commands:")).count();
+    inner.say("ops", &who(ALICE), "!help").await;
+    inner.wait_for(WAIT, |p| answers(p) == 1).await.expect("answered");
+    crashing.crash.notify_one();
+    until("the first session ended", || {
+        crashing.crashed.load(std::sync::atomic::Ordering::Acquire)
+    })
+    .await;
+    // Heard again once the daemon has started the adapter again (after 1 s).
+    inner.say("ops", &who(ALICE), "!help").await;
+    inner
+        .wait_for(WAIT, |p| answers(p) == 2)
+        .await
+        .expect("answered after the restart");
+    bot.stop().await;
 }

@@ -51,8 +51,12 @@ pub struct XmppConfig {
     pub reconnect_max: Duration,
     /// How long one connection attempt (TCP, TLS, authentication) may take.
     pub connect_timeout: Duration,
-    /// How long `deliver` waits for the room to reflect a posted message.
+    /// How long `deliver` waits for the room to reflect a posted message before counting it
+    /// late (tracked, and sent again after a reconnect only if the room's history lacks it).
     pub delivery_timeout: Duration,
+    /// Where the rooms already told about hidden JIDs are remembered across restarts (beside
+    /// the store in `baton run`); `None`: for the process only.
+    pub notices_file: Option<PathBuf>,
 }
 
 impl XmppConfig {
@@ -70,6 +74,7 @@ impl XmppConfig {
             reconnect_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(15),
             delivery_timeout: Duration::from_secs(10),
+            notices_file: None,
         }
     }
 
@@ -107,7 +112,14 @@ impl XmppConfig {
             }
         };
         match self.server.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {}
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                if self.tls == TlsMode::Plain && !is_loopback(host) {
+                    errors.push(format!(
+                        "xmpp.tls: \"plain\" would send the password and every message unencrypted to {host}; \
+                         it is only for a server on loopback (127.0.0.1, ::1, localhost): use \"starttls\""
+                    ));
+                }
+            }
             _ => errors.push(format!(
                 "xmpp.server: '{}' must be host:port (no SRV lookup is made)",
                 self.server
@@ -186,6 +198,13 @@ impl XmppConfig {
             _ => Err(errors),
         }
     }
+}
+
+/// Whether `host` (from `host:port`, IPv6 possibly in brackets) names this machine's loopback
+/// interface: the only place an unencrypted stream may go.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A room after validation.
@@ -280,6 +299,30 @@ mod tests {
                 "xmpp.rooms: at least one room is needed",
             ],
         );
+    }
+
+    #[test]
+    fn plain_tcp_is_for_loopback_only() {
+        for host in ["127.0.0.1:5222", "127.0.0.53:5222", "localhost:5222", "[::1]:5222"] {
+            let mut c = base();
+            c.server = host.into();
+            check(c, &[]);
+        }
+        for host in ["xmpp.contoso.test:5222", "10.0.0.5:5222", "[2001:db8::1]:5222"] {
+            let mut c = base();
+            c.server = host.into();
+            let h = host.rsplit_once(':').map(|(h, _)| h).unwrap_or_default();
+            let want = format!(
+                "xmpp.tls: \"plain\" would send the password and every message unencrypted to {h}; it is only \
+                 for a server on loopback (127.0.0.1, ::1, localhost): use \"starttls\""
+            );
+            check(c.clone(), &[want.as_str()]);
+            c.tls = TlsMode::StartTls {
+                ca_file: None,
+                server_name: None,
+            };
+            check(c, &[]);
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! What the bot knows about each room it sits in, and how a received stanza becomes an
 //! [`Inbound`] (or is dropped): the sender is the occupant's real bare JID taken from MUC
-//! presence, never the nickname; history (anything with a delay stamp), the bot's own messages
-//! and ids already handled are dropped. Pure: no IO, so every rule is tested with stanzas.
+//! presence, never the nickname; history (anything with a delay stamp), corrections
+//! (XEP-0308), private messages, the bot's own messages and ids already handled are never
+//! commands. The bot's own messages, live or replayed from history, are handed back only to
+//! confirm their delivery. Pure: no IO, so every rule is tested with stanzas.
 
 use crate::chat::{Inbound, RoomRef};
 use baton_policies::{Identity, Platform, Sender};
@@ -19,6 +21,22 @@ use tokio_xmpp::parsers::stanza_id::{OriginId, StanzaId};
 pub const HIDDEN_JIDS_NOTICE: &str = "I cannot see members' real JIDs in this room (it is semi-anonymous and I am \
      not a moderator), so I will not accept requests or approvals here. To use Baton in this room, make it \
      non-anonymous (Prosody: whois = anyone; ejabberd: anonymous = false) or make me a moderator.";
+
+/// Posted once per room (per process) the first time someone corrects a message there.
+pub const EDITS_NOTICE: &str = "I do not act on edited messages (XEP-0308 corrections): to give a command, \
+     send it again as a new message.";
+
+/// The one line a private message to Baton gets (`rooms`: the rooms where commands are read).
+pub fn private_notice(rooms: &[String]) -> String {
+    let (word, list) = match rooms {
+        [one] => ("room", one.clone()),
+        _ => ("rooms", rooms.join(", ")),
+    };
+    format!(
+        "I take commands only in the incident {word} ({list}), where everyone can see them; private messages \
+         to me are not read."
+    )
+}
 
 /// The reason attached to senders whose real JID the bot cannot see.
 pub const HIDDEN_JIDS_WHY: &str = "this room hides members' real JIDs from Baton (semi-anonymous room, Baton is \
@@ -84,6 +102,22 @@ pub enum MessageOutcome {
         origin_id: Option<String>,
         body: Option<String>,
     },
+    /// One of the bot's own messages replayed from the room's history (asked for after a
+    /// reconnect, to see what the room got), stamped at `stamp_ms` (Unix milliseconds).
+    OwnHistory {
+        id: Option<String>,
+        origin_id: Option<String>,
+        body: Option<String>,
+        stamp_ms: i64,
+    },
+    /// The room's subject: sent after the history when joining, so it ends the history.
+    Subject,
+    /// A correction of an earlier message (XEP-0308): never a command.
+    Correction,
+    /// A private message to the bot from the occupant `nick` (never a command).
+    Private {
+        nick: String,
+    },
     /// The room reported an error for a message the bot sent.
     Error {
         id: Option<String>,
@@ -111,8 +145,10 @@ pub struct RoomState {
     /// Nickname -> real bare JID, when the room shows it.
     occupants: HashMap<String, Option<BareJid>>,
     handled: RecentIds,
-    /// Set once the hidden-JIDs notice was posted (once per process).
+    /// Set once the hidden-JIDs notice was posted (remembered across restarts by the driver).
     pub notice_posted: bool,
+    /// Set once the edits notice was posted (once per process).
+    pub edits_notice_posted: bool,
 }
 
 impl RoomState {
@@ -127,6 +163,7 @@ impl RoomState {
             occupants: HashMap::new(),
             handled: RecentIds::default(),
             notice_posted: false,
+            edits_notice_posted: false,
         }
     }
 
@@ -220,14 +257,23 @@ impl RoomState {
             let (error, permanent) = message_error(message);
             return MessageOutcome::Error { id, error, permanent };
         }
-        if message.type_ != MessageType::Groupchat {
-            return MessageOutcome::Dropped("not a groupchat message");
-        }
         let nick = message
             .from
             .as_ref()
             .and_then(|f| f.resource())
             .map(|r| r.as_str().to_string());
+        if message.type_ == MessageType::Chat {
+            // A private message through the room: answered with one line, never a command.
+            return match (nick, best_body(message)) {
+                (Some(nick), Some(_)) if !has_delay(&message.payloads) && nick != self.nick => {
+                    MessageOutcome::Private { nick }
+                }
+                _ => MessageOutcome::Dropped("private message without a body"),
+            };
+        }
+        if message.type_ != MessageType::Groupchat {
+            return MessageOutcome::Dropped("not a groupchat message");
+        }
         let Some(nick) = nick else {
             // From the room itself: configuration changes are announced with status codes.
             let statuses = muc_user(&message.payloads).map(|m| m.status).unwrap_or_default();
@@ -244,10 +290,25 @@ impl RoomState {
                     sees_real_jids: self.sees_real_jids(),
                 };
             }
+            if !message.subjects.is_empty() {
+                return MessageOutcome::Subject;
+            }
             return MessageOutcome::Dropped("room notice");
         };
-        if has_delay(&message.payloads) {
+        if let Some(stamp_ms) = delay_stamp(&message.payloads) {
+            // History is never a command; the bot's own lines in it show what the room got.
+            if nick == self.nick {
+                return MessageOutcome::OwnHistory {
+                    id,
+                    origin_id: origin_id(&message.payloads),
+                    body: best_body(message).map(str::to_string),
+                    stamp_ms,
+                };
+            }
             return MessageOutcome::Dropped("history (delay stamp)");
+        }
+        if best_body(message).is_none() && !message.subjects.is_empty() {
+            return MessageOutcome::Subject;
         }
         if nick == self.nick {
             return MessageOutcome::OwnEcho {
@@ -264,6 +325,9 @@ impl RoomState {
         };
         if self.mirror_only {
             return MessageOutcome::Dropped("mirror room");
+        }
+        if is_correction(&message.payloads) {
+            return MessageOutcome::Correction;
         }
         let sender = match self.occupants.get(&nick) {
             Some(Some(real)) => match Identity::new(Platform::Xmpp, real.as_str()) {
@@ -332,6 +396,20 @@ fn stanza_id_by(payloads: &[Element], room: &BareJid) -> Option<String> {
 
 fn has_delay(payloads: &[Element]) -> bool {
     payloads.iter().any(|p| Delay::try_from(p.clone()).is_ok())
+}
+
+/// The delay stamp (Unix milliseconds) of a stanza that carries one; a stamp that does not
+/// parse still marks the stanza as delayed (at time zero).
+fn delay_stamp(payloads: &[Element]) -> Option<i64> {
+    if let Some(delay) = payloads.iter().find_map(|p| Delay::try_from(p.clone()).ok()) {
+        return Some(delay.stamp.0.timestamp_millis());
+    }
+    payloads.iter().any(|p| p.is("delay", "urn:xmpp:delay")).then_some(0)
+}
+
+/// Whether the message corrects an earlier one (XEP-0308 Last Message Correction).
+fn is_correction(payloads: &[Element]) -> bool {
+    payloads.iter().any(|p| p.is("replace", "urn:xmpp:message-correct:0"))
 }
 
 fn describe(error: &StanzaError) -> String {
@@ -546,7 +624,68 @@ mod tests {
         let subject = format!(
             "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><subject>x</subject></message>"
         );
-        check(&mut room, &subject, "Dropped(\"no body\")");
+        check(&mut room, &subject, "Subject");
+    }
+
+    #[test]
+    fn corrections_private_messages_and_history_are_never_commands() {
+        let mut room = joined_room(true);
+        // XEP-0308: alice turns harmless text into a command by correcting it.
+        let replace = "<replace xmlns='urn:xmpp:message-correct:0' id='m1'/>";
+        check(
+            &mut room,
+            &groupchat("alice", "m2", "!failover xmpp EdgePool2 now", replace),
+            "Correction",
+        );
+        // A private message through the room.
+        let private = format!(
+            "<message xmlns='jabber:client' type='chat' id='p1' from='{ROOM}/alice' to='baton@contoso.test/x'>\
+             <body>!approve 1</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>"
+        );
+        check(&mut room, &private, "Private { nick: \"alice\" }");
+        let empty = format!(
+            "<message xmlns='jabber:client' type='chat' from='{ROOM}/alice'>\
+             <active xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        );
+        check(&mut room, &empty, "Dropped(\"private message without a body\")");
+        // The bot's own line replayed from history confirms delivery; anyone else's is dropped.
+        let delay = "<delay xmlns='urn:xmpp:delay' stamp='2024-01-01T00:00:01Z' from='incident@conference.contoso.test'/>\
+                     <origin-id xmlns='urn:xmpp:sid:0' id='baton-4-0'/>";
+        check(
+            &mut room,
+            &groupchat("baton", "baton-4-0", "#1 [3/8] route", delay),
+            "OwnHistory { id: Some(\"baton-4-0\"), origin_id: Some(\"baton-4-0\"), body: Some(\"#1 [3/8] route\"), \
+             stamp_ms: 1704067201000 }",
+        );
+        check(
+            &mut room,
+            &groupchat("alice", "h9", "!approve 1", delay),
+            "Dropped(\"history (delay stamp)\")",
+        );
+        // A delay element that does not parse still marks history.
+        let broken = "<delay xmlns='urn:xmpp:delay' stamp='yesterday'/>";
+        check(
+            &mut room,
+            &groupchat("alice", "h10", "!approve 1", broken),
+            "Dropped(\"history (delay stamp)\")",
+        );
+        // The subject ends the history sent at a join, from the room or from an occupant.
+        let subject = format!("<message xmlns='jabber:client' type='groupchat' from='{ROOM}'><subject/></message>");
+        check(&mut room, &subject, "Subject");
+        let by_alice = format!(
+            "<message xmlns='jabber:client' type='groupchat' from='{ROOM}/alice'><subject>DC1 down</subject></message>"
+        );
+        check(&mut room, &by_alice, "Subject");
+    }
+
+    #[test]
+    fn the_private_notice_names_the_rooms() {
+        assert_eq!(
+            private_notice(&["incident@conference.contoso.test".into()]),
+            "I take commands only in the incident room (incident@conference.contoso.test), where everyone can see \
+             them; private messages to me are not read."
+        );
+        assert!(private_notice(&["a@c.t".into(), "b@c.t".into()]).contains("incident rooms (a@c.t, b@c.t)"));
     }
 
     #[test]

@@ -1,27 +1,52 @@
 //! The XMPP adapter: Baton in multi-user chat rooms through tokio-xmpp. One task owns the
 //! `StanzaStream` (read and written from the same task: splitting it stalls under sustained
 //! request/reply traffic in tokio-xmpp 6.0), joins the configured rooms after every stream
-//! reset, turns room messages into [`Inbound`]s, and posts [`Outbound`]s, each confirmed by the
-//! room's echo of the message.
+//! reset, turns room messages into [`Inbound`]s, and posts [`Outbound`]s.
 //!
-//! Files: `config.rs` (settings), `connect.rs` (TCP/TLS/SASL and the reconnect loop),
-//! `inbound.rs` (room state and stanza -> `Inbound`), `outbound.rs` (splitting, stanzas).
+//! **Delivery.** A message counts as delivered when the room echoes every part of it back
+//! (matched by stanza id, else XEP-0359 origin id, else text: `confirm.rs`). `deliver` waits for
+//! that echo at most `delivery_timeout`; if it has not come by then while the stream is up, the
+//! message is *late*, not lost: `deliver` answers `Ok` (so the room's queue moves on and nothing
+//! is posted twice), and the adapter keeps tracking it. It is never sent again while the stream
+//! stays up (stream management resends what the server did not acknowledge when a session is
+//! resumed). Only when the stream is reset (the session was lost) does the rejoin ask the room
+//! for its history since just before the oldest late message: Baton's own lines in it confirm
+//! what arrived, and the rest is sent again with the same ids, in order, before the room counts
+//! as joined and takes new messages. History is only ever read for that: anything with a delay
+//! stamp is never a command. `deliver` is therefore bounded (the room's task waits on it), and a
+//! room that answers an error while `deliver` waits gets it back to the outbox.
+//!
+//! **Never commands:** history, corrections (XEP-0308; said once per room per process),
+//! private messages (MUC private or 1:1; each sender gets one line, at most every 10 minutes,
+//! naming the rooms where commands are taken). A room where Baton cannot see real JIDs is told
+//! once; the rooms told are remembered beside the store (`notices.rs`), not told again at restart.
+//!
+//! **Lifetime.** `run` may be called again after it returned (the daemon may restart it): the
+//! command queue and the late messages are handed back to the adapter when it ends.
+//!
+//! Files: `config.rs` (settings), `connect.rs` (TCP/TLS/SASL and the reconnect policy),
+//! `inbound.rs` (room state and stanza -> `Inbound`), `outbound.rs` (splitting, stanzas),
+//! `confirm.rs` (echo bookkeeping), `notices.rs` (rooms told), `section.rs` (`[chat.xmpp]`).
 
 pub mod config;
+pub mod confirm;
 pub mod connect;
 pub mod inbound;
+pub mod notices;
 pub mod outbound;
 pub mod section;
 
 pub use config::{RoomConfig, TlsMode, ValidConfig, XmppConfig};
 pub use connect::{Backoff, ConnectError, Connector};
 
-use crate::chat::{Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, Link, MessageRef, Outbound, RoomRef};
+use crate::chat::{Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, Link, Outbound, RoomRef};
 use async_trait::async_trait;
 use baton_policies::Platform;
-use futures::StreamExt;
+use confirm::{Outstanding, Refusal, Seen};
+use futures::{FutureExt, StreamExt};
 use inbound::{MessageOutcome, PresenceOutcome, RoomState};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use notices::Told;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_xmpp::Stanza;
 use tokio_xmpp::jid::{BareJid, Jid};
 use tokio_xmpp::parsers::iq::{Iq, IqPayload};
+use tokio_xmpp::parsers::message::{Id, Lang, Message, MessageType};
 use tokio_xmpp::parsers::muc::muc::{History, Muc};
 use tokio_xmpp::parsers::ns;
 use tokio_xmpp::parsers::presence::Presence;
@@ -48,6 +74,8 @@ pub enum XmppError {
     AlreadyRunning,
     #[error("the xmpp stream ended unexpectedly")]
     StreamEnded,
+    #[error("the xmpp adapter panicked")]
+    Panicked,
     #[error("timed out after {0:?} waiting for {1}")]
     Timeout(Duration, &'static str),
 }
@@ -64,13 +92,20 @@ enum Command {
     },
 }
 
+/// What a run of the adapter hands to the next: the queue `deliver` writes to, and the messages
+/// sent but not yet seen in their room.
+struct Carry {
+    commands: mpsc::Receiver<Command>,
+    outstanding: Outstanding,
+}
+
 /// The XMPP chat adapter. Build it with [`XmppAdapter::new`], drive it with
 /// [`ChatAdapter::run`], and post with [`ChatAdapter::deliver`] from any task.
 pub struct XmppAdapter {
     config: ValidConfig,
     connector: Connector,
     commands: mpsc::Sender<Command>,
-    commands_rx: Mutex<Option<mpsc::Receiver<Command>>>,
+    carry: Mutex<Option<Carry>>,
     status_tx: watch::Sender<LinkStatus>,
 }
 
@@ -89,7 +124,10 @@ impl XmppAdapter {
             config,
             connector,
             commands,
-            commands_rx: Mutex::new(Some(commands_rx)),
+            carry: Mutex::new(Some(Carry {
+                commands: commands_rx,
+                outstanding: Outstanding::default(),
+            })),
             status_tx,
         })
     }
@@ -136,17 +174,13 @@ impl XmppAdapter {
 
 /// Live messages held for a busy receiver before new ones are dropped.
 const MAX_BACKLOG: usize = 10_000;
-
-/// Outbound messages waiting for the room's echo of their last part.
-struct Pending {
-    reply: oneshot::Sender<Result<Delivered, DeliveryError>>,
-    deadline: Instant,
-    room: BareJid,
-    /// The last part's text: the echo is matched by it when a server rewrote both ids.
-    body: String,
-    /// The first part's id: the message's reference.
-    first: String,
-}
+/// How long a rejoin waits for the end of the room's history (its subject) before it sends
+/// again what the history did not show.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// A sender of private messages is answered at most once in this time.
+const PRIVATE_INTERVAL: Duration = Duration::from_secs(600);
+/// Senders remembered for that limit, at most.
+const PRIVATE_SENDERS: usize = 10_000;
 
 /// A room join waiting to be (re)tried.
 struct Rejoin {
@@ -159,6 +193,11 @@ fn transient(reason: impl Into<String>) -> DeliveryError {
         reason: reason.into(),
         retry_after: None,
     }
+}
+
+/// Milliseconds since the Unix epoch, from the wall clock (history stamps are wall-clock).
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 #[async_trait]
@@ -180,17 +219,27 @@ impl ChatAdapter for XmppAdapter {
     }
 
     async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let rx = self
-            .commands_rx
+        let carry = self
+            .carry
             .lock()
             .map_err(|_| anyhow::anyhow!("xmpp adapter state poisoned"))?
             .take()
             .ok_or(XmppError::AlreadyRunning)?;
-        let mut driver = Driver::new(self, inbound, rx, shutdown.child_token());
-        let result = driver.run().await;
-        let Driver { commands, .. } = driver;
-        if let Ok(mut slot) = self.commands_rx.lock() {
-            *slot = Some(commands);
+        let mut driver = Driver::new(self, inbound, carry, shutdown.child_token());
+        // A panic in the driver ends this run like any other failure: the queue and the late
+        // messages are still handed back below, so the daemon can start the adapter again.
+        let result = match std::panic::AssertUnwindSafe(driver.run()).catch_unwind().await {
+            Ok(result) => result,
+            Err(_) => Err(XmppError::Panicked),
+        };
+        let Driver {
+            commands,
+            mut outstanding,
+            ..
+        } = driver;
+        outstanding.fail_waiting("the xmpp adapter stopped");
+        if let Ok(mut slot) = self.carry.lock() {
+            *slot = Some(Carry { commands, outstanding });
         }
         self.update_status(|s| {
             s.online = false;
@@ -226,6 +275,8 @@ impl ChatAdapter for XmppAdapter {
             .map(|(i, t)| (outbound::part_id(message.id, i), t))
             .collect();
         let (reply, answer) = oneshot::channel();
+        // The driver answers within `delivery_timeout` (late counts as delivered); these bounds
+        // only guard against a driver that stopped.
         let wait = self.config.settings.delivery_timeout + Duration::from_secs(1);
         let command = Command::Deliver { room, parts, reply };
         match tokio::time::timeout(wait, self.commands.send(command)).await {
@@ -250,41 +301,52 @@ struct Driver<'a> {
     commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
     rooms: HashMap<BareJid, RoomState>,
-    pending: HashMap<String, Pending>,
+    outstanding: Outstanding,
     rejoins: HashMap<BareJid, Rejoin>,
+    /// Rooms whose join asked for history: they count as joined once it has been read.
+    asked_history: HashSet<BareJid>,
+    /// Rooms reading their history after a rejoin, until the given instant at the latest.
+    catching_up: HashMap<BareJid, Instant>,
     online: bool,
     notices: u64,
+    told: Told,
+    /// When each private sender was last answered.
+    private_told: HashMap<String, Instant>,
 }
 
 impl<'a> Driver<'a> {
     fn new(
         adapter: &'a XmppAdapter,
         inbound: mpsc::Sender<Inbound>,
-        commands: mpsc::Receiver<Command>,
+        carry: Carry,
         stop: CancellationToken,
     ) -> Driver<'a> {
+        let told = Told::load(adapter.config.settings.notices_file.as_deref());
         let rooms = adapter
             .config
             .rooms
             .iter()
             .map(|r| {
-                (
-                    r.jid.clone(),
-                    RoomState::new(r.jid.clone(), r.nick.clone(), r.mirror_only),
-                )
+                let mut state = RoomState::new(r.jid.clone(), r.nick.clone(), r.mirror_only);
+                state.notice_posted = told.contains(r.jid.as_str());
+                (r.jid.clone(), state)
             })
             .collect();
         Driver {
             adapter,
             inbound,
             backlog: VecDeque::new(),
-            commands,
+            commands: carry.commands,
             stop,
             rooms,
-            pending: HashMap::new(),
+            outstanding: carry.outstanding,
             rejoins: HashMap::new(),
+            asked_history: HashSet::new(),
+            catching_up: HashMap::new(),
             online: false,
             notices: 0,
+            told,
+            private_told: HashMap::new(),
         }
     }
 
@@ -328,7 +390,11 @@ impl<'a> Driver<'a> {
             }
         };
         self.stop.cancel();
-        self.fail_pending("the xmpp adapter stopped");
+        self.outstanding.fail_waiting("the xmpp adapter stopped");
+        // Commands queued meanwhile are answered, not left to their timeout.
+        while let Ok(Command::Deliver { reply, .. }) = self.commands.try_recv() {
+            let _ = reply.send(Err(transient("the xmpp adapter stopped")));
+        }
         if tokio::time::timeout(Duration::from_secs(5), stream.close())
             .await
             .is_err()
@@ -343,11 +409,19 @@ impl<'a> Driver<'a> {
             Event::Stream(StreamEvent::Reset { bound_jid, .. }) => {
                 info!(jid = %bound_jid, "xmpp session established; joining rooms");
                 self.online = true;
-                self.fail_pending("the xmpp session was reset");
+                let late = self.outstanding.adopt_all();
+                if late > 0 {
+                    info!(
+                        messages = late,
+                        "the session was reset before some messages were seen in their rooms; the rooms' history will tell"
+                    );
+                }
                 let now = Instant::now();
                 for room in self.rooms.values_mut() {
                     room.reset();
                 }
+                self.asked_history.clear();
+                self.catching_up.clear();
                 self.rejoins = self
                     .rooms
                     .keys()
@@ -358,12 +432,15 @@ impl<'a> Driver<'a> {
                     s.joined.clear();
                     s.sessions += 1;
                 });
+                // Available to the server, so that a person writing to Baton's own address is
+                // answered (a server holds or drops messages to an account with no presence).
+                stream.send(Box::new(Stanza::Presence(Presence::available()))).await;
                 self.on_tick(stream).await;
             }
             Event::Stream(StreamEvent::Suspended) => {
-                // Messages awaiting their echo stay pending: if the session resumes, stream
-                // management retransmits them and the echo still confirms them; otherwise the
-                // reset (or their deadline) fails them and the outbox retries.
+                // Messages awaiting their echo stay tracked: if the session resumes, stream
+                // management retransmits what the server did not acknowledge and the echo still
+                // confirms them; if it is reset, the rooms' history decides what to send again.
                 warn!("xmpp connection lost; reconnecting");
                 self.online = false;
                 self.adapter.update_status(|s| s.online = false);
@@ -394,13 +471,22 @@ impl<'a> Driver<'a> {
             PresenceOutcome::Joined { sees_real_jids } => {
                 info!(room = %room_jid, nick = %room.nick, sees_real_jids, "joined xmpp room");
                 self.rejoins.remove(&room_jid);
-                self.adapter.update_status(|s| {
-                    s.joined.insert(room_jid.to_string());
-                });
+                if sees_real_jids {
+                    self.told.remove(room_jid.as_str());
+                }
+                if self.asked_history.remove(&room_jid) {
+                    let late = self.outstanding.count(&room_jid);
+                    info!(room = %room_jid, messages = late, "reading the room's history for messages not yet seen there");
+                    self.catching_up
+                        .insert(room_jid.clone(), Instant::now() + CATCH_UP_TIMEOUT);
+                } else {
+                    self.caught_up(stream, &room_jid).await;
+                }
                 self.post_notice_if_needed(stream, &room_jid).await;
             }
             PresenceOutcome::Left { reason } => {
                 warn!(room = %room_jid, reason = %reason, "no longer in xmpp room; will rejoin");
+                self.catching_up.remove(&room_jid);
                 self.adapter.update_status(|s| {
                     s.joined.remove(room_jid.as_str());
                 });
@@ -432,12 +518,30 @@ impl<'a> Driver<'a> {
         }
     }
 
-    async fn on_message(&mut self, stream: &StanzaStream, message: tokio_xmpp::parsers::message::Message) {
+    /// The room's history has been read (or was not asked for): send again what it did not
+    /// show, then let new messages in.
+    async fn caught_up(&mut self, stream: &StanzaStream, room_jid: &BareJid) {
+        self.catching_up.remove(room_jid);
+        let again = self.outstanding.resend(room_jid);
+        if !again.is_empty() {
+            info!(room = %room_jid, parts = again.len(), "sending again what the room's history does not show");
+        }
+        for (id, text) in again {
+            stream
+                .send(Box::new(Stanza::Message(outbound::groupchat(room_jid, id, text))))
+                .await;
+        }
+        self.adapter.update_status(|s| {
+            s.joined.insert(room_jid.to_string());
+        });
+    }
+
+    async fn on_message(&mut self, stream: &StanzaStream, message: Message) {
         let Some(room_jid) = inbound::room_of(message.from.as_ref()) else {
             return;
         };
         let Some(room) = self.rooms.get_mut(&room_jid) else {
-            debug!(from = ?message.from, "message from outside the configured rooms dropped");
+            self.on_direct_message(stream, message).await;
             return;
         };
         match room.on_message(&message) {
@@ -450,24 +554,34 @@ impl<'a> Driver<'a> {
                 }
             }
             MessageOutcome::OwnEcho { id, origin_id, body } => {
-                // By stanza id; else by origin id (servers that rewrite stanza ids keep it);
-                // else the oldest message to this room with the same text.
-                let key = id
-                    .filter(|i| self.pending.contains_key(i))
-                    .or(origin_id.filter(|i| self.pending.contains_key(i)))
-                    .or_else(|| {
-                        let body = body?;
-                        self.pending
-                            .iter()
-                            .filter(|(_, p)| p.room == room_jid && p.body == body)
-                            .min_by_key(|(_, p)| p.deadline)
-                            .map(|(k, _)| k.clone())
-                    });
-                if let Some(pending) = key.and_then(|k| self.pending.remove(&k)) {
-                    let reference = MessageRef(pending.first);
-                    let _ = pending.reply.send(Ok(Delivered {
-                        reference: Some(reference),
-                    }));
+                self.outstanding.echo(
+                    &room_jid,
+                    id.as_deref(),
+                    origin_id.as_deref(),
+                    body.as_deref(),
+                    Seen::Live,
+                );
+            }
+            MessageOutcome::OwnHistory {
+                id,
+                origin_id,
+                body,
+                stamp_ms,
+            } => {
+                if self.catching_up.contains_key(&room_jid) {
+                    let seen = self.outstanding.echo(
+                        &room_jid,
+                        id.as_deref(),
+                        origin_id.as_deref(),
+                        body.as_deref(),
+                        Seen::History { stamp_ms },
+                    );
+                    debug!(room = %room_jid, id = ?id, seen, "own message in the room's history");
+                }
+            }
+            MessageOutcome::Subject => {
+                if self.catching_up.contains_key(&room_jid) {
+                    self.caught_up(stream, &room_jid).await;
                 }
             }
             MessageOutcome::Error { id, error, permanent } => {
@@ -475,6 +589,7 @@ impl<'a> Driver<'a> {
                 if !permanent && room.joined {
                     // Most often: the room no longer counts the bot as an occupant. Rejoin.
                     room.reset();
+                    self.catching_up.remove(&room_jid);
                     self.adapter.update_status(|s| {
                         s.joined.remove(room_jid.as_str());
                     });
@@ -486,22 +601,85 @@ impl<'a> Driver<'a> {
                         },
                     );
                 }
-                if let Some(pending) = id.and_then(|id| self.pending.remove(&id)) {
+                if let Some(id) = id {
                     let reason = format!("room {room_jid} refused the message: {error}");
-                    let err = if permanent {
-                        DeliveryError::Permanent { reason }
-                    } else {
-                        transient(reason)
-                    };
-                    let _ = pending.reply.send(Err(err));
+                    match self.outstanding.refused(&id, permanent, &reason) {
+                        Refusal::Lost(text) => warn!(room = %room_jid, id = %id, lines = text.lines().count(),
+                            "the room refused for good a message counted as late; it is not delivered"),
+                        Refusal::Kept => {
+                            info!(room = %room_jid, id = %id, "a late message was refused for now; the rejoin checks it")
+                        }
+                        Refusal::Answered | Refusal::Unknown => {}
+                    }
                 }
             }
             MessageOutcome::ConfigChanged { sees_real_jids } => {
                 info!(room = %room_jid, sees_real_jids, "xmpp room configuration changed");
+                if sees_real_jids {
+                    self.told.remove(room_jid.as_str());
+                }
                 self.post_notice_if_needed(stream, &room_jid).await;
+            }
+            MessageOutcome::Correction => {
+                let room = self.rooms.get_mut(&room_jid).expect("the room was just found");
+                info!(room = %room_jid, "a corrected message (XEP-0308) is not a command; ignored");
+                if !room.edits_notice_posted && room.joined {
+                    room.edits_notice_posted = true;
+                    self.notice(stream, &room_jid, inbound::EDITS_NOTICE.to_string()).await;
+                }
+            }
+            MessageOutcome::Private { nick } => {
+                let Ok(occupant) = room_jid.with_resource_str(&nick) else {
+                    return;
+                };
+                self.answer_private(stream, Jid::from(occupant.clone()), occupant.to_string())
+                    .await;
             }
             MessageOutcome::Dropped(why) => debug!(room = %room_jid, why, "room message dropped"),
         }
+    }
+
+    /// A message from outside the rooms: a person writing to Baton directly gets one line.
+    async fn on_direct_message(&mut self, stream: &StanzaStream, message: Message) {
+        let Some(from) = message.from.clone() else {
+            return;
+        };
+        let person = from.node().is_some() && from.to_bare() != self.adapter.config.jid;
+        if message.type_ != MessageType::Chat || !person || inbound::best_body(&message).is_none() {
+            debug!(from = %from, "message from outside the configured rooms dropped");
+            return;
+        }
+        self.answer_private(stream, from.clone(), from.to_bare().to_string())
+            .await;
+    }
+
+    /// Tells a private sender where commands are taken, at most once per [`PRIVATE_INTERVAL`].
+    async fn answer_private(&mut self, stream: &StanzaStream, to: Jid, sender: String) {
+        let now = Instant::now();
+        if self
+            .private_told
+            .get(&sender)
+            .is_some_and(|at| now.saturating_duration_since(*at) < PRIVATE_INTERVAL)
+        {
+            debug!(from = %sender, "private message ignored (answered recently)");
+            return;
+        }
+        if self.private_told.len() >= PRIVATE_SENDERS {
+            self.private_told
+                .retain(|_, at| now.saturating_duration_since(*at) < PRIVATE_INTERVAL);
+        }
+        if self.private_told.len() >= PRIVATE_SENDERS {
+            warn!(from = %sender, "too many private senders to answer; ignored");
+            return;
+        }
+        self.private_told.insert(sender.clone(), now);
+        info!(from = %sender, "private message: not a command; telling the sender where commands are taken");
+        let rooms: Vec<String> = self.adapter.command_rooms().into_iter().map(|r| r.id).collect();
+        self.notices += 1;
+        let mut reply = Message::new(Some(to)).with_body(Lang::new(), inbound::private_notice(&rooms));
+        reply.type_ = MessageType::Chat;
+        reply.id = Some(Id(format!("baton-private-{}", self.notices)));
+        stream.send(Box::new(Stanza::Message(reply))).await;
     }
 
     async fn post_notice_if_needed(&mut self, stream: &StanzaStream, room_jid: &BareJid) {
@@ -512,10 +690,17 @@ impl<'a> Driver<'a> {
             return;
         }
         room.notice_posted = true;
-        self.notices += 1;
+        self.told.insert(room_jid.as_str());
         warn!(room = %room_jid, "room hides real JIDs from the bot; requests and approvals there will be refused");
+        self.notice(stream, room_jid, inbound::HIDDEN_JIDS_NOTICE.to_string())
+            .await;
+    }
+
+    /// Posts a notice of the adapter's own (not through the outbox: it changes no state).
+    async fn notice(&mut self, stream: &StanzaStream, room_jid: &BareJid, text: String) {
+        self.notices += 1;
         let id = format!("baton-notice-{}", self.notices);
-        let stanza = outbound::groupchat(room_jid, id, inbound::HIDDEN_JIDS_NOTICE.to_string());
+        let stanza = outbound::groupchat(room_jid, id, text);
         stream.send(Box::new(Stanza::Message(stanza))).await;
     }
 
@@ -525,50 +710,51 @@ impl<'a> Driver<'a> {
             let _ = reply.send(Err(transient("not connected to the xmpp server")));
             return;
         }
-        if !self.rooms.get(&room).is_some_and(|r| r.joined) {
+        let joined = self.rooms.get(&room).is_some_and(|r| r.joined);
+        if !joined || self.catching_up.contains_key(&room) {
             let _ = reply.send(Err(transient(format!("not in room {room} yet"))));
             return;
         }
-        let (Some((first, _)), Some((last, body))) = (parts.first().cloned(), parts.last().cloned()) else {
+        if parts.is_empty() {
             let _ = reply.send(Err(DeliveryError::Permanent {
                 reason: "empty message".into(),
             }));
             return;
-        };
-        for (id, text) in parts {
+        }
+        for (id, text) in &parts {
             stream
-                .send(Box::new(Stanza::Message(outbound::groupchat(&room, id, text))))
+                .send(Box::new(Stanza::Message(outbound::groupchat(
+                    &room,
+                    id.clone(),
+                    text.clone(),
+                ))))
                 .await;
         }
-        let deadline = Instant::now() + self.adapter.config.settings.delivery_timeout;
-        let pending = Pending {
-            reply,
-            deadline,
-            room,
-            body,
-            first,
-        };
-        if let Some(old) = self.pending.insert(last, pending) {
-            let _ = old
-                .reply
-                .send(Err(transient("superseded by a retry of the same message")));
+        let answer_by = Instant::now() + self.adapter.config.settings.delivery_timeout;
+        let forgotten = self.outstanding.push(room.clone(), parts, reply, answer_by, wall_ms());
+        if forgotten > 0 {
+            warn!(room = %room, forgotten, "too many messages not yet seen in the room; the oldest are no longer tracked");
         }
     }
 
     async fn on_tick(&mut self, stream: &StanzaStream) {
         let now = Instant::now();
-        let expired: Vec<String> = self
-            .pending
+        let late = self.outstanding.overdue(now);
+        if late > 0 {
+            info!(
+                messages = late,
+                "the room has not echoed some messages yet; they count as late, not lost, and are not sent again while connected"
+            );
+        }
+        let done: Vec<BareJid> = self
+            .catching_up
             .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, until)| **until <= now)
+            .map(|(room, _)| room.clone())
             .collect();
-        for id in expired {
-            if let Some(p) = self.pending.remove(&id) {
-                let _ = p
-                    .reply
-                    .send(Err(transient("the room did not echo the message in time")));
-            }
+        for room in done {
+            info!(room = %room, "the room's history did not end in time; going on with what it showed");
+            self.caught_up(stream, &room).await;
         }
         if !self.online {
             return;
@@ -590,10 +776,9 @@ impl<'a> Driver<'a> {
             };
             let attempts = self.rejoins.get(&room_jid).map_or(0, |r| r.attempts) + 1;
             debug!(room = %room_jid, nick = %room.nick, attempt = attempts, "joining xmpp room");
-            // Ask for no history: replayed commands must never run again.
             let join = Presence::available()
                 .with_to(Jid::from(occupant))
-                .with_payload(Muc::new().with_history(History::new().with_maxstanzas(0)));
+                .with_payload(Muc::new().with_history(self.history_to_ask(&room_jid)));
             stream.send(Box::new(Stanza::Presence(join))).await;
             // If no answer comes, try again later with a growing wait.
             let wait = Duration::from_secs(2u64.saturating_pow(attempts.min(5)) * 5);
@@ -607,9 +792,29 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn fail_pending(&mut self, reason: &str) {
-        for (_, p) in self.pending.drain() {
-            let _ = p.reply.send(Err(transient(reason)));
+    /// The history a join asks for: none (replayed commands must never run again, and history
+    /// is never read as commands anyway), unless messages sent to the room were not seen there
+    /// before the session was lost: then the history since just before the oldest of them, to
+    /// tell which arrived.
+    fn history_to_ask(&mut self, room: &BareJid) -> History {
+        let since = self
+            .outstanding
+            .history_since(room)
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .and_then(|t| {
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    .parse::<tokio_xmpp::parsers::date::DateTime>()
+                    .ok()
+            });
+        match since {
+            Some(since) => {
+                self.asked_history.insert(room.clone());
+                History::new().with_since(since)
+            }
+            None => {
+                self.asked_history.remove(room);
+                History::new().with_maxstanzas(0)
+            }
         }
     }
 }

@@ -30,6 +30,13 @@ impl PlatformConfig for XmppConfig {
         Ok(Some(Arc::new(adapter)))
     }
 
+    fn build_beside(&self, store: &Path) -> anyhow::Result<Option<Arc<dyn ChatAdapter>>> {
+        let mut config = self.clone();
+        config.notices_file = Some(notices_file(store));
+        let adapter = XmppAdapter::new(config).context("preparing the XMPP adapter")?;
+        Ok(Some(Arc::new(adapter)))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -41,6 +48,16 @@ pub fn read(e: &mut Errors<'_>, t: Table<'_, '_>, env: &SecretEnv<'_>) -> Option
     let config = xmpp_settings(e, &t, env);
     t.finish(e);
     config.map(|c| Arc::new(c) as Arc<dyn PlatformConfig>)
+}
+
+/// Where the XMPP adapter remembers the rooms it told about hidden JIDs: beside the store,
+/// named after it (`baton.sqlite` -> `baton.sqlite.xmpp-notices.json`).
+pub fn notices_file(store: &Path) -> PathBuf {
+    let name = store
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "baton".to_string());
+    store.with_file_name(format!("{name}.xmpp-notices.json"))
 }
 
 fn file(base: &Path, name: String) -> PathBuf {
@@ -86,6 +103,7 @@ fn xmpp_settings(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> 
     let max_message_bytes: Option<usize> = t.opt(e, "max_message_bytes");
     let reconnect_initial = crate::config::duration(e, t, "reconnect_initial");
     let reconnect_max = crate::config::duration(e, t, "reconnect_max");
+    let delivery_timeout = crate::config::duration(e, t, "delivery_timeout");
     if !enabled {
         return None;
     }
@@ -101,6 +119,9 @@ fn xmpp_settings(e: &mut Errors<'_>, t: &Table<'_, '_>, env: &SecretEnv<'_>) -> 
     }
     config.reconnect_initial = reconnect_initial.unwrap_or(Duration::from_secs(1));
     config.reconnect_max = reconnect_max.unwrap_or(Duration::from_secs(60));
+    if let Some(d) = delivery_timeout {
+        config.delivery_timeout = d;
+    }
     match config.validate() {
         Ok(_) => Some(config),
         Err(problems) => {
