@@ -5,6 +5,7 @@
 
 pub mod console;
 pub mod memory;
+pub mod teams;
 pub mod xmpp;
 
 use crate::chat::{ChatAdapter, RoomRef};
@@ -48,16 +49,7 @@ pub const PLATFORMS: &[Entry] = &[
     },
     Entry {
         name: "teams",
-        read: |e, t, env| {
-            later(
-                e,
-                t,
-                env,
-                "teams",
-                &["app_id", "tenant_id", "conversations"],
-                "app_secret",
-            )
-        },
+        read: |e, t, env| t.and_then(|t| teams::section::read(e, t, env)),
     },
     Entry {
         name: "discord",
