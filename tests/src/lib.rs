@@ -9,4 +9,5 @@ pub mod prosody;
 pub mod room;
 pub mod stack;
 pub mod teams;
+pub mod teams_bot;
 pub mod xmpp_client;

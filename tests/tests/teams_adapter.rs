@@ -1,0 +1,293 @@
+//! Baton's Teams adapter against the Teams stand-in, in this process (Baton's daemon with its
+//! SQLite store on disk and simulated actions; the full stack with agents and BIND is
+//! `teams_story.rs`): every invalid request refused with no outbound call and no state change,
+//! a key removed from the JWKS refused after a refresh, a sender without an Entra object id,
+//! card clicks (Action.Execute answered in the invoke response, the Action.Submit fallback),
+//! a fast run's card updates coalesced within Teams' rate limit, a 429 honoured, a revoked
+//! access token replaced.
+
+use baton_e2e::teams::identity::SIGNING_KID;
+use baton_e2e::teams::{ActivityState, Auth, BadToken, BotReply, CallKind, Fault, Times};
+use baton_e2e::teams_bot::{BotOptions, TeamsBot};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+fn user(name: &str) -> baton_e2e::teams::TeamsUser {
+    TeamsBot::user(name)
+}
+
+/// The card message of the run, once posted.
+async fn card_message(bot: &TeamsBot) -> ActivityState {
+    bot.teams
+        .connector()
+        .wait_for_activity(|a| !a.adaptive_cards().is_empty(), T)
+        .await
+        .expect("the run's card is posted")
+}
+
+/// The plan hash the card's Approve button carries.
+fn plan_of(card: &ActivityState) -> String {
+    card.adaptive_cards()[0]["actions"][0]["data"]["plan"]
+        .as_str()
+        .expect("the Approve button carries the plan")
+        .to_string()
+}
+
+fn run_data(plan: &str) -> Value {
+    json!({"run": "1", "plan": plan})
+}
+
+/// The texts Baton posted (not the cards), in order.
+fn texts(bot: &TeamsBot) -> Vec<String> {
+    bot.teams
+        .connector()
+        .calls()
+        .iter()
+        .filter(|c| c.succeeded())
+        .filter_map(|c| c.text().map(str::to_string))
+        .collect()
+}
+
+/// Waits for a posted text containing `needle`.
+async fn said(bot: &TeamsBot, needle: &str) -> String {
+    let needle = needle.to_string();
+    bot.teams
+        .connector()
+        .wait_for(
+            |calls| {
+                calls
+                    .iter()
+                    .filter(|c| c.succeeded())
+                    .find_map(|c| c.text().filter(|t| t.contains(&needle)).map(str::to_string))
+            },
+            T,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn invoke_text(reply: &BotReply) -> String {
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(
+        reply.invoke_type(),
+        Some("application/vnd.microsoft.activity.message"),
+        "{}",
+        reply.text
+    );
+    reply
+        .invoke_value()
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_invalid_request_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions {
+        // Let a token naming a new key fetch the JWKS at once (the default waits a minute).
+        tweak: |c| c.key_refetch_interval = Duration::ZERO,
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let alice = user("alice");
+    // Every request goes to one thread, where a sentinel is answered last: had any of them been
+    // taken, its effect would show first.
+    let root = teams.message(&alice, "!status").build();
+    let root_id = root["id"].as_str().expect("an id").to_string();
+    let forged = || teams.message(&alice, "!failover xmpp EdgePool2 forged").in_thread(&root_id).build();
+
+    for bad in BadToken::ALL {
+        let reply = teams.send_with(&bot.endpoint, &forged(), &Auth::Bad(bad)).await?;
+        assert_eq!(reply.status, bad.expected_status(), "{bad:?}: {}", reply.text);
+        assert!(!reply.text.contains("eyJ"), "no token in the answer: {}", reply.text);
+    }
+    // Authenticated, but from another tenant, another channel, a personal chat, or with a
+    // serviceUrl outside the allowlist (the token is signed for it, so only the allowlist
+    // stands in the way).
+    let foreign = teams
+        .message(&alice, "!failover xmpp EdgePool2")
+        .in_thread(&root_id)
+        .tenant("00000000-0000-4000-8000-00000000bad0")
+        .build();
+    assert_eq!(teams.send(&bot.endpoint, &foreign).await?.status, 403, "tenant");
+    let random = teams.add_channel("Contoso Ops", "Random");
+    let elsewhere = teams.message(&alice, "!failover xmpp EdgePool2").in_channel(&random).build();
+    assert_eq!(teams.send(&bot.endpoint, &elsewhere).await?.status, 403, "channel");
+    let mut personal = forged();
+    personal["conversation"] = json!({"conversationType": "personal", "tenantId": teams.tenant_id(), "id": "a:1personal"});
+    assert_eq!(teams.send(&bot.endpoint, &personal).await?.status, 403, "personal chat");
+    let mut elsewhere_url = forged();
+    elsewhere_url["serviceUrl"] = json!("https://smba.trafficmanager.net.evil.example/teams/");
+    let mut claims = teams.valid_claims();
+    claims["serviceurl"] = elsewhere_url["serviceUrl"].clone();
+    let header = format!("Bearer {}", teams.identity().sign(&claims));
+    let reply = teams.send_with(&bot.endpoint, &elsewhere_url, &Auth::Header(header)).await?;
+    assert_eq!(reply.status, 403, "serviceUrl outside the allowlist");
+    let mut no_service = forged();
+    no_service.as_object_mut().expect("an object").remove("serviceUrl");
+    assert_eq!(teams.send(&bot.endpoint, &no_service).await?.status, 401, "serviceUrl missing");
+
+    assert!(teams.connector().calls().is_empty(), "{}", teams.connector().describe());
+    assert!(bot.journal()?.is_empty(), "{:?}", bot.journal()?);
+    assert!(bot.handled()?.is_empty());
+
+    // The sentinel: a valid status question in the same thread is the first thing answered.
+    let status = teams.message(&alice, "!status").in_thread(&root_id).build();
+    assert_eq!(teams.send(&bot.endpoint, &status).await?.status, 200);
+    let answer = said(&bot, "XMPP federation route").await;
+    let calls = teams.connector().calls();
+    assert_eq!(calls.len(), 1, "{}", teams.connector().describe());
+    assert_eq!(calls[0].kind, CallKind::SendToConversation);
+    assert!(
+        calls[0].conversation_id.as_deref() == Some(status["conversation"]["id"].as_str().expect("an id")),
+        "the answer goes into the thread"
+    );
+    assert!(!answer.contains("requested"), "{answer}");
+    assert!(bot.journal()?.is_empty());
+
+    // Key rotation: a new key signs, the old one leaves the JWKS. The first token of the new
+    // key makes Baton fetch the JWKS again; from then on the removed key is refused.
+    let fetches = teams.identity().jwks_fetches();
+    teams.identity().add_key("rotated-1", &["msteams"]).await?;
+    teams.identity().use_for_signing("rotated-1")?;
+    teams.identity().remove_key(SIGNING_KID)?;
+    let fresh = teams.message(&alice, "!status").in_thread(&root_id).build();
+    assert_eq!(teams.send(&bot.endpoint, &fresh).await?.status, 200, "the new key is fetched");
+    assert!(teams.identity().jwks_fetches() > fetches);
+    teams.connector().wait_for_calls(2, T).await?;
+    let old = teams.identity().sign_with(SIGNING_KID, &teams.valid_claims())?;
+    let reply = teams
+        .send_with(&bot.endpoint, &forged(), &Auth::Header(format!("Bearer {old}")))
+        .await?;
+    assert_eq!(reply.status, 401, "a removed key is refused: {}", reply.text);
+    let sentinel = teams.message(&alice, "!runs").in_thread(&root_id).build();
+    assert_eq!(teams.send(&bot.endpoint, &sentinel).await?.status, 200);
+    teams.connector().wait_for_calls(3, T).await?;
+    assert_eq!(teams.connector().calls().len(), 3, "{}", teams.connector().describe());
+    assert!(bot.journal()?.is_empty(), "nothing was requested: {:?}", bot.journal()?);
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clicks_answer_the_clicker_and_a_fast_run_stays_within_the_rate_limit() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions {
+        delay: Duration::ZERO,
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let (alice, bob, mallory) = (user("alice"), user("bob"), user("mallory"));
+    let request = teams.message(&alice, "!failover xmpp EdgePool2 pool 1 <b>lost</b> power").build();
+    assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
+    let card = card_message(&bot).await;
+    assert_eq!(card.created_by, CallKind::SendToConversation);
+    assert_eq!(card.conversation_id, request["conversation"]["id"].as_str().expect("an id"), "in the thread");
+    let plan = plan_of(&card);
+    let content = &card.adaptive_cards()[0];
+    assert_eq!(content["version"], "1.5");
+    assert!(content.to_string().contains("pool 1 <b>lost</b> power"), "the reason as typed");
+
+    // The requester's own click: refused to her alone, the card unchanged.
+    let reply = teams
+        .send(&bot.endpoint, &teams.execute_action(&alice, &card, "approve", run_data(&plan)))
+        .await?;
+    assert!(invoke_text(&reply).contains("you requested this"), "{}", reply.text);
+    // Someone with no rights.
+    let reply = teams
+        .send(&bot.endpoint, &teams.execute_action(&mallory, &card, "approve", run_data(&plan)))
+        .await?;
+    assert!(invoke_text(&reply).contains("may not approve"), "{}", reply.text);
+    // A button that is not Baton's.
+    let reply = teams
+        .send(&bot.endpoint, &teams.execute_action(&bob, &card, "approve", json!({"req": "r1"})))
+        .await?;
+    assert!(invoke_text(&reply).contains("not one of Baton's"), "{}", reply.text);
+    assert_eq!(teams.connector().activity(&card.id).expect("the card").updates(), 0);
+    assert!(!texts(&bot).iter().any(|t| t.contains("Refused")), "refusals are not posted: {:?}", texts(&bot));
+
+    // bob approves: the invoke response is the new card; then the run flies through.
+    let reply = teams
+        .send(&bot.endpoint, &teams.execute_action(&bob, &card, "approve", run_data(&plan)))
+        .await?;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.invoke_type(), Some("application/vnd.microsoft.card.adaptive"), "{}", reply.text);
+    let shown = reply.invoke_value().expect("a card").to_string();
+    assert!(shown.contains("approved by bob"), "{shown}");
+    assert!(reply.invoke_value().expect("a card").get("actions").is_none(), "no buttons once approved");
+    let done = teams
+        .connector()
+        .wait_for_activity(
+            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| c.to_string().contains("succeeded")),
+            T,
+        )
+        .await?;
+    said(&bot, "#1 succeeded").await;
+    // Eight steps ended within milliseconds: their updates were coalesced, and no second saw
+    // more than Teams' seven operations on the thread.
+    let busiest = teams.connector().busiest(Duration::from_secs(1));
+    assert!(busiest <= 7, "{busiest} calls within one second:\n{}", teams.connector().describe());
+    assert!(done.updates() <= 6, "{} updates for a run of 8 steps", done.updates());
+    let last = done.adaptive_cards()[0].to_string();
+    assert!(!last.contains("FAILED") && !last.contains("\"running\""), "{last}");
+    for call in teams.connector().calls() {
+        assert_eq!(call.status, Some(if call.kind == CallKind::UpdateActivity { 200 } else { 201 }), "{}", call.summary());
+    }
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_entra_object_id_a_sender_may_read_but_not_request_and_submit_clicks_count() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions::default()).await?;
+    let teams = &bot.teams;
+    let guest = user("alice").without_aad_object_id();
+    teams.send(&bot.endpoint, &teams.message(&guest, "!status").build()).await?;
+    said(&bot, "XMPP federation route").await;
+    teams
+        .send(&bot.endpoint, &teams.message(&guest, "!failover xmpp EdgePool2").build())
+        .await?;
+    let refused = said(&bot, "Refused").await;
+    assert!(refused.contains("Teams did not say which Entra account you are"), "{refused}");
+    assert!(!bot.journal()?.contains(&"requested".to_string()));
+
+    // An Action.Submit click (older clients) approves as the invoke does.
+    let alice = user("alice");
+    teams
+        .send(&bot.endpoint, &teams.message(&alice, "!failover xmpp EdgePool2").build())
+        .await?;
+    let card = card_message(&bot).await;
+    let plan = plan_of(&card);
+    let submit = teams.submit_action(&user("carol"), &card, json!({"verb": "approve", "run": "1", "plan": plan}));
+    assert_eq!(teams.send(&bot.endpoint, &submit).await?.status, 200);
+    said(&bot, "#1 approved by carol").await;
+    said(&bot, "#1 succeeded").await;
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_is_honoured_and_a_revoked_token_is_replaced() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions::default()).await?;
+    let teams = &bot.teams;
+    let alice = user("alice");
+    teams.connector().inject(Fault::TooManyRequests { retry_after_secs: 2 }, Times::Next(1));
+    teams.send(&bot.endpoint, &teams.message(&alice, "!status").build()).await?;
+    said(&bot, "XMPP federation route").await;
+    let calls = teams.connector().calls();
+    assert_eq!(calls.len(), 2, "{}", teams.connector().describe());
+    assert_eq!(calls[0].status, Some(429));
+    let waited = calls[1].at.duration_since(calls[0].at);
+    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, Retry-After was 2 s");
+    assert_eq!(calls[0].body, calls[1].body, "the same message again");
+
+    // The Connector stops accepting the token: Baton gets a new one and delivers.
+    let issued = teams.login().issued_count();
+    teams.login().revoke_all();
+    teams.send(&bot.endpoint, &teams.message(&alice, "!runs").build()).await?;
+    said(&bot, "No runs").await;
+    assert!(teams.login().issued_count() > issued);
+    let calls = teams.connector().calls();
+    assert_eq!(calls[calls.len() - 2].status, Some(401), "{}", teams.connector().describe());
+    bot.stop().await
+}
