@@ -50,12 +50,17 @@ impl Baton {
     /// Starts `baton <args>` with piped stdin/stdout/stderr. Its log filter is `warn`, or
     /// `$BATON_TEST_LOG` when set (e.g. `info,baton=debug` to see a failing test's story).
     pub fn start(args: &[&str]) -> anyhow::Result<Baton> {
+        Baton::start_logging(
+            args,
+            &std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+    }
+
+    /// Starts `baton <args>` with this log filter (`RUST_LOG`).
+    pub fn start_logging(args: &[&str], filter: &str) -> anyhow::Result<Baton> {
         let mut child = Command::new(bin("baton"))
             .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", filter)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -41,7 +41,47 @@ pub struct StackOptions {
     /// Extra TOML appended to Baton's configuration (e.g. a `[policy]` tweak is not possible
     /// this way; this is for new sections).
     pub extra_config: String,
+    /// Chat in Teams channels too (the stand-in's `[chat.teams]`, see `teams_bot::stack_teams`).
+    pub teams: Option<TeamsChat>,
 }
+
+// ----- Teams ---------------------------------------------------------------------------------
+
+/// Teams in the stack: the `[chat.teams]` section (its secret in the file `teams.secret` of the
+/// stack's folder) and each person's Teams identity.
+#[derive(Clone, Debug, Default)]
+pub struct TeamsChat {
+    /// The section, with `app_secret = { file = "teams.secret" }`.
+    pub section: String,
+    pub secret: String,
+    /// `(person, "teams:<aadObjectId>")`.
+    pub identities: Vec<(String, String)>,
+}
+
+impl Stack {
+    /// The people's Teams identities, as extra entries of their `identities` lists.
+    fn teams_identities(&self, person: &str) -> String {
+        let Some(t) = &self.options.teams else {
+            return String::new();
+        };
+        t.identities
+            .iter()
+            .filter(|(p, _)| p == person)
+            .map(|(_, id)| format!(", \"{id}\""))
+            .collect()
+    }
+
+    /// Writes the Teams secret; the section for the configuration (empty without Teams).
+    fn teams_config(&self) -> Result<String> {
+        let Some(t) = &self.options.teams else {
+            return Ok(String::new());
+        };
+        std::fs::write(self.dir.path().join("teams.secret"), &t.secret)?;
+        Ok(t.section.clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Every part, running.
 pub struct Stack {
@@ -116,6 +156,7 @@ impl Stack {
             addresses.push_str(&format!("\"{h}\" = \"{}\"\n", self.fleet.address(&host)?));
         }
         let pki = &self.fleet.pki;
+        let teams = self.teams_config()?;
         let chat = if self.options.xmpp_chat {
             format!(
                 "[chat.console]\nenabled = false\n\n[chat.xmpp]\nenabled = true\njid = \"baton@contoso.test\"\n\
@@ -124,6 +165,8 @@ impl Stack {
                  reconnect_initial = \"200ms\"\nreconnect_max = \"2s\"\n",
                 self.prosody.c2s_addr()
             )
+        } else if self.options.teams.is_some() {
+            "[chat.console]\nenabled = false\n".to_string()
         } else {
             "[chat.console]\nenabled = true\nroom = \"incident\"\n".to_string()
         };
@@ -134,13 +177,13 @@ store = {store:?}
 executor = "agents"
 
 [people.alice]
-identities = ["xmpp:alice@contoso.test", "console:alice"]
+identities = ["xmpp:alice@contoso.test", "console:alice"{alice_teams}]
 [people.bob]
-identities = ["xmpp:bob@contoso.test", "console:bob"]
+identities = ["xmpp:bob@contoso.test", "console:bob"{bob_teams}]
 [people.carol]
-identities = ["xmpp:carol@contoso.test", "console:carol"]
+identities = ["xmpp:carol@contoso.test", "console:carol"{carol_teams}]
 [people.mallory]
-identities = ["xmpp:mallory@contoso.test", "console:mallory"]
+identities = ["xmpp:mallory@contoso.test", "console:mallory"{mallory_teams}]
 
 [groups]
 edge-admins = ["alice", "bob", "carol"]
@@ -198,6 +241,7 @@ attempts = 3
 [agents.addresses]
 {addresses}
 {chat}
+{teams}
 {extra}
 "#,
             store = self.store.display().to_string(),
@@ -208,6 +252,10 @@ attempts = 3
             key = pki.bot_key.display().to_string(),
             extra = self.options.extra_config,
             federation_ca = self.federation_ca.display().to_string(),
+            alice_teams = self.teams_identities("alice"),
+            bob_teams = self.teams_identities("bob"),
+            carol_teams = self.teams_identities("carol"),
+            mallory_teams = self.teams_identities("mallory"),
         );
         std::fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
     }
@@ -216,6 +264,12 @@ attempts = 3
     pub fn start_bot(&self) -> Result<Baton> {
         let config = self.config.to_str().context("the config path is UTF-8")?;
         Baton::start(&["run", "--config", config])
+    }
+
+    /// Starts `baton run` with this log filter (`RUST_LOG`), whatever `BATON_TEST_LOG` says.
+    pub fn start_bot_logging(&self, filter: &str) -> Result<Baton> {
+        let config = self.config.to_str().context("the config path is UTF-8")?;
+        Baton::start_logging(&["run", "--config", config], filter)
     }
 
     pub fn dir(&self) -> &Path {

@@ -3,6 +3,7 @@
 //! `[chat.teams]` like any file), the store is SQLite on disk, and the actions are simulated
 //! (the full stack with agents and BIND is `stack.rs`). For the adapter's tests and benchmarks.
 
+use crate::stack::TeamsChat as StackTeams;
 use crate::teams::{Channel, TeamsConfig as StandInConfig, TeamsStandIn, TeamsUser};
 use anyhow::{Context, Result};
 use baton::adapters::teams::{TeamsAdapter, TeamsConfig};
@@ -80,6 +81,58 @@ pub fn config_text(teams: &TeamsStandIn, store: &std::path::Path, mirror: Option
         &base[after_chat..]
     );
     text.replace("store = \"baton.sqlite\"", &format!("store = {:?}", store.display().to_string()))
+}
+
+/// A free loopback port for an endpoint (bound, read, released).
+pub fn free_port() -> Result<std::net::SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
+}
+
+/// Teams for the full stack (`Stack` with `StackOptions::teams`): the `[chat.teams]` section
+/// pointing at `teams`, its endpoint on `listen`, and the people's Teams identities.
+pub fn stack_teams(teams: &TeamsStandIn, listen: std::net::SocketAddr, mirror: Option<&Channel>) -> StackTeams {
+    let mirrors = mirror.map(|c| format!("\"{}\"", c.channel_id)).unwrap_or_default();
+    let section = format!(
+        "[chat.teams]\nenabled = true\napp_id = \"{app}\"\napp_secret = {{ file = \"teams.secret\" }}\n\
+         tenant_id = \"{tenant}\"\nlisten = \"{listen}\"\nchannels = [\"{channel}\"]\nmirror_channels = [{mirrors}]\n\
+         service_url = \"{service}\"\nopenid_metadata_url = \"{openid}\"\ntoken_url = \"{token}\"\n\
+         service_url_allowlist = [\"{service}\"]\n",
+        app = teams.app_id(),
+        tenant = teams.tenant_id(),
+        channel = teams.channel().channel_id,
+        service = teams.service_url(),
+        openid = teams.openid_metadata_url(),
+        token = teams.token_url(),
+    );
+    StackTeams {
+        section,
+        secret: teams.app_secret().expose_secret().to_string(),
+        identities: PEOPLE
+            .iter()
+            .map(|p| {
+                let id = TeamsUser::new(p).baton_identity().expect("stand-in users have an object id");
+                (p.to_string(), id)
+            })
+            .collect(),
+    }
+}
+
+/// Waits (bounded) until the endpoint at `endpoint` answers a signed activity: `baton run` has
+/// started its adapter. Sends `!help` from `who` (answered in the channel).
+pub async fn wait_for_endpoint(teams: &TeamsStandIn, endpoint: &str, who: &TeamsUser, timeout: Duration) -> Result<()> {
+    let until = tokio::time::Instant::now() + timeout;
+    loop {
+        let activity = teams.message(who, "!help").build();
+        match teams.send(endpoint, &activity).await {
+            Ok(r) if r.status == 200 => return Ok(()),
+            Ok(r) => anyhow::bail!("the endpoint answered {}: {}", r.status, r.text),
+            Err(e) if tokio::time::Instant::now() >= until => {
+                return Err(e.context(format!("the endpoint did not answer within {timeout:?}")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Baton running in this process with the Teams adapter, against a stand-in.

@@ -42,11 +42,16 @@ use keys::Keys;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+
+/// Waits between attempts while Teams is unreachable: from the first, doubling, at most the max.
+const OUTAGE_FIRST: Duration = Duration::from_millis(250);
+const OUTAGE_MAX: Duration = Duration::from_secs(5);
 
 /// The longest text posted in one message (Teams refuses activities above about 28 KB).
 const MAX_TEXT: usize = 20 * 1024;
@@ -68,6 +73,8 @@ pub struct Shared {
     refs: Mutex<References>,
     inbound: Mutex<Option<mpsc::Sender<Inbound>>>,
     link: watch::Sender<Link>,
+    /// Deliveries failed in a row because Teams was unreachable.
+    failures: AtomicU32,
 }
 
 impl Shared {
@@ -163,6 +170,7 @@ impl TeamsAdapter {
             refs: Mutex::new(References::default()),
             inbound: Mutex::new(None),
             link,
+            failures: AtomicU32::new(0),
         });
         Ok(TeamsAdapter {
             shared,
@@ -350,6 +358,26 @@ impl ChatAdapter for TeamsAdapter {
     async fn deliver(&self, message: &Outbound) -> Result<Delivered, DeliveryError> {
         let result = self.post(message).await;
         self.shared.mark(&message.room.id, &result);
-        result
+        match result {
+            // Teams unreachable: try again soon, but not sooner and sooner (the room's own
+            // backoff would grow to half a minute; Teams' outages are short).
+            Err(DeliveryError::Transient {
+                reason,
+                retry_after: None,
+            }) => {
+                let n = self.shared.failures.fetch_add(1, Ordering::AcqRel).min(5);
+                let wait = (OUTAGE_FIRST * 2u32.pow(n)).min(OUTAGE_MAX);
+                Err(DeliveryError::Transient {
+                    reason,
+                    retry_after: Some(wait),
+                })
+            }
+            other => {
+                if other.is_ok() {
+                    self.shared.failures.store(0, Ordering::Release);
+                }
+                other
+            }
+        }
     }
 }
