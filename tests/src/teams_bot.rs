@@ -34,6 +34,8 @@ pub struct BotOptions {
     pub mirror: bool,
     /// Changes to the adapter's settings after they were read from the file.
     pub tweak: fn(&mut TeamsConfig),
+    /// The lifetime of the access tokens the stand-in issues.
+    pub token_lifetime: Duration,
 }
 
 impl Default for BotOptions {
@@ -43,6 +45,7 @@ impl Default for BotOptions {
             failures: Vec::new(),
             mirror: false,
             tweak: |_| {},
+            token_lifetime: StandInConfig::default().token_lifetime,
         }
     }
 }
@@ -90,17 +93,27 @@ pub fn free_port() -> Result<std::net::SocketAddr> {
 }
 
 /// Teams for the full stack (`Stack` with `StackOptions::teams`): the `[chat.teams]` section
-/// pointing at `teams`, its endpoint on `listen`, and the people's Teams identities.
-pub fn stack_teams(teams: &TeamsStandIn, listen: std::net::SocketAddr, mirror: Option<&Channel>) -> StackTeams {
+/// pointing at `teams`, its endpoint on `listen`, commands read in the stand-in's default
+/// channel and `more` channels, runs mirrored into `mirror`, and the people's Teams identities.
+pub fn stack_teams(
+    teams: &TeamsStandIn,
+    listen: std::net::SocketAddr,
+    more: &[Channel],
+    mirror: Option<&Channel>,
+) -> StackTeams {
     let mirrors = mirror.map(|c| format!("\"{}\"", c.channel_id)).unwrap_or_default();
+    let channels: Vec<String> = std::iter::once(teams.channel())
+        .chain(more.iter().cloned())
+        .map(|c| format!("\"{}\"", c.channel_id))
+        .collect();
     let section = format!(
         "[chat.teams]\nenabled = true\napp_id = \"{app}\"\napp_secret = {{ file = \"teams.secret\" }}\n\
-         tenant_id = \"{tenant}\"\nlisten = \"{listen}\"\nchannels = [\"{channel}\"]\nmirror_channels = [{mirrors}]\n\
+         tenant_id = \"{tenant}\"\nlisten = \"{listen}\"\nchannels = [{channels}]\nmirror_channels = [{mirrors}]\n\
          service_url = \"{service}\"\nopenid_metadata_url = \"{openid}\"\ntoken_url = \"{token}\"\n\
          service_url_allowlist = [\"{service}\"]\n",
         app = teams.app_id(),
         tenant = teams.tenant_id(),
-        channel = teams.channel().channel_id,
+        channels = channels.join(", "),
         service = teams.service_url(),
         openid = teams.openid_metadata_url(),
         token = teams.token_url(),
@@ -151,7 +164,11 @@ pub struct TeamsBot {
 impl TeamsBot {
     /// Starts a stand-in and Baton against it.
     pub async fn start(options: BotOptions) -> Result<TeamsBot> {
-        let teams = TeamsStandIn::start(StandInConfig::default()).await?;
+        let teams = TeamsStandIn::start(StandInConfig {
+            token_lifetime: options.token_lifetime,
+            ..StandInConfig::default()
+        })
+        .await?;
         let dir = tempfile::Builder::new().prefix("baton-teams-").tempdir()?;
         let store = dir.path().join("baton.sqlite");
         let mirror = options.mirror.then(|| teams.add_channel("Contoso Ops", "Audit"));

@@ -36,7 +36,7 @@ async fn start(sim_args: &[&str], xmpp_chat: bool, mirror: bool, log: Option<&st
     let options = StackOptions {
         xmpp_chat,
         sim_args: sim_args.iter().map(|a| a.to_string()).collect(),
-        teams: Some(stack_teams(&teams, listen, mirror.as_ref())),
+        teams: Some(stack_teams(&teams, listen, &[], mirror.as_ref())),
         ..StackOptions::default()
     };
     let stack = tokio::task::block_in_place(|| Stack::start(options))?;
