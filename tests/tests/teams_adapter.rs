@@ -97,7 +97,12 @@ async fn every_invalid_request_is_refused_and_changes_nothing() -> anyhow::Resul
     // taken, its effect would show first.
     let root = teams.message(&alice, "!status").build();
     let root_id = root["id"].as_str().expect("an id").to_string();
-    let forged = || teams.message(&alice, "!failover xmpp EdgePool2 forged").in_thread(&root_id).build();
+    let forged = || {
+        teams
+            .message(&alice, "!failover xmpp EdgePool2 forged")
+            .in_thread(&root_id)
+            .build()
+    };
 
     for bad in BadToken::ALL {
         let reply = teams.send_with(&bot.endpoint, &forged(), &Auth::Bad(bad)).await?;
@@ -114,21 +119,31 @@ async fn every_invalid_request_is_refused_and_changes_nothing() -> anyhow::Resul
         .build();
     assert_eq!(teams.send(&bot.endpoint, &foreign).await?.status, 403, "tenant");
     let random = teams.add_channel("Contoso Ops", "Random");
-    let elsewhere = teams.message(&alice, "!failover xmpp EdgePool2").in_channel(&random).build();
+    let elsewhere = teams
+        .message(&alice, "!failover xmpp EdgePool2")
+        .in_channel(&random)
+        .build();
     assert_eq!(teams.send(&bot.endpoint, &elsewhere).await?.status, 403, "channel");
     let mut personal = forged();
-    personal["conversation"] = json!({"conversationType": "personal", "tenantId": teams.tenant_id(), "id": "a:1personal"});
+    personal["conversation"] =
+        json!({"conversationType": "personal", "tenantId": teams.tenant_id(), "id": "a:1personal"});
     assert_eq!(teams.send(&bot.endpoint, &personal).await?.status, 403, "personal chat");
     let mut elsewhere_url = forged();
     elsewhere_url["serviceUrl"] = json!("https://smba.trafficmanager.net.evil.example/teams/");
     let mut claims = teams.valid_claims();
     claims["serviceurl"] = elsewhere_url["serviceUrl"].clone();
     let header = format!("Bearer {}", teams.identity().sign(&claims));
-    let reply = teams.send_with(&bot.endpoint, &elsewhere_url, &Auth::Header(header)).await?;
+    let reply = teams
+        .send_with(&bot.endpoint, &elsewhere_url, &Auth::Header(header))
+        .await?;
     assert_eq!(reply.status, 403, "serviceUrl outside the allowlist");
     let mut no_service = forged();
     no_service.as_object_mut().expect("an object").remove("serviceUrl");
-    assert_eq!(teams.send(&bot.endpoint, &no_service).await?.status, 401, "serviceUrl missing");
+    assert_eq!(
+        teams.send(&bot.endpoint, &no_service).await?.status,
+        401,
+        "serviceUrl missing"
+    );
 
     assert!(teams.connector().calls().is_empty(), "{}", teams.connector().describe());
     assert!(bot.journal()?.is_empty(), "{:?}", bot.journal()?);
@@ -155,7 +170,11 @@ async fn every_invalid_request_is_refused_and_changes_nothing() -> anyhow::Resul
     teams.identity().use_for_signing("rotated-1")?;
     teams.identity().remove_key(SIGNING_KID)?;
     let fresh = teams.message(&alice, "!status").in_thread(&root_id).build();
-    assert_eq!(teams.send(&bot.endpoint, &fresh).await?.status, 200, "the new key is fetched");
+    assert_eq!(
+        teams.send(&bot.endpoint, &fresh).await?.status,
+        200,
+        "the new key is fetched"
+    );
     assert!(teams.identity().jwks_fetches() > fetches);
     teams.connector().wait_for_calls(2, T).await?;
     let old = teams.identity().sign_with(SIGNING_KID, &teams.valid_claims())?;
@@ -180,47 +199,85 @@ async fn clicks_answer_the_clicker_and_a_fast_run_stays_within_the_rate_limit() 
     .await?;
     let teams = &bot.teams;
     let (alice, bob, mallory) = (user("alice"), user("bob"), user("mallory"));
-    let request = teams.message(&alice, "!failover xmpp EdgePool2 pool 1 <b>lost</b> power").build();
+    let request = teams
+        .message(&alice, "!failover xmpp EdgePool2 pool 1 <b>lost</b> power")
+        .build();
     assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
     let card = card_message(&bot).await;
     assert_eq!(card.created_by, CallKind::SendToConversation);
-    assert_eq!(card.conversation_id, request["conversation"]["id"].as_str().expect("an id"), "in the thread");
+    assert_eq!(
+        card.conversation_id,
+        request["conversation"]["id"].as_str().expect("an id"),
+        "in the thread"
+    );
     let plan = plan_of(&card);
     let content = &card.adaptive_cards()[0];
     assert_eq!(content["version"], "1.5");
-    assert!(content.to_string().contains("pool 1 <b>lost</b> power"), "the reason as typed");
+    assert!(
+        content.to_string().contains("pool 1 <b>lost</b> power"),
+        "the reason as typed"
+    );
 
     // The requester's own click: refused to her alone, the card unchanged.
     let reply = teams
-        .send(&bot.endpoint, &teams.execute_action(&alice, &card, "approve", run_data(&plan)))
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&alice, &card, "approve", run_data(&plan)),
+        )
         .await?;
     assert!(invoke_text(&reply).contains("you requested this"), "{}", reply.text);
     // Someone with no rights.
     let reply = teams
-        .send(&bot.endpoint, &teams.execute_action(&mallory, &card, "approve", run_data(&plan)))
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&mallory, &card, "approve", run_data(&plan)),
+        )
         .await?;
     assert!(invoke_text(&reply).contains("may not approve"), "{}", reply.text);
     // A button that is not Baton's.
     let reply = teams
-        .send(&bot.endpoint, &teams.execute_action(&bob, &card, "approve", json!({"req": "r1"})))
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&bob, &card, "approve", json!({"req": "r1"})),
+        )
         .await?;
     assert!(invoke_text(&reply).contains("not one of Baton's"), "{}", reply.text);
     assert_eq!(teams.connector().activity(&card.id).expect("the card").updates(), 0);
-    assert!(!texts(&bot).iter().any(|t| t.contains("Refused")), "refusals are not posted: {:?}", texts(&bot));
+    assert!(
+        !texts(&bot).iter().any(|t| t.contains("Refused")),
+        "refusals are not posted: {:?}",
+        texts(&bot)
+    );
 
     // bob approves: the invoke response is the new card; then the run flies through.
     let reply = teams
-        .send(&bot.endpoint, &teams.execute_action(&bob, &card, "approve", run_data(&plan)))
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&bob, &card, "approve", run_data(&plan)),
+        )
         .await?;
     assert_eq!(reply.status, 200, "{}", reply.text);
-    assert_eq!(reply.invoke_type(), Some("application/vnd.microsoft.card.adaptive"), "{}", reply.text);
+    assert_eq!(
+        reply.invoke_type(),
+        Some("application/vnd.microsoft.card.adaptive"),
+        "{}",
+        reply.text
+    );
     let shown = reply.invoke_value().expect("a card").to_string();
     assert!(shown.contains("approved by bob"), "{shown}");
-    assert!(reply.invoke_value().expect("a card").get("actions").is_none(), "no buttons once approved");
+    assert!(
+        reply.invoke_value().expect("a card").get("actions").is_none(),
+        "no buttons once approved"
+    );
     let done = teams
         .connector()
         .wait_for_activity(
-            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| c.to_string().contains("succeeded")),
+            |a| {
+                a.id == card.id
+                    && a.adaptive_cards()
+                        .first()
+                        .is_some_and(|c| c.to_string().contains("succeeded"))
+            },
             T,
         )
         .await?;
@@ -228,12 +285,25 @@ async fn clicks_answer_the_clicker_and_a_fast_run_stays_within_the_rate_limit() 
     // Eight steps ended within milliseconds: their updates were coalesced, and no second saw
     // more than Teams' seven operations on the thread.
     let busiest = teams.connector().busiest(Duration::from_secs(1));
-    assert!(busiest <= 7, "{busiest} calls within one second:\n{}", teams.connector().describe());
+    assert!(
+        busiest <= 7,
+        "{busiest} calls within one second:\n{}",
+        teams.connector().describe()
+    );
     assert!(done.updates() <= 6, "{} updates for a run of 8 steps", done.updates());
     let last = done.adaptive_cards()[0].to_string();
     assert!(!last.contains("FAILED") && !last.contains("\"running\""), "{last}");
     for call in teams.connector().calls() {
-        assert_eq!(call.status, Some(if call.kind == CallKind::UpdateActivity { 200 } else { 201 }), "{}", call.summary());
+        assert_eq!(
+            call.status,
+            Some(if call.kind == CallKind::UpdateActivity {
+                200
+            } else {
+                201
+            }),
+            "{}",
+            call.summary()
+        );
     }
     bot.stop().await
 }
@@ -243,23 +313,38 @@ async fn without_an_entra_object_id_a_sender_may_read_but_not_request_and_submit
     let bot = TeamsBot::start(BotOptions::default()).await?;
     let teams = &bot.teams;
     let guest = user("alice").without_aad_object_id();
-    teams.send(&bot.endpoint, &teams.message(&guest, "!status").build()).await?;
+    teams
+        .send(&bot.endpoint, &teams.message(&guest, "!status").build())
+        .await?;
     said(&bot, "XMPP federation route").await;
     teams
-        .send(&bot.endpoint, &teams.message(&guest, "!failover xmpp EdgePool2").build())
+        .send(
+            &bot.endpoint,
+            &teams.message(&guest, "!failover xmpp EdgePool2").build(),
+        )
         .await?;
     let refused = said(&bot, "Refused").await;
-    assert!(refused.contains("Teams did not say which Entra account you are"), "{refused}");
+    assert!(
+        refused.contains("Teams did not say which Entra account you are"),
+        "{refused}"
+    );
     assert!(!bot.journal()?.contains(&"requested".to_string()));
 
     // An Action.Submit click (older clients) approves as the invoke does.
     let alice = user("alice");
     teams
-        .send(&bot.endpoint, &teams.message(&alice, "!failover xmpp EdgePool2").build())
+        .send(
+            &bot.endpoint,
+            &teams.message(&alice, "!failover xmpp EdgePool2").build(),
+        )
         .await?;
     let card = card_message(&bot).await;
     let plan = plan_of(&card);
-    let submit = teams.submit_action(&user("carol"), &card, json!({"verb": "approve", "run": "1", "plan": plan}));
+    let submit = teams.submit_action(
+        &user("carol"),
+        &card,
+        json!({"verb": "approve", "run": "1", "plan": plan}),
+    );
     assert_eq!(teams.send(&bot.endpoint, &submit).await?.status, 200);
     said(&bot, "#1 approved by carol").await;
     said(&bot, "#1 succeeded").await;
@@ -271,23 +356,154 @@ async fn a_429_is_honoured_and_a_revoked_token_is_replaced() -> anyhow::Result<(
     let bot = TeamsBot::start(BotOptions::default()).await?;
     let teams = &bot.teams;
     let alice = user("alice");
-    teams.connector().inject(Fault::TooManyRequests { retry_after_secs: 2 }, Times::Next(1));
-    teams.send(&bot.endpoint, &teams.message(&alice, "!status").build()).await?;
+    teams
+        .connector()
+        .inject(Fault::TooManyRequests { retry_after_secs: 2 }, Times::Next(1));
+    teams
+        .send(&bot.endpoint, &teams.message(&alice, "!status").build())
+        .await?;
     said(&bot, "XMPP federation route").await;
     let calls = teams.connector().calls();
     assert_eq!(calls.len(), 2, "{}", teams.connector().describe());
     assert_eq!(calls[0].status, Some(429));
     let waited = calls[1].at.duration_since(calls[0].at);
-    assert!(waited >= Duration::from_secs(2), "retried after {waited:?}, Retry-After was 2 s");
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, Retry-After was 2 s"
+    );
     assert_eq!(calls[0].body, calls[1].body, "the same message again");
 
     // The Connector stops accepting the token: Baton gets a new one and delivers.
     let issued = teams.login().issued_count();
     teams.login().revoke_all();
-    teams.send(&bot.endpoint, &teams.message(&alice, "!runs").build()).await?;
+    teams
+        .send(&bot.endpoint, &teams.message(&alice, "!runs").build())
+        .await?;
     said(&bot, "No runs").await;
     assert!(teams.login().issued_count() > issued);
     let calls = teams.connector().calls();
-    assert_eq!(calls[calls.len() - 2].status, Some(401), "{}", teams.connector().describe());
+    assert_eq!(
+        calls[calls.len() - 2].status,
+        Some(401),
+        "{}",
+        teams.connector().describe()
+    );
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_activity_is_handled_once_and_a_stale_button_changes_nothing() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions::default()).await?;
+    let teams = &bot.teams;
+    let (alice, bob) = (user("alice"), user("bob"));
+    // Teams delivers again when the bot was slow to answer: the same activity, the same id.
+    let request = teams.message(&alice, "!failover xmpp EdgePool2 redelivered").build();
+    let root = request["id"].as_str().expect("an id").to_string();
+    assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
+    let card = card_message(&bot).await;
+    assert_eq!(
+        teams.send(&bot.endpoint, &request).await?.status,
+        200,
+        "a redelivery is acknowledged"
+    );
+
+    // A button whose plan is not the run's (a card from before the plan changed), then one
+    // for a run that does not exist: each answered to the clicker, nothing else happens.
+    let reply = teams
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&bob, &card, "approve", run_data("0123456789ab")),
+        )
+        .await?;
+    assert!(
+        invoke_text(&reply).contains("not the 0123456789ab you named"),
+        "{}",
+        reply.text
+    );
+    let reply = teams
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&bob, &card, "approve", json!({"run": "99", "plan": plan_of(&card)})),
+        )
+        .await?;
+    let told = invoke_text(&reply);
+    assert!(told.contains("There is no run #99"), "{told}");
+
+    // The sentinel: the thread's answers come in order, so once the status answer is there
+    // the redelivery was handled (or skipped).
+    let status = teams.message(&alice, "!status 1").in_thread(&root).build();
+    assert_eq!(teams.send(&bot.endpoint, &status).await?.status, 200);
+    let answer = said(&bot, "#1 pending approval").await;
+    assert!(!answer.contains("#2"), "{answer}");
+    let cards: Vec<_> = teams
+        .connector()
+        .activities()
+        .into_iter()
+        .filter(|a| !a.adaptive_cards().is_empty())
+        .collect();
+    assert_eq!(
+        cards.len(),
+        1,
+        "one card for one request: {}",
+        teams.connector().describe()
+    );
+    assert_eq!(cards[0].updates(), 0, "the stale clicks left the card as it was");
+    // One run requested, the stale approval refused (and audited), nothing approved.
+    let journal = bot.journal()?;
+    assert_eq!(
+        journal,
+        vec!["requested".to_string(), "refused".to_string()],
+        "{journal:?}"
+    );
+    let handled = bot.handled()?;
+    assert_eq!(handled.iter().filter(|id| **id == root).count(), 1, "{handled:?}");
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_token_is_refreshed_before_the_connector_would_refuse_it() -> anyhow::Result<()> {
+    // Tokens that live three seconds: Baton must fetch a new one before each expires, so that
+    // the Connector (which refuses a token past its lifetime) never has to refuse one.
+    let bot = TeamsBot::start(BotOptions {
+        token_lifetime: Duration::from_secs(3),
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let alice = user("alice");
+    teams
+        .send(&bot.endpoint, &teams.message(&alice, "!status").build())
+        .await?;
+    said(&bot, "XMPP federation route").await;
+    let first = teams.connector().calls()[0]
+        .authorization
+        .clone()
+        .expect("a bearer token");
+    let first_token = first.trim_start_matches("Bearer ").to_string();
+    // Wait (bounded) until the stand-in no longer accepts the first token.
+    let until = tokio::time::Instant::now() + T;
+    while teams.login().is_current(&first_token) {
+        assert!(tokio::time::Instant::now() < until, "the token never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    teams
+        .send(&bot.endpoint, &teams.message(&alice, "!runs").build())
+        .await?;
+    said(&bot, "No runs").await;
+    let calls = teams.connector().calls();
+    assert_eq!(calls.len(), 2, "{}", teams.connector().describe());
+    assert!(
+        calls.iter().all(|c| c.status == Some(201)),
+        "{}",
+        teams.connector().describe()
+    );
+    assert_ne!(calls[1].authorization, Some(first), "a new token");
+    let requests = teams.login().requests();
+    assert!(requests.len() >= 2, "{} token requests", requests.len());
+    for r in &requests {
+        assert_eq!(r.grant_type.as_deref(), Some("client_credentials"));
+        assert_eq!(r.scope.as_deref(), Some("https://api.botframework.com/.default"));
+        assert!(r.secret_matched && r.status == Some(200), "{r:?}");
+    }
     bot.stop().await
 }

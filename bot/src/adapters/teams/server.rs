@@ -37,7 +37,9 @@ const MESSAGE: &str = "application/vnd.microsoft.activity.message";
 type Answer = Response<Full<Bytes>>;
 
 fn answer(status: StatusCode, body: Option<Value>) -> Answer {
-    let mut r = Response::new(Full::new(body.as_ref().map(|b| Bytes::from(b.to_string())).unwrap_or_default()));
+    let mut r = Response::new(Full::new(
+        body.as_ref().map(|b| Bytes::from(b.to_string())).unwrap_or_default(),
+    ));
     *r.status_mut() = status;
     if body.is_some() {
         r.headers_mut().insert(
@@ -53,7 +55,10 @@ fn refused(status: u16, why: &str) -> Answer {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
     warn!(status = status.as_u16(), reason = %why, "request to the messaging endpoint refused");
     let word = status.canonical_reason().unwrap_or("Refused");
-    answer(status, Some(json!({"error": {"code": word.replace(' ', ""), "message": word}})))
+    answer(
+        status,
+        Some(json!({"error": {"code": word.replace(' ', ""), "message": word}})),
+    )
 }
 
 /// An invoke response telling the clicker `text`.
@@ -155,7 +160,16 @@ async fn accept(shared: &Shared, authorization: Option<&str>, body: &[u8]) -> Re
 async fn dispatch(shared: &Shared, a: Activity) -> Answer {
     let incoming = match activity::classify(&a, &shared.cfg) {
         Ok(i) => i,
-        Err(why) => return refused(403, &why.to_string()),
+        Err(why) => {
+            // What the operator needs to allow it, if it should be (none of it is secret).
+            warn!(
+                tenant = a.tenant().unwrap_or("-"),
+                channel = activity::channel_of(a.conversation_id().unwrap_or("-")),
+                service_url = a.service_url.as_deref().unwrap_or("-"),
+                "an authenticated activity from outside the configured tenants, channels or serviceUrls"
+            );
+            return refused(403, &why.to_string());
+        }
     };
     shared.seen(&a);
     match incoming {
