@@ -190,13 +190,22 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
         "inbound -> Baton's first answer, {rounds} rounds each after {WARM_UP} warm-up, Teams and XMPP alternating, same baton run"
     );
     header();
-    row("Teams !status: activity POSTed -> Connector call recorded", &status.teams);
+    row(
+        "Teams !status: activity POSTed -> Connector call recorded",
+        &status.teams,
+    );
     row("XMPP  !status: alice sends -> alice reads the answer", &status.xmpp);
     ratio("Teams / XMPP, !status", &status);
-    row("Teams !failover: activity POSTed -> approval card recorded", &request.teams);
+    row(
+        "Teams !failover: activity POSTed -> approval card recorded",
+        &request.teams,
+    );
     row("XMPP  !failover: alice sends -> alice reads the request", &request.xmpp);
     ratio("Teams / XMPP, !failover", &request);
-    row("Teams Deny click: invoke POSTed -> invoke response read", &withdraw.teams);
+    row(
+        "Teams Deny click: invoke POSTed -> invoke response read",
+        &withdraw.teams,
+    );
     row("XMPP  !deny: alice sends -> alice reads the denial", &withdraw.xmpp);
     ratio("Teams / XMPP, withdrawal", &withdraw);
     println!();
@@ -219,8 +228,15 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
 impl Bench {
     /// Carol asks `!status` in `channel`: the time until Baton's answer reaches the Connector.
     async fn teams_status(&self, channel: &Channel) -> anyhow::Result<Duration> {
-        let activity = self.teams.message(&TeamsUser::new("carol"), "!status").in_channel(channel).build();
-        let conversation = activity["conversation"]["id"].as_str().context("a conversation")?.to_string();
+        let activity = self
+            .teams
+            .message(&TeamsUser::new("carol"), "!status")
+            .in_channel(channel)
+            .build();
+        let conversation = activity["conversation"]["id"]
+            .as_str()
+            .context("a conversation")?
+            .to_string();
         let before = self.teams.connector().calls().len();
         let sent = Instant::now();
         let reply = self.teams.send(&self.endpoint, &activity).await?;
@@ -249,8 +265,15 @@ impl Bench {
     /// Alice requests the failover in a new thread of `channel`: the time until the approval
     /// card reaches the Connector, and the card.
     async fn teams_request(&mut self, channel: &Channel) -> anyhow::Result<(Duration, ActivityState)> {
-        let activity = self.teams.message(&TeamsUser::new("alice"), FAILOVER).in_channel(channel).build();
-        let conversation = activity["conversation"]["id"].as_str().context("a conversation")?.to_string();
+        let activity = self
+            .teams
+            .message(&TeamsUser::new("alice"), FAILOVER)
+            .in_channel(channel)
+            .build();
+        let conversation = activity["conversation"]["id"]
+            .as_str()
+            .context("a conversation")?
+            .to_string();
         let before = self.teams.connector().calls().len();
         let sent = Instant::now();
         let reply = self.teams.send(&self.endpoint, &activity).await?;
@@ -441,7 +464,13 @@ fn header() {
 
 fn row(name: &str, samples: &[Duration]) {
     let cell = |p| format!("{:.3} ms", ms(percentile(samples, p)));
-    println!("{name:<62} {:>10} {:>10} {:>10} {:>6}", cell(50), cell(90), cell(99), samples.len());
+    println!(
+        "{name:<62} {:>10} {:>10} {:>10} {:>6}",
+        cell(50),
+        cell(90),
+        cell(99),
+        samples.len()
+    );
 }
 
 /// Teams' percentiles divided by XMPP's.
@@ -454,5 +483,11 @@ fn ratio(name: &str, s: &Samples) {
             "-".to_string()
         }
     };
-    println!("{:<62} {:>10} {:>10} {:>10}", format!("  ratio {name}"), cell(50), cell(90), cell(99));
+    println!(
+        "{:<62} {:>10} {:>10} {:>10}",
+        format!("  ratio {name}"),
+        cell(50),
+        cell(90),
+        cell(99)
+    );
 }

@@ -50,10 +50,7 @@ impl Baton {
     /// Starts `baton <args>` with piped stdin/stdout/stderr. Its log filter is `warn`, or
     /// `$BATON_TEST_LOG` when set (e.g. `info,baton=debug` to see a failing test's story).
     pub fn start(args: &[&str]) -> anyhow::Result<Baton> {
-        Baton::start_logging(
-            args,
-            &std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+        Baton::start_logging(args, &std::env::var("BATON_TEST_LOG").unwrap_or_else(|_| "warn".into()))
     }
 
     /// Starts `baton <args>` with this log filter (`RUST_LOG`).

@@ -55,8 +55,12 @@ pub fn config_text(teams: &TeamsStandIn, store: &std::path::Path, mirror: Option
     let base = baton::demo::EXAMPLE;
     let mut people = String::new();
     for name in PEOPLE {
-        let id = TeamsUser::new(name).baton_identity().expect("stand-in users have an object id");
-        people.push_str(&format!("[people.{name}]\nidentities = [\"{id}\", \"console:{name}\"]\n\n"));
+        let id = TeamsUser::new(name)
+            .baton_identity()
+            .expect("stand-in users have an object id");
+        people.push_str(&format!(
+            "[people.{name}]\nidentities = [\"{id}\", \"console:{name}\"]\n\n"
+        ));
     }
     let start = base.find("[people.alice]").expect("the example has people");
     let end = base.find("[groups]").expect("the example has groups");
@@ -83,7 +87,10 @@ pub fn config_text(teams: &TeamsStandIn, store: &std::path::Path, mirror: Option
         &base[end..chat],
         &base[after_chat..]
     );
-    text.replace("store = \"baton.sqlite\"", &format!("store = {:?}", store.display().to_string()))
+    text.replace(
+        "store = \"baton.sqlite\"",
+        &format!("store = {:?}", store.display().to_string()),
+    )
 }
 
 /// A free loopback port for an endpoint (bound, read, released).
@@ -124,7 +131,9 @@ pub fn stack_teams(
         identities: PEOPLE
             .iter()
             .map(|p| {
-                let id = TeamsUser::new(p).baton_identity().expect("stand-in users have an object id");
+                let id = TeamsUser::new(p)
+                    .baton_identity()
+                    .expect("stand-in users have an object id");
                 (p.to_string(), id)
             })
             .collect(),
@@ -192,7 +201,10 @@ impl TeamsBot {
         let sqlite = SqliteStore::open(&store)?;
         let mut engine = EngineConfig::from_config(&config, sqlite.store_id());
         if let Some(m) = &mirror {
-            engine.mirror_rooms = vec![baton::chat::RoomRef::new(baton_policies::Platform::Teams, m.channel_id.clone())];
+            engine.mirror_rooms = vec![baton::chat::RoomRef::new(
+                baton_policies::Platform::Teams,
+                m.channel_id.clone(),
+            )];
         }
         let failures = options
             .failures

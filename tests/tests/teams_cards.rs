@@ -72,9 +72,17 @@ async fn every_card_state_renders_cleanly_in_the_real_renderer() -> anyhow::Resu
     say(&bot, "alice", "!failover xmpp EdgePool2 pool 1 lost power in DC1").await;
     let c1 = card_in_state(&bot, 1, "pending approval").await;
     cards.push(("pending".into(), c1.adaptive_cards()[0].clone()));
-    let click = teams.execute_action(&TeamsUser::new("bob"), &c1, "approve", json!({"run": "1", "plan": plan_of(&c1)}));
+    let click = teams.execute_action(
+        &TeamsUser::new("bob"),
+        &c1,
+        "approve",
+        json!({"run": "1", "plan": plan_of(&c1)}),
+    );
     let reply = teams.send(&bot.endpoint, &click).await?;
-    cards.push(("approved".into(), reply.invoke_value().expect("the card in the invoke response").clone()));
+    cards.push((
+        "approved".into(),
+        reply.invoke_value().expect("the card in the invoke response").clone(),
+    ));
     let running = card_in_state(&bot, 1, "running").await;
     cards.push(("running".into(), running.adaptive_cards()[0].clone()));
     let failed = card_in_state(&bot, 1, "failed").await;
@@ -86,7 +94,12 @@ async fn every_card_state_renders_cleanly_in_the_real_renderer() -> anyhow::Resu
     // Run 2: denied.
     say(&bot, "alice", "!failover xmpp EdgePool2 again").await;
     let c2 = card_in_state(&bot, 2, "pending approval").await;
-    let click = teams.execute_action(&TeamsUser::new("carol"), &c2, "deny", json!({"run": "2", "plan": plan_of(&c2)}));
+    let click = teams.execute_action(
+        &TeamsUser::new("carol"),
+        &c2,
+        "deny",
+        json!({"run": "2", "plan": plan_of(&c2)}),
+    );
     teams.send(&bot.endpoint, &click).await?;
     let denied = card_in_state(&bot, 2, "denied").await;
     cards.push(("denied".into(), denied.adaptive_cards()[0].clone()));
@@ -94,7 +107,12 @@ async fn every_card_state_renders_cleanly_in_the_real_renderer() -> anyhow::Resu
     // Run 3: succeeded.
     say(&bot, "alice", "!failover xmpp EdgePool2 third time").await;
     let c3 = card_in_state(&bot, 3, "pending approval").await;
-    let click = teams.execute_action(&TeamsUser::new("bob"), &c3, "approve", json!({"run": "3", "plan": plan_of(&c3)}));
+    let click = teams.execute_action(
+        &TeamsUser::new("bob"),
+        &c3,
+        "approve",
+        json!({"run": "3", "plan": plan_of(&c3)}),
+    );
     teams.send(&bot.endpoint, &click).await?;
     let done = card_in_state(&bot, 3, "succeeded").await;
     cards.push(("succeeded".into(), done.adaptive_cards()[0].clone()));
@@ -115,7 +133,11 @@ async fn every_card_state_renders_cleanly_in_the_real_renderer() -> anyhow::Resu
     cards::assert_clean(&reports)?;
     assert_eq!(reports.len(), cards.len());
     for (report, (name, _)) in reports.iter().zip(&cards) {
-        assert!(report.text.contains("XMPP federation EdgePool1 -> EdgePool2"), "{name}: {}", report.text);
+        assert!(
+            report.text.contains("XMPP federation EdgePool1 -> EdgePool2"),
+            "{name}: {}",
+            report.text
+        );
         let buttons: Vec<&str> = report.actions.iter().filter_map(|a| a.title.as_deref()).collect();
         match name.as_str() {
             "pending" => assert_eq!(buttons, ["Approve", "Deny"], "{name}"),

@@ -81,7 +81,12 @@ fn marks(card: &Value) -> Vec<String> {
         .map(|rows| {
             rows.iter()
                 .skip(1)
-                .map(|r| r["cells"][3]["items"][0]["inlines"][0]["text"].as_str().unwrap_or("?").to_string())
+                .map(|r| {
+                    r["cells"][3]["items"][0]["inlines"][0]["text"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_string()
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -121,8 +126,17 @@ fn posted_texts(teams: &TeamsStandIn) -> Vec<String> {
 }
 
 fn invoke_text(reply: &baton_e2e::teams::BotReply) -> String {
-    assert_eq!(reply.invoke_type(), Some("application/vnd.microsoft.activity.message"), "{}", reply.text);
-    reply.invoke_value().and_then(Value::as_str).unwrap_or_default().to_string()
+    assert_eq!(
+        reply.invoke_type(),
+        Some("application/vnd.microsoft.activity.message"),
+        "{}",
+        reply.text
+    );
+    reply
+        .invoke_value()
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +156,11 @@ async fn the_whole_story_in_a_teams_channel() -> anyhow::Result<()> {
         .connector()
         .wait_for_activity(|a| !a.adaptive_cards().is_empty(), T)
         .await?;
-    assert_eq!(card.conversation_id, request["conversation"]["id"].as_str().expect("an id"), "the card is in the thread");
+    assert_eq!(
+        card.conversation_id,
+        request["conversation"]["id"].as_str().expect("an id"),
+        "the card is in the thread"
+    );
     let content = card.adaptive_cards()[0].clone();
     let shown = content.to_string();
     for needed in [
@@ -166,21 +184,45 @@ async fn the_whole_story_in_a_teams_channel() -> anyhow::Result<()> {
 
     // The requester, then someone with no rights: refused to them alone, the card unchanged.
     let data = json!({"run": "1", "plan": plan});
-    let reply = teams.send(&s.endpoint, &teams.execute_action(&alice, &card, "approve", data.clone())).await?;
+    let reply = teams
+        .send(
+            &s.endpoint,
+            &teams.execute_action(&alice, &card, "approve", data.clone()),
+        )
+        .await?;
     assert!(invoke_text(&reply).contains("you requested this"), "{}", reply.text);
-    let reply = teams.send(&s.endpoint, &teams.execute_action(&mallory, &card, "approve", data.clone())).await?;
-    assert!(invoke_text(&reply).contains("mallory may not approve"), "{}", reply.text);
+    let reply = teams
+        .send(
+            &s.endpoint,
+            &teams.execute_action(&mallory, &card, "approve", data.clone()),
+        )
+        .await?;
+    assert!(
+        invoke_text(&reply).contains("mallory may not approve"),
+        "{}",
+        reply.text
+    );
     assert_eq!(teams.connector().activity(&card.id).expect("the card").updates(), 0);
 
     // bob approves by card.
-    let reply = teams.send(&s.endpoint, &teams.execute_action(&bob, &card, "approve", data)).await?;
-    assert_eq!(reply.invoke_type(), Some("application/vnd.microsoft.card.adaptive"), "{}", reply.text);
+    let reply = teams
+        .send(&s.endpoint, &teams.execute_action(&bob, &card, "approve", data))
+        .await?;
+    assert_eq!(
+        reply.invoke_type(),
+        Some("application/vnd.microsoft.card.adaptive"),
+        "{}",
+        reply.text
+    );
     said(teams, "#1 approved by bob (2 people: alice and bob). Running.").await;
 
     // Mid-run, a status question in the thread is answered there, in text.
     teams
         .connector()
-        .wait_for_activity(|a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| oks(c) >= 3), T)
+        .wait_for_activity(
+            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| oks(c) >= 3),
+            T,
+        )
         .await?;
     let status = teams.message(&bob, "!status 1").in_thread(&root).build();
     assert_eq!(teams.send(&s.endpoint, &status).await?.status, 200);
@@ -191,7 +233,12 @@ async fn the_whole_story_in_a_teams_channel() -> anyhow::Result<()> {
     let last = teams
         .connector()
         .wait_for_activity(
-            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| c.to_string().contains("\"succeeded\"")),
+            |a| {
+                a.id == card.id
+                    && a.adaptive_cards()
+                        .first()
+                        .is_some_and(|c| c.to_string().contains("\"succeeded\""))
+            },
             T,
         )
         .await?;
@@ -200,8 +247,16 @@ async fn the_whole_story_in_a_teams_channel() -> anyhow::Result<()> {
     for needed in ["requested by alice", "approved by bob", "took"] {
         assert!(final_card.contains(needed), "{needed} on the final card: {final_card}");
     }
-    assert!(last.adaptive_cards()[0].get("actions").is_none(), "no buttons at the end");
-    assert_eq!(oks(&last.adaptive_cards()[0]), rows, "{:?}", marks(&last.adaptive_cards()[0]));
+    assert!(
+        last.adaptive_cards()[0].get("actions").is_none(),
+        "no buttons at the end"
+    );
+    assert_eq!(
+        oks(&last.adaptive_cards()[0]),
+        rows,
+        "{:?}",
+        marks(&last.adaptive_cards()[0])
+    );
     // Updated as the run moved, never backwards.
     let versions: Vec<usize> = last
         .versions
@@ -209,14 +264,20 @@ async fn the_whole_story_in_a_teams_channel() -> anyhow::Result<()> {
         .map(|v| v["attachments"][0]["content"].clone())
         .map(|c| oks(&c))
         .collect();
-    assert!(versions.len() >= 4, "the card was updated as the run moved: {versions:?}");
+    assert!(
+        versions.len() >= 4,
+        "the card was updated as the run moved: {versions:?}"
+    );
     assert!(versions.windows(2).all(|w| w[0] <= w[1]), "{versions:?}");
     // Step progress is on the card, not posted as lines.
     let texts = posted_texts(teams);
     assert!(!texts.iter().any(|t| t.contains("[2/8]")), "{texts:#?}");
     assert_eq!(texts.iter().filter(|t| t.contains("#1 succeeded")).count(), 1);
     // And the federation really moved.
-    assert_eq!(tokio::task::block_in_place(|| s.stack.a_records())?, vec![POOL2_ADDRESS.to_string()]);
+    assert_eq!(
+        tokio::task::block_in_place(|| s.stack.a_records())?,
+        vec![POOL2_ADDRESS.to_string()]
+    );
     assert!(teams.connector().busiest(Duration::from_secs(1)) <= 7);
     drop(s.bot);
     Ok(())
@@ -237,18 +298,35 @@ async fn one_person_on_two_platforms_is_counted_once() -> anyhow::Result<()> {
     let mirror = s.mirror.as_ref().expect("a mirror channel").channel_id.clone();
     let card = teams
         .connector()
-        .wait_for_activity(|a| a.conversation_id.starts_with(&mirror) && !a.adaptive_cards().is_empty(), T)
+        .wait_for_activity(
+            |a| a.conversation_id.starts_with(&mirror) && !a.adaptive_cards().is_empty(),
+            T,
+        )
         .await?;
     assert_eq!(card.created_by, CallKind::CreateConversation);
     let data = json!({"run": "1", "plan": plan_of(&card)});
 
     // alice, on Teams now, is still the requester.
-    let reply = teams.send(&s.endpoint, &teams.execute_action(&user("alice"), &card, "approve", data.clone())).await?;
+    let reply = teams
+        .send(
+            &s.endpoint,
+            &teams.execute_action(&user("alice"), &card, "approve", data.clone()),
+        )
+        .await?;
     assert!(invoke_text(&reply).contains("you requested this"), "{}", reply.text);
     // bob approves on Teams, then types it on XMPP too.
-    let reply = teams.send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data)).await?;
-    assert_eq!(reply.invoke_type(), Some("application/vnd.microsoft.card.adaptive"), "{}", reply.text);
-    alice_x.bot_says(INCIDENT_ROOM, "#1 approved by bob (2 people: alice and bob)", T).await?;
+    let reply = teams
+        .send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data))
+        .await?;
+    assert_eq!(
+        reply.invoke_type(),
+        Some("application/vnd.microsoft.card.adaptive"),
+        "{}",
+        reply.text
+    );
+    alice_x
+        .bot_says(INCIDENT_ROOM, "#1 approved by bob (2 people: alice and bob)", T)
+        .await?;
     bob_x.say(INCIDENT_ROOM, "!approve 1").await?;
     alice_x.bot_says(INCIDENT_ROOM, "#1 succeeded", T).await?;
     let kinds = tokio::task::block_in_place(|| s.stack.journal_kinds())?;
@@ -260,7 +338,9 @@ async fn one_person_on_two_platforms_is_counted_once() -> anyhow::Result<()> {
         "{lines:#?}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("#1 is running") && l.contains("not waiting for approval")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("#1 is running") && l.contains("not waiting for approval")),
         "bob's typed approval is answered, not counted: {lines:#?}"
     );
     // The mirror thread got the run's news, and its card the outcome.
@@ -271,7 +351,11 @@ async fn one_person_on_two_platforms_is_counted_once() -> anyhow::Result<()> {
             |calls| {
                 calls
                     .iter()
-                    .find(|c| c.succeeded() && c.conversation_id.as_deref() == Some(&thread) && c.text().is_some_and(|t| t.contains("#1 succeeded")))
+                    .find(|c| {
+                        c.succeeded()
+                            && c.conversation_id.as_deref() == Some(&thread)
+                            && c.text().is_some_and(|t| t.contains("#1 succeeded"))
+                    })
                     .map(|_| ())
             },
             T,
@@ -280,7 +364,12 @@ async fn one_person_on_two_platforms_is_counted_once() -> anyhow::Result<()> {
     teams
         .connector()
         .wait_for_activity(
-            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| c.to_string().contains("\"succeeded\"")),
+            |a| {
+                a.id == card.id
+                    && a.adaptive_cards()
+                        .first()
+                        .is_some_and(|c| c.to_string().contains("\"succeeded\""))
+            },
             T,
         )
         .await?;
@@ -300,22 +389,38 @@ async fn teams_unreachable_mid_run_loses_nothing() -> anyhow::Result<()> {
         .wait_for_activity(|a| !a.adaptive_cards().is_empty(), T)
         .await?;
     let data = json!({"run": "1", "plan": plan_of(&card)});
-    teams.send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data)).await?;
+    teams
+        .send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data))
+        .await?;
     teams
         .connector()
-        .wait_for_activity(|a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| oks(c) >= 1), T)
+        .wait_for_activity(
+            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| oks(c) >= 1),
+            T,
+        )
         .await?;
 
     // Teams answers 503, then drops connections, while the run goes on.
     teams.connector().inject(Fault::Unavailable, Times::UntilCleared);
     teams
         .connector()
-        .wait_for(|calls| (calls.iter().filter(|c| c.fault.is_some()).count() >= 3).then_some(()), T)
+        .wait_for(
+            |calls| (calls.iter().filter(|c| c.fault.is_some()).count() >= 3).then_some(()),
+            T,
+        )
         .await?;
     teams.connector().inject(Fault::CloseConnection, Times::UntilCleared);
     teams
         .connector()
-        .wait_for(|calls| calls.iter().any(|c| c.fault == Some(Fault::CloseConnection)).then_some(()), T)
+        .wait_for(
+            |calls| {
+                calls
+                    .iter()
+                    .any(|c| c.fault == Some(Fault::CloseConnection))
+                    .then_some(())
+            },
+            T,
+        )
         .await?;
     let until = tokio::time::Instant::now() + T;
     while !tokio::task::block_in_place(|| s.stack.journal_kinds())?.contains(&"succeeded".to_string()) {
@@ -323,7 +428,10 @@ async fn teams_unreachable_mid_run_loses_nothing() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let waiting = tokio::task::block_in_place(|| s.stack.undelivered())?;
-    assert!(waiting.iter().any(|t| t.contains("#1 succeeded")), "the summary waits in the outbox: {waiting:#?}");
+    assert!(
+        waiting.iter().any(|t| t.contains("#1 succeeded")),
+        "the summary waits in the outbox: {waiting:#?}"
+    );
     let faulted = teams.connector().calls().iter().filter(|c| c.fault.is_some()).count();
 
     // Teams is back: everything arrives, once, in order.
@@ -332,15 +440,26 @@ async fn teams_unreachable_mid_run_loses_nothing() -> anyhow::Result<()> {
     let last = teams
         .connector()
         .wait_for_activity(
-            |a| a.id == card.id && a.adaptive_cards().first().is_some_and(|c| c.to_string().contains("\"succeeded\"")),
+            |a| {
+                a.id == card.id
+                    && a.adaptive_cards()
+                        .first()
+                        .is_some_and(|c| c.to_string().contains("\"succeeded\""))
+            },
             T,
         )
         .await?;
     let rows = marks(&last.adaptive_cards()[0]).len();
     assert_eq!(oks(&last.adaptive_cards()[0]), rows);
     let texts = posted_texts(teams);
-    let approved = texts.iter().position(|t| t.contains("approved by bob")).expect("the approval line");
-    let done = texts.iter().position(|t| t.contains("#1 succeeded")).expect("the summary");
+    let approved = texts
+        .iter()
+        .position(|t| t.contains("approved by bob"))
+        .expect("the approval line");
+    let done = texts
+        .iter()
+        .position(|t| t.contains("#1 succeeded"))
+        .expect("the summary");
     assert!(approved < done, "{texts:#?}");
     let mut unique = texts.clone();
     unique.dedup();
@@ -364,7 +483,11 @@ async fn secrets_appear_in_no_log_error_or_chat_message() -> anyhow::Result<()> 
         if let Some(h) = teams.authorization(&Auth::Bad(bad)).await? {
             inbound.push(h);
             let reply = teams
-                .send_with(&s.endpoint, &teams.message(&user("alice"), "!status").build(), &Auth::Bad(bad))
+                .send_with(
+                    &s.endpoint,
+                    &teams.message(&user("alice"), "!status").build(),
+                    &Auth::Bad(bad),
+                )
                 .await?;
             assert!(reply.status == 401 || reply.status == 403);
         }
@@ -379,7 +502,9 @@ async fn secrets_appear_in_no_log_error_or_chat_message() -> anyhow::Result<()> 
         .await?;
     teams.login().revoke_all();
     let data = json!({"run": "1", "plan": plan_of(&card)});
-    teams.send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data)).await?;
+    teams
+        .send(&s.endpoint, &teams.execute_action(&user("bob"), &card, "approve", data))
+        .await?;
     said(teams, "#1 succeeded").await;
     // A configuration error names the secret's source, never the secret.
     let bad = s.stack.dir().join("bad.toml");
@@ -391,7 +516,10 @@ async fn secrets_appear_in_no_log_error_or_chat_message() -> anyhow::Result<()> 
     let (_, out, err) = tokio::task::block_in_place(|| {
         baton_e2e::baton::run(&["check-config", bad.to_str().expect("UTF-8")], Duration::from_secs(30))
     })?;
-    assert!(err.contains("chat.teams.app_secret") || out.contains("chat.teams.app_secret"), "{out}{err}");
+    assert!(
+        err.contains("chat.teams.app_secret") || out.contains("chat.teams.app_secret"),
+        "{out}{err}"
+    );
 
     let mut secrets: Vec<String> = vec![teams.app_secret().expose_secret().to_string()];
     for call in teams.connector().calls() {
@@ -404,9 +532,16 @@ async fn secrets_appear_in_no_log_error_or_chat_message() -> anyhow::Result<()> 
     }
     secrets.sort();
     secrets.dedup();
-    assert!(secrets.len() >= 4, "the app secret, two access tokens at least, inbound tokens");
+    assert!(
+        secrets.len() >= 4,
+        "the app secret, two access tokens at least, inbound tokens"
+    );
     let log = format!("{}\n{}", s.bot.lines().join("\n"), s.bot.stderr());
-    assert!(log.lines().count() > 50, "the trace log was captured ({} lines)", log.lines().count());
+    assert!(
+        log.lines().count() > 50,
+        "the trace log was captured ({} lines)",
+        log.lines().count()
+    );
     let chat: String = teams.connector().calls().iter().map(|c| c.raw_body.clone()).collect();
     for secret in &secrets {
         // A token's signature alone is enough to recognise it.

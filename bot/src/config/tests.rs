@@ -190,10 +190,18 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
 
 #[test]
 fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
-    let on = |s: &str| s.replace("[chat.teams]\nenabled = false", "[chat.teams]\nenabled = true\nlisten_never_used = 1");
+    let on = |s: &str| {
+        s.replace(
+            "[chat.teams]\nenabled = false",
+            "[chat.teams]\nenabled = true\nlisten_never_used = 1",
+        )
+    };
     let text = on(EXAMPLE)
         .replace("listen_never_used = 1\n", "")
-        .replace("app_id = \"3f5d1c2b-8a7e-4d6f-9b0a-1c2d3e4f5a6b\"", "app_id = \"baton\"")
+        .replace(
+            "app_id = \"3f5d1c2b-8a7e-4d6f-9b0a-1c2d3e4f5a6b\"",
+            "app_id = \"baton\"",
+        )
         .replace(
             "channels = [\"19:4f3e2d1c0b9a48879685a4b3c2d1e0f9@thread.tacv2\"]",
             "channels = [\"General\"]\nservice_url_allowlist = [\"http://smba.trafficmanager.net/\"]",
@@ -204,7 +212,7 @@ fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect!["line 115: chat.teams.listen: 'everywhere' must be an address and port like 0.0.0.0:3978"]
-    .assert_eq(&got);
+        .assert_eq(&got);
     let text = text.replace("listen = \"everywhere\"", "listen = \"127.0.0.1:0\"");
     let got = match parse_with(&text, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]) {
         Ok(_) => "ok".to_string(),
@@ -224,11 +232,11 @@ fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
     .assert_eq(&errors(&missing));
     let good = EXAMPLE.replace("[chat.teams]\nenabled = false", "[chat.teams]\nenabled = true");
     let c = parse_with(&good, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]).expect("valid");
-    let t = c
-        .chat
-        .get::<crate::adapters::teams::TeamsConfig>()
-        .expect("enabled");
+    let t = c.chat.get::<crate::adapters::teams::TeamsConfig>().expect("enabled");
     assert_eq!(t.channels, ["19:4f3e2d1c0b9a48879685a4b3c2d1e0f9@thread.tacv2"]);
-    assert_eq!(t.token_url, "https://login.microsoftonline.com/9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/oauth2/v2.0/token");
+    assert_eq!(
+        t.token_url,
+        "https://login.microsoftonline.com/9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/oauth2/v2.0/token"
+    );
     assert!(!format!("{c:?}").contains("hunter2"), "the secret stays redacted");
 }

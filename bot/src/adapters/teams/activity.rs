@@ -209,7 +209,11 @@ pub fn sender_of(a: &Activity) -> Sender {
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
-    match from.aad_object_id.as_deref().map(|id| Identity::new(Platform::Teams, id)) {
+    match from
+        .aad_object_id
+        .as_deref()
+        .map(|id| Identity::new(Platform::Teams, id))
+    {
         Some(Ok(identity)) => Sender::Verified(identity),
         _ => Sender::Unverified {
             display,
@@ -297,7 +301,9 @@ mod tests {
 
     #[test]
     fn a_mention_is_stripped_and_the_sender_is_the_entra_object() {
-        let got = check(message("<at>Baton</at>&nbsp;!failover xmpp EdgePool2 <at>Baton</at> now"));
+        let got = check(message(
+            "<at>Baton</at>&nbsp;!failover xmpp EdgePool2 <at>Baton</at> now",
+        ));
         assert_eq!(
             got,
             Ok(Incoming::Text {
@@ -316,7 +322,10 @@ mod tests {
         let Ok(Incoming::Text { sender, .. }) = check(m.clone()) else {
             panic!("still a message")
         };
-        assert!(matches!(sender, Sender::Unverified { ref display, .. } if display == "Bob"), "{sender:?}");
+        assert!(
+            matches!(sender, Sender::Unverified { ref display, .. } if display == "Bob"),
+            "{sender:?}"
+        );
         m["from"]["aadObjectId"] = json!("not-a-guid");
         let Ok(Incoming::Text { sender, .. }) = check(m) else {
             panic!("still a message")
@@ -352,7 +361,13 @@ mod tests {
         m["type"] = json!("invoke");
         m["name"] = json!("adaptiveCard/action");
         m["value"] = json!({"action": {"type": "Action.Execute", "verb": "approve", "data": {"run": "3", "plan": "d974d3765c60"}}, "trigger": "manual"});
-        let Ok(Incoming::Button { intent, invoke, conversation, .. }) = check(m) else {
+        let Ok(Incoming::Button {
+            intent,
+            invoke,
+            conversation,
+            ..
+        }) = check(m)
+        else {
             panic!("a click")
         };
         assert!(invoke);
@@ -403,7 +418,13 @@ mod tests {
         assert_eq!(check(i), Ok(Incoming::Ignored("an invoke Baton does not handle")));
         let mut u = message("");
         u["type"] = json!("conversationUpdate");
-        assert_eq!(check(u), Ok(Incoming::Ignored("an activity type Baton does not handle")));
-        assert_eq!(check(message("<at>Baton</at>")), Ok(Incoming::Ignored("an empty message")));
+        assert_eq!(
+            check(u),
+            Ok(Incoming::Ignored("an activity type Baton does not handle"))
+        );
+        assert_eq!(
+            check(message("<at>Baton</at>")),
+            Ok(Incoming::Ignored("an empty message"))
+        );
     }
 }

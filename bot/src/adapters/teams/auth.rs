@@ -169,14 +169,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<(KeySet, Vec<String>), String> {
             .and_then(Value::as_array)
             .map(|list| list.iter().filter_map(Value::as_str).map(str::to_string).collect())
             .unwrap_or_default();
-        set.keys.insert(
-            kid.clone(),
-            PublicKey {
-                kid,
-                key,
-                endorsements,
-            },
-        );
+        set.keys.insert(kid.clone(), PublicKey { kid, key, endorsements });
     }
     Ok((set, skipped))
 }
@@ -287,12 +280,20 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v)
         };
         let none = format!("Bearer {}.{}.", b64(r#"{"alg":"none","kid":"k"}"#), b64("{}"));
-        assert_eq!(bearer(Some(&none)).unwrap_err(), Refusal::Malformed, "alg none is not even an algorithm");
+        assert_eq!(
+            bearer(Some(&none)).unwrap_err(),
+            Refusal::Malformed,
+            "alg none is not even an algorithm"
+        );
         let hs = format!("Bearer {}.{}.c2ln", b64(r#"{"alg":"HS256","kid":"k"}"#), b64("{}"));
         assert_eq!(bearer(Some(&hs)).unwrap_err(), Refusal::Algorithm("HS256".into()));
         let nokid = format!("Bearer {}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64("{}"));
         assert_eq!(bearer(Some(&nokid)).unwrap_err(), Refusal::NoKeyId);
-        let ok = format!("bearer {}.{}.c2ln", b64(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#), b64("{}"));
+        let ok = format!(
+            "bearer {}.{}.c2ln",
+            b64(r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#),
+            b64("{}")
+        );
         assert_eq!(bearer(Some(&ok)).expect("well formed").kid, "k1");
     }
 

@@ -352,7 +352,10 @@ mod tests {
         assert_eq!(actions[0]["type"], "Action.Execute");
         assert_eq!(actions[0]["verb"], "approve");
         assert_eq!(actions[0]["data"], json!({"run": "7", "plan": "d974d3765c60"}));
-        assert_eq!(actions[1]["fallback"]["data"], json!({"verb": "deny", "run": "7", "plan": "d974d3765c60"}));
+        assert_eq!(
+            actions[1]["fallback"]["data"],
+            json!({"verb": "deny", "run": "7", "plan": "d974d3765c60"})
+        );
         // Rows: a header, one per host.
         assert_eq!(card["body"][3]["rows"].as_array().expect("rows").len(), 4);
         assert!(adaptive_card(&sample(Mark::Ok, false), None).get("actions").is_none());
@@ -390,6 +393,10 @@ mod tests {
         let card = adaptive_card(&big, None);
         let size = card.to_string().len();
         assert!(size < 28 * 1024, "{size} bytes");
-        assert_eq!(card["body"][3]["items"].as_array().expect("lines").len(), 42, "one line per step");
+        assert_eq!(
+            card["body"][3]["items"].as_array().expect("lines").len(),
+            42,
+            "one line per step"
+        );
     }
 }

@@ -50,7 +50,11 @@ impl WebUrl {
         if authority.as_str().contains('@') {
             return Err(format!("'{text}' must not carry a user name"));
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         if host.is_empty() {
             return Err(format!("'{text}' has no host"));
         }
@@ -79,7 +83,10 @@ impl WebUrl {
     /// Whether `self` lies below `base`: same scheme, host and port, and a path that starts
     /// with the base's path.
     pub fn is_below(&self, base: &WebUrl) -> bool {
-        self.https == base.https && self.host == base.host && self.port == base.port && self.path.starts_with(&base.path)
+        self.https == base.https
+            && self.host == base.host
+            && self.port == base.port
+            && self.path.starts_with(&base.path)
     }
 
     /// The URL with `/` appended when it has none (a serviceUrl to which `v3/…` is added).
@@ -100,7 +107,10 @@ fn is_loopback(host: &str) -> bool {
 pub fn is_guid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 /// Whether `s` is a Teams channel's conversation id, `19:…@thread.tacv2` (or the older
@@ -192,7 +202,10 @@ impl TeamsConfig {
     pub fn validate(&self) -> Result<ValidConfig, Vec<(&'static str, String)>> {
         let mut errors: Vec<(&'static str, String)> = Vec::new();
         if !is_guid(&self.app_id) {
-            errors.push(("app_id", format!("'{}' is not a Microsoft App ID (a GUID)", self.app_id)));
+            errors.push((
+                "app_id",
+                format!("'{}' is not a Microsoft App ID (a GUID)", self.app_id),
+            ));
         }
         if !is_guid(&self.tenant_id) {
             errors.push(("tenant_id", format!("'{}' is not a tenant id (a GUID)", self.tenant_id)));
@@ -224,7 +237,10 @@ impl TeamsConfig {
             }
         }
         if self.channels.is_empty() && self.mirror_channels.is_empty() {
-            errors.push(("channels", "at least one channel (or mirror channel) is needed".to_string()));
+            errors.push((
+                "channels",
+                "at least one channel (or mirror channel) is needed".to_string(),
+            ));
         }
         let mut url = |key: &'static str, text: &str| match WebUrl::parse(text) {
             Ok(u) => Some(u),
@@ -276,7 +292,10 @@ impl TeamsConfig {
             }
         }
         if self.click_wait > Duration::from_secs(14) {
-            errors.push(("click_wait", "must be below 14s (Teams gives up after about 15 s)".to_string()));
+            errors.push((
+                "click_wait",
+                "must be below 14s (Teams gives up after about 15 s)".to_string(),
+            ));
         }
         match (errors.is_empty(), openid, token, service) {
             (true, Some(openid), Some(token), Some(service)) => Ok(ValidConfig {
@@ -321,7 +340,10 @@ impl ValidConfig {
     }
 
     pub fn tenant_allowed(&self, tenant: &str) -> bool {
-        self.settings.allowed_tenants.iter().any(|t| t.eq_ignore_ascii_case(tenant))
+        self.settings
+            .allowed_tenants
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(tenant))
     }
 }
 
@@ -334,7 +356,12 @@ mod tests {
     const CHANNEL: &str = "19:0f1e2d3c4b5a69788796a5b4c3d2e1f0@thread.tacv2";
 
     fn base() -> TeamsConfig {
-        let mut c = TeamsConfig::new(APP, SecretString::from("s3cret"), TENANT, "127.0.0.1:3978".parse().expect("an address"));
+        let mut c = TeamsConfig::new(
+            APP,
+            SecretString::from("s3cret"),
+            TENANT,
+            "127.0.0.1:3978".parse().expect("an address"),
+        );
         c.channels.push(CHANNEL.to_string());
         c
     }
@@ -351,7 +378,10 @@ mod tests {
     fn accepts_the_public_cloud_defaults() {
         check(base(), &[]);
         let v = base().validate().expect("valid");
-        assert_eq!(v.token.as_str(), format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token"));
+        assert_eq!(
+            v.token.as_str(),
+            format!("https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token")
+        );
         assert!(v.may_receive_token(&WebUrl::parse("https://smba.trafficmanager.net/emea/").expect("a URL")));
         assert!(v.serves(CHANNEL) && v.is_command_channel(CHANNEL) && !v.is_mirror_channel(CHANNEL));
     }
@@ -400,8 +430,16 @@ mod tests {
         assert!(below("http://smba.trafficmanager.net/").is_err());
         assert!(below("ftp://smba.trafficmanager.net/").is_err());
         let local = WebUrl::parse("http://127.0.0.1:4000/teams/").expect("loopback http is accepted");
-        assert!(WebUrl::parse("http://127.0.0.1:4000/teams/x").expect("a URL").is_below(&local));
-        assert!(!WebUrl::parse("http://127.0.0.1:4000/other/").expect("a URL").is_below(&local));
+        assert!(
+            WebUrl::parse("http://127.0.0.1:4000/teams/x")
+                .expect("a URL")
+                .is_below(&local)
+        );
+        assert!(
+            !WebUrl::parse("http://127.0.0.1:4000/other/")
+                .expect("a URL")
+                .is_below(&local)
+        );
         assert_eq!(local.with_slash(), "http://127.0.0.1:4000/teams/");
     }
 

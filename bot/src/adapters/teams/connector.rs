@@ -80,7 +80,10 @@ fn retry_after(answer: &Answer) -> Duration {
 /// The Connector's error message, if it sent one (`{"error":{"code","message"}}`).
 fn reason(answer: &Answer) -> String {
     let v: Option<Value> = serde_json::from_slice(&answer.body).ok();
-    let code = v.as_ref().and_then(|v| v.pointer("/error/code")).and_then(Value::as_str);
+    let code = v
+        .as_ref()
+        .and_then(|v| v.pointer("/error/code"))
+        .and_then(Value::as_str);
     let message = v
         .as_ref()
         .and_then(|v| v.pointer("/error/message").or_else(|| v.get("message")))
@@ -118,7 +121,10 @@ impl Connector {
             .append_pair("client_secret", s.app_secret.expose_secret())
             .append_pair("scope", &s.token_scope)
             .finish();
-        let headers = [(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))];
+        let headers = [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded"),
+        )];
         let answer = self
             .http
             .call(Method::POST, &self.cfg.token, &headers, Some(form.into_bytes()))
@@ -126,7 +132,11 @@ impl Connector {
             .map_err(|e| transient(format!("token endpoint: {e}")))?;
         if !answer.ok() {
             let v: Option<Value> = serde_json::from_slice(&answer.body).ok();
-            let error = v.as_ref().and_then(|v| v.get("error")).and_then(Value::as_str).unwrap_or("?");
+            let error = v
+                .as_ref()
+                .and_then(|v| v.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("?");
             tracing::error!(status = answer.status, error = %error, "the token endpoint refused the app's credentials");
             return Err(transient(format!("token endpoint: HTTP {} ({error})", answer.status)));
         }
@@ -179,7 +189,12 @@ impl Connector {
     }
 
     /// Sends `activity` to `target` through the Connector at `service_url`.
-    pub async fn send(&self, service_url: &WebUrl, target: Target<'_>, activity: &Value) -> Result<Posted, DeliveryError> {
+    pub async fn send(
+        &self,
+        service_url: &WebUrl,
+        target: Target<'_>,
+        activity: &Value,
+    ) -> Result<Posted, DeliveryError> {
         let base = service_url.with_slash();
         let enc = |s: &str| utf8_percent_encode(s, SEGMENT).to_string();
         let (method, url, body) = match &target {
@@ -188,7 +203,10 @@ impl Connector {
                 format!("{base}v3/conversations/{}/activities", enc(conversation)),
                 activity.clone(),
             ),
-            Target::Update { conversation, activity: id } => {
+            Target::Update {
+                conversation,
+                activity: id,
+            } => {
                 let mut body = activity.clone();
                 body["id"] = Value::String(id.to_string());
                 (
@@ -213,7 +231,10 @@ impl Connector {
         let url = WebUrl::parse(&url).map_err(|e| DeliveryError::Permanent { reason: e })?;
         if !self.cfg.may_receive_token(&url) {
             return Err(DeliveryError::Permanent {
-                reason: format!("{} is outside the serviceUrl allowlist; the token is not sent there", service_url.as_str()),
+                reason: format!(
+                    "{} is outside the serviceUrl allowlist; the token is not sent there",
+                    service_url.as_str()
+                ),
             });
         }
         self.admit(target.channel()).await?;
@@ -222,10 +243,17 @@ impl Connector {
             .map_err(|_| transient("the access token is not a header value"))?;
         let headers: [(HeaderName, HeaderValue); 2] = [
             (AUTHORIZATION, bearer),
-            (CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8")),
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            ),
         ];
         let started = Instant::now();
-        let answer = match self.http.call(method.clone(), &url, &headers, Some(body.to_string().into_bytes())).await {
+        let answer = match self
+            .http
+            .call(method.clone(), &url, &headers, Some(body.to_string().into_bytes()))
+            .await
+        {
             Ok(a) => a,
             Err(e @ (HttpError::Connect(_) | HttpError::Timeout(_) | HttpError::Body(_))) => {
                 return Err(transient(format!("Teams is unreachable: {e}")));
@@ -263,7 +291,9 @@ impl Connector {
                 Err(transient(reason(&answer)))
             }
             500..=599 | 408 => Err(transient(reason(&answer))),
-            _ => Err(DeliveryError::Permanent { reason: reason(&answer) }),
+            _ => Err(DeliveryError::Permanent {
+                reason: reason(&answer),
+            }),
         }
     }
 }

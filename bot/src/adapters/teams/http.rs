@@ -104,7 +104,11 @@ impl Http {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|_| HttpError::Url(url.as_str().to_string()))?;
         let work = async {
-            let response = self.client.request(req).await.map_err(|e| HttpError::Connect(describe(&e)))?;
+            let response = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| HttpError::Connect(describe(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_ANSWER)
                 .collect()

@@ -71,7 +71,8 @@ impl Keys {
             (
                 c.set.is_some(),
                 c.fetched_at.is_none_or(|t| now.duration_since(t) >= MAX_AGE),
-                c.last_attempt.is_none_or(|t| now.duration_since(t) >= self.refetch_interval),
+                c.last_attempt
+                    .is_none_or(|t| now.duration_since(t) >= self.refetch_interval),
             )
         };
         if !(stale || may_refetch) {
@@ -146,4 +147,3 @@ impl Keys {
         Ok(answer.body)
     }
 }
-

@@ -30,7 +30,11 @@ impl Limiter {
         }
         let mut wait = Duration::ZERO;
         for (window, n) in LIMITS {
-            let inside: Vec<&Instant> = log.iter().rev().take_while(|t| now.duration_since(**t) < window).collect();
+            let inside: Vec<&Instant> = log
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < window)
+                .collect();
             if inside.len() >= n {
                 // The oldest operation that must leave the window first.
                 let oldest = inside[n - 1];
@@ -57,11 +61,19 @@ mod tests {
         for i in 0..7 {
             assert_eq!(l.admit("c", t0 + Duration::from_millis(i * 10)), Ok(()), "{i}");
         }
-        let wait = l.admit("c", t0 + Duration::from_millis(100)).expect_err("the eighth within a second");
+        let wait = l
+            .admit("c", t0 + Duration::from_millis(100))
+            .expect_err("the eighth within a second");
         assert_eq!(wait, Duration::from_millis(900));
-        assert_eq!(l.admit("other", t0 + Duration::from_millis(100)), Ok(()), "channels are apart");
+        assert_eq!(
+            l.admit("other", t0 + Duration::from_millis(100)),
+            Ok(()),
+            "channels are apart"
+        );
         assert_eq!(l.admit("c", t0 + Duration::from_millis(1000)), Ok(()), "after a second");
-        let wait = l.admit("c", t0 + Duration::from_millis(1100)).expect_err("nine in two seconds");
+        let wait = l
+            .admit("c", t0 + Duration::from_millis(1100))
+            .expect_err("nine in two seconds");
         assert_eq!(wait, Duration::from_millis(900));
         assert_eq!(l.admit("c", t0 + Duration::from_millis(2000)), Ok(()));
     }

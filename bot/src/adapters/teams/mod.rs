@@ -159,7 +159,9 @@ impl TeamsAdapter {
         };
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("binding the Teams messaging endpoint to {}", settings.listen))?;
-        listener.set_nonblocking(true).context("preparing the endpoint's socket")?;
+        listener
+            .set_nonblocking(true)
+            .context("preparing the endpoint's socket")?;
         let local = listener.local_addr().context("reading the endpoint's address")?;
         let cfg = Arc::new(cfg);
         let (link, _) = watch::channel(Link::default());

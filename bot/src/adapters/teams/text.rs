@@ -186,14 +186,20 @@ mod tests {
 
     #[test]
     fn commands_are_code_and_layout_is_kept() {
-        let m = Rich::from("Plan:\n  1. precheck  agents answer\nType `!approve 7` or `!deny 7 <why>`. A lone ` stays.");
+        let m =
+            Rich::from("Plan:\n  1. precheck  agents answer\nType `!approve 7` or `!deny 7 <why>`. A lone ` stays.");
         expect![[r#"Plan:<br>&nbsp;&nbsp;1. precheck &nbsp;agents answer<br>Type <code>!approve 7</code> or <code>!deny 7 &lt;why&gt;</code>. A lone ` stays."#]]
             .assert_eq(&render(&m).text);
     }
 
     #[test]
     fn people_with_a_teams_identity_are_mentioned() {
-        let m = Rich::from("Waiting for ").mention(bob()).text(" or ").mention(carol()).text(", ").mention(bob());
+        let m = Rich::from("Waiting for ")
+            .mention(bob())
+            .text(" or ")
+            .mention(carol())
+            .text(", ")
+            .mention(bob());
         let r = render(&m);
         assert_eq!(r.text, "Waiting for <at>bob</at> or carol, <at>bob</at>");
         assert_eq!(
