@@ -147,7 +147,7 @@ pub fn mentions_only(body: &Rich) -> Option<Rendered> {
         }
         mention(m, &mut out, &mut entities);
     }
-    (!out.text.is_empty()).then(|| Rendered {
+    (!out.text.is_empty()).then_some(Rendered {
         text: out.text,
         entities,
     })
