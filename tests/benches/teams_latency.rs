@@ -73,6 +73,8 @@ struct Bench {
 struct Samples {
     teams: Vec<Duration>,
     xmpp: Vec<Duration>,
+    /// Until the messaging endpoint's HTTP answer (Teams gives up after about 15 s).
+    acked: Vec<Duration>,
 }
 
 async fn bench(rounds: usize) -> anyhow::Result<()> {
@@ -117,7 +119,7 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     for n in 0..rounds + WARM_UP {
         let next = Instant::now() + PACE;
         let channel = b.channels[n % CHANNELS].clone();
-        let (t, x) = if n % 2 == 0 {
+        let ((a, t), x) = if n % 2 == 0 {
             let t = b.teams_status(&channel).await?;
             (t, xmpp_round(&mut b.alice).await?)
         } else {
@@ -125,6 +127,7 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
             (b.teams_status(&channel).await?, x)
         };
         if n >= WARM_UP {
+            status.acked.push(a);
             status.teams.push(t);
             status.xmpp.push(x);
         }
@@ -226,8 +229,9 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
 }
 
 impl Bench {
-    /// Carol asks `!status` in `channel`: the time until Baton's answer reaches the Connector.
-    async fn teams_status(&self, channel: &Channel) -> anyhow::Result<Duration> {
+    /// Carol asks `!status` in `channel`: the time until the endpoint's HTTP answer, and until
+    /// Baton's answer reaches the Connector.
+    async fn teams_status(&self, channel: &Channel) -> anyhow::Result<(Duration, Duration)> {
         let activity = self
             .teams
             .message(&TeamsUser::new("carol"), "!status")
@@ -240,6 +244,7 @@ impl Bench {
         let before = self.teams.connector().calls().len();
         let sent = Instant::now();
         let reply = self.teams.send(&self.endpoint, &activity).await?;
+        let acked = sent.elapsed();
         anyhow::ensure!(reply.status == 200, "the endpoint answered {}", reply.status);
         let call = self
             .teams
@@ -259,7 +264,7 @@ impl Bench {
             "unexpected call {}",
             call.summary()
         );
-        Ok(call.at.duration_since(sent))
+        Ok((acked, call.at.duration_since(sent)))
     }
 
     /// Alice requests the failover in a new thread of `channel`: the time until the approval
