@@ -4,7 +4,8 @@
 //! a key removed from the JWKS refused after a refresh, a sender without an Entra object id,
 //! card clicks (Action.Execute answered in the invoke response, the Action.Submit fallback),
 //! a fast run's card updates coalesced within Teams' rate limit, a 429 honoured, a revoked
-//! access token replaced.
+//! access token replaced and an expiring one refreshed in time, a redelivered activity acted on
+//! once, stale buttons, and a card deleted in Teams posted again.
 
 use baton_e2e::teams::identity::SIGNING_KID;
 use baton_e2e::teams::{ActivityState, Auth, BadToken, BotReply, CallKind, Fault, Times};
@@ -505,5 +506,66 @@ async fn the_access_token_is_refreshed_before_the_connector_would_refuse_it() ->
         assert_eq!(r.scope.as_deref(), Some("https://api.botframework.com/.default"));
         assert!(r.secret_matched && r.status == Some(200), "{r:?}");
     }
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_deleted_in_teams_is_posted_again_and_the_run_goes_on() -> anyhow::Result<()> {
+    // Steps long enough for several card updates after the deletion.
+    let bot = TeamsBot::start(BotOptions {
+        delay: Duration::from_millis(600),
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let request = teams.message(&user("alice"), "!failover xmpp EdgePool2").build();
+    assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
+    let card = card_message(&bot).await;
+    let reply = teams
+        .send(
+            &bot.endpoint,
+            &teams.execute_action(&user("bob"), &card, "approve", run_data(&plan_of(&card))),
+        )
+        .await?;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    teams
+        .connector()
+        .wait_for_activity(|a| a.id == card.id && a.updates() >= 1, T)
+        .await?;
+    // Someone deletes the card: its next update is refused for good (404), so Baton posts the
+    // card anew in the same thread and keeps that one current; the thread is not held up.
+    assert!(teams.connector().delete_activity(&card.id));
+    let again = teams
+        .connector()
+        .wait_for_activity(|a| a.id != card.id && !a.adaptive_cards().is_empty(), T)
+        .await?;
+    assert_eq!(again.conversation_id, card.conversation_id, "in the same thread");
+    said(&bot, "#1 succeeded").await;
+    teams
+        .connector()
+        .wait_for_activity(
+            |a| {
+                a.id == again.id
+                    && a.adaptive_cards()
+                        .first()
+                        .is_some_and(|c| c.to_string().contains("\"succeeded\""))
+            },
+            T,
+        )
+        .await?;
+    let refused: Vec<_> = teams
+        .connector()
+        .calls()
+        .into_iter()
+        .filter(|c| c.status == Some(404))
+        .collect();
+    assert_eq!(
+        refused.len(),
+        1,
+        "a refusal for good is not retried: {}",
+        teams.connector().describe()
+    );
+    assert_eq!(refused[0].kind, CallKind::UpdateActivity);
+    assert_eq!(refused[0].activity_id.as_deref(), Some(card.id.as_str()));
     bot.stop().await
 }
