@@ -4,7 +4,7 @@
 //! (the full stack with agents and BIND is `stack.rs`). For the adapter's tests and benchmarks.
 
 use crate::stack::TeamsChat as StackTeams;
-use crate::teams::{Channel, TeamsConfig as StandInConfig, TeamsStandIn, TeamsUser};
+use crate::teams::{Channel, Fault, TeamsConfig as StandInConfig, TeamsStandIn, TeamsUser, Times};
 use anyhow::{Context, Result};
 use baton::adapters::teams::{TeamsAdapter, TeamsConfig};
 use baton::chat::ChatAdapter;
@@ -36,6 +36,9 @@ pub struct BotOptions {
     pub tweak: fn(&mut TeamsConfig),
     /// The lifetime of the access tokens the stand-in issues.
     pub token_lifetime: Duration,
+    /// The stand-in's identity provider (OpenID metadata, JWKS) answers 503 from the start,
+    /// until the test clears its faults.
+    pub keys_down_at_start: bool,
 }
 
 impl Default for BotOptions {
@@ -46,6 +49,7 @@ impl Default for BotOptions {
             mirror: false,
             tweak: |_| {},
             token_lifetime: StandInConfig::default().token_lifetime,
+            keys_down_at_start: false,
         }
     }
 }
@@ -178,6 +182,9 @@ impl TeamsBot {
             ..StandInConfig::default()
         })
         .await?;
+        if options.keys_down_at_start {
+            teams.identity().inject(Fault::Unavailable, Times::UntilCleared);
+        }
         let dir = tempfile::Builder::new().prefix("baton-teams-").tempdir()?;
         let store = dir.path().join("baton.sqlite");
         let mirror = options.mirror.then(|| teams.add_channel("Contoso Ops", "Audit"));

@@ -5,7 +5,8 @@
 //! card clicks (Action.Execute answered in the invoke response, the Action.Submit fallback),
 //! a fast run's card updates coalesced within Teams' rate limit, a 429 honoured, a revoked
 //! access token replaced and an expiring one refreshed in time, a redelivered activity acted on
-//! once, stale buttons, and a card deleted in Teams posted again.
+//! once, stale buttons, a card deleted in Teams posted again, and no request accepted while
+//! the signing keys cannot be fetched.
 
 use baton_e2e::teams::identity::SIGNING_KID;
 use baton_e2e::teams::{ActivityState, Auth, BadToken, BotReply, CallKind, Fault, Times};
@@ -567,5 +568,33 @@ async fn a_card_deleted_in_teams_is_posted_again_and_the_run_goes_on() -> anyhow
     );
     assert_eq!(refused[0].kind, CallKind::UpdateActivity);
     assert_eq!(refused[0].activity_id.as_deref(), Some(card.id.as_str()));
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_signing_keys_nothing_is_accepted_until_they_can_be_fetched() -> anyhow::Result<()> {
+    // The Bot Framework's login service is down from the start: Baton holds no keys, so it
+    // can check no token, and refuses everything with 503 (Teams may try again later).
+    let bot = TeamsBot::start(BotOptions {
+        keys_down_at_start: true,
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let request = teams.message(&user("alice"), "!failover xmpp EdgePool2").build();
+    let reply = teams.send(&bot.endpoint, &request).await?;
+    assert_eq!(reply.status, 503, "{}", reply.text);
+    assert!(teams.connector().calls().is_empty(), "{}", teams.connector().describe());
+    assert!(bot.journal()?.is_empty() && bot.handled()?.is_empty());
+    // The service is back: the next request fetches the keys and is served.
+    teams.identity().clear_faults();
+    let request = teams.message(&user("alice"), "!failover xmpp EdgePool2").build();
+    assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
+    let card = card_message(&bot).await;
+    assert_eq!(
+        card.conversation_id,
+        request["conversation"]["id"].as_str().expect("an id")
+    );
+    assert_eq!(bot.journal()?, vec!["requested".to_string()]);
     bot.stop().await
 }
