@@ -2,7 +2,8 @@
 //! SQLite store on disk and simulated actions; the full stack with agents and BIND is
 //! `teams_story.rs`): every invalid request refused with no outbound call and no state change,
 //! a key removed from the JWKS refused after a refresh, a sender without an Entra object id,
-//! card clicks (Action.Execute answered in the invoke response, the Action.Submit fallback),
+//! a withdrawn key refused once the key set ages out and is fetched again, card clicks
+//! (Action.Execute answered in the invoke response, the Action.Submit fallback),
 //! a fast run's card updates coalesced within Teams' rate limit, a 429 honoured, a revoked
 //! access token replaced and an expiring one refreshed in time, a redelivered activity acted on
 //! once, stale buttons, a card deleted in Teams posted again, and no request accepted while
@@ -596,5 +597,59 @@ async fn without_the_signing_keys_nothing_is_accepted_until_they_can_be_fetched(
         request["conversation"]["id"].as_str().expect("an id")
     );
     assert_eq!(bot.journal()?, vec!["requested".to_string()]);
+    bot.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_withdrawn_from_the_jwks_is_refused_once_the_key_set_is_fetched_again_by_age() -> anyhow::Result<()> {
+    // The key set is fetched again once two seconds old (a day in production); no token with
+    // a new key id prompts it. Microsoft withdraws the key that signs.
+    let bot = TeamsBot::start(BotOptions {
+        tweak: |c| c.key_max_age = Duration::from_secs(2),
+        ..Default::default()
+    })
+    .await?;
+    let teams = &bot.teams;
+    let alice = user("alice");
+    assert_eq!(
+        teams
+            .send(&bot.endpoint, &teams.message(&alice, "!status").build())
+            .await?
+            .status,
+        200
+    );
+    said(&bot, "XMPP federation route").await;
+    let fetches = teams.identity().jwks_fetches();
+    teams.identity().remove_key(SIGNING_KID)?;
+    let old = Auth::Header(format!(
+        "Bearer {}",
+        teams.identity().sign_with(SIGNING_KID, &teams.valid_claims())?
+    ));
+    // Asked again and again (bounded), a token of the withdrawn key is refused once the held
+    // key set has aged out and been fetched again.
+    let until = tokio::time::Instant::now() + T;
+    let refused = loop {
+        let reply = teams
+            .send_with(&bot.endpoint, &teams.message(&alice, "!status").build(), &old)
+            .await?;
+        if reply.status != 200 {
+            break reply;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the withdrawn key was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert!(
+        teams.identity().jwks_fetches() > fetches,
+        "the key set was fetched again"
+    );
+    // And stays refused.
+    let again = teams
+        .send_with(&bot.endpoint, &teams.message(&alice, "!status").build(), &old)
+        .await?;
+    assert_eq!(again.status, 401);
     bot.stop().await
 }

@@ -166,6 +166,8 @@ pub struct TeamsConfig {
     pub edit_interval: Duration,
     /// Least time between two fetches of the JWKS prompted by an unknown key id.
     pub key_refetch_interval: Duration,
+    /// How old the key set may grow before it is fetched again (at most a day).
+    pub key_max_age: Duration,
     /// How long the endpoint waits for Baton's answer to a card click before answering Teams
     /// (which gives up after about 15 s).
     pub click_wait: Duration,
@@ -193,6 +195,7 @@ impl TeamsConfig {
             service_url_allowlist: vec![SERVICE_URL_ALLOWLIST.to_string()],
             edit_interval: Duration::from_secs(1),
             key_refetch_interval: Duration::from_secs(60),
+            key_max_age: super::keys::MAX_AGE,
             click_wait: Duration::from_secs(10),
             request_timeout: Duration::from_secs(15),
         }
@@ -290,6 +293,12 @@ impl TeamsConfig {
             if d.is_zero() {
                 errors.push((key, "must be above zero".to_string()));
             }
+        }
+        if self.key_max_age.is_zero() || self.key_max_age > super::keys::MAX_AGE {
+            errors.push((
+                "key_max_age",
+                "must be above zero and at most 24h (Microsoft: fetch the keys at least daily)".to_string(),
+            ));
         }
         if self.click_wait > Duration::from_secs(14) {
             errors.push((
@@ -398,6 +407,7 @@ mod tests {
         c.service_url = "https://evil.example/teams/".into();
         c.token_scope = "https://api.botframework.com".into();
         c.edit_interval = Duration::ZERO;
+        c.key_max_age = Duration::from_secs(2 * 24 * 3600);
         c.click_wait = Duration::from_secs(20);
         check(
             c,
@@ -412,6 +422,7 @@ mod tests {
                 "service_url: https://evil.example/teams/ is not below any URL of service_url_allowlist",
                 "token_scope: 'https://api.botframework.com' must end with /.default",
                 "edit_interval: must be above zero",
+                "key_max_age: must be above zero and at most 24h (Microsoft: fetch the keys at least daily)",
                 "click_wait: must be below 14s (Teams gives up after about 15 s)",
             ],
         );

@@ -12,7 +12,7 @@ use hyper::body::Bytes;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A key set is fetched again once this old.
+/// A key set is fetched again once this old, by default (Microsoft: at least once a day).
 pub const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Default)]
@@ -28,6 +28,8 @@ pub struct Keys {
     http: Http,
     metadata: WebUrl,
     refetch_interval: Duration,
+    /// A key set this old is fetched again before it is used.
+    max_age: Duration,
     cached: Mutex<Cached>,
     /// Held during a fetch so that concurrent requests share it.
     fetching: tokio::sync::Mutex<()>,
@@ -40,11 +42,12 @@ pub struct Found {
 }
 
 impl Keys {
-    pub fn new(http: Http, metadata: WebUrl, refetch_interval: Duration) -> Keys {
+    pub fn new(http: Http, metadata: WebUrl, refetch_interval: Duration, max_age: Duration) -> Keys {
         Keys {
             http,
             metadata,
             refetch_interval,
+            max_age,
             cached: Mutex::new(Cached::default()),
             fetching: tokio::sync::Mutex::new(()),
         }
@@ -70,7 +73,7 @@ impl Keys {
             let now = Instant::now();
             (
                 c.set.is_some(),
-                c.fetched_at.is_none_or(|t| now.duration_since(t) >= MAX_AGE),
+                c.fetched_at.is_none_or(|t| now.duration_since(t) >= self.max_age),
                 c.last_attempt
                     .is_none_or(|t| now.duration_since(t) >= self.refetch_interval),
             )
@@ -95,7 +98,7 @@ impl Keys {
     /// The key from the cache; `any_age` accepts a set older than a day.
     fn lookup(&self, kid: &str, any_age: bool) -> Option<Found> {
         let c = self.cached();
-        let fresh = c.fetched_at.is_some_and(|t| t.elapsed() < MAX_AGE);
+        let fresh = c.fetched_at.is_some_and(|t| t.elapsed() < self.max_age);
         if !(fresh || any_age) {
             return None;
         }

@@ -166,7 +166,12 @@ impl TeamsAdapter {
         let cfg = Arc::new(cfg);
         let (link, _) = watch::channel(Link::default());
         let shared = Arc::new(Shared {
-            keys: Keys::new(http.clone(), cfg.openid_metadata.clone(), settings.key_refetch_interval),
+            keys: Keys::new(
+                http.clone(),
+                cfg.openid_metadata.clone(),
+                settings.key_refetch_interval,
+                settings.key_max_age,
+            ),
             connector: Connector::new(http, cfg.clone()),
             cfg,
             refs: Mutex::new(References::default()),
