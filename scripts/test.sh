@@ -10,6 +10,10 @@ command -v prosody >/dev/null 2>&1 || packages+=(prosody)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || packages+=(bind9)
 command -v dig >/dev/null 2>&1 || packages+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
+# Microsoft's Adaptive Card renderer in headless Chromium, for the Teams card tests.
+command -v node >/dev/null 2>&1 || packages+=(nodejs)
+command -v npm >/dev/null 2>&1 || packages+=(npm)
+[ -x /usr/bin/chromium ] || packages+=(chromium)
 # The Windows build of baton-agent (Edge servers run Windows): the MinGW linker.
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
 # --- Operations (tests/tests/operations.rs, scripts/test-image.sh) ---
@@ -30,6 +34,9 @@ if [ ${#packages[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
+
+# The card renderer's npm modules (tests/cards/package-lock.json).
+[ -d tests/cards/node_modules ] || npm ci --prefix tests/cards --no-audit --no-fund
 
 # The code stays formatted (rustfmt.toml).
 cargo fmt --all -- --check

@@ -12,4 +12,5 @@ pub mod proxy;
 pub mod room;
 pub mod stack;
 pub mod teams;
+pub mod teams_bot;
 pub mod xmpp_client;

@@ -52,7 +52,47 @@ pub struct StackOptions {
     pub sasl_plain_only: bool,
     /// Baton's reconnect backoff (`reconnect_initial`, `reconnect_max`); `None`: 200ms and 2s.
     pub xmpp_reconnect: Option<(String, String)>,
+    /// Chat in Teams channels too (the stand-in's `[chat.teams]`, see `teams_bot::stack_teams`).
+    pub teams: Option<TeamsChat>,
 }
+
+// ----- Teams ---------------------------------------------------------------------------------
+
+/// Teams in the stack: the `[chat.teams]` section (its secret in the file `teams.secret` of the
+/// stack's folder) and each person's Teams identity.
+#[derive(Clone, Debug, Default)]
+pub struct TeamsChat {
+    /// The section, with `app_secret = { file = "teams.secret" }`.
+    pub section: String,
+    pub secret: String,
+    /// `(person, "teams:<aadObjectId>")`.
+    pub identities: Vec<(String, String)>,
+}
+
+impl Stack {
+    /// The people's Teams identities, as extra entries of their `identities` lists.
+    fn teams_identities(&self, person: &str) -> String {
+        let Some(t) = &self.options.teams else {
+            return String::new();
+        };
+        t.identities
+            .iter()
+            .filter(|(p, _)| p == person)
+            .map(|(_, id)| format!(", \"{id}\""))
+            .collect()
+    }
+
+    /// Writes the Teams secret; the section for the configuration (empty without Teams).
+    fn teams_config(&self) -> Result<String> {
+        let Some(t) = &self.options.teams else {
+            return Ok(String::new());
+        };
+        std::fs::write(self.dir.path().join("teams.secret"), &t.secret)?;
+        Ok(t.section.clone())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 /// Every part, running.
 pub struct Stack {
@@ -139,6 +179,7 @@ impl Stack {
             addresses.push_str(&format!("\"{h}\" = \"{}\"\n", self.fleet.address(&host)?));
         }
         let pki = &self.fleet.pki;
+        let teams = self.teams_config()?;
         let chat = if self.options.xmpp_chat {
             format!(
                 "[chat.console]\nenabled = false\n\n[chat.xmpp]\nenabled = true\njid = \"baton@contoso.test\"\n\
@@ -150,6 +191,8 @@ impl Stack {
                 self.options.xmpp_reconnect.as_ref().map_or("2s", |r| r.1.as_str()),
                 self.options.xmpp_config,
             )
+        } else if self.options.teams.is_some() {
+            "[chat.console]\nenabled = false\n".to_string()
         } else {
             "[chat.console]\nenabled = true\ntrusted = true\nroom = \"incident\"\n".to_string()
         };
@@ -161,13 +204,13 @@ executor = "agents"
 {bot_extra}
 
 [people.alice]
-identities = ["xmpp:alice@contoso.test", "console:alice"]
+identities = ["xmpp:alice@contoso.test", "console:alice"{alice_teams}]
 [people.bob]
-identities = ["xmpp:bob@contoso.test", "console:bob"]
+identities = ["xmpp:bob@contoso.test", "console:bob"{bob_teams}]
 [people.carol]
-identities = ["xmpp:carol@contoso.test", "console:carol"]
+identities = ["xmpp:carol@contoso.test", "console:carol"{carol_teams}]
 [people.mallory]
-identities = ["xmpp:mallory@contoso.test", "console:mallory"]
+identities = ["xmpp:mallory@contoso.test", "console:mallory"{mallory_teams}]
 
 [groups]
 edge-admins = ["alice", "bob", "carol"]
@@ -225,6 +268,7 @@ attempts = 3
 [agents.addresses]
 {addresses}
 {chat}
+{teams}
 {extra}
 "#,
             store = self.store.display().to_string(),
@@ -236,6 +280,10 @@ attempts = 3
             extra = self.options.extra_config,
             bot_extra = self.options.bot_config,
             federation_ca = self.federation_ca.display().to_string(),
+            alice_teams = self.teams_identities("alice"),
+            bob_teams = self.teams_identities("bob"),
+            carol_teams = self.teams_identities("carol"),
+            mallory_teams = self.teams_identities("mallory"),
         );
         let text = self.discord_section(text)?;
         std::fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
@@ -247,7 +295,7 @@ attempts = 3
         Baton::start(&["run", "--config", config])
     }
 
-    /// Starts `baton run` with this log filter (`RUST_LOG`), e.g. `trace`.
+    /// Starts `baton run` with this log filter (`RUST_LOG`), whatever `BATON_TEST_LOG` says.
     pub fn start_bot_logging(&self, filter: &str) -> Result<Baton> {
         let config = self.config.to_str().context("the config path is UTF-8")?;
         Baton::start_logging(&["run", "--config", config], filter)

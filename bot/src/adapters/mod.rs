@@ -6,6 +6,7 @@
 pub mod console;
 pub mod discord;
 pub mod memory;
+pub mod teams;
 pub mod xmpp;
 
 use crate::chat::{ChatAdapter, RoomRef};
@@ -65,48 +66,10 @@ pub const PLATFORMS: &[Entry] = &[
     },
     Entry {
         name: "teams",
-        read: |e, t, env| {
-            later(
-                e,
-                t,
-                env,
-                "teams",
-                &["app_id", "tenant_id", "conversations"],
-                "app_secret",
-            )
-        },
+        read: |e, t, env| t.and_then(|t| teams::section::read(e, t, env)),
     },
     Entry {
         name: "discord",
         read: |e, t, env| t.and_then(|t| discord::section::read(e, t, env)),
     },
 ];
-
-/// A platform whose adapter arrives in a later version: its section may be written (disabled) so
-/// a configuration can be prepared, and its secret is checked for shape.
-fn later(
-    e: &mut Errors<'_>,
-    t: Option<Table<'_, '_>>,
-    env: &SecretEnv<'_>,
-    platform: &str,
-    keys: &[&str],
-    secret_key: &str,
-) -> Option<Arc<dyn PlatformConfig>> {
-    let s = t?;
-    let enabled: bool = s.opt(e, "enabled").unwrap_or(false);
-    for key in keys {
-        let _ = s.get(key);
-    }
-    if s.has(secret_key) {
-        let _ = crate::config::secret::read(e, &s, secret_key, env, false);
-    }
-    if enabled {
-        e.at(
-            &s.key_path("enabled"),
-            s.span_of("enabled"),
-            format!("the {platform} adapter is not available in this version of Baton"),
-        );
-    }
-    s.finish(e);
-    None
-}

@@ -249,16 +249,16 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         .replace("token = { env = \"BATON_DISCORD_TOKEN\" }", "token = \"MTIz.secret-discord-token\"")
         .replace("guilds = [\"613425648685547541\"]", "guilds = [\"613425648685547541\", \"guild-1\", -4]")
         .replace(
-            "mirror_channels = []",
-            "mirror_channels = [\"613425648685547544\"]\nstand_in = { address = \"192.0.2.1:443\", ca_file = \"/nonexistent/ca.pem\" }\nthreads = true",
+            "mirror_channels = []\nedit_interval = \"1s\"",
+            "mirror_channels = [\"613425648685547544\"]\nedit_interval = \"1s\"\nstand_in = { address = \"192.0.2.1:443\", ca_file = \"/nonexistent/ca.pem\" }\nthreads = true",
         )
         .replace("edit_interval = \"1s\"", "edit_interval = \"5ms\"");
     let out = errors(&text);
     expect_test::expect![[r#"
-        line 115: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 116: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 116: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 120: chat.discord.threads: unknown key"#]]
+        line 128: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
+        line 129: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 129: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 134: chat.discord.threads: unknown key"#]]
     .assert_eq(&out);
     assert!(!out.contains("secret-discord-token"), "{out}");
     // With the token and ids right, the adapter's own rules speak.
@@ -274,10 +274,10 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 118: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
-        line 119: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
-        line 119: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file
-        line 120: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)"#]]
+        line 131: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
+        line 132: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)
+        line 133: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
+        line 133: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file"#]]
     .assert_eq(&got);
     assert!(!got.contains("secret-discord-token"), "{got}");
     let good = EXAMPLE.replace("[chat.discord]\nenabled = false", "[chat.discord]\nenabled = true");
@@ -392,4 +392,57 @@ fn the_mirror_give_up_time_is_a_bounded_duration() {
         );
         assert!(errors(&text).contains(why), "{bad}: {}", errors(&text));
     }
+}
+
+#[test]
+fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
+    let on = |s: &str| {
+        s.replace(
+            "[chat.teams]\nenabled = false",
+            "[chat.teams]\nenabled = true\nlisten_never_used = 1",
+        )
+    };
+    let text = on(EXAMPLE)
+        .replace("listen_never_used = 1\n", "")
+        .replace(
+            "app_id = \"3f5d1c2b-8a7e-4d6f-9b0a-1c2d3e4f5a6b\"",
+            "app_id = \"baton\"",
+        )
+        .replace(
+            "channels = [\"19:4f3e2d1c0b9a48879685a4b3c2d1e0f9@thread.tacv2\"]",
+            "channels = [\"General\"]\nservice_url_allowlist = [\"http://smba.trafficmanager.net/\"]",
+        )
+        .replace("listen = \"0.0.0.0:3978\"", "listen = \"everywhere\"");
+    let got = match parse_with(&text, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
+    };
+    expect_test::expect!["line 119: chat.teams.listen: 'everywhere' must be an address and port like 0.0.0.0:3978"]
+        .assert_eq(&got);
+    let text = text.replace("listen = \"everywhere\"", "listen = \"127.0.0.1:0\"");
+    let got = match parse_with(&text, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]) {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
+    };
+    expect_test::expect![[r#"
+        line 116: chat.teams.app_id: 'baton' is not a Microsoft App ID (a GUID)
+        line 120: chat.teams.channels: 'General' is not a channel's conversation id like 19:…@thread.tacv2 (without ;messageid=)
+        line 121: chat.teams.service_url_allowlist: 'http://smba.trafficmanager.net/' must use https:// (plain http is only accepted for loopback addresses)"#]]
+    .assert_eq(&got);
+    assert!(!got.contains("hunter2"));
+    // Enabled without its secret; an unknown key.
+    let missing = on(EXAMPLE);
+    expect_test::expect![[r#"
+        line 116: chat.teams.listen_never_used: unknown key
+        line 118: chat.teams.app_secret: environment variable BATON_TEAMS_APP_SECRET is not set"#]]
+    .assert_eq(&errors(&missing));
+    let good = EXAMPLE.replace("[chat.teams]\nenabled = false", "[chat.teams]\nenabled = true");
+    let c = parse_with(&good, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]).expect("valid");
+    let t = c.chat.get::<crate::adapters::teams::TeamsConfig>().expect("enabled");
+    assert_eq!(t.channels, ["19:4f3e2d1c0b9a48879685a4b3c2d1e0f9@thread.tacv2"]);
+    assert_eq!(
+        t.token_url,
+        "https://login.microsoftonline.com/9c8b7a6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d/oauth2/v2.0/token"
+    );
+    assert!(!format!("{c:?}").contains("hunter2"), "the secret stays redacted");
 }

@@ -564,7 +564,13 @@ impl Daemon {
             let (asker, room): (Vec<Message>, Vec<Message>) =
                 messages.into_iter().partition(|m| m.kind == MessageKind::Reply);
             messages = room;
-            let answer = if asker.is_empty() {
+            // Taken when the press changed the run (journaled, and not as a refusal); then what
+            // was meant for the asker (e.g. the approval said in a mirror room) is the card.
+            let taken = !events.is_empty()
+                && !events
+                    .iter()
+                    .any(|e| matches!(e.event, crate::event::Event::Refused { .. }));
+            let answer = if asker.is_empty() || taken {
                 InteractionReply::Accepted(messages.iter().find_map(|m| m.card.clone()))
             } else {
                 let mut body = Rich::new();

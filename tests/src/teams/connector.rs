@@ -310,6 +310,16 @@ impl Connector {
     pub fn clear_faults(&self) {
         self.inner.faults.clear();
     }
+
+    /// The message `id` is gone from its conversation (deleted in Teams): updates of it are
+    /// answered 404 `ActivityNotFoundInConversation` from now on. False when there was no such
+    /// message.
+    pub fn delete_activity(&self, id: &str) -> bool {
+        let mut record = self.inner.lock();
+        let before = record.activities.len();
+        record.activities.retain(|a| a.id != id);
+        before != record.activities.len()
+    }
 }
 
 /// A conversation id without its `;messageid=…` suffix: the channel.
