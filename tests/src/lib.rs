@@ -5,6 +5,7 @@ pub mod baton;
 pub mod bind;
 pub mod discord;
 pub mod echo_bot;
+pub mod postgres;
 pub mod prosody;
 pub mod room;
 pub mod stack;

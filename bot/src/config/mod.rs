@@ -6,6 +6,7 @@ mod chat;
 mod dns;
 mod probes;
 pub mod secret;
+mod store;
 pub mod walk;
 
 pub use crate::adapters::console::ConsoleSettings;
@@ -66,6 +67,8 @@ pub struct Config {
     pub chat: ChatSettings,
     pub probes: ProbeSettings,
     pub simulation: SimulationConfig,
+    /// `[store]`: a PostgreSQL store shared by replicas, instead of `bot.store`'s SQLite file.
+    pub postgres: Option<crate::store::postgres::PgSettings>,
 }
 
 impl fmt::Debug for Config {
@@ -76,6 +79,7 @@ impl fmt::Debug for Config {
             .field("pools", &self.inventory.pool_names())
             .field("dns", &self.dns)
             .field("chat", &self.chat)
+            .field("postgres", &self.postgres)
             .finish_non_exhaustive()
     }
 }
@@ -141,8 +145,19 @@ impl Config {
         let chat = chat::read(&mut e, &root, env);
         let probes = probes::read(&mut e, &root, &env.base);
         let simulation = simulation_section(&mut e, &root);
+        let postgres = store::read(&mut e, &root, env);
         root.finish(&mut e);
-        match (e.is_empty(), bot, directory, policy, inventory, dns, chat, simulation) {
+        match (
+            e.is_empty(),
+            bot,
+            directory,
+            policy,
+            inventory,
+            dns,
+            chat,
+            simulation,
+            postgres,
+        ) {
             (
                 true,
                 Some(bot),
@@ -152,6 +167,7 @@ impl Config {
                 Some(dns),
                 Some(chat),
                 Some(simulation),
+                Some(postgres),
             ) => Ok(Config {
                 bot,
                 directory,
@@ -163,6 +179,7 @@ impl Config {
                 chat,
                 probes,
                 simulation,
+                postgres,
             }),
             _ => {
                 let mut errors = e.list;

@@ -107,6 +107,10 @@ pub struct Reconfig {
 
 pub const MIRROR_GIVE_UP: Duration = Duration::from_secs(60);
 
+/// Whether this replica may act now (dispatch an action, post a message). A single Baton
+/// always may; a replica of a shared store only while it leads (`store::leader`).
+pub type Acting = Arc<dyn Fn() -> bool + Send + Sync>;
+
 pub struct Daemon {
     engine: Engine,
     store: StoreActor,
@@ -132,6 +136,7 @@ pub struct Daemon {
     direct_ids: i64,
     missing_platforms: BTreeSet<Platform>,
     clock: Clock,
+    acting: Acting,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -218,12 +223,20 @@ impl Daemon {
             direct_ids: -Utc::now().timestamp_millis(),
             missing_platforms: BTreeSet::new(),
             clock: Clock::start(),
+            acting: Arc::new(|| true),
         })
     }
 
     /// Answers `!status xmpp` by looking from here.
     pub fn with_status(mut self, look: StatusLook) -> Daemon {
         self.status = Some(look);
+        self
+    }
+
+    /// Acts (dispatches, posts) only while `acting` says so: a replica that lost its lease
+    /// stops at once, even before its loop has noticed.
+    pub fn with_acting(mut self, acting: Acting) -> Daemon {
+        self.acting = acting;
         self
     }
 
@@ -704,7 +717,14 @@ impl Daemon {
             for (run, reference) in self.cards.remove(room).unwrap_or_default() {
                 queue.know_card(run, reference);
             }
-            let handle = room::spawn(queue, adapter, self.store.clone(), reports.clone(), stop.child_token());
+            let handle = room::spawn(
+                queue,
+                adapter,
+                self.store.clone(),
+                reports.clone(),
+                stop.child_token(),
+                self.acting.clone(),
+            );
             if let Some(rows) = self.backlog.remove(room) {
                 handle.send(RoomCmd::Rows(rows));
             }
@@ -731,6 +751,12 @@ impl Daemon {
     }
 
     fn dispatch(&mut self, d: Dispatch, done: &mpsc::UnboundedSender<Finished>) {
+        if !(self.acting)() {
+            // The journal holds the step as started: the replica that leads now resumes it
+            // with the same key.
+            tracing::warn!(run = %d.run, step = d.step + 1, key = %d.request.key, "not dispatched: this replica no longer leads");
+            return;
+        }
         tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), place = %d.request.action.where_short(),
             key = %d.request.key, "action dispatched");
         self.in_flight += 1;
