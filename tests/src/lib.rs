@@ -7,6 +7,7 @@ pub mod discord;
 pub mod echo_bot;
 pub mod postgres;
 pub mod prosody;
+pub mod replicas;
 pub mod room;
 pub mod stack;
 pub mod teams;

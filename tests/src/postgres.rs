@@ -149,6 +149,11 @@ impl Postgres {
         }
     }
 
+    /// A file holding [`PASSWORD`] (for `password = { file = … }`).
+    pub fn password_file(&self) -> PathBuf {
+        self.dir.path().join("pwfile")
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
