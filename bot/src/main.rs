@@ -419,7 +419,9 @@ async fn lead_once(
     .context("restoring the engine")?
     .with_context(|| format!("starting with {}", path.display()))?;
     let gate = leadership.clone();
-    daemon = daemon.with_acting(std::sync::Arc::new(move || gate.acting()));
+    daemon = daemon
+        .with_acting(std::sync::Arc::new(move || gate.acting()))
+        .with_takeover_notice(pg.replica.clone());
     if let Some(look) = baton::assemble::status_look(config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }

@@ -86,6 +86,15 @@ impl Shared {
         Ok(n as usize)
     }
 
+    /// Outbox rows not yet recorded delivered.
+    pub fn undelivered(&mut self) -> Result<usize> {
+        let n: i64 = self
+            .client
+            .query_one("SELECT count(*) FROM outbox WHERE delivered_at IS NULL", &[])?
+            .get(0);
+        Ok(n as usize)
+    }
+
     /// Waits until `f` holds on the store, polling every 10 ms.
     pub fn wait(
         &mut self,

@@ -126,6 +126,18 @@ fn started_together_one_acts_and_when_it_is_killed_mid_step_the_standby_finishes
             "step {k} reported exactly once:\n{text}"
         );
     }
+    assert_eq!(
+        count(&lines, "took over"),
+        1,
+        "one takeover notice in the room:\n{text}"
+    );
+    assert!(
+        standby
+            .lines()
+            .iter()
+            .any(|l| l.contains(&format!("replica {standby_name} took over"))),
+        "the notice names the replica:\n{text}"
+    );
     assert_eq!(shared.leader()?.0, 2, "one takeover, one new epoch");
     let kinds = shared.kinds()?;
     assert_eq!(kinds.iter().filter(|k| *k == "succeeded").count(), 1, "{kinds:?}");
@@ -194,6 +206,7 @@ fn postgres_restarted_mid_run_the_run_completes_with_nothing_doubled() -> anyhow
     pg.restart()?;
     let mut shared = Shared::connect(&pg, "restarted")?;
     shared.wait("the run finished", T, |s| Ok(s.count("succeeded")? == 1))?;
+    shared.wait("every message delivered", T, |s| Ok(s.undelivered()? == 0))?;
     let mut lines = active.lines();
     lines.extend(standby.lines());
     let text = lines.join("\n");

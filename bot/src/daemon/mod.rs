@@ -137,6 +137,9 @@ pub struct Daemon {
     missing_platforms: BTreeSet<Platform>,
     clock: Clock,
     acting: Acting,
+    /// The replica's name, when it has just taken over from another: said once in the room of
+    /// each open run.
+    takeover: Option<String>,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -224,6 +227,7 @@ impl Daemon {
             missing_platforms: BTreeSet::new(),
             clock: Clock::start(),
             acting: Arc::new(|| true),
+            takeover: None,
         })
     }
 
@@ -237,6 +241,12 @@ impl Daemon {
     /// stops at once, even before its loop has noticed.
     pub fn with_acting(mut self, acting: Acting) -> Daemon {
         self.acting = acting;
+        self
+    }
+
+    /// Says in the room of each open run, once, that this replica (named) took over.
+    pub fn with_takeover_notice(mut self, replica: String) -> Daemon {
+        self.takeover = Some(replica);
         self
     }
 
@@ -299,6 +309,9 @@ impl Daemon {
             deferred: deferred_tx,
             rooms_stop: rooms_stop.clone(),
         };
+        if let Some(replica) = self.takeover.take() {
+            self.say_takeover(&replica, &mut ctx);
+        }
         let mut inputs_open = true;
         let (_keep, mut reloads) = match self.reloads.take() {
             Some(rx) => (None, rx),
@@ -379,6 +392,31 @@ impl Daemon {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         result
+    }
+
+    /// One line in the room of each open run: which replica acts now. Journaled in the outbox
+    /// like any message, after what the previous leader left undelivered.
+    fn say_takeover(&mut self, replica: &str, ctx: &mut Ctx) {
+        let rooms: BTreeSet<RoomRef> = self
+            .engine
+            .runs()
+            .filter(|r| r.phase.is_active())
+            .map(|r| r.room.clone())
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        let messages: Vec<Message> = rooms
+            .into_iter()
+            .map(|room| Message::reply(room, render::took_over(replica)))
+            .collect();
+        let rows = outbox::rows(&messages, |room| self.capabilities(room));
+        let rooms = rows.iter().map(|r| r.room.clone()).collect();
+        let batch = Batch {
+            rows,
+            ..Default::default()
+        };
+        self.commit(batch, After::default(), rooms, ctx);
     }
 
     /// Whether nothing is left to do: no input being handled, no action or query under way,
