@@ -3,7 +3,9 @@
 //! the standby takes over, resumes the step with the same idempotency key and finishes the run,
 //! and no action starts twice (the agents' simulator records every start); the active one
 //! SIGSTOPped past its lease is deposed, and when it wakes it commits nothing, posts nothing
-//! and stands by; PostgreSQL restarted mid-run, the run completes with nothing doubled.
+//! and stands by; PostgreSQL restarted mid-run, the run completes with nothing doubled; a
+//! SQLite journal with a run in flight moved by `baton store migrate` resumes on PostgreSQL with
+//! the same keys.
 
 use baton_actions::Fqdn;
 use baton_e2e::baton::Baton;
@@ -215,5 +217,64 @@ fn postgres_restarted_mid_run_the_run_completes_with_nothing_doubled() -> anyhow
     assert!(shared.leader()?.0 >= 2, "leadership was taken again after the restart");
     active.close_stdin();
     standby.close_stdin();
+    Ok(())
+}
+
+#[test]
+fn a_sqlite_journal_with_a_run_in_flight_migrates_and_the_run_resumes_on_postgres() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    pg.create_db("migrated")?;
+    // First on SQLite: the run stops (SIGKILL) while Set-CsSite runs at the agent.
+    let stack = Stack::start(StackOptions {
+        sim_args: vec!["--delay-ms".into(), "1000".into()],
+        ..StackOptions::default()
+    })?;
+    let mut sqlite = stack.start_bot()?;
+    sqlite.send("alice> !failover xmpp EdgePool2 drill")?;
+    sqlite.wait_for("Expires at", T)?;
+    sqlite.send("bob> !approve 1")?;
+    let deadline = Instant::now() + T;
+    while starts(&stack, "mgmt1.contoso.test", "route.set")?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "Set-CsSite never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    baton_e2e::baton::wait_outbox_recorded(&stack.store, T)?;
+    sqlite.kill9();
+    // Then onto PostgreSQL, and a replica there.
+    let config = stack.config.with_file_name("baton-pg.toml");
+    let text = std::fs::read_to_string(&stack.config)? + "\n" + &store_section(&pg, "migrated", "2s");
+    std::fs::write(&config, text)?;
+    let (status, stdout, stderr) = baton_e2e::baton::run(
+        &[
+            "store",
+            "migrate",
+            "--from",
+            stack.store.to_str().expect("UTF-8"),
+            "--config",
+            config.to_str().expect("UTF-8"),
+        ],
+        T,
+    )?;
+    assert!(status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the hash chain verifies on both sides"), "{stdout}");
+    let mut replica = start_replica(&config, "site1")?;
+    replica.wait_for("#1 succeeded in", T)?;
+    let mut lines = sqlite.lines();
+    lines.extend(replica.lines());
+    let text = lines.join("\n");
+    for k in 1..=8 {
+        assert_eq!(
+            count(&lines, &format!("#1 [{k}/8]")),
+            1,
+            "step {k} reported exactly once:\n{text}"
+        );
+    }
+    each_action_started_once(&stack)?;
+    let route = starts(&stack, "mgmt1.contoso.test", "route.set")?;
+    assert!(
+        route[0].ends_with("/t1"),
+        "the key from SQLite, reused on PostgreSQL: {route:?}"
+    );
+    replica.close_stdin();
     Ok(())
 }
