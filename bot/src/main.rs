@@ -453,6 +453,8 @@ async fn store_migrate(
                 replica: "migrate".into(),
                 lease: PgSettings::DEFAULT_LEASE,
                 connect_timeout: std::time::Duration::from_secs(5),
+                // TLS to the target: name it in a configuration's [store] (--config).
+                ca: None,
             }
         }
         (None, Some(c)) => Config::load(&c)?

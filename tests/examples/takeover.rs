@@ -132,6 +132,7 @@ fn store_cycle(pg: &Postgres, rounds: usize) -> anyhow::Result<()> {
         replica: "bench".into(),
         lease: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(3),
+        ca: None,
     };
     let mut postgres = PostgresStore::open(&settings, "bench")?;
     pgstore::take_over_for_maintenance(&mut postgres)?;

@@ -20,6 +20,8 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     port: u16,
     owner: Option<(u32, u32)>,
+    /// The CA of the server's certificate, when it speaks TLS.
+    ca: Option<PathBuf>,
 }
 
 /// The newest installed server's `bin` folder.
@@ -71,6 +73,16 @@ fn free_port() -> Result<u16> {
 impl Postgres {
     /// Initialises and starts a cluster; returns once it accepts connections.
     pub fn start() -> Result<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// A cluster that also speaks TLS, with a certificate for 127.0.0.1 from a test CA
+    /// ([`Postgres::ca`]).
+    pub fn start_tls() -> Result<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Postgres> {
         let bin = server_bin()?;
         let owner = owner()?;
         let dir = tempfile::Builder::new().prefix("baton-pg-").tempdir()?;
@@ -97,15 +109,52 @@ impl Postgres {
         if !out.status.success() {
             bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        let ca = if tls {
+            Some(Self::certificates(dir.path(), owner)?)
+        } else {
+            None
+        };
         let mut pg = Postgres {
             child: None,
             bin,
             dir,
             port: free_port()?,
             owner,
+            ca,
         };
         pg.start_server()?;
         Ok(pg)
+    }
+
+    /// A test CA and the server's certificate for 127.0.0.1 and localhost; the key readable
+    /// by the server's user only, as PostgreSQL demands.
+    fn certificates(dir: &Path, owner: Option<(u32, u32)>) -> Result<PathBuf> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use std::os::unix::fs::PermissionsExt;
+        let ca_key = KeyPair::generate()?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Baton test CA postgres");
+        let ca_cert = ca_params.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])?.signed_by(&key, &issuer)?;
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, ca_cert.pem())?;
+        std::fs::write(dir.join("server.crt"), cert.pem())?;
+        std::fs::write(dir.join("server.key"), key.serialize_pem())?;
+        std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600))?;
+        chown(&dir.join("server.crt"), owner)?;
+        chown(&dir.join("server.key"), owner)?;
+        Ok(ca)
+    }
+
+    /// The CA of the server's certificate (clusters started with [`Postgres::start_tls`]).
+    pub fn ca(&self) -> Option<&Path> {
+        self.ca.as_deref()
     }
 
     fn command(program: &Path, owner: Option<(u32, u32)>, cwd: &Path) -> Command {
@@ -120,7 +169,15 @@ impl Postgres {
     fn start_server(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.dir.path().join("server.log"))?;
         chown(&self.dir.path().join("server.log"), self.owner)?;
-        let child = Self::command(&self.bin.join("postgres"), self.owner, self.dir.path())
+        let mut command = Self::command(&self.bin.join("postgres"), self.owner, self.dir.path());
+        if self.ca.is_some() {
+            let d = self.dir.path();
+            command
+                .args(["-c", "ssl=on"])
+                .args(["-c", &format!("ssl_cert_file={}", d.join("server.crt").display())])
+                .args(["-c", &format!("ssl_key_file={}", d.join("server.key").display())]);
+        }
+        let child = command
             .arg("-D")
             .arg(self.dir.path().join("data"))
             .args(["-c", "listen_addresses=127.0.0.1", "-p", &self.port.to_string()])

@@ -21,6 +21,7 @@ fn settings(pg: &Postgres, db: &str, replica: &str) -> PgSettings {
         replica: replica.into(),
         lease: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(3),
+        ca: None,
     }
 }
 
@@ -275,5 +276,39 @@ fn baton_store_migrate_copies_a_sqlite_journal_and_refuses_a_non_empty_target() 
         !stderr.contains("wrong-password") && !stderr.contains(PASSWORD),
         "{stderr}"
     );
+    Ok(())
+}
+
+#[test]
+fn tls_to_the_server_is_verified_with_the_configured_ca() -> anyhow::Result<()> {
+    let pg = Postgres::start_tls()?;
+    pg.create_db("tls")?;
+    let mut s = settings(&pg, "tls", "a");
+    s.ca = Some(pg.ca().expect("a TLS cluster has a CA").to_path_buf());
+    let mut store = PostgresStore::open(&s, "tls")?;
+    let ssl: bool = store
+        .client()
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?
+        .get(0);
+    assert!(ssl, "the session runs over TLS");
+    assert!(store.verify_chain()?.intact());
+    // Another CA's certificate is not trusted: no connection, and the error says why.
+    let other = tempfile::tempdir()?;
+    let foreign = baton_e2e::prosody::test_pki(other.path(), "foreign")?;
+    s.ca = Some(foreign.ca.clone());
+    let err = PostgresStore::open(&s, "tls")
+        .err()
+        .expect("an unknown issuer is refused");
+    let text = format!("{err:#} {:?}", std::error::Error::source(&err));
+    assert!(
+        text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
+        "{text}"
+    );
+    assert!(!text.contains(PASSWORD), "{text}");
+    // A file that is no CA is a clear error.
+    std::fs::write(other.path().join("empty.pem"), "")?;
+    s.ca = Some(other.path().join("empty.pem"));
+    let err = PostgresStore::open(&s, "tls").err().expect("no CA");
+    assert!(err.to_string().contains("holds no certificate"), "{err}");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `[store]`: where the journal lives when it is not the embedded SQLite file of `[bot] store`:
 //! a PostgreSQL database shared by two replicas (`postgres = "postgres://user@host/db"`, the
-//! password a secret read from an environment variable or a file).
+//! password a secret read from an environment variable or a file; `ca = "FILE"` for TLS to the
+//! server, verified with that CA).
 
 use super::secret::{self, SecretEnv};
 use super::walk::{Errors, Table};
@@ -41,6 +42,11 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
         e.at(&t.key_path("lease"), t.span_of("lease"), "must be between 1s and 60s");
     }
     let connect_timeout = super::duration(e, &t, "connect_timeout").unwrap_or(Duration::from_secs(3));
+    let ca: Option<String> = t.opt(e, "ca");
+    let ca = ca.map(|c| {
+        let p = std::path::PathBuf::from(c);
+        if p.is_absolute() { p } else { env.base.join(p) }
+    });
     t.finish(e);
     if e.list.len() != before {
         return None;
@@ -52,6 +58,7 @@ pub fn read(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &SecretEnv<'_>) -> Op
         replica,
         lease,
         connect_timeout,
+        ca,
     }))
 }
 

@@ -43,6 +43,8 @@ pub enum StoreError {
     Lock { path: String, source: std::io::Error },
     #[error("store {target}: {source}")]
     Postgres { target: String, source: ::postgres::Error },
+    #[error("store {target}: TLS: {why}")]
+    Tls { target: String, why: String },
     /// The database refused a write: another replica leads now (its epoch is newer).
     #[error("the store refused a write from a replica that no longer leads ({why})")]
     Fenced { why: String },

@@ -38,6 +38,9 @@ pub struct PgSettings {
     /// How long the active replica's lease lasts without renewal (renewed every third of it).
     pub lease: Duration,
     pub connect_timeout: Duration,
+    /// TLS to the server, verified with this CA (PEM), host name included; `None` connects in
+    /// plain text.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for PgSettings {
@@ -47,6 +50,7 @@ impl std::fmt::Debug for PgSettings {
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("replica", &self.replica)
             .field("lease", &self.lease)
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -129,14 +133,49 @@ impl PgSettings {
         }
     }
 
-    /// Connects a session named `application_name`.
+    /// Connects a session named `application_name` (over TLS when a CA is configured).
     pub fn connect(&self, application_name: &str) -> Result<Client, StoreError> {
-        self.client_config(application_name)?
-            .connect(NoTls)
-            .map_err(|source| StoreError::Postgres {
-                target: self.target(),
-                source,
-            })
+        let mut config = self.client_config(application_name)?;
+        let err = |source| StoreError::Postgres {
+            target: self.target(),
+            source,
+        };
+        match &self.ca {
+            None => config.connect(NoTls).map_err(err),
+            Some(ca) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+                config.connect(self.tls(ca)?).map_err(err)
+            }
+        }
+    }
+
+    /// A TLS connector that trusts only the certificates of `ca` (PEM).
+    fn tls(&self, ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let bad = |why: String| StoreError::Tls {
+            target: self.target(),
+            why,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| bad(format!("cannot read the CA file {}: {e}", ca.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| bad(format!("the CA file {} is not PEM: {e}", ca.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("a certificate in {} is not usable: {e}", ca.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(bad(format!("the CA file {} holds no certificate", ca.display())));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
     }
 }
 
