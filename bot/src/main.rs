@@ -376,7 +376,7 @@ async fn replica_terms(
             Ok(()) => tracing::warn!(replica = %pg.replica, epoch, "no longer leading; standing by"),
             Err(e) => {
                 tracing::error!(replica = %pg.replica, epoch, error = %format!("{e:#}"), "stopped acting; resigning and standing by");
-                leadership.resign();
+                leadership.resign(epoch);
             }
         }
     }

@@ -24,8 +24,7 @@ const T: Duration = Duration::from_secs(60);
 
 fn main() -> anyhow::Result<()> {
     let runs: usize = std::env::args()
-        .skip(1)
-        .next()
+        .nth(1)
         .map(|a| a.parse())
         .transpose()
         .map_err(|_| anyhow::anyhow!("RUNS must be a number"))?

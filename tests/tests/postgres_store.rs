@@ -312,3 +312,37 @@ fn tls_to_the_server_is_verified_with_the_configured_ca() -> anyhow::Result<()> 
     assert!(err.to_string().contains("holds no certificate"), "{err}");
     Ok(())
 }
+
+#[test]
+fn a_resigning_leader_lets_go_and_an_old_resignation_changes_nothing() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    pg.create_db("resign")?;
+    let (a, a_elector) = leader::spawn(settings(&pg, "resign", "site1"))?;
+    wait_until("the only replica leads", Duration::from_secs(20), || a.acting());
+    let Role::Leader { epoch, .. } = a.role() else {
+        panic!("leads")
+    };
+    a.resign(epoch);
+    wait_until("it lets go", Duration::from_secs(10), || !a.acting());
+    wait_until(
+        "it leads again, in a new term",
+        Duration::from_secs(20),
+        || matches!(a.role(), Role::Leader { epoch: e, .. } if e > epoch),
+    );
+    let Role::Leader { epoch: second, .. } = a.role() else {
+        panic!("leads")
+    };
+    // Resigning the finished term again does not end the new one.
+    a.resign(epoch);
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        assert!(
+            matches!(a.role(), Role::Leader { epoch: e, .. } if e == second),
+            "{:?}",
+            a.role()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a_elector.stop();
+    Ok(())
+}

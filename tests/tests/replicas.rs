@@ -53,9 +53,12 @@ fn count(lines: &[String], needle: &str) -> usize {
     lines.iter().filter(|l| l.contains(needle)).count()
 }
 
+/// A replica's process and its name.
+type Replica = (Baton, &'static str);
+
 /// Starts both replicas at once; returns (active, standby) once one leads and the other has
 /// its session, checking that only one takeover ever happened.
-fn both(stack: &Stack, shared: &mut Shared) -> anyhow::Result<((Baton, &'static str), (Baton, &'static str))> {
+fn both(stack: &Stack, shared: &mut Shared) -> anyhow::Result<(Replica, Replica)> {
     let a = start_replica(&stack.config, "site1")?;
     let b = start_replica(&stack.config, "site2")?;
     shared.wait("one replica leads, the other stands by", T, |s| {
@@ -141,6 +144,12 @@ fn started_together_one_acts_and_when_it_is_killed_mid_step_the_standby_finishes
         "the notice names the replica:\n{text}"
     );
     assert_eq!(shared.leader()?.0, 2, "one takeover, one new epoch");
+    for (who, log) in [("the killed one", active.stderr()), ("the standby", standby.stderr())] {
+        assert!(
+            !log.contains(baton_e2e::postgres::PASSWORD),
+            "{who} logged the password"
+        );
+    }
     let kinds = shared.kinds()?;
     assert_eq!(kinds.iter().filter(|k| *k == "succeeded").count(), 1, "{kinds:?}");
     // The journal verifies, read through `baton audit` on the PostgreSQL store.

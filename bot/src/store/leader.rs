@@ -17,7 +17,7 @@ use super::StoreError;
 use super::postgres::{LEADER_LOCK, PgSettings, migrate};
 use postgres::Client;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -59,7 +59,8 @@ pub struct Leadership {
 
 struct Control {
     stop: AtomicBool,
-    resign: AtomicBool,
+    /// The epoch to give up (0: none); a resignation of an earlier term is ignored.
+    resign: AtomicI64,
 }
 
 /// The elector's thread; stopping it releases the lock so the other replica takes over at once.
@@ -132,10 +133,11 @@ impl Leadership {
         }
     }
 
-    /// Gives leadership up (the daemon failed while leading): the elector releases the lock
-    /// and stays standby for one lease, so the other replica can take over.
-    pub fn resign(&self) {
-        self.control.resign.store(true, Ordering::SeqCst);
+    /// Gives up the term of `epoch` (the daemon failed while leading): the elector releases
+    /// the lock and stays standby for one lease, so the other replica can take over. Nothing
+    /// happens if that term has already ended.
+    pub fn resign(&self, epoch: i64) {
+        self.control.resign.store(epoch, Ordering::SeqCst);
     }
 }
 
@@ -146,7 +148,7 @@ pub fn spawn(settings: PgSettings) -> std::io::Result<(Leadership, Elector)> {
     let (tx, rx) = watch::channel(Role::Disconnected);
     let control = Arc::new(Control {
         stop: AtomicBool::new(false),
-        resign: AtomicBool::new(false),
+        resign: AtomicI64::new(0),
     });
     let elector = Campaign {
         settings,
@@ -264,7 +266,7 @@ impl Campaign {
                     self.set(Role::Disconnected);
                     // Ending the session frees the lock, if the server still counts it held.
                     drop(client);
-                    if self.control.resign.swap(false, Ordering::SeqCst) {
+                    if self.control.resign.load(Ordering::SeqCst) == epoch {
                         std::thread::sleep(self.settings.lease);
                     }
                 }
@@ -357,8 +359,8 @@ impl Campaign {
                 if self.stopping() {
                     return Ended::Stopped;
                 }
-                if self.control.resign.load(Ordering::SeqCst) {
-                    return Ended::Lost("resigned".into());
+                if self.control.resign.load(Ordering::SeqCst) == epoch {
+                    return Ended::Lost("resigned: the daemon could not act".into());
                 }
                 std::thread::sleep(Duration::from_millis(50).min(lease / 3));
             }
