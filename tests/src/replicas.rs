@@ -122,3 +122,31 @@ impl Shared {
         })
     }
 }
+
+/// Whether process `pid` has an established TCP connection to `port` on loopback (IPv4): a
+/// standby has none to the chat server, the active replica has one.
+pub fn connected_to(pid: u32, port: u16) -> Result<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp")?;
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = u16::from_str_radix(f.get(2)?.rsplit(':').next()?, 16).ok()?;
+            // State 01 is ESTABLISHED.
+            (remote_port == port && *f.get(3)? == "01").then(|| f.get(9).map(|s| s.to_string()))?
+        })
+        .collect();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        let Ok(target) = std::fs::read_link(fd?.path()) else {
+            continue;
+        };
+        let target = target.to_string_lossy();
+        if let Some(inode) = target.strip_prefix("socket:[").and_then(|s| s.strip_suffix(']'))
+            && inodes.iter().any(|i| i == inode)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -6,7 +6,7 @@
 use baton_actions::Fqdn;
 use baton_e2e::postgres::Postgres;
 use baton_e2e::prosody::INCIDENT_ROOM;
-use baton_e2e::replicas::{Shared, start_replica, store_section};
+use baton_e2e::replicas::{Shared, connected_to, start_replica, store_section};
 use baton_e2e::room::{Follower, starting_with};
 use baton_e2e::stack::{Stack, StackOptions};
 use baton_e2e::xmpp_client::JoinHistory;
@@ -70,6 +70,15 @@ async fn in_a_real_room_the_standby_takes_over_mid_run_and_the_room_sees_each_st
         })?;
         Ok(())
     })?;
+    let c2s = server.c2s_addr().port();
+    assert!(
+        connected_to(site1.pid(), c2s)?,
+        "the active replica is connected to the chat server"
+    );
+    assert!(
+        !connected_to(site2.pid(), c2s)?,
+        "the standby is not: it is connected to the database only"
+    );
     site1.kill9();
     let killed = Instant::now();
     alice
@@ -78,6 +87,10 @@ async fn in_a_real_room_the_standby_takes_over_mid_run_and_the_room_sees_each_st
     let in_room = killed.elapsed();
     alice.bot_says(INCIDENT_ROOM, "#1 succeeded in ", T).await?;
     eprintln!("takeover in the room: the notice {in_room:?} after SIGKILL");
+    assert!(
+        connected_to(site2.pid(), c2s)?,
+        "the new active replica is connected to the chat server"
+    );
     alice.settle(Duration::from_secs(1)).await;
     let lines = alice.bot_lines(INCIDENT_ROOM);
     let text = lines.join("\n");
