@@ -49,9 +49,10 @@ impl Shared {
 
     /// The leader row: (epoch, holder).
     pub fn leader(&mut self) -> Result<(i64, Option<String>)> {
-        let row = self
-            .client
-            .query_one("SELECT epoch, holder FROM baton_leader WHERE id = 1", &[])?;
+        let row = self.client.query_one(
+            "SELECT l.epoch, s.holder FROM baton_leader l, baton_lease s WHERE l.id = 1 AND s.id = 1",
+            &[],
+        )?;
         Ok((row.get(0), row.get(1)))
     }
 

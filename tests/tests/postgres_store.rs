@@ -346,3 +346,35 @@ fn a_resigning_leader_lets_go_and_an_old_resignation_changes_nothing() -> anyhow
     a_elector.stop();
     Ok(())
 }
+
+#[test]
+fn lease_renewals_do_not_wait_for_a_write_in_progress() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    pg.create_db("renewals")?;
+    let s = settings(&pg, "renewals", "site1");
+    let (a, a_elector) = leader::spawn(s.clone())?;
+    wait_until("the only replica leads", Duration::from_secs(20), || a.acting());
+    let Role::Leader { epoch, .. } = a.role() else {
+        panic!("leads")
+    };
+    let mut store = PostgresStore::open(&s, a.session())?;
+    store.fence(epoch)?;
+    let mut tx = store.client().transaction()?;
+    // The fencing trigger holds the epoch row's share lock until this transaction ends.
+    tx.execute(
+        "INSERT INTO handled (platform, room, sender, message_id) VALUES ('console', 'incident', 'console:alice', 'm1')",
+        &[],
+    )?;
+    let until = Instant::now() + s.lease * 2;
+    while Instant::now() < until {
+        assert!(a.acting(), "the lease is renewed meanwhile: {:?}", a.role());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tx.commit()?;
+    assert!(
+        matches!(a.role(), Role::Leader { epoch: e, .. } if e == epoch),
+        "the same term"
+    );
+    a_elector.stop();
+    Ok(())
+}

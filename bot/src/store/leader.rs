@@ -1,8 +1,8 @@
 //! Which replica acts: leadership over a PostgreSQL store, on a thread and a session of its own.
 //!
 //! The active replica holds a session-level advisory lock ([`LEADER_LOCK`]) and a lease (the
-//! `baton_leader` row's `expires_at`, renewed every third of the lease). Taking over bumps the
-//! row's epoch; the store's writes are fenced by that epoch in the database
+//! `baton_lease` row's `expires_at`, renewed every third of the lease). Taking over bumps the
+//! epoch in `baton_leader`; the store's writes are fenced by that epoch in the database
 //! (see `postgres.rs`). The lock frees when the leader's session ends (process killed,
 //! connection cut: keepalives and the TCP user timeout bound that to about a lease); a frozen
 //! leader keeps its session, so the standby also watches the lease, and when it has lapsed ends
@@ -253,8 +253,8 @@ impl Campaign {
             match self.lead(&mut client, epoch) {
                 Ended::Stopped => {
                     let _ = client.execute(
-                        "UPDATE baton_leader SET expires_at = now(), holder = NULL, session = NULL WHERE id = 1 AND epoch = $1",
-                        &[&epoch],
+                        "UPDATE baton_lease SET expires_at = now(), holder = NULL, session = NULL WHERE id = 1 AND session = $1",
+                        &[&self.session],
                     );
                     let _ = client.execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]);
                     tracing::info!(replica = %replica, epoch, "stopped leading (shutdown); the lease is released");
@@ -288,16 +288,7 @@ impl Campaign {
                 .get(0);
             if got {
                 let sent = Instant::now();
-                let row = client.query_one(
-                    "UPDATE baton_leader SET epoch = epoch + 1, holder = $1, session = $2, since = now(),
-                         expires_at = now() + make_interval(secs => $3::FLOAT8)
-                     WHERE id = 1 RETURNING epoch",
-                    &[
-                        &self.settings.replica,
-                        &self.session,
-                        &self.settings.lease.as_secs_f64(),
-                    ],
-                );
+                let row = take_epoch(client, &self.settings, &self.session);
                 match row {
                     Ok(row) => {
                         let epoch: i64 = row.get(0);
@@ -317,7 +308,7 @@ impl Campaign {
                 }
             }
             let lease = client.query_one(
-                "SELECT holder, session, coalesce(expires_at < now(), true) FROM baton_leader WHERE id = 1",
+                "SELECT holder, session, coalesce(expires_at < now(), true) FROM baton_lease WHERE id = 1",
                 &[],
             )?;
             let (holder, session, lapsed): (Option<String>, Option<String>, bool) =
@@ -369,8 +360,8 @@ impl Campaign {
                 return Ended::Lost("the lease ran out before it could be renewed (paused?)".into());
             }
             let renewed = client.execute(
-                "UPDATE baton_leader SET expires_at = now() + make_interval(secs => $3::FLOAT8)
-                 WHERE id = 1 AND epoch = $1 AND session = $2",
+                "UPDATE baton_lease SET expires_at = now() + make_interval(secs => $3::FLOAT8)
+                 WHERE id = 1 AND session = $2 AND (SELECT epoch FROM baton_leader WHERE id = 1) = $1",
                 &[&epoch, &self.session, &lease.as_secs_f64()],
             );
             match renewed {
@@ -383,6 +374,23 @@ impl Campaign {
             }
         }
     }
+}
+
+/// Bumps the epoch (waiting, at most the session's lock timeout, for a write that holds the
+/// old one) and writes this replica's lease, in one transaction.
+fn take_epoch(client: &mut Client, settings: &PgSettings, session: &str) -> Result<postgres::Row, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let row = tx.query_one(
+        "UPDATE baton_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
+        &[],
+    )?;
+    tx.execute(
+        "UPDATE baton_lease SET holder = $1, session = $2, since = now(),
+             expires_at = now() + make_interval(secs => $3::FLOAT8) WHERE id = 1",
+        &[&settings.replica, &session, &settings.lease.as_secs_f64()],
+    )?;
+    tx.commit()?;
+    Ok(row)
 }
 
 /// Applies the schema and bounds how long the elector waits on a row lock (a write of a

@@ -186,13 +186,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE baton_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE baton_leader (
         id INT PRIMARY KEY CHECK (id = 1),
-        epoch BIGINT NOT NULL,
+        epoch BIGINT NOT NULL
+    );
+    INSERT INTO baton_leader (id, epoch) VALUES (1, 0);
+    -- The lease lives in a row of its own: renewing it never waits for a write holding the
+    -- epoch's share lock, while bumping the epoch does.
+    CREATE TABLE baton_lease (
+        id INT PRIMARY KEY CHECK (id = 1),
         holder TEXT,
         session TEXT,
         since TIMESTAMPTZ,
         expires_at TIMESTAMPTZ
     );
-    INSERT INTO baton_leader (id, epoch) VALUES (1, 0);
+    INSERT INTO baton_lease (id) VALUES (1);
     CREATE TABLE events (
         seq BIGINT PRIMARY KEY,
         at TEXT NOT NULL,
@@ -766,7 +772,7 @@ pub fn take_over_for_maintenance(store: &mut PostgresStore) -> Result<i64, anyho
     if !got {
         let holder: Option<String> = store
             .client
-            .query_one("SELECT holder FROM baton_leader WHERE id = 1", &[])?
+            .query_one("SELECT holder FROM baton_lease WHERE id = 1", &[])?
             .get(0);
         anyhow::bail!(
             "a Baton replica ({}) leads on {}: stop the replicas first",
@@ -777,11 +783,14 @@ pub fn take_over_for_maintenance(store: &mut PostgresStore) -> Result<i64, anyho
     let epoch: i64 = store
         .client
         .query_one(
-            "UPDATE baton_leader SET epoch = epoch + 1, holder = 'maintenance', session = NULL, since = now(), expires_at = NULL
-             WHERE id = 1 RETURNING epoch",
+            "UPDATE baton_leader SET epoch = epoch + 1 WHERE id = 1 RETURNING epoch",
             &[],
         )?
         .get(0);
+    store.client.execute(
+        "UPDATE baton_lease SET holder = 'maintenance', session = NULL, since = now(), expires_at = NULL WHERE id = 1",
+        &[],
+    )?;
     store.fence(epoch)?;
     Ok(epoch)
 }
@@ -789,7 +798,8 @@ pub fn take_over_for_maintenance(store: &mut PostgresStore) -> Result<i64, anyho
 /// Lets go of what [`take_over_for_maintenance`] took.
 pub fn release_maintenance(store: &mut PostgresStore, epoch: i64) {
     let _ = store.client.execute(
-        "UPDATE baton_leader SET holder = NULL WHERE id = 1 AND epoch = $1",
+        "UPDATE baton_lease SET holder = NULL WHERE id = 1 AND holder = 'maintenance'
+             AND (SELECT epoch FROM baton_leader WHERE id = 1) = $1",
         &[&epoch],
     );
     let _ = store.client.execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]);
