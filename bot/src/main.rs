@@ -235,6 +235,19 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     .as_ref()
                     .map_or("(unknown)".to_string(), |p| p.to_string())
             );
+            if let Some(pg) = &c.postgres {
+                println!(
+                    "  store: {} as replica {} (lease {}, {})",
+                    pg.target(),
+                    pg.replica,
+                    humantime::format_duration(pg.lease),
+                    if pg.ca.is_some() {
+                        "TLS with the configured CA"
+                    } else {
+                        "plain text"
+                    }
+                );
+            }
             for note in c.chat.platforms.iter().filter_map(|p| p.note()) {
                 println!("  note: {note}");
             }
