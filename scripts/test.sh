@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests start for real: Prosody (XMPP), BIND9 (DNS) and dig.
+# Debian packages the tests start for real: Prosody (XMPP), BIND9 (DNS), dig and PostgreSQL.
 packages=()
 command -v prosody >/dev/null 2>&1 || packages+=(prosody)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || packages+=(bind9)
@@ -14,6 +14,9 @@ command -v python3 >/dev/null 2>&1 || packages+=(python3)
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 [ -x /usr/bin/chromium ] || packages+=(chromium)
+# PostgreSQL (the replicas' shared store): the tests run initdb and postgres from
+# /usr/lib/postgresql/<version>/bin as the `postgres` user the package creates.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || packages+=(postgresql)
 # The Windows build of baton-agent (Edge servers run Windows): the MinGW linker.
 command -v x86_64-w64-mingw32-gcc >/dev/null 2>&1 || packages+=(gcc-mingw-w64-x86-64)
 # --- Operations (tests/tests/operations.rs, scripts/test-image.sh) ---

@@ -1,11 +1,11 @@
-//! The `baton` command line: `demo`, `run`, `check-config`, `audit`, `healthcheck`.
+//! The `baton` command line: `demo`, `run`, `check-config`, `audit`, `healthcheck`, `store migrate`.
 
 use anyhow::Context;
 use baton::config::{Config, LogFormat, LogSettings};
 use baton::daemon::{Daemon, Lifetime};
 use baton::demo::{self, DemoOptions};
 use baton::engine::EngineConfig;
-use baton::store::{SqliteStore, Store};
+use baton::store::{PgSettings, PostgresStore, SqliteStore, Store, leader};
 use baton_actions::simulated::FailureRule;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -44,7 +44,32 @@ enum PkiCmd {
 }
 
 #[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy a SQLite store's journal (hash chain verified on both sides), undelivered outbox
+    /// and cards into an empty PostgreSQL store. Stop every Baton on either store first.
+    Migrate {
+        /// The SQLite store to copy.
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL store: `postgres://user@host:port/db` (no password in the URL).
+        #[arg(long, conflicts_with = "config")]
+        to: Option<String>,
+        /// The environment variable holding the target's password (with --to).
+        #[arg(long, requires = "to")]
+        password_env: Option<String>,
+        /// Take the target (and its password) from this configuration's [store] section.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
+    /// The store: copy a SQLite journal to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCmd,
+    },
     /// Run the whole flow on the built-in example, with a simulated executor and the console as
     /// the chat room (no server needed). Reads `name> text` lines on stdin.
     Demo {
@@ -251,9 +276,24 @@ async fn main() -> ExitCode {
         },
         Cmd::CheckConfig { file } => Ok(check_config(&file)),
         Cmd::Healthcheck { url, config, timeout } => Ok(healthcheck(url, config, timeout).await),
+        Cmd::Store {
+            command:
+                StoreCmd::Migrate {
+                    from,
+                    to,
+                    password_env,
+                    config,
+                },
+        } => {
+            init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
+            store_migrate(&from, to, password_env, config).await
+        }
         Cmd::Audit { run, store, config } => {
             init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
-            audit(&run, store, config)
+            // PostgreSQL's blocking client runs its own runtime: off the async threads.
+            tokio::task::spawn_blocking(move || audit(&run, store, config))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the audit panicked: {e}")))
         }
     };
     match result {
@@ -278,6 +318,19 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                     .as_ref()
                     .map_or("(unknown)".to_string(), |p| p.to_string())
             );
+            if let Some(pg) = &c.postgres {
+                println!(
+                    "  store: {} as replica {} (lease {}, {})",
+                    pg.target(),
+                    pg.replica,
+                    humantime::format_duration(pg.lease),
+                    if pg.ca.is_some() {
+                        "TLS with the configured CA"
+                    } else {
+                        "plain text"
+                    }
+                );
+            }
             for note in c.chat.platforms.iter().filter_map(|p| p.note()) {
                 println!("  note: {note}");
             }
@@ -442,6 +495,9 @@ async fn start_ops(
 
 async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (shutdown, hard_stop) = shutdown_on_signals();
+    if let Some(pg) = config.postgres.clone() {
+        return run_replica(path, config, pg).await;
+    }
     let store = SqliteStore::open(&config.bot.store)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
@@ -485,6 +541,166 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
         daemon = daemon.with_status(look);
     }
     daemon.run(shutdown).await
+}
+
+/// One replica on a PostgreSQL store: stands by until it leads, then runs the daemon on the
+/// journal as the previous leader left it (resuming its step in flight with the same keys),
+/// and goes back to standing by when it loses the lease or the database.
+async fn run_replica(path: PathBuf, config: Config, pg: PgSettings) -> anyhow::Result<()> {
+    // A replica stops at once on SIGTERM: the other replica takes over from the journal.
+    let (shutdown, _) = shutdown_on_signals();
+    let (mut leadership, elector) = leader::spawn(pg.clone()).context("starting the leader election")?;
+    let result = replica_terms(&path, config, &pg, &mut leadership, &shutdown).await;
+    tokio::task::spawn_blocking(move || elector.stop()).await.ok();
+    result
+}
+
+async fn replica_terms(
+    path: &std::path::Path,
+    mut config: Config,
+    pg: &PgSettings,
+    leadership: &mut leader::Leadership,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut last_epoch = 0;
+    loop {
+        tracing::info!(replica = %pg.replica, store = %pg.target(), "standby: waiting to lead");
+        let epoch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            e = leadership.leading(last_epoch) => match e {
+                Some(e) => e,
+                None => anyhow::bail!("the leader election stopped"),
+            },
+        };
+        last_epoch = epoch;
+        let started = std::time::Instant::now();
+        // The latest file: an operator may have changed it while this replica stood by.
+        if let Ok(c) = Config::load(path) {
+            config = c;
+        }
+        let term = shutdown.child_token();
+        let watch = {
+            let (mut l, term) = (leadership.clone(), term.clone());
+            tokio::spawn(async move {
+                l.lost().await;
+                term.cancel();
+            })
+        };
+        let result = lead_once(path, &config, pg, leadership, epoch, started, term).await;
+        watch.abort();
+        if shutdown.is_cancelled() {
+            return result;
+        }
+        match result {
+            Ok(()) => tracing::warn!(replica = %pg.replica, epoch, "no longer leading; standing by"),
+            Err(e) => {
+                tracing::error!(replica = %pg.replica, epoch, error = %format!("{e:#}"), "stopped acting; resigning and standing by");
+                leadership.resign(epoch);
+            }
+        }
+    }
+}
+
+async fn lead_once(
+    path: &std::path::Path,
+    config: &Config,
+    pg: &PgSettings,
+    leadership: &leader::Leadership,
+    epoch: i64,
+    started: std::time::Instant,
+    term: CancellationToken,
+) -> anyhow::Result<()> {
+    let (settings, session) = (pg.clone(), leadership.session().to_string());
+    let store = tokio::task::spawn_blocking(move || -> anyhow::Result<PostgresStore> {
+        let mut store = PostgresStore::open(&settings, &session)?;
+        store.fence(epoch)?;
+        Ok(store)
+    })
+    .await
+    .context("opening the store")??;
+    let record = config.bot.store.with_file_name("simulation.sqlite");
+    let parts = baton::assemble::executors(config, &record).await?;
+    let engine_cfg = EngineConfig::from_config(config, store.store_id());
+    let mut adapters = Vec::new();
+    for p in &config.chat.platforms {
+        adapters.extend(p.build_beside(&config.bot.store)?);
+    }
+    anyhow::ensure!(
+        !adapters.is_empty(),
+        "{}: no chat platform is enabled for `baton run`",
+        path.display()
+    );
+    let executor = parts.executor;
+    let mut daemon = tokio::task::spawn_blocking(move || {
+        Daemon::new(engine_cfg, Box::new(store), executor, adapters, Lifetime::Forever)
+    })
+    .await
+    .context("restoring the engine")?
+    .with_context(|| format!("starting with {}", path.display()))?;
+    let gate = leadership.clone();
+    daemon = daemon
+        .with_acting(std::sync::Arc::new(move || gate.acting()))
+        .with_takeover_notice(pg.replica.clone())
+        .with_mirror_give_up(config.bot.mirror_give_up);
+    if let Some(look) = baton::assemble::status_look(config, parts.dispatcher).await {
+        daemon = daemon.with_status(look);
+    }
+    tracing::info!(replica = %pg.replica, epoch, restored_ms = started.elapsed().as_millis() as u64,
+        runs = daemon.engine().runs().count(), "took over: acting on the journal");
+    daemon.run(term).await
+}
+
+/// `baton store migrate`: takes the leader's lock (refused while a replica leads), bumps the
+/// epoch, copies, and releases.
+async fn store_migrate(
+    from: &std::path::Path,
+    to: Option<String>,
+    password_env: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let settings = match (to, config) {
+        (Some(url), None) => {
+            PgSettings::check_url(&url).map_err(|why| anyhow::anyhow!("--to {why}"))?;
+            let password = match password_env {
+                Some(name) => Some(secrecy::SecretString::from(
+                    std::env::var(&name).with_context(|| format!("environment variable {name} is not set"))?,
+                )),
+                None => None,
+            };
+            PgSettings {
+                url,
+                password,
+                replica: "migrate".into(),
+                lease: PgSettings::DEFAULT_LEASE,
+                connect_timeout: std::time::Duration::from_secs(5),
+                // TLS to the target: name it in a configuration's [store] (--config).
+                ca: None,
+            }
+        }
+        (None, Some(c)) => Config::load(&c)?
+            .postgres
+            .with_context(|| format!("{} has no [store] section naming a PostgreSQL store", c.display()))?,
+        _ => anyhow::bail!("name the target: --to postgres://… or --config FILE"),
+    };
+    if !from.exists() {
+        anyhow::bail!("no store at {}", from.display());
+    }
+    let from = from.to_path_buf();
+    let report = tokio::task::spawn_blocking(move || -> anyhow::Result<baton::store::ChainReport> {
+        let mut source = SqliteStore::open(&from)?;
+        let mut target = PostgresStore::open(&settings, "baton migrate")?;
+        let epoch = baton::store::postgres::take_over_for_maintenance(&mut target)?;
+        let result = baton::store::postgres::copy_store(&mut source, &mut target);
+        baton::store::postgres::release_maintenance(&mut target, epoch);
+        result
+    })
+    .await
+    .context("the migration's thread")??;
+    println!(
+        "copied {} journal rows; the hash chain verifies on both sides",
+        report.rows
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGHUP reloads the configuration: a valid file replaces the policy, people and inventory
@@ -539,14 +755,6 @@ fn reload_on_sighup(path: PathBuf) -> tokio::sync::mpsc::Receiver<baton::daemon:
 }
 
 fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let path = match (store, config) {
-        (Some(s), _) => s,
-        (None, Some(c)) => Config::load(&c)?.bot.store,
-        (None, None) => anyhow::bail!("name the store: --store FILE or --config FILE"),
-    };
-    if !path.exists() {
-        anyhow::bail!("no store at {}", path.display());
-    }
     let run = match run {
         "all" => None,
         n => Some(baton::run::RunId(
@@ -555,18 +763,41 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
                 .with_context(|| format!("'{n}' is not a run number (or `all`)"))?,
         )),
     };
-    let mut store = SqliteStore::open_read_only(&path)?;
+    let (shown, mut store): (String, Box<dyn Store>) = match (store, config) {
+        (Some(s), _) => {
+            if !s.exists() {
+                anyhow::bail!("no store at {}", s.display());
+            }
+            (s.display().to_string(), Box::new(SqliteStore::open_read_only(&s)?))
+        }
+        (None, Some(c)) => {
+            let config = Config::load(&c)?;
+            match config.postgres {
+                // Reads only: the session has no epoch, so the database refuses any write.
+                Some(pg) => (pg.target(), Box::new(PostgresStore::open(&pg, "baton audit")?)),
+                None => {
+                    let s = config.bot.store;
+                    if !s.exists() {
+                        anyhow::bail!("no store at {}", s.display());
+                    }
+                    (s.display().to_string(), Box::new(SqliteStore::open_read_only(&s)?))
+                }
+            }
+        }
+        (None, None) => anyhow::bail!("name the store: --store FILE or --config FILE"),
+    };
+    let path = shown;
     let events = store.journal(run)?;
     if run.is_some() && events.is_empty() {
         anyhow::bail!(
             "the store {} has no run {}",
-            path.display(),
+            path,
             run.map(|r| r.to_string()).unwrap_or_default()
         );
     }
     let chain = store.verify_chain()?;
     let doc = serde_json::json!({
-        "store": path.display().to_string(),
+        "store": path,
         "run": run.map(|r| r.0),
         "chain": { "intact": chain.intact(), "rows": chain.rows, "problems": chain.problems },
         "events": events,

@@ -659,6 +659,13 @@ pub fn card(run: &Run) -> RunCard {
 }
 
 /// A mirror room stopped taking messages.
+/// A replica took over from another (it leads the shared store now).
+pub fn took_over(replica: &str) -> Rich {
+    Rich::from(format!(
+        "Baton replica {replica} took over: it is the active one now, and open runs carry on from the journal."
+    ))
+}
+
 pub fn mirror_unreachable(room: &crate::chat::RoomRef, reason: &str) -> Rich {
     Rich::from(format!(
         "Messages to the mirror room {} cannot be delivered ({reason}); Baton records them as undeliverable there and goes on here.",

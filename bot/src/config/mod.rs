@@ -8,6 +8,7 @@ mod ops;
 mod probes;
 pub mod redact;
 pub mod secret;
+mod store;
 pub mod walk;
 
 pub use crate::adapters::console::ConsoleSettings;
@@ -75,6 +76,8 @@ pub struct Config {
     /// `[server]`: the health and metrics listener, when configured.
     pub server: Option<ServerSettings>,
     pub log: LogSettings,
+    /// `[store]`: a PostgreSQL store shared by replicas, instead of `bot.store`'s SQLite file.
+    pub postgres: Option<crate::store::postgres::PgSettings>,
 }
 
 impl fmt::Debug for Config {
@@ -87,6 +90,7 @@ impl fmt::Debug for Config {
             .field("chat", &self.chat)
             .field("server", &self.server)
             .field("log", &self.log)
+            .field("postgres", &self.postgres)
             .finish_non_exhaustive()
     }
 }
@@ -154,8 +158,19 @@ impl Config {
         let simulation = simulation_section(&mut e, &root);
         let server = ops::read_server(&mut e, &root);
         let log = ops::read_log(&mut e, &root);
+        let postgres = store::read(&mut e, &root, env);
         root.finish(&mut e);
-        match (e.is_empty(), bot, directory, policy, inventory, dns, chat, simulation) {
+        match (
+            e.is_empty(),
+            bot,
+            directory,
+            policy,
+            inventory,
+            dns,
+            chat,
+            simulation,
+            postgres,
+        ) {
             (
                 true,
                 Some(bot),
@@ -165,6 +180,7 @@ impl Config {
                 Some(dns),
                 Some(chat),
                 Some(simulation),
+                Some(postgres),
             ) => Ok(Config {
                 bot,
                 directory,
@@ -178,6 +194,7 @@ impl Config {
                 simulation,
                 server,
                 log,
+                postgres,
             }),
             _ => {
                 let mut errors = e.list;

@@ -113,6 +113,10 @@ pub const DRAIN: Duration = Duration::from_secs(8);
 
 pub const MIRROR_GIVE_UP: Duration = Duration::from_secs(60);
 
+/// Whether this replica may act now (dispatch an action, post a message). A single Baton
+/// always may; a replica of a shared store only while it leads (`store::leader`).
+pub type Acting = Arc<dyn Fn() -> bool + Send + Sync>;
+
 pub struct Daemon {
     engine: Engine,
     store: StoreActor,
@@ -146,6 +150,10 @@ pub struct Daemon {
     hard_stop: CancellationToken,
     /// Set once a stop was asked: until when the daemon drains.
     draining: Option<Instant>,
+    acting: Acting,
+    /// The replica's name, when it has just taken over from another: said once in the room of
+    /// each open run.
+    takeover: Option<String>,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -236,6 +244,8 @@ impl Daemon {
             drain: Duration::ZERO,
             hard_stop: CancellationToken::new(),
             draining: None,
+            acting: Arc::new(|| true),
+            takeover: None,
         })
     }
 
@@ -250,6 +260,19 @@ impl Daemon {
     pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Daemon {
         metrics.learn(self.engine.runs());
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// Acts (dispatches, posts) only while `acting` says so: a replica that lost its lease
+    /// stops at once, even before its loop has noticed.
+    pub fn with_acting(mut self, acting: Acting) -> Daemon {
+        self.acting = acting;
+        self
+    }
+
+    /// Says in the room of each open run, once, that this replica (named) took over.
+    pub fn with_takeover_notice(mut self, replica: String) -> Daemon {
+        self.takeover = Some(replica);
         self
     }
 
@@ -321,6 +344,9 @@ impl Daemon {
             deferred: deferred_tx,
             rooms_stop: rooms_stop.clone(),
         };
+        if let Some(replica) = self.takeover.take() {
+            self.say_takeover(&replica, &mut ctx);
+        }
         let mut inputs_open = true;
         let (_keep, mut reloads) = match self.reloads.take() {
             Some(rx) => (None, rx),
@@ -432,6 +458,31 @@ impl Daemon {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         result
+    }
+
+    /// One line in the room of each open run: which replica acts now. Journaled in the outbox
+    /// like any message, after what the previous leader left undelivered.
+    fn say_takeover(&mut self, replica: &str, ctx: &mut Ctx) {
+        let rooms: BTreeSet<RoomRef> = self
+            .engine
+            .runs()
+            .filter(|r| r.phase.is_active())
+            .map(|r| r.room.clone())
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        let messages: Vec<Message> = rooms
+            .into_iter()
+            .map(|room| Message::reply(room, render::took_over(replica)))
+            .collect();
+        let rows = outbox::rows(&messages, |room| self.capabilities(room));
+        let rooms = rows.iter().map(|r| r.room.clone()).collect();
+        let batch = Batch {
+            rows,
+            ..Default::default()
+        };
+        self.commit(batch, After::default(), rooms, ctx);
     }
 
     /// Whether nothing is left to do: no input being handled, no action or query under way,
@@ -804,7 +855,14 @@ impl Daemon {
             for (run, reference) in self.cards.remove(room).unwrap_or_default() {
                 queue.know_card(run, reference);
             }
-            let handle = room::spawn(queue, adapter, self.store.clone(), reports.clone(), stop.child_token());
+            let handle = room::spawn(
+                queue,
+                adapter,
+                self.store.clone(),
+                reports.clone(),
+                stop.child_token(),
+                self.acting.clone(),
+            );
             if let Some(rows) = self.backlog.remove(room) {
                 handle.send(RoomCmd::Rows(rows));
             }
@@ -831,6 +889,12 @@ impl Daemon {
     }
 
     fn dispatch(&mut self, d: Dispatch, done: &mpsc::UnboundedSender<Finished>) {
+        if !(self.acting)() {
+            // The journal holds the step as started: the replica that leads now resumes it
+            // with the same key.
+            tracing::warn!(run = %d.run, step = d.step + 1, key = %d.request.key, "not dispatched: this replica no longer leads");
+            return;
+        }
         tracing::info!(run = %d.run, step = d.step + 1, action = d.request.action.id(), host = %d.request.action.where_short(),
             key = %d.request.key, "action dispatched");
         self.in_flight += 1;

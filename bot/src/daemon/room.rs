@@ -71,6 +71,7 @@ pub fn spawn(
     store: StoreActor,
     reports: mpsc::UnboundedSender<RoomReport>,
     stop: CancellationToken,
+    acting: super::Acting,
 ) -> RoomHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<RoomCmd>();
     let backlog = Arc::new(AtomicUsize::new(0));
@@ -98,6 +99,13 @@ pub fn spawn(
                         continue;
                     }
                     Next::Deliver(out, attempt) => {
+                        if !acting() {
+                            // A replica that lost its lease posts nothing more; the one that
+                            // leads now delivers the outbox.
+                            tracing::warn!(room = %room, id = out.id, "not delivered: this replica no longer leads");
+                            stop.cancelled().await;
+                            return;
+                        }
                         let before = queue.len();
                         let result = tokio::select! {
                             r = adapter.deliver(&out) => r,

@@ -2,13 +2,18 @@
 //! outbox of chat messages not yet delivered, and the ids of chat messages already handled.
 //!
 //! The engine's shell commits each batch (events, messages, the handled message's id) in one
-//! transaction before acting on it. The trait keeps the engine independent of the database, so
-//! that replicas sharing PostgreSQL can come later.
+//! transaction before acting on it. The trait keeps the engine independent of the database:
+//! SQLite (`sqlite.rs`, the embedded default) and PostgreSQL (`postgres.rs`, shared by two
+//! replicas, one of them active by `leader.rs`).
 
 pub mod actor;
+pub mod conformance;
+pub mod leader;
+pub mod postgres;
 mod sqlite;
 
 pub use actor::StoreActor;
+pub use postgres::{PgSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use crate::chat::{MessageRef, RoomRef};
@@ -36,6 +41,25 @@ pub enum StoreError {
     InUse { path: String, holder: String },
     #[error("cannot lock the store ({path}): {source}")]
     Lock { path: String, source: std::io::Error },
+    #[error("store {target}: {source}")]
+    Postgres { target: String, source: ::postgres::Error },
+    #[error("store {target}: TLS: {why}")]
+    Tls { target: String, why: String },
+    /// The database refused a write: another replica leads now (its epoch is newer).
+    #[error("the store refused a write from a replica that no longer leads ({why})")]
+    Fenced { why: String },
+}
+
+/// One journal row exactly as stored (a migration copies it verbatim, hash chain included).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawEvent {
+    pub seq: i64,
+    pub at: String,
+    pub run: Option<i64>,
+    pub kind: String,
+    pub body: String,
+    pub prev_hash: String,
+    pub hash: String,
 }
 
 /// A run's row in the `runs` projection (for dashboards and `sqlite3` users; the engine itself
@@ -121,6 +145,8 @@ pub trait Store: Send {
     fn set_card(&mut self, room: &RoomRef, run: RunId, reference: Option<&MessageRef>) -> Result<(), StoreError>;
     /// The journal rows of one run (or all), for `baton audit`.
     fn journal(&mut self, run: Option<RunId>) -> Result<Vec<JournalRow>, StoreError>;
+    /// Every journal row exactly as stored, in order (for `baton store migrate`).
+    fn export(&mut self) -> Result<Vec<RawEvent>, StoreError>;
     /// Recomputes the hash chain over the whole journal.
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError>;
 }

@@ -2,7 +2,7 @@
 //! survives a crash or a power cut. The journal is append-only (triggers refuse UPDATE and
 //! DELETE) and each row carries the hash of the one before.
 
-use super::{Batch, ChainReport, Handled, JournalRow, Store, StoreError};
+use super::{Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
 use crate::chat::{MessageRef, Rich, RoomRef};
 use crate::event::{Event, Recorded};
 use crate::outbox::{Lane, Queued, Row};
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const SCHEMA_VERSION: i64 = 2;
-const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,7 +132,7 @@ fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
-fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
+pub(super) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &seq.to_string(), at, kind, body] {
         h.update(part.as_bytes());
@@ -250,7 +250,7 @@ impl SqliteStore {
 
 /// A store id unique enough to keep idempotency keys of different stores apart at an agent:
 /// a hash of the path, the time and the process id.
-fn new_store_id(path: &Path) -> String {
+pub(super) fn new_store_id(path: &Path) -> String {
     let mut h = Sha256::new();
     h.update(path.display().to_string().as_bytes());
     let now = std::time::SystemTime::now()
@@ -261,11 +261,11 @@ fn new_store_id(path: &Path) -> String {
     hex::encode(&h.finalize()[..6])
 }
 
-fn platform_of(s: &str) -> Platform {
+pub(super) fn platform_of(s: &str) -> Platform {
     Platform::parse(s).unwrap_or(Platform::Console)
 }
 
-fn millis(t: DateTime<Utc>) -> String {
+pub(super) fn millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -537,6 +537,27 @@ impl Store for SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
+    fn export(&mut self) -> Result<Vec<RawEvent>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, run, kind, body, prev_hash, hash FROM events ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(RawEvent {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    run: r.get(2)?,
+                    kind: r.get(3)?,
+                    body: r.get(4)?,
+                    prev_hash: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError> {
         let mut stmt = self
             .conn
@@ -554,33 +575,42 @@ impl Store for SqliteStore {
                 ))
             })
             .map_err(self.err())?;
-        let mut report = ChainReport::default();
-        let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
-        for row in rows {
-            let (seq, at, kind, body, prev_hash, hash) = row.map_err(self.err())?;
-            report.rows += 1;
-            if seq != expected_seq {
-                report.problems.push(if seq - 1 == expected_seq {
-                    format!("row {expected_seq} is missing")
-                } else {
-                    format!("rows {expected_seq} to {} are missing", seq - 1)
-                });
-            }
-            if prev_hash != prev {
-                report.problems.push(format!(
-                    "row {seq} does not follow the row before it (rows removed, inserted or reordered)"
-                ));
-            }
-            if chain_hash(&prev_hash, seq, &at, &kind, &body) != hash {
-                report.problems.push(format!(
-                    "row {seq} ({kind}) was altered: its content no longer matches its hash"
-                ));
-            }
-            expected_seq = seq + 1;
-            prev = hash;
-        }
-        Ok(report)
+        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(self.err())?;
+        Ok(chain_report(rows))
     }
+}
+
+/// One journal row as the chain sees it: seq, at, kind, body, prev_hash, hash.
+pub(super) type ChainRow = (i64, String, String, String, String, String);
+
+/// Recomputes the hash chain over rows in `seq` order (both stores share it).
+pub(super) fn chain_report(rows: Vec<ChainRow>) -> ChainReport {
+    let mut report = ChainReport::default();
+    let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
+    for row in rows {
+        let (seq, at, kind, body, prev_hash, hash) = row;
+        report.rows += 1;
+        if seq != expected_seq {
+            report.problems.push(if seq - 1 == expected_seq {
+                format!("row {expected_seq} is missing")
+            } else {
+                format!("rows {expected_seq} to {} are missing", seq - 1)
+            });
+        }
+        if prev_hash != prev {
+            report.problems.push(format!(
+                "row {seq} does not follow the row before it (rows removed, inserted or reordered)"
+            ));
+        }
+        if chain_hash(&prev_hash, seq, &at, &kind, &body) != hash {
+            report.problems.push(format!(
+                "row {seq} ({kind}) was altered: its content no longer matches its hash"
+            ));
+        }
+        expected_seq = seq + 1;
+        prev = hash;
+    }
+    report
 }
 
 #[cfg(test)]
@@ -655,6 +685,13 @@ mod tests {
         );
         store.set_card(&room, RunId(1), None).expect("forgets");
         assert!(store.cards().expect("reads").is_empty());
+    }
+
+    #[test]
+    fn passes_the_store_conformance_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.sqlite");
+        crate::store::conformance::check(|| Box::new(SqliteStore::open(&path).expect("opens")));
     }
 
     #[test]
