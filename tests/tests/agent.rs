@@ -85,7 +85,25 @@ fn hosts_line(fleet: &Fleet) -> Result<String> {
 
 fn outcome_line(action: &Action, report: &ActionReport) -> String {
     let status = if report.outcome.is_ok() { "ok" } else { "FAILED" };
-    format!("{} {status} {}", action.where_short(), report.outcome.text())
+    format!(
+        "{} {status} {}",
+        action.where_short(),
+        without_commit(&report.outcome.text())
+    )
+}
+
+/// The agent's health answer names the commit it was built from (`baton-agent 0.1.0 (abc1234)`);
+/// the transcript keeps the version and shows the commit as `(commit)`.
+fn without_commit(text: &str) -> String {
+    let marker = "baton-agent 0.1.0 (";
+    match text.find(marker) {
+        Some(at) => {
+            let rest = &text[at + marker.len()..];
+            let end = rest.find(')').map_or(rest.len(), |e| e + 1);
+            format!("{}baton-agent 0.1.0 (commit){}", &text[..at], &rest[end..])
+        }
+        None => text.to_string(),
+    }
 }
 
 #[test]
@@ -146,7 +164,7 @@ fn the_runbook_against_three_agents_changes_the_hosts_as_the_runbook_says() -> R
     }
     expect_test::expect![[r#"
         before: edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
-        1. precheck: edge2a ok baton-agent 0.1.0 answers (7 actions); edge2b ok baton-agent 0.1.0 answers (7 actions); mgmt1 ok baton-agent 0.1.0 answers (7 actions)
+        1. precheck: edge2a ok baton-agent 0.1.0 (commit) answers (7 actions); edge2b ok baton-agent 0.1.0 (commit) answers (7 actions); mgmt1 ok baton-agent 0.1.0 (commit) answers (7 actions)
            edge2a Running | edge2b Running | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
         2. services: edge2a ok 5 services stopped; edge2b ok 5 services stopped
            edge2a Stopped | edge2b Stopped | Site1=EdgeServer:edgepool1.contoso.com Site2=- | A ["203.0.113.10"] | SRV null
