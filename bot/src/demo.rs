@@ -87,7 +87,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
     let store = SqliteStore::open(&store_path)?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
     let mut fleet = None;
-    let mut dispatcher = None;
     let executor: Arc<dyn Executor> = if opts.simulate {
         sim.failures.extend(opts.fail.iter().cloned());
         Arc::new(SimulatedExecutor::open(&record, sim)?)
@@ -111,7 +110,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         .context("starting the demo's agents")??;
         let d = Arc::new(Dispatcher::new(local.dispatcher_config()).context("preparing the dispatcher")?);
         fleet = Some(local);
-        dispatcher = Some(d.clone());
         sim.failures.extend(bot_rules);
         let bot: Arc<dyn Executor> = Arc::new(SimulatedExecutor::open(&record, sim)?);
         Arc::new(Router::new(d, bot))
@@ -142,16 +140,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> anyhow::Resu
         store_path.display(),
         p = config.bot.command_prefix
     );
-    let mut daemon = Daemon::new(
+    let daemon = Daemon::new(
         engine_cfg,
         Box::new(store) as Box<dyn Store>,
         executor,
         vec![Arc::new(console)],
         Lifetime::UntilIdle,
-    )?;
-    if let Some(look) = crate::assemble::status_look(&config, dispatcher).await {
-        daemon = daemon.with_status(look);
-    }
+    )?
+    .with_simulated_status();
     let result = daemon.run(shutdown).await;
     drop(fleet);
     result

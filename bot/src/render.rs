@@ -723,6 +723,46 @@ pub fn refused(action: &str, why: &str) -> String {
     format!("Refused ({action}): {why}.")
 }
 
+/// `!status xmpp` in `baton demo`: the outside-in view simulated from what Baton's journal knows,
+/// because the example's addresses are documentation ranges and the demo sends no packet beyond
+/// this machine.
+pub fn status_xmpp_simulated(inventory: &baton_actions::Inventory, world: &crate::engine::world::World) -> String {
+    let f = &inventory.federation;
+    let route = world
+        .route
+        .as_ref()
+        .map_or("no pool (not configured)".to_string(), |p| p.to_string());
+    let a_pool = world.dns_a.as_ref().or(world.route.as_ref());
+    let a = a_pool
+        .and_then(|name| inventory.pools.iter().find(|p| &p.name == name))
+        .map_or("unknown".to_string(), |p| {
+            format!("{} ({})", p.external_address, p.name)
+        });
+    let mut out = format!(
+        "Simulated outside-in view (baton demo: no packet leaves this machine; `baton run` asks the resolver and probes every pool for real).\n  route  XMPP federation held by {route}\n  A      {} -> {a}\n  SRV    {} -> {}:{}",
+        f.host, f.srv, f.host, f.port
+    );
+    for pool in &inventory.pools {
+        let stopped: Vec<&str> = pool
+            .servers
+            .iter()
+            .filter(|h| world.stopped.contains_key(*h))
+            .map(|h| h.as_str())
+            .collect();
+        let state = if stopped.is_empty() {
+            "services running".to_string()
+        } else {
+            format!("services stopped on {}", stopped.join(", "))
+        };
+        let _ = write!(
+            out,
+            "\n  {} ({}) {}:{}: {state}",
+            pool.name, pool.site, pool.external_address, f.port
+        );
+    }
+    out
+}
+
 pub fn status_xmpp_unavailable() -> String {
     "The outside-in view is not available: Baton could not resolve the DNS resolver named in [dns] at start (see its log)."
         .to_string()

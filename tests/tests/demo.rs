@@ -388,3 +388,39 @@ fn a_rehearsed_agent_failure_is_retried_through_the_agents() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// `!status xmpp` in the demo is simulated from the journal and says so: the example's addresses
+/// are documentation ranges, and the demo sends nothing beyond this machine (no resolver asked,
+/// no pool probed). After a failover it shows the route, the A record and the services where the
+/// run left them.
+#[test]
+fn the_demo_simulates_the_outside_in_view_and_says_so() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("baton.sqlite");
+    let mut demo = Baton::demo(&store, &["--simulate", "--delay", "10ms"])?;
+    demo.send("carol> !status xmpp")?;
+    demo.wait_for("Simulated outside-in view", T)?;
+    demo.send("alice> !failover xmpp EdgePool2 drill")?;
+    demo.wait_for("Expires at", T)?;
+    demo.send("bob> !approve 1")?;
+    demo.wait_for("#1 succeeded", T)?;
+    demo.send("carol> !status xmpp")?;
+    demo.close_stdin();
+    assert!(demo.wait_exit(T)?.success(), "{}", demo.stderr());
+    let text = demo.lines().join("\n");
+    let views: Vec<&str> = text.split("Simulated outside-in view").skip(1).collect();
+    assert_eq!(views.len(), 2, "{text}");
+    assert!(
+        views[0].contains("held by EdgePool1") && views[0].contains("-> 203.0.113.10 (EdgePool1)"),
+        "{text}"
+    );
+    assert!(
+        views[1].contains("held by EdgePool2") && views[1].contains("-> 203.0.113.20 (EdgePool2)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("asked resolver") && !text.contains("probed from"),
+        "nothing was looked up for real:\n{text}"
+    );
+    Ok(())
+}

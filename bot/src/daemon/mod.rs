@@ -136,6 +136,8 @@ pub struct Daemon {
     pending: HashMap<RoomRef, usize>,
     reloads: Option<mpsc::Receiver<Reconfig>>,
     status: Option<StatusLook>,
+    /// `!status xmpp` is simulated from the journal (the demo: nothing leaves this machine).
+    simulated_status: bool,
     /// Counts what each committed batch says (`/metrics`).
     metrics: Option<Arc<crate::metrics::Metrics>>,
     mirror_give_up: Duration,
@@ -236,6 +238,7 @@ impl Daemon {
             pending: HashMap::new(),
             reloads: None,
             status: None,
+            simulated_status: false,
             metrics: None,
             mirror_give_up: MIRROR_GIVE_UP,
             direct_ids: -Utc::now().timestamp_millis(),
@@ -247,6 +250,12 @@ impl Daemon {
             acting: Arc::new(|| true),
             takeover: None,
         })
+    }
+
+    /// Answers `!status xmpp` from the journal, saying it is simulated (the demo).
+    pub fn with_simulated_status(mut self) -> Daemon {
+        self.simulated_status = true;
+        self
     }
 
     /// Answers `!status xmpp` by looking from here.
@@ -802,6 +811,10 @@ impl Daemon {
 
     fn query(&mut self, q: Query, ctx: &mut Ctx) {
         match q {
+            Query::StatusXmpp { room } if self.simulated_status => {
+                let text = render::status_xmpp_simulated(&self.engine.config().inventory, self.engine.world());
+                self.answer(vec![Message::reply(room, text)], None, None, ctx);
+            }
             Query::StatusXmpp { room } => {
                 self.in_flight += 1;
                 let replies = ctx.replies.clone();
