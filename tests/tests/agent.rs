@@ -88,7 +88,7 @@ fn outcome_line(action: &Action, report: &ActionReport) -> String {
     format!(
         "{} {status} {}",
         action.where_short(),
-        without_commit(&report.outcome.text())
+        without_commit(report.outcome.text())
     )
 }
 
