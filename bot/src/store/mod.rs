@@ -36,6 +36,18 @@ pub enum StoreError {
     InUse { path: String, holder: String },
     #[error("cannot lock the store ({path}): {source}")]
     Lock { path: String, source: std::io::Error },
+    #[error("not committed: it shared a transaction with a batch that failed ({why})")]
+    GroupFailed { why: String },
+}
+
+/// The results of a group of batches whose one transaction failed: the error for the first,
+/// and for every other a pointer to it (each batch gets a result, none is taken as committed).
+pub fn group_failed(e: StoreError, n: usize) -> Vec<Result<Vec<Queued>, StoreError>> {
+    let why = e.to_string();
+    std::iter::once(Err(e))
+        .chain((1..n).map(|_| Err(StoreError::GroupFailed { why: why.clone() })))
+        .take(n)
+        .collect()
 }
 
 /// A run's row in the `runs` projection (for dashboards and `sqlite3` users; the engine itself
@@ -69,6 +81,13 @@ pub struct Batch {
     pub runs: Vec<RunRow>,
     /// The chat message handled, so it is never handled twice.
     pub handled: Option<Handled>,
+}
+
+impl Batch {
+    /// Nothing to write (answers that only wait behind an earlier batch).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rows.is_empty() && self.runs.is_empty() && self.handled.is_none()
+    }
 }
 
 /// One journal row, as `baton audit` prints it.
@@ -106,6 +125,15 @@ pub trait Store: Send {
     fn load(&mut self) -> Result<Vec<Recorded>, StoreError>;
     /// Commits a batch atomically; returns its outbox rows with their ids.
     fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError>;
+    /// Commits batches in order, one result per batch. A store that can should write them in one
+    /// transaction (one flush to the disk for all: the daemon groups the batches that pile up
+    /// while the previous group is being written); this default commits them one by one.
+    fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
+        batches
+            .iter()
+            .map(|b| if b.is_empty() { Ok(Vec::new()) } else { self.commit(b) })
+            .collect()
+    }
     /// The chat messages handled since `since` (de-duplication after a restart).
     fn handled_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Handled>, StoreError>;
     /// Every undelivered outbox row, oldest first.
