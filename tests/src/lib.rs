@@ -10,5 +10,6 @@ pub mod prometheus;
 pub mod prosody;
 pub mod room;
 pub mod stack;
+pub mod stock_echo;
 pub mod teams;
 pub mod xmpp_client;
