@@ -26,7 +26,7 @@ fn stack(xmpp_chat: bool, sim_args: &[&str], discord: &DiscordStandIn) -> anyhow
         let mut stack = Stack::start(StackOptions {
             xmpp_chat,
             sim_args: sim_args.iter().map(|a| a.to_string()).collect(),
-            extra_config: String::new(),
+            ..StackOptions::default()
         })?;
         stack.with_discord(DiscordChat::for_stand_in(discord))?;
         Ok(stack)

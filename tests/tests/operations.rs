@@ -49,6 +49,7 @@ async fn a_drill_is_scraped_by_prometheus_and_logged_as_json_lines() -> anyhow::
                 "[server]\nlisten = \"{listen}\"\ncheck_interval = \"500ms\"\n\n\
                  [log]\nformat = \"json\"\nfilter = \"info,baton=debug,baton_actions=debug\"\n"
             ),
+            ..StackOptions::default()
         })
     })?;
     let config = stack.config.to_str().expect("a UTF-8 path").to_string();

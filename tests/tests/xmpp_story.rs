@@ -37,7 +37,7 @@ fn stack_without_bot(sim_args: &[&str]) -> anyhow::Result<Stack> {
         Stack::start(StackOptions {
             xmpp_chat: true,
             sim_args: sim_args.iter().map(|a| a.to_string()).collect(),
-            extra_config: String::new(),
+            ..StackOptions::default()
         })
     })
 }
