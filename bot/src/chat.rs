@@ -490,6 +490,14 @@ pub trait ChatAdapter: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Whether deliveries started one after the other reach their room in that order even when
+    /// none waits for the confirmation of the one before (one ordered stream, as XMPP's). The
+    /// room's task then sends the read-only answers waiting in a row together and waits for
+    /// their confirmations together, not one round trip each.
+    fn ordered_sends(&self) -> bool {
+        false
+    }
+
     /// The connection's state, for platforms that connect (none for the console).
     fn link(&self) -> Option<watch::Receiver<Link>> {
         None

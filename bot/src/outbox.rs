@@ -231,6 +231,35 @@ impl RoomQueue {
         self.lines.push_back(Item::Answer(answer));
     }
 
+    /// The read-only answers at the front of the queue when there are several in a row, taken
+    /// out together to be sent as one run; none in a mirror room or while the room is failing
+    /// (those go one at a time). [`RoomQueue::put_back`] returns the ones to try again.
+    pub fn take_answers(&mut self) -> Vec<Outbound> {
+        let in_a_row = self.lines.iter().take_while(|i| matches!(i, Item::Answer(_))).count();
+        if in_a_row < 2 || self.give_up.is_some() || self.failing_since.is_some() {
+            return Vec::new();
+        }
+        self.lines
+            .drain(..in_a_row)
+            .filter_map(|i| match i {
+                Item::Answer(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Puts answers taken by [`RoomQueue::take_answers`] back at the front, in their order, and
+    /// notes the room as failing since `now` (they could not be delivered).
+    pub fn put_back(&mut self, answers: Vec<Outbound>, now: Instant) {
+        if answers.is_empty() {
+            return;
+        }
+        self.failing_since.get_or_insert(now);
+        for a in answers.into_iter().rev() {
+            self.lines.push_front(Item::Answer(a));
+        }
+    }
+
     pub fn push_then(&mut self, f: Box<dyn FnOnce() + Send>) {
         self.lines.push_back(Item::Then(f));
     }

@@ -1,6 +1,9 @@
 //! Fan-out benchmark (prints figures; asserts nothing): one step sent to 1, 10 and 100 local
-//! agents whose action takes 1 s, and the cost of one dispatch (mutual TLS, HTTP, journal,
-//! executor process) without the action's own time.
+//! agents whose action takes 1 s, the cost of one dispatch (mutual TLS, HTTP, journal,
+//! executor process) without the action's own time, and where the time of a step to 100 agents
+//! goes: the TLS handshakes to all of them (full, then resumed), 100 actions that take no time
+//! (everything but the action), and 100 actions of 1 s split into the agents' own process time
+//! and the rest.
 //!
 //! Run: `cargo build --release -p baton-agent -p baton-lync-sim --bins`, then
 //! `cargo bench -p baton-e2e --bench fanout`.
@@ -32,12 +35,14 @@ fn fan_out(n: usize, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     let startup = started.elapsed();
     let dispatcher = fleet.dispatcher()?;
     let mut rounds = Vec::new();
-    for round in 1..=3 {
+    for round in 1..=3usize {
         let requests: Vec<ActionRequest> = hosts
             .iter()
             .enumerate()
             .map(|(i, h)| ActionRequest {
-                key: IdempotencyKey::new("bench", n as u64, 1, i, &h[..7], round),
+                // A run of its own per round: the same run with attempt 2 would first ask about
+                // attempt 1, find it succeeded and run nothing.
+                key: IdempotencyKey::new("bench", (n * 10 + round) as u64, 1, i, &h[..7], 1),
                 action: Action::ServicesStop {
                     host: Fqdn::parse(h).expect("valid"),
                 },
@@ -114,6 +119,76 @@ fn overhead(runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `v` sorted, and its median and maximum.
+fn spread(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[v.len() - 1])
+}
+
+/// Where the time of one step to `n` agents goes, each part timed for all `n` at once.
+fn breakdown(n: usize, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let hosts: Vec<Fqdn> = (1..=n)
+        .map(|i| Fqdn::parse(&format!("edge{i:03}.contoso.com")))
+        .collect::<Result<_, _>>()?;
+    let fleet = Fleet::start_all(hosts.iter().map(|h| spec(h.as_str(), 0)).collect())?;
+    // services.stop takes 1 s on every agent; services.status takes no time.
+    for h in &hosts {
+        fleet.edit_sim(h, |v| {
+            v["inject"]["services.stop"] = serde_json::json!({ "delay_ms": 1000 })
+        })?;
+    }
+    let dispatcher = fleet.dispatcher()?;
+    let all_health = || runtime.block_on(futures::future::join_all(hosts.iter().map(|h| dispatcher.health(h))));
+    let t = Instant::now();
+    let cold = all_health();
+    let cold_took = t.elapsed();
+    let t = Instant::now();
+    let warm = all_health();
+    let warm_took = t.elapsed();
+    anyhow::ensure!(cold.iter().chain(&warm).all(Result::is_ok), "a health call failed");
+    let call_all = |action: fn(Fqdn) -> Action, tag: &str| {
+        let t0 = Instant::now();
+        let answers = runtime.block_on(futures::future::join_all(hosts.iter().enumerate().map(|(i, h)| {
+            let key = IdempotencyKey::new(tag, n as u64, 1, i, "edge", 1);
+            let action = action(h.clone());
+            let dispatcher = &dispatcher;
+            async move {
+                let answer = dispatcher.call(h, &key, &action, Duration::from_secs(30)).await;
+                (t0.elapsed(), answer)
+            }
+        })));
+        (t0.elapsed(), answers)
+    };
+    let (zero_took, zero) = call_all(|host| Action::ServicesStatus { host }, "zero");
+    let (one_took, one) = call_all(|host| Action::ServicesStop { host }, "one");
+    let mut process = Vec::new();
+    let mut outside = Vec::new();
+    for (_, answer) in zero.iter().chain(&one) {
+        match answer {
+            Ok(baton_runbook::protocol::ActionAnswer::Ok { .. }) => {}
+            other => anyhow::bail!("an action did not succeed: {other:?}"),
+        }
+    }
+    for (done_at, answer) in &one {
+        if let Ok(baton_runbook::protocol::ActionAnswer::Ok { elapsed_ms, .. }) = answer {
+            process.push(*elapsed_ms as f64);
+            outside.push(ms(*done_at) - *elapsed_ms as f64);
+        }
+    }
+    let (process_median, process_max) = spread(process);
+    let (outside_median, outside_max) = spread(outside);
+    println!("where the time of one step to {n} agents goes (all {n} at once):");
+    println!("  health to all, full TLS handshakes      {:7.1} ms", ms(cold_took));
+    println!("  health to all, resumed TLS sessions     {:7.1} ms", ms(warm_took));
+    println!("  an action of no time on all             {:7.1} ms", ms(zero_took));
+    println!("  an action of 1 s on all                 {:7.1} ms", ms(one_took));
+    println!("    the agents' process time (spawn to exit): median {process_median:.1} ms, max {process_max:.1} ms");
+    println!(
+        "    the rest (dispatch, TLS, HTTP, agent journal, spawn, answer): median {outside_median:.1} ms, max {outside_max:.1} ms"
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; a filter argument selects nothing here.
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -122,6 +197,7 @@ fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     overhead(&runtime)?;
+    breakdown(100, &runtime)?;
     for n in [1, 10, 100] {
         fan_out(n, &runtime)?;
     }

@@ -1,17 +1,22 @@
 //! Command->first-reply latency through a real Prosody for the whole of Baton (`baton run` on
-//! the full stack: XMPP adapter, command parser, engine, journal commit, outbox, delivery) next
-//! to the bare echo bot (`bot/examples/xmpp_echo`) in the same room in the same run, and Baton's
-//! resident memory idle, after the commands and during a failover. Prints figures; asserts
-//! nothing.
+//! the full stack: XMPP adapter, command parser, engine, outbox, delivery) against the floor, a
+//! minimal echo bot on stock tokio-xmpp with TCP_NODELAY ([`baton_e2e::stock_echo`], not Baton's
+//! connector), both in the same room of the same Prosody in the same run. The floor answers
+//! `?status` and `?help` with texts as long as Baton's, so the ratios measure Baton's work and
+//! not the size of its answers. Prints figures; asserts nothing.
 //!
-//! Each bot answers only its own commands (Baton `!status`, the echo bot `?status`), each answer
-//! timed from the moment alice sends the command to the moment her client reads the answer.
-//! Phases: (1) the echo bot alone in the incident room; (2) Baton joins, and commands for the one
-//! and the other alternate; (3) the echo bot leaves and Baton is alone; (4) a failover runs (each
-//! simulated Lync action takes 300 ms) while alice keeps asking Baton, and its memory is sampled.
+//! Each bot answers only its own commands (Baton `!status` and `!help`, the echo bot `?status`
+//! and `?help`), each answer timed from the moment alice sends the command to the moment her
+//! client reads the answer. Phases, all with both bots in the room:
+//! (1) interleaved round by round: each round asks the echo bot and Baton `status`, then both
+//!     `help`, the bot asked first alternating from round to round;
+//! (2) bursts: alice sends 50 commands back to back to one bot and waits for all 50 answers,
+//!     the bots taking turns (again alternating which goes first);
+//! (3) a failover runs (each simulated Lync action takes 300 ms) while alice keeps asking Baton,
+//!     and its memory is sampled.
 //!
 //! ```text
-//! cargo build --release -p baton -p baton-agent -p baton-lync-sim --bins --example xmpp_echo
+//! cargo build --release -p baton -p baton-agent -p baton-lync-sim --bins
 //! cargo bench -p baton-e2e --bench xmpp_bot_latency [-- ROUNDS]
 //! ```
 //!
@@ -28,14 +33,20 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
 const WARM_UP: usize = 20;
-/// Baton's command, and how its answer begins.
-const BATON_COMMAND: &str = "!status";
-const BATON_ANSWER: &str = "XMPP federation route:";
+/// Commands in one burst, and bursts per bot.
+const BURST: usize = 50;
+const BURSTS: usize = 10;
+/// How Baton's answers begin.
+const STATUS_ANSWER: &str = "XMPP federation route:";
+const HELP_ANSWER: &str = "Baton commands:";
 /// The echo bot's prefix differs from Baton's, so each bot answers only its own commands.
 const ECHO_PREFIX: &str = "?";
-const ECHO_COMMAND: &str = "?status";
 
 fn main() -> anyhow::Result<()> {
+    // The floor runs as this executable started again.
+    if baton_e2e::stock_echo::serve_if_asked()? {
+        return Ok(());
+    }
     // `cargo bench` passes `--bench`; the one other argument is the number of rounds.
     let rounds = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
         Some(a) => a
@@ -43,8 +54,8 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("rounds must be a number, got {a:?}"))?,
         None => 300,
     };
-    if rounds < 200 {
-        bail!("use at least 200 rounds (p99 needs them)");
+    if rounds < 100 {
+        bail!("use at least 100 rounds (p99 needs them)");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -60,23 +71,65 @@ enum Bot {
     Baton,
 }
 
-/// Reply times per bot.
+/// Which command.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    Status,
+    Help,
+}
+
+fn command(bot: Bot, cmd: Cmd) -> &'static str {
+    match (bot, cmd) {
+        (Bot::Echo, Cmd::Status) => "?status",
+        (Bot::Echo, Cmd::Help) => "?help",
+        (Bot::Baton, Cmd::Status) => "!status",
+        (Bot::Baton, Cmd::Help) => "!help",
+    }
+}
+
+/// Whether `m` is `bot`'s answer to `cmd`: both bots answer `status` and `help` with texts
+/// of the same length (the floor's are Baton's, see `baton_e2e::stock_echo`).
+fn answers(m: &RoomMessage, bot: Bot, cmd: Cmd) -> bool {
+    let nick = match bot {
+        Bot::Echo => "echo",
+        Bot::Baton => "baton",
+    };
+    m.nick == nick
+        && m.text.starts_with(match cmd {
+            Cmd::Status => STATUS_ANSWER,
+            Cmd::Help => HELP_ANSWER,
+        })
+}
+
+/// Reply times per bot and command.
 #[derive(Default)]
 struct Samples {
-    echo: Vec<Duration>,
-    baton: Vec<Duration>,
+    echo_status: Vec<Duration>,
+    echo_help: Vec<Duration>,
+    baton_status: Vec<Duration>,
+    baton_help: Vec<Duration>,
 }
 
 impl Samples {
-    fn push(&mut self, bot: Bot, took: Duration) {
-        match bot {
-            Bot::Echo => self.echo.push(took),
-            Bot::Baton => self.baton.push(took),
+    fn of(&mut self, bot: Bot, cmd: Cmd) -> &mut Vec<Duration> {
+        match (bot, cmd) {
+            (Bot::Echo, Cmd::Status) => &mut self.echo_status,
+            (Bot::Echo, Cmd::Help) => &mut self.echo_help,
+            (Bot::Baton, Cmd::Status) => &mut self.baton_status,
+            (Bot::Baton, Cmd::Help) => &mut self.baton_help,
         }
     }
 }
 
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 async fn bench(rounds: usize) -> anyhow::Result<()> {
+    let load_before = load();
     let mut stack = tokio::task::block_in_place(|| {
         Stack::start(StackOptions {
             xmpp_chat: true,
@@ -89,26 +142,54 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
         .register("echo", SecretString::from(format!("echo-{}", std::process::id())))?;
     let mut alice = TestClient::connect(&stack.prosody, "alice").await?;
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
-
-    // (1) The bare echo bot alone in the room.
-    let mut echo = EchoBot::start(&stack.prosody, "echo", INCIDENT_ROOM, "echo", ECHO_PREFIX).await?;
-    let echo_alone = measure(&mut alice, rounds, &[Bot::Echo]).await?;
-
-    // (2) Baton joins; commands for the one and the other alternate.
+    let mut echo = EchoBot::start_stock(&stack.prosody, "echo", INCIDENT_ROOM, "echo", ECHO_PREFIX).await?;
     let mut bot = tokio::task::block_in_place(|| stack.start_bot())?;
     wait_for_baton(&mut alice).await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = memory(bot.pid());
-    let both = measure(&mut alice, rounds, &[Bot::Echo, Bot::Baton]).await?;
-    let echo_memory = echo.pid().map(memory);
 
-    // (3) The echo bot leaves (SIGINT: it closes its stream, so the room drops it at once).
-    echo.stop().await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let baton_alone = measure(&mut alice, rounds, &[Bot::Baton]).await?;
+    // (1) Interleaved, round by round.
+    let mut samples = Samples::default();
+    for n in 0..rounds + WARM_UP {
+        let order = if n % 2 == 0 {
+            [Bot::Echo, Bot::Baton]
+        } else {
+            [Bot::Baton, Bot::Echo]
+        };
+        for cmd in [Cmd::Status, Cmd::Help] {
+            for who in order {
+                let (took, _) = one_round(&mut alice, who, cmd).await?;
+                if n >= WARM_UP {
+                    samples.of(who, cmd).push(took);
+                }
+            }
+        }
+    }
     let after_commands = memory(bot.pid());
 
-    // (4) A failover runs while alice keeps asking.
+    // (2) Bursts, the bots taking turns.
+    let mut echo_bursts = Vec::new();
+    let mut baton_bursts = Vec::new();
+    for n in 0..BURSTS + 1 {
+        let order = if n % 2 == 0 {
+            [Bot::Echo, Bot::Baton]
+        } else {
+            [Bot::Baton, Bot::Echo]
+        };
+        for who in order {
+            let took = burst(&mut alice, who).await?;
+            // The first pair warms up.
+            if n > 0 {
+                match who {
+                    Bot::Echo => echo_bursts.push(took),
+                    Bot::Baton => baton_bursts.push(took),
+                }
+            }
+        }
+    }
+    let echo_memory = echo.pid().map(memory);
+    echo.stop().await?;
+
+    // (3) A failover runs while alice keeps asking.
     let mut bob = TestClient::connect(&stack.prosody, "bob").await?;
     bob.join(INCIDENT_ROOM, "bob", JoinHistory::None).await?;
     alice.send(INCIDENT_ROOM, "!failover xmpp EdgePool2 benchmark").await?;
@@ -122,13 +203,13 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     alice
         .expect_message(|m| m.nick == "baton" && m.text.ends_with("Running."), WAIT)
         .await?;
-    let mut during = Samples::default();
+    let mut during = Vec::new();
     let mut peak_during = 0u64;
     let run_started = Instant::now();
     let mut finished = false;
     while !finished && run_started.elapsed() < Duration::from_secs(60) {
-        let (took, done) = one_round(&mut alice, Bot::Baton).await?;
-        during.push(Bot::Baton, took);
+        let (took, done) = one_round(&mut alice, Bot::Baton, Cmd::Status).await?;
+        during.push(took);
         finished = done;
         peak_during = peak_during.max(memory(bot.pid()).rss_kib);
     }
@@ -139,30 +220,43 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
     }
 
     println!("command -> first reply through Prosody, timed by alice's client from sending to reading the answer");
-    println!("({BATON_COMMAND} for Baton, {ECHO_COMMAND} for the echo bot; {rounds} per row after {WARM_UP} warm-up)");
+    println!("floor: echo bot on stock tokio-xmpp (TCP_NODELAY); both bots in the room, interleaved round by round");
+    println!("command: cargo bench -p baton-e2e --bench xmpp_bot_latency -- {rounds}");
+    println!("load (1, 5, 15 min) before: {load_before}; after: {}", load());
+    println!("({rounds} rounds after {WARM_UP} warm-up)");
     println!("{:<44} {:>9} {:>9} {:>9} {:>6}", "", "p50", "p90", "p99", "n");
-    row("bare echo bot, alone in the room", &echo_alone.echo);
-    row("baton run, alone in the room", &baton_alone.baton);
-    row("bare echo bot, both in the room (alternating)", &both.echo);
-    row("baton run, both in the room (alternating)", &both.baton);
-    row("baton run, during a failover", &during.baton);
+    row("floor ?status", &samples.echo_status);
+    row("baton !status", &samples.baton_status);
+    row("floor ?help", &samples.echo_help);
+    row("baton !help", &samples.baton_help);
+    row("baton !status during a failover", &during);
     let ratio = |a: &[Duration], b: &[Duration], p| ms(percentile(a, p)) / ms(percentile(b, p));
-    println!("baton run / bare echo (goal: within 1.3x):");
+    println!("baton / floor (goal: p50 within 1.1x):");
     println!(
-        "  each alone in the room:        p50 {:.2}x, p99 {:.2}x",
-        ratio(&baton_alone.baton, &echo_alone.echo, 50),
-        ratio(&baton_alone.baton, &echo_alone.echo, 99)
+        "  !status: p50 {:.2}x, p99 {:.2}x",
+        ratio(&samples.baton_status, &samples.echo_status, 50),
+        ratio(&samples.baton_status, &samples.echo_status, 99)
     );
     println!(
-        "  both in the room, alternating: p50 {:.2}x, p99 {:.2}x",
-        ratio(&both.baton, &both.echo, 50),
-        ratio(&both.baton, &both.echo, 99)
+        "  !help:   p50 {:.2}x, p99 {:.2}x",
+        ratio(&samples.baton_help, &samples.echo_help, 50),
+        ratio(&samples.baton_help, &samples.echo_help, 99)
+    );
+    println!(
+        "burst of {BURST} commands from one client, first sent -> last answer read ({BURSTS} per bot, alternating):"
+    );
+    row(&format!("floor, {BURST} x ?status"), &echo_bursts);
+    row(&format!("baton, {BURST} x !status"), &baton_bursts);
+    println!(
+        "  baton / floor (goal: within 1.15x): p50 {:.2}x, p99 {:.2}x",
+        ratio(&baton_bursts, &echo_bursts, 50),
+        ratio(&baton_bursts, &echo_bursts, 99)
     );
     println!("resident memory (VmRSS) of baton run:");
-    println!("  idle, joined, before any command    {}", mib(idle.rss_kib));
+    println!("  idle, joined, one command answered  {}", mib(idle.rss_kib));
     println!(
-        "  after {:>4} commands for it          {}",
-        2 * (rounds + WARM_UP),
+        "  after {:>5} commands for it         {}",
+        2 * (rounds + WARM_UP) + BURST * (BURSTS + 1),
         mib(after_commands.rss_kib)
     );
     println!("  during a failover (peak of samples) {}", mib(peak_during));
@@ -172,36 +266,18 @@ async fn bench(rounds: usize) -> anyhow::Result<()> {
         mib(after_run.hwm_kib)
     );
     if let Some(m) = echo_memory {
-        println!("  (the bare echo bot: {}, peak {})", mib(m.rss_kib), mib(m.hwm_kib));
+        println!("  (the floor echo bot: {}, peak {})", mib(m.rss_kib), mib(m.hwm_kib));
     }
     Ok(())
 }
 
-/// Warm-up plus `rounds` commands for each of `bots`, taking turns.
-async fn measure(alice: &mut TestClient, rounds: usize, bots: &[Bot]) -> anyhow::Result<Samples> {
-    let mut all = Samples::default();
-    for n in 0..rounds + WARM_UP {
-        for &who in bots {
-            let (took, _) = one_round(alice, who).await?;
-            if n >= WARM_UP {
-                all.push(who, took);
-            }
-        }
-    }
-    Ok(all)
-}
-
-/// Sends one command to `who` and times its answer. Also reports whether Baton announced the
-/// end of run #1 meanwhile. An answer from the other bot is an error: the prefixes keep them
-/// apart, so it would mean the figures mix the two.
-async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration, bool)> {
+/// Sends `cmd` to `who` and times its answer. Also reports whether Baton announced the end of
+/// run #1 meanwhile. An answer from the other bot is an error: the prefixes keep them apart, so
+/// it would mean the figures mix the two.
+async fn one_round(alice: &mut TestClient, who: Bot, cmd: Cmd) -> anyhow::Result<(Duration, bool)> {
     let mut run_done = false;
     let started = Instant::now();
-    let command = match who {
-        Bot::Echo => ECHO_COMMAND,
-        Bot::Baton => BATON_COMMAND,
-    };
-    alice.send(INCIDENT_ROOM, command).await?;
+    alice.send(INCIDENT_ROOM, command(who, cmd)).await?;
     loop {
         let left = WAIT.saturating_sub(started.elapsed());
         let m: RoomMessage = alice
@@ -209,20 +285,40 @@ async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration
             .await
             .context("waiting for the answer")?;
         let took = started.elapsed();
-        let echo_answer = m.nick == "echo" && m.text.starts_with("echo: ");
-        let baton_answer = m.nick == "baton" && m.text.starts_with(BATON_ANSWER);
         if m.nick == "baton" && m.text.starts_with("#1 succeeded in") {
             run_done = true;
         }
-        match who {
-            Bot::Echo if echo_answer => return Ok((took, run_done)),
-            Bot::Baton if baton_answer => return Ok((took, run_done)),
-            _ if echo_answer || baton_answer => {
-                bail!("<{}> answered a command that was not for it: {}", m.nick, m.text)
-            }
-            _ => {}
+        if answers(&m, who, cmd) {
+            return Ok((took, run_done));
+        }
+        let other = match who {
+            Bot::Echo => Bot::Baton,
+            Bot::Baton => Bot::Echo,
+        };
+        if answers(&m, other, Cmd::Status) || answers(&m, other, Cmd::Help) {
+            bail!("<{}> answered a command that was not for it: {}", m.nick, m.text);
         }
     }
+}
+
+/// Sends `BURST` `status` commands to `who` back to back and times them until the last answer.
+async fn burst(alice: &mut TestClient, who: Bot) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    for _ in 0..BURST {
+        alice.send(INCIDENT_ROOM, command(who, Cmd::Status)).await?;
+    }
+    let mut answered = 0;
+    while answered < BURST {
+        let left = (WAIT * 3).saturating_sub(started.elapsed());
+        let m = alice
+            .expect_message(|_| true, left)
+            .await
+            .with_context(|| format!("waiting for answer {} of the burst", answered + 1))?;
+        if answers(&m, who, Cmd::Status) {
+            answered += 1;
+        }
+    }
+    Ok(started.elapsed())
 }
 
 /// Waits until Baton answers (it asks for no history, so only a command sent after it joined is
@@ -230,12 +326,9 @@ async fn one_round(alice: &mut TestClient, who: Bot) -> anyhow::Result<(Duration
 async fn wait_for_baton(alice: &mut TestClient) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        alice.send(INCIDENT_ROOM, BATON_COMMAND).await?;
+        alice.send(INCIDENT_ROOM, command(Bot::Baton, Cmd::Status)).await?;
         let answered = alice
-            .expect_message(
-                |m| m.nick == "baton" && m.text.starts_with(BATON_ANSWER),
-                Duration::from_secs(2),
-            )
+            .expect_message(|m| answers(m, Bot::Baton, Cmd::Status), Duration::from_secs(2))
             .await;
         if answered.is_ok() {
             alice.collect_for(Duration::from_millis(500)).await;

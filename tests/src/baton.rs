@@ -32,14 +32,27 @@ pub struct Baton {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
+    /// When each stdout line was read (benchmarks time the bot's lines by it).
+    arrived: Arc<Mutex<Vec<Instant>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
-fn collect(reader: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>>>) {
+fn collect(
+    reader: impl std::io::Read + Send + 'static,
+    into: Arc<Mutex<Vec<String>>>,
+    arrived: Option<Arc<Mutex<Vec<Instant>>>>,
+) {
     std::thread::spawn(move || {
         for line in BufReader::new(reader).lines() {
             match line {
-                Ok(l) => into.lock().unwrap_or_else(|p| p.into_inner()).push(l),
+                Ok(l) => {
+                    let at = Instant::now();
+                    let mut lines = into.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(arrived) = &arrived {
+                        arrived.lock().unwrap_or_else(|p| p.into_inner()).push(at);
+                    }
+                    lines.push(l);
+                }
                 Err(_) => return,
             }
         }
@@ -81,14 +94,20 @@ impl Baton {
             .spawn()
             .context("starting baton")?;
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        collect(child.stdout.take().context("stdout is piped")?, lines.clone());
-        collect(child.stderr.take().context("stderr is piped")?, stderr.clone());
+        collect(
+            child.stdout.take().context("stdout is piped")?,
+            lines.clone(),
+            Some(arrived.clone()),
+        );
+        collect(child.stderr.take().context("stderr is piped")?, stderr.clone(), None);
         let stdin = child.stdin.take();
         Ok(Baton {
             child,
             stdin,
             lines,
+            arrived,
             stderr,
         })
     }
@@ -121,6 +140,13 @@ impl Baton {
 
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The stdout lines so far, each with the moment the harness read it.
+    pub fn timed_lines(&self) -> Vec<(Instant, String)> {
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let arrived = self.arrived.lock().unwrap_or_else(|p| p.into_inner());
+        arrived.iter().copied().zip(lines.iter().cloned()).collect()
     }
 
     /// The stderr lines so far (the logs).

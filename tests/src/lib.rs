@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod room;
 pub mod stack;
+pub mod stock_echo;
 pub mod teams;
 pub mod teams_bot;
 pub mod xmpp_client;

@@ -32,6 +32,25 @@ pub const MANAGEMENT: &str = "mgmt1.contoso.test";
 pub const POOL1_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 pub const POOL2_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
+/// EdgePool2's servers for these options.
+fn pool2_servers(options: &StackOptions) -> Vec<String> {
+    if options.pool2_servers == 0 {
+        vec!["edge2a.contoso.test".to_string(), "edge2b.contoso.test".to_string()]
+    } else {
+        (1..=options.pool2_servers)
+            .map(|i| format!("edge2-{i:03}.contoso.test"))
+            .collect()
+    }
+}
+
+/// The agent hosts for these options, EdgePool1's first and the management host last.
+fn hosts(options: &StackOptions) -> Vec<String> {
+    let mut all = vec!["edge1a.contoso.test".to_string(), "edge1b.contoso.test".to_string()];
+    all.extend(pool2_servers(options));
+    all.push(MANAGEMENT.to_string());
+    all
+}
+
 /// What the stack starts with.
 #[derive(Clone, Debug, Default)]
 pub struct StackOptions {
@@ -54,6 +73,9 @@ pub struct StackOptions {
     pub xmpp_reconnect: Option<(String, String)>,
     /// Chat in Teams channels too (the stand-in's `[chat.teams]`, see `teams_bot::stack_teams`).
     pub teams: Option<TeamsChat>,
+    /// The servers of EdgePool2 when more than its usual two (`edge2-001.contoso.test`, …), for
+    /// the fan-out benchmark; 0 keeps edge2a and edge2b.
+    pub pool2_servers: usize,
 }
 
 // ----- Teams ---------------------------------------------------------------------------------
@@ -132,12 +154,12 @@ impl Stack {
             "xmpp 300 IN A {POOL1_ADDRESS}\n_xmpp-server._tcp 300 IN SRV 10 10 {port} xmpp.contoso.test.\n"
         ))
         .context("starting BIND")?;
-        let specs = HOSTS
+        let specs = hosts(&options)
             .iter()
             .map(|h| {
                 let mut spec = AgentSpec::new(h);
                 spec.sim_args = options.sim_args.clone();
-                if *h == MANAGEMENT {
+                if h == MANAGEMENT {
                     spec.sim_state = Some(sim_state(&[
                         ("Site1", Some("EdgeServer:edgepool1.contoso.test")),
                         ("Site2", None),
@@ -174,8 +196,8 @@ impl Stack {
             self.prosody.password("baton")?.expose_secret(),
         )?;
         let mut addresses = String::new();
-        for h in HOSTS {
-            let host = Fqdn::parse(h)?;
+        for h in self.hosts() {
+            let host = Fqdn::parse(&h)?;
             addresses.push_str(&format!("\"{h}\" = \"{}\"\n", self.fleet.address(&host)?));
         }
         let pki = &self.fleet.pki;
@@ -233,7 +255,7 @@ servers = ["edge1a.contoso.test", "edge1b.contoso.test"]
 site = "Site2"
 fqdn = "edgepool2.contoso.test"
 external_address = "{POOL2_ADDRESS}"
-servers = ["edge2a.contoso.test", "edge2b.contoso.test"]
+servers = [{pool2}]
 
 [inventory.federation]
 domain = "contoso.test"
@@ -284,6 +306,11 @@ attempts = 3
             bob_teams = self.teams_identities("bob"),
             carol_teams = self.teams_identities("carol"),
             mallory_teams = self.teams_identities("mallory"),
+            pool2 = pool2_servers(&self.options)
+                .iter()
+                .map(|h| format!("\"{h}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         let text = self.discord_section(text)?;
         std::fs::write(&self.config, text).with_context(|| format!("writing {}", self.config.display()))
@@ -328,6 +355,12 @@ attempts = 3
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Every agent host of this stack: [`HOSTS`], or with a larger EdgePool2 its servers in
+    /// place of edge2a and edge2b.
+    pub fn hosts(&self) -> Vec<String> {
+        hosts(&self.options)
     }
 
     /// The A records of the federation host, as BIND answers them now.

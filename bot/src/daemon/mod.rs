@@ -70,6 +70,15 @@ struct Committed {
     after: After,
     /// Rooms this batch (or these answers) had messages for.
     rooms: BTreeSet<RoomRef>,
+    /// The last batch of its group: the store is free for the next group.
+    last: bool,
+}
+
+/// A batch waiting for the store, with what to do once it is durable.
+struct Waiting {
+    batch: Batch,
+    after: After,
+    rooms: BTreeSet<RoomRef>,
 }
 
 /// How the loop ends.
@@ -134,6 +143,10 @@ pub struct Daemon {
     /// Batches handed to the store and not yet confirmed, in all and per room.
     commits: usize,
     pending: HashMap<RoomRef, usize>,
+    /// Group commit: while one group of batches is being written, the batches decided meanwhile
+    /// wait here, and go to the store together (one transaction, one flush) when it is done.
+    waiting: Vec<Waiting>,
+    writing: bool,
     reloads: Option<mpsc::Receiver<Reconfig>>,
     status: Option<StatusLook>,
     /// `!status xmpp` is simulated from the journal (the demo: nothing leaves this machine).
@@ -236,6 +249,8 @@ impl Daemon {
             in_flight: 0,
             commits: 0,
             pending: HashMap::new(),
+            waiting: Vec::new(),
+            writing: false,
             reloads: None,
             status: None,
             simulated_status: false,
@@ -458,6 +473,18 @@ impl Daemon {
         tasks.shutdown().await;
         drop(ctx);
         self.rooms.clear();
+        // Batches decided while the last group was being written are journaled before the
+        // store stops, as they would have been one by one (nothing acts on them any more).
+        let left: Vec<Batch> = std::mem::take(&mut self.waiting).into_iter().map(|w| w.batch).collect();
+        if !left.is_empty() {
+            self.store.send(move |s| {
+                for r in s.commit_all(&left) {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "a batch decided before the stop could not be journaled");
+                    }
+                }
+            });
+        }
         let Daemon {
             store, store_thread, ..
         } = self;
@@ -672,25 +699,51 @@ impl Daemon {
         for r in &rooms {
             *self.pending.entry(r.clone()).or_default() += 1;
         }
+        self.waiting.push(Waiting { batch, after, rooms });
+        if !self.writing {
+            self.write(ctx);
+        }
+    }
+
+    /// Hands the waiting batches to the store as one group; each is confirmed in order.
+    fn write(&mut self, ctx: &mut Ctx) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let group = std::mem::take(&mut self.waiting);
+        self.writing = true;
         let tx = ctx.commits.clone();
         let metrics = self.metrics.clone();
+        let (batches, rest): (Vec<Batch>, Vec<(After, BTreeSet<RoomRef>)>) =
+            group.into_iter().map(|w| (w.batch, (w.after, w.rooms))).unzip();
         let sent = self.store.send(move |s| {
-            let result = if batch.events.is_empty() && batch.rows.is_empty() && batch.handled.is_none() {
-                Ok(Vec::new())
-            } else {
-                s.commit(&batch)
-            };
-            // Counted once on the disk, as the journal says it happened.
-            if let (Ok(_), Some(m)) = (&result, &metrics) {
-                m.observe(&batch.events);
+            // One result per batch; a store that gave fewer fails the rest rather than leave the
+            // loop waiting for the group's end.
+            let results = s.commit_all(&batches).into_iter().chain(std::iter::repeat_with(|| {
+                Err(StoreError::GroupFailed {
+                    why: "the store returned no result for this batch".to_string(),
+                })
+            }));
+            let n = rest.len();
+            for (i, ((result, batch), (after, rooms))) in results.zip(&batches).zip(rest).enumerate() {
+                // Counted once on the disk, as the journal says it happened.
+                if let (Ok(_), Some(m)) = (&result, &metrics) {
+                    m.observe(&batch.events);
+                }
+                let _ = tx.send(Committed {
+                    result,
+                    after,
+                    rooms,
+                    last: i + 1 == n,
+                });
             }
-            let _ = tx.send(Committed { result, after, rooms });
         });
         if !sent {
             let _ = ctx.commits.send(Committed {
                 result: Err(StoreError::Stopped),
                 after: After::default(),
                 rooms: BTreeSet::new(),
+                last: true,
             });
         }
     }
@@ -739,6 +792,9 @@ impl Daemon {
     /// The store confirmed a batch: now act on it.
     fn committed(&mut self, c: Committed, ctx: &mut Ctx) -> anyhow::Result<()> {
         self.commits = self.commits.saturating_sub(1);
+        if c.last {
+            self.writing = false;
+        }
         for r in &c.rooms {
             if let Some(n) = self.pending.get_mut(r) {
                 *n = n.saturating_sub(1);
@@ -757,6 +813,9 @@ impl Daemon {
             }
         }
         self.perform(c.after, ctx);
+        if !self.writing {
+            self.write(ctx);
+        }
         Ok(())
     }
 

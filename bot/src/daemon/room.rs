@@ -93,6 +93,48 @@ pub fn spawn(
             let mut wait: Option<tokio::time::Instant> = None;
             if retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
                 retry_at = None;
+                // Read-only answers in a row (a burst of commands) go out together where the
+                // platform keeps the order of what is sent; each still waits for its own
+                // confirmation, but not for the one before it.
+                let before = queue.len();
+                let answers = if adapter.ordered_sends() {
+                    queue.take_answers()
+                } else {
+                    Vec::new()
+                };
+                if !answers.is_empty() {
+                    // join_all polls them in order, so each is handed to the adapter in order.
+                    let results = tokio::select! {
+                        r = futures::future::join_all(answers.iter().map(|a| adapter.deliver(a))) => r,
+                        _ = stop.cancelled() => return,
+                    };
+                    let mut again = Vec::new();
+                    let mut pause = None;
+                    for (a, result) in answers.into_iter().zip(results) {
+                        match result {
+                            Ok(_) => {}
+                            Err(crate::chat::DeliveryError::Transient { reason, retry_after }) => {
+                                tracing::info!(room = %room, id = a.id, reason = %reason, "room not reachable; its messages wait");
+                                pause = Some(retry_after);
+                                again.push(a);
+                            }
+                            Err(crate::chat::DeliveryError::Permanent { reason }) => {
+                                tracing::warn!(room = %room, id = a.id, reason = %reason, "the platform refuses this message for good");
+                            }
+                        }
+                    }
+                    queue.put_back(again, Instant::now());
+                    settle(&counted, before, queue.len());
+                    match pause {
+                        Some(after) => {
+                            let pause = after.unwrap_or(backoff);
+                            backoff = (backoff * 2).min(MAX);
+                            retry_at = Some(tokio::time::Instant::now() + pause);
+                        }
+                        None => backoff = FIRST,
+                    }
+                    continue;
+                }
                 match queue.next(Instant::now()) {
                     Next::Run(f) => {
                         f();

@@ -477,3 +477,113 @@ async fn an_adapter_that_fails_is_started_again_and_the_bot_hears_again() {
         .expect("answered after the restart");
     bot.stop().await;
 }
+
+/// The SQLite store, slowed down: every write of a group takes 100 ms (a slow disk), and the
+/// size of each group is recorded.
+struct SlowDisk {
+    inner: SqliteStore,
+    groups: Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl crate::store::Store for SlowDisk {
+    fn store_id(&self) -> &str {
+        self.inner.store_id()
+    }
+    fn load(&mut self) -> Result<Vec<crate::event::Recorded>, StoreError> {
+        self.inner.load()
+    }
+    fn export(&mut self) -> Result<Vec<crate::store::RawEvent>, StoreError> {
+        self.inner.export()
+    }
+    fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError> {
+        self.commit_all(std::slice::from_ref(batch))
+            .pop()
+            .expect("one result per batch")
+    }
+    fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
+        self.groups.lock().expect("not poisoned").push(batches.len());
+        std::thread::sleep(Duration::from_millis(100));
+        self.inner.commit_all(batches)
+    }
+    fn handled_since(&mut self, since: chrono::DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
+        self.inner.handled_since(since)
+    }
+    fn outbox(&mut self) -> Result<Vec<Queued>, StoreError> {
+        self.inner.outbox()
+    }
+    fn outbox_len(&mut self) -> Result<usize, StoreError> {
+        self.inner.outbox_len()
+    }
+    fn delivered(&mut self, id: i64, dropped: Option<&str>) -> Result<(), StoreError> {
+        self.inner.delivered(id, dropped)
+    }
+    fn cards(&mut self) -> Result<Vec<(RoomRef, RunId, crate::chat::MessageRef)>, StoreError> {
+        self.inner.cards()
+    }
+    fn set_card(
+        &mut self,
+        room: &RoomRef,
+        run: RunId,
+        reference: Option<&crate::chat::MessageRef>,
+    ) -> Result<(), StoreError> {
+        self.inner.set_card(room, run, reference)
+    }
+    fn journal(&mut self, run: Option<RunId>) -> Result<Vec<crate::store::JournalRow>, StoreError> {
+        self.inner.journal(run)
+    }
+    fn verify_chain(&mut self) -> Result<crate::store::ChainReport, StoreError> {
+        self.inner.verify_chain()
+    }
+}
+
+#[tokio::test]
+async fn batches_decided_while_the_disk_is_busy_are_written_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let console = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let groups = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let config = config();
+    let inner = SqliteStore::open(&dir.path().join("baton.sqlite")).expect("opens the store");
+    let cfg = EngineConfig::from_config(&config, inner.store_id());
+    let store = SlowDisk {
+        inner,
+        groups: groups.clone(),
+    };
+    let executor = Arc::new(
+        SimulatedExecutor::open(&dir.path().join("sim.sqlite"), SimulationConfig::default()).expect("opens the record"),
+    );
+    let adapters: Vec<Arc<dyn ChatAdapter>> = vec![console.clone()];
+    let daemon = Daemon::new(cfg, Box::new(store), executor, adapters, Lifetime::Forever).expect("starts");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(daemon.run(shutdown.clone()));
+    // Five commands at once: the first is journaled (100 ms); the answers to the other four
+    // wait behind it for their room and go to the store as one group.
+    for n in 0..5 {
+        console
+            .say("ops", &who(ALICE), &format!("!failover xmpp EdgePool2 burst {n}"))
+            .await;
+    }
+    console
+        .wait_for(WAIT, |p| p.iter().filter(|m| m.text.contains("Run #")).count() >= 1)
+        .await
+        .expect("the request is answered");
+    until("every command handled", || {
+        console.posted("ops").len() >= 5 && groups.lock().expect("not poisoned").iter().sum::<usize>() >= 5
+    })
+    .await;
+    shutdown.cancel();
+    task.await.expect("joins").expect("the daemon ends cleanly");
+    let groups = groups.lock().expect("not poisoned").clone();
+    assert!(
+        groups.iter().any(|n| *n > 1),
+        "batches that piled up behind a 100 ms write go to the disk together: {groups:?}"
+    );
+    assert!(groups.len() < groups.iter().sum::<usize>(), "{groups:?}");
+    // Every batch is on the disk, in order, on one intact chain.
+    let mut store = SqliteStore::open(&dir.path().join("baton.sqlite")).expect("reopens");
+    assert!(store.verify_chain().expect("verifies").intact());
+    assert!(
+        journal(dir.path()).iter().any(|k| k == "requested"),
+        "{:?}",
+        journal(dir.path())
+    );
+}

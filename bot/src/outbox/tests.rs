@@ -309,3 +309,60 @@ fn the_runs_own_room_never_drops_a_message() {
     assert_eq!(q.len(), 1);
     assert!(q.take_records().is_empty());
 }
+
+fn answer(id: i64, text: &str) -> Outbound {
+    Outbound {
+        id,
+        room: room("ops"),
+        run: None,
+        body: Rich::from(text),
+        card: None,
+        edit: None,
+    }
+}
+
+#[test]
+fn answers_in_a_row_are_taken_together_and_failed_ones_go_back_in_order() {
+    let now = Instant::now();
+    let mut q = RoomQueue::new(room("ops"), Capabilities::default(), None);
+    q.push_answer(answer(-1, "one"));
+    assert!(q.take_answers().is_empty(), "a single answer goes the usual way");
+    q.push_answer(answer(-2, "two"));
+    q.push_answer(answer(-3, "three"));
+    q.push(Queued {
+        id: 7,
+        row: rows(&[message(None, "a line", MessageKind::Reply)], |_| {
+            Capabilities::default()
+        })
+        .pop()
+        .expect("one row"),
+    });
+    q.push_answer(answer(-4, "after the line"));
+    let taken: Vec<i64> = q.take_answers().iter().map(|a| a.id).collect();
+    assert_eq!(
+        taken,
+        vec![-1, -2, -3],
+        "the answers before the journaled line, not after it"
+    );
+    assert_eq!(q.len(), 2);
+    // Two of them could not be delivered: they go back in front of the line, in their order,
+    // and while the room is failing answers go one at a time.
+    q.put_back(vec![answer(-2, "two"), answer(-3, "three")], now);
+    assert!(q.failing());
+    assert!(q.take_answers().is_empty());
+    let Next::Deliver(first, attempt) = q.next(now) else {
+        panic!("a delivery is next")
+    };
+    assert_eq!(first.id, -2);
+    assert!(q.done(attempt, &first, Ok(Delivered::default()), now).is_none());
+    assert!(!q.failing(), "a delivery ends the failing");
+    let Next::Deliver(second, _) = q.next(now) else {
+        panic!("a delivery is next")
+    };
+    assert_eq!(second.id, -3);
+    // A mirror room never takes answers together.
+    let mut mirror = RoomQueue::new(room("mirror"), Capabilities::default(), Some(Duration::from_secs(60)));
+    mirror.push_answer(answer(-5, "a"));
+    mirror.push_answer(answer(-6, "b"));
+    assert!(mirror.take_answers().is_empty());
+}

@@ -48,6 +48,8 @@ pub enum StoreError {
     /// The database refused a write: another replica leads now (its epoch is newer).
     #[error("the store refused a write from a replica that no longer leads ({why})")]
     Fenced { why: String },
+    #[error("not committed: it shared a transaction with a batch that failed ({why})")]
+    GroupFailed { why: String },
 }
 
 /// One journal row exactly as stored (a migration copies it verbatim, hash chain included).
@@ -60,6 +62,16 @@ pub struct RawEvent {
     pub body: String,
     pub prev_hash: String,
     pub hash: String,
+}
+
+/// The results of a group of batches whose one transaction failed: the error for the first,
+/// and for every other a pointer to it (each batch gets a result, none is taken as committed).
+pub fn group_failed(e: StoreError, n: usize) -> Vec<Result<Vec<Queued>, StoreError>> {
+    let why = e.to_string();
+    std::iter::once(Err(e))
+        .chain((1..n).map(|_| Err(StoreError::GroupFailed { why: why.clone() })))
+        .take(n)
+        .collect()
 }
 
 /// A run's row in the `runs` projection (for dashboards and `sqlite3` users; the engine itself
@@ -93,6 +105,13 @@ pub struct Batch {
     pub runs: Vec<RunRow>,
     /// The chat message handled, so it is never handled twice.
     pub handled: Option<Handled>,
+}
+
+impl Batch {
+    /// Nothing to write (answers that only wait behind an earlier batch).
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.rows.is_empty() && self.runs.is_empty() && self.handled.is_none()
+    }
 }
 
 /// One journal row, as `baton audit` prints it.
@@ -130,6 +149,15 @@ pub trait Store: Send {
     fn load(&mut self) -> Result<Vec<Recorded>, StoreError>;
     /// Commits a batch atomically; returns its outbox rows with their ids.
     fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError>;
+    /// Commits batches in order, one result per batch. A store that can should write them in one
+    /// transaction (one flush to the disk for all: the daemon groups the batches that pile up
+    /// while the previous group is being written); this default commits them one by one.
+    fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
+        batches
+            .iter()
+            .map(|b| if b.is_empty() { Ok(Vec::new()) } else { self.commit(b) })
+            .collect()
+    }
     /// The chat messages handled since `since` (de-duplication after a restart).
     fn handled_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Handled>, StoreError>;
     /// Every undelivered outbox row, oldest first.

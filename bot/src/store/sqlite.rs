@@ -132,6 +132,108 @@ fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
+/// Writes one batch within `tx` (not committed): its events on the chain, its outbox rows
+/// (returned with their ids), its runs and its handled message.
+fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Result<Vec<Queued>, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.to_string(),
+        source,
+    };
+    let mut queued = Vec::with_capacity(batch.rows.len());
+    {
+        // A batch without events (a read-only command's reply) does not touch the chain.
+        let (mut seq, mut prev): (i64, String) = if batch.events.is_empty() {
+            (0, String::new())
+        } else {
+            tx.prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
+                .map_err(err)?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(err)?
+                .unwrap_or((0, GENESIS.to_string()))
+        };
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (seq, at, run, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(err)?;
+        for r in &batch.events {
+            seq += 1;
+            let at = millis(r.at);
+            let body = serde_json::to_string(&r.event).expect("events are plain data and always serialize");
+            let kind = r.event.kind();
+            let hash = chain_hash(&prev, seq, &at, kind, &body);
+            insert
+                .execute(params![
+                    seq,
+                    at,
+                    r.event.run().map(|id| id.0 as i64),
+                    kind,
+                    body,
+                    prev,
+                    hash
+                ])
+                .map_err(err)?;
+            prev = hash;
+        }
+        let mut out = tx
+            .prepare_cached(
+                "INSERT INTO outbox (platform, room, run, text, card, lane, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(err)?;
+        for row in &batch.rows {
+            let card = row
+                .card
+                .as_ref()
+                .map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
+            let body = serde_json::to_string(&row.body).expect("a message is plain data and always serializes");
+            out.execute(params![
+                row.room.platform.as_str(),
+                row.room.id,
+                row.run.map(|id| id.0 as i64),
+                row.body.plain(),
+                card,
+                row.lane.as_str(),
+                body
+            ])
+            .map_err(err)?;
+            queued.push(Queued {
+                id: tx.last_insert_rowid(),
+                row: row.clone(),
+            });
+        }
+        let mut runs = tx
+            .prepare_cached(
+                "INSERT INTO runs (id, phase, requester, from_pool, to_pool, requested_at, finished_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, finished_at = excluded.finished_at,
+                         from_pool = excluded.from_pool, to_pool = excluded.to_pool",
+            )
+            .map_err(err)?;
+        for r in &batch.runs {
+            runs.execute(params![
+                r.id.0 as i64,
+                r.phase,
+                r.requester,
+                r.from_pool,
+                r.to_pool,
+                r.requested_at,
+                r.finished_at
+            ])
+            .map_err(err)?;
+        }
+        if let Some(h) = &batch.handled {
+            tx.prepare_cached(
+                "INSERT OR IGNORE INTO handled (platform, room, sender, message_id) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(err)?
+            .execute(params![h.room.platform.as_str(), h.room.id, h.sender, h.message_id])
+            .map_err(err)?;
+        }
+    }
+    Ok(queued)
+}
+
 pub(super) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &seq.to_string(), at, kind, body] {
@@ -304,103 +406,39 @@ impl Store for SqliteStore {
 
     fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError> {
         let path = self.path.display().to_string();
-        let err = |source| StoreError::Sqlite {
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
             path: path.clone(),
             source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        let mut queued = Vec::with_capacity(batch.rows.len());
-        {
-            // A batch without events (a read-only command's reply) does not touch the chain.
-            let (mut seq, mut prev): (i64, String) = if batch.events.is_empty() {
-                (0, String::new())
-            } else {
-                tx.prepare_cached("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1")
-                    .map_err(err)?
-                    .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()
-                    .map_err(err)?
-                    .unwrap_or((0, GENESIS.to_string()))
-            };
-            let mut insert = tx
-                .prepare_cached("INSERT INTO events (seq, at, run, kind, body, prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-                .map_err(err)?;
-            for r in &batch.events {
-                seq += 1;
-                let at = millis(r.at);
-                let body = serde_json::to_string(&r.event).expect("events are plain data and always serialize");
-                let kind = r.event.kind();
-                let hash = chain_hash(&prev, seq, &at, kind, &body);
-                insert
-                    .execute(params![
-                        seq,
-                        at,
-                        r.event.run().map(|id| id.0 as i64),
-                        kind,
-                        body,
-                        prev,
-                        hash
-                    ])
-                    .map_err(err)?;
-                prev = hash;
-            }
-            let mut out = tx
-                .prepare_cached(
-                    "INSERT INTO outbox (platform, room, run, text, card, lane, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(err)?;
-            for row in &batch.rows {
-                let card = row
-                    .card
-                    .as_ref()
-                    .map(|c| serde_json::to_string(c).expect("a card is plain data and always serializes"));
-                let body = serde_json::to_string(&row.body).expect("a message is plain data and always serializes");
-                out.execute(params![
-                    row.room.platform.as_str(),
-                    row.room.id,
-                    row.run.map(|id| id.0 as i64),
-                    row.body.plain(),
-                    card,
-                    row.lane.as_str(),
-                    body
-                ])
-                .map_err(err)?;
-                queued.push(Queued {
-                    id: tx.last_insert_rowid(),
-                    row: row.clone(),
-                });
-            }
-            let mut runs = tx
-                .prepare_cached(
-                    "INSERT INTO runs (id, phase, requester, from_pool, to_pool, requested_at, finished_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (id) DO UPDATE SET phase = excluded.phase, finished_at = excluded.finished_at,
-                         from_pool = excluded.from_pool, to_pool = excluded.to_pool",
-                )
-                .map_err(err)?;
-            for r in &batch.runs {
-                runs.execute(params![
-                    r.id.0 as i64,
-                    r.phase,
-                    r.requester,
-                    r.from_pool,
-                    r.to_pool,
-                    r.requested_at,
-                    r.finished_at
-                ])
-                .map_err(err)?;
-            }
-            if let Some(h) = &batch.handled {
-                tx.prepare_cached(
-                    "INSERT OR IGNORE INTO handled (platform, room, sender, message_id) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(err)?
-                .execute(params![h.room.platform.as_str(), h.room.id, h.sender, h.message_id])
-                .map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)?;
+        })?;
+        let queued = write_batch(&tx, batch, &path)?;
+        tx.commit().map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(queued)
+    }
+
+    fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
+        if batches.iter().all(Batch::is_empty) {
+            return batches.iter().map(|_| Ok(Vec::new())).collect();
+        }
+        let path = self.path.display().to_string();
+        let written = (|| {
+            let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+            let mut all = Vec::with_capacity(batches.len());
+            for batch in batches {
+                all.push(write_batch(&tx, batch, &path)?);
+            }
+            tx.commit().map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(all)
+        })();
+        match written {
+            Ok(all) => all.into_iter().map(Ok).collect(),
+            Err(e) => super::group_failed(e, batches.len()),
+        }
     }
 
     fn handled_since(&mut self, since: DateTime<Utc>) -> Result<Vec<Handled>, StoreError> {
@@ -634,6 +672,66 @@ mod tests {
             body: Rich::from("Reason: ").quoted(text),
             card: None,
         }
+    }
+
+    #[test]
+    fn a_group_of_batches_commits_in_order_in_one_transaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.sqlite");
+        let mut store = SqliteStore::open(&path).expect("opens");
+        let room = RoomRef::new(Platform::Console, "incident");
+        let results = store.commit_all(&[
+            Batch {
+                events: vec![recorded(1)],
+                rows: vec![row(&room, Lane::Line, "first")],
+                ..Batch::default()
+            },
+            Batch::default(),
+            Batch {
+                events: vec![recorded(2), recorded(3)],
+                rows: vec![row(&room, Lane::Line, "second"), row(&room, Lane::Line, "third")],
+                ..Batch::default()
+            },
+        ]);
+        let results: Vec<Vec<Queued>> = results.into_iter().map(|r| r.expect("commits")).collect();
+        assert_eq!(results.iter().map(Vec::len).collect::<Vec<_>>(), vec![1, 0, 2]);
+        assert!(results[0][0].id < results[2][0].id && results[2][0].id < results[2][1].id);
+        // Nothing to write: no transaction, an empty result each.
+        let empty = store.commit_all(&[Batch::default(), Batch::default()]);
+        assert!(empty.iter().all(|r| r.as_ref().is_ok_and(Vec::is_empty)) && empty.len() == 2);
+        drop(store);
+        let mut store = SqliteStore::open(&path).expect("reopens");
+        assert_eq!(
+            store.load().expect("loads"),
+            vec![recorded(1), recorded(2), recorded(3)]
+        );
+        assert!(
+            store.verify_chain().expect("verifies").intact(),
+            "one chain across the group"
+        );
+        let texts: Vec<String> = store
+            .outbox()
+            .expect("reads")
+            .iter()
+            .map(|q| q.row.body.plain())
+            .collect();
+        assert_eq!(texts, vec!["Reason: first", "Reason: second", "Reason: third"]);
+    }
+
+    #[test]
+    fn a_failed_group_fails_every_batch_naming_the_cause() {
+        let results = crate::store::group_failed(StoreError::Stopped, 3);
+        let texts: Vec<String> = results
+            .iter()
+            .map(|r| r.as_ref().expect_err("none committed").to_string())
+            .collect();
+        assert_eq!(texts[0], "the store's thread has stopped");
+        assert_eq!(
+            texts[1],
+            "not committed: it shared a transaction with a batch that failed (the store's thread has stopped)"
+        );
+        assert_eq!(texts.len(), 3);
+        assert!(crate::store::group_failed(StoreError::Stopped, 0).is_empty());
     }
 
     #[test]

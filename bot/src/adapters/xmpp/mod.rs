@@ -210,6 +210,11 @@ impl ChatAdapter for XmppAdapter {
         Capabilities::default()
     }
 
+    /// One stream: stanzas reach the room in the order they are sent.
+    fn ordered_sends(&self) -> bool {
+        true
+    }
+
     fn rooms(&self) -> Vec<RoomRef> {
         self.command_rooms().into_iter().chain(self.mirror_rooms()).collect()
     }

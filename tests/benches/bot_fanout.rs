@@ -1,0 +1,300 @@
+//! Fan-out through the whole bot (prints figures; asserts nothing): `baton run` on the stack
+//! (console chat, real agents, BIND, Prosody for the probes) with N servers in EdgePool2, each
+//! simulated Lync action taking 1 s. A failover to EdgePool2 stops and later starts the services
+//! of all N servers, one step each; the time of such a step is taken from the line of the step
+//! before it (the engine starts the next step when it journals the last one's end, and prints
+//! that line at the same moment) to the step's own line, as the harness reads Baton's stdout.
+//! Runs alternate between EdgePool2 (measured) and back to EdgePool1 (two servers).
+//!
+//! Also: the run's overhead beyond its actions' critical path (from the "Running." line to the
+//! last step's line, minus the sum over the steps of the slowest action's time as the journal
+//! records it), and Baton's resident memory idle and at its peak (VmHWM) during the runs.
+//!
+//! ```text
+//! cargo build --release -p baton -p baton-agent -p baton-lync-sim --bins
+//! cargo bench -p baton-e2e --bench bot_fanout [-- RUNS]
+//! ```
+
+use anyhow::{Context, bail};
+use baton_e2e::baton::Baton;
+use baton_e2e::stack::{Stack, StackOptions};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+/// The simulated Lync action's duration.
+const ACTION_MS: u64 = 1000;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The value at quantile `q` (nearest rank) of `v`, sorted here.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Waits for a line of run `run` that ends it (success or a stop), and fails on a stop.
+fn wait_run_end(bot: &Baton, run: u32) -> anyhow::Result<()> {
+    let done = format!("#{run} succeeded in");
+    let stopped = format!("#{run} stopped");
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        for l in bot.lines() {
+            if l.contains(&done) {
+                return Ok(());
+            }
+            if l.contains(&stopped) {
+                bail!("run #{run} stopped: {l}\n{}", bot.lines().join("\n"));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("run #{run} did not end within {WAIT:?}:\n{}", bot.lines().join("\n"))
+}
+
+/// When the first line containing `needle` was read.
+fn line_at(lines: &[(Instant, String)], needle: &str) -> anyhow::Result<Instant> {
+    lines
+        .iter()
+        .find(|(_, l)| l.contains(needle))
+        .map(|(t, _)| *t)
+        .with_context(|| format!("no line contains {needle:?}"))
+}
+
+/// The sum over run `run`'s steps of the slowest action's time, from the journal.
+fn critical_path_ms(journal: &[serde_json::Value], run: u32) -> f64 {
+    let mut slowest = std::collections::BTreeMap::<u64, u64>::new();
+    for e in journal {
+        let ev = &e["event"];
+        if ev["type"] == "action_finished" && ev["run"].as_u64() == Some(u64::from(run)) {
+            let step = ev["step"].as_u64().unwrap_or(0);
+            let took = ev["report"]["elapsed_ms"].as_u64().unwrap_or(0);
+            let s = slowest.entry(step).or_default();
+            *s = (*s).max(took);
+        }
+    }
+    slowest.values().sum::<u64>() as f64
+}
+
+/// CPU time a process used, its own and its reaped children's (utime, stime, cutime, cstime of
+/// `/proc/<pid>/stat`), in milliseconds.
+fn cpu_ms(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime..cstime are fields 14..17.
+    let ticks: u64 = (11..15).filter_map(|i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf reads a constant of the system; no memory is touched.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 * 1000.0 / hz
+}
+
+/// Resident memory of a process at one moment, in KiB: in all, anonymous (heap, stacks) and
+/// file-backed (the executable's pages, mapped libraries), and its thread count.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
+fn rss(pid: u32) -> Rss {
+    Rss {
+        total: status_kib(pid, "VmRSS:"),
+        anon: status_kib(pid, "RssAnon:"),
+        file: status_kib(pid, "RssFile:"),
+        threads: status_kib(pid, "Threads:"),
+    }
+}
+
+/// Samples `pid`'s resident memory every 5 ms until `stop`, and returns the largest sample.
+fn sample_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Rss> {
+    std::thread::spawn(move || {
+        let mut peak = Rss::default();
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let now = rss(pid);
+            if now.total > peak.total {
+                peak = now;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        peak
+    })
+}
+
+struct Figures {
+    steps: Vec<f64>,
+    prechecks: Vec<f64>,
+    overheads: Vec<f64>,
+    idle: Rss,
+    peak: Rss,
+    hwm_kib: u64,
+    startup: Duration,
+    /// CPU time over all the runs: Baton's, and the agents' with their simulators'.
+    bot_cpu_ms: f64,
+    agents_cpu_ms: f64,
+    runs: u32,
+}
+
+fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
+    let started = Instant::now();
+    let stack = Stack::start(StackOptions {
+        sim_args: vec!["--delay-ms".into(), ACTION_MS.to_string()],
+        pool2_servers: n,
+        ..StackOptions::default()
+    })?;
+    let startup = started.elapsed();
+    let mut bot = stack.start_bot()?;
+    // Idle: the bot has read its configuration and answered a command.
+    bot.send("alice> !help")?;
+    bot.wait_for("!failover", WAIT)?;
+    let pid = bot.pid();
+    let idle = rss(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_peak(pid, stop.clone());
+    let mut figures = Figures {
+        steps: Vec::new(),
+        prechecks: Vec::new(),
+        overheads: Vec::new(),
+        idle,
+        peak: Rss::default(),
+        hwm_kib: 0,
+        startup,
+        bot_cpu_ms: 0.0,
+        agents_cpu_ms: 0.0,
+        runs: runs * 2,
+    };
+    let agent_pids: Vec<u32> = stack
+        .hosts()
+        .iter()
+        .filter_map(|h| stack.fleet.pid(&baton_actions::Fqdn::parse(h).ok()?))
+        .collect();
+    let agents_cpu = || agent_pids.iter().map(|p| cpu_ms(*p)).sum::<f64>();
+    let (bot_before, agents_before) = (cpu_ms(pid), agents_cpu());
+    let mut measured = Vec::new();
+    for run in 1..=runs * 2 {
+        let target = if run % 2 == 1 { "EdgePool2" } else { "EdgePool1" };
+        bot.send(&format!("alice> !failover xmpp {target} fan-out bench"))?;
+        bot.wait_for(&format!("Run #{run} requested by"), WAIT)?;
+        bot.send(&format!("bob> !approve {run}"))?;
+        wait_run_end(&bot, run)?;
+        if target == "EdgePool2" {
+            measured.push(run);
+        }
+    }
+    figures.bot_cpu_ms = cpu_ms(pid) - bot_before;
+    figures.agents_cpu_ms = agents_cpu() - agents_before;
+    figures.hwm_kib = status_kib(pid, "VmHWM:");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    figures.peak = sampler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the memory sampler panicked"))?;
+    let lines = bot.timed_lines();
+    let journal = stack.journal()?;
+    for run in measured {
+        let running = lines
+            .iter()
+            .find(|(_, l)| l.contains(&format!("#{run} approved by")) && l.ends_with("Running."))
+            .map(|(t, _)| *t)
+            .with_context(|| format!("no Running. line for #{run}"))?;
+        let step = |k: usize| line_at(&lines, &format!("#{run} [{k}/8]"));
+        let (s1, s2, s6, s7, s8) = (step(1)?, step(2)?, step(6)?, step(7)?, step(8)?);
+        figures.prechecks.push(ms(s1 - running));
+        figures.steps.push(ms(s2 - s1));
+        figures.steps.push(ms(s7 - s6));
+        figures
+            .overheads
+            .push(ms(s8 - running) - critical_path_ms(&journal, run));
+    }
+    bot.kill9();
+    Ok(figures)
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; the one other argument is the number of measured runs.
+    let runs = match std::env::args().skip(1).find(|a| !a.starts_with("--")) {
+        Some(a) => a
+            .parse::<u32>()
+            .with_context(|| format!("runs must be a number, got {a:?}"))?,
+        None => 5,
+    };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "fan-out through `baton run` (console chat), {} cores, load before: {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        load.trim()
+    );
+    println!("command: cargo bench -p baton-e2e --bench bot_fanout -- {runs}");
+    println!("{:<40} {:>9} {:>9} {:>9} {:>6}", "", "p50 ms", "p99 ms", "ratio", "n");
+    let mut memory = Vec::new();
+    for n in [10usize, 100] {
+        let f = bench(n, runs)?;
+        // The ratio: of a step's median to the action's own time (none for the other rows).
+        let row = |what: &str, v: &[f64], per: Option<f64>| {
+            println!(
+                "{:<40} {:>9.1} {:>9.1} {:>9} {:>6}",
+                what,
+                quantile(v, 0.5),
+                quantile(v, 0.99),
+                per.map_or_else(|| "-".to_string(), |per| format!("{:.3}x", quantile(v, 0.5) / per)),
+                v.len()
+            );
+        };
+        row(
+            &format!("step to {n} servers (1 s actions)"),
+            &f.steps,
+            Some(ACTION_MS as f64),
+        );
+        row(&format!("precheck of {} hosts (health)", n + 1), &f.prechecks, None);
+        row(&format!("8-step run overhead, {n} servers"), &f.overheads, None);
+        println!(
+            "  ({n} servers: stack started in {:.1} s; CPU per run: baton {:.0} ms, agents and simulators {:.0} ms)",
+            f.startup.as_secs_f64(),
+            f.bot_cpu_ms / f64::from(f.runs),
+            f.agents_cpu_ms / f64::from(f.runs)
+        );
+        memory.push((n, f.idle, f.peak, f.hwm_kib));
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (n, idle, peak, hwm) in memory {
+        println!(
+            "baton resident memory with {n} servers: peak (VmHWM) {:.1} MiB; idle {:.1} MiB \
+             (anonymous {:.1}, file-backed {:.1}, {} threads); largest sample during the runs {:.1} MiB \
+             (anonymous {:.1}, file-backed {:.1}, {} threads)",
+            mib(hwm),
+            mib(idle.total),
+            mib(idle.anon),
+            mib(idle.file),
+            idle.threads,
+            mib(peak.total),
+            mib(peak.anon),
+            mib(peak.file),
+            peak.threads
+        );
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("load after: {}", load.trim());
+    Ok(())
+}
