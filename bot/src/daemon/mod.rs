@@ -467,6 +467,9 @@ impl Daemon {
                 break Err(e);
             }
         };
+        if let Err(e) = &result {
+            self.say_stopped(e).await;
+        }
         shutdown.cancel();
         adapters_stop.cancel();
         rooms_stop.cancel();
@@ -528,6 +531,45 @@ impl Daemon {
             && self.commits == 0
             && !self.engine.is_executing()
             && self.rooms.values().all(|r| r.backlog() == 0)
+    }
+
+    /// Baton stops because it could not journal: says so, best effort and briefly, in every room
+    /// it has spoken in and in the room of every run not yet ended, so that nobody waits for a
+    /// step that will not come. Straight to the platforms: the outbox is what failed.
+    async fn say_stopped(&mut self, error: &anyhow::Error) {
+        let mut rooms: BTreeSet<RoomRef> = self.rooms.keys().cloned().collect();
+        rooms.extend(
+            self.engine
+                .runs()
+                .filter(|r| r.phase.is_active())
+                .map(|r| r.room.clone()),
+        );
+        let text = format!(
+            "Baton has stopped: it could not write its journal ({error:#}). It does not act on what it cannot record; nothing more happens until it is restarted with a writable store, and runs in progress resume from the journal then."
+        );
+        tracing::error!(
+            rooms = rooms.len(),
+            "the journal cannot be written; telling the rooms before stopping"
+        );
+        let mut sends = Vec::new();
+        for room in rooms {
+            let Some(adapter) = self.adapters.get(&room.platform).cloned() else {
+                continue;
+            };
+            self.direct_ids -= 1;
+            let message = Outbound {
+                id: self.direct_ids,
+                room,
+                run: None,
+                body: Rich::from(text.as_str()),
+                card: None,
+                edit: None,
+            };
+            sends.push(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(3), adapter.deliver(&message)).await;
+            });
+        }
+        futures::future::join_all(sends).await;
     }
 
     /// Whether a stopping daemon is done: nothing in flight, nothing waiting for the store or

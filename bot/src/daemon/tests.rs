@@ -483,6 +483,8 @@ async fn an_adapter_that_fails_is_started_again_and_the_bot_hears_again() {
 struct SlowDisk {
     inner: SqliteStore,
     groups: Arc<std::sync::Mutex<Vec<usize>>>,
+    /// Once set, every write fails as on a full disk.
+    full: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl crate::store::Store for SlowDisk {
@@ -502,6 +504,16 @@ impl crate::store::Store for SlowDisk {
     }
     fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
         self.groups.lock().expect("not poisoned").push(batches.len());
+        if self.full.load(std::sync::atomic::Ordering::Acquire) {
+            let full = || StoreError::Sqlite {
+                path: "baton.sqlite".into(),
+                source: rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(13),
+                    Some("database or disk is full".into()),
+                ),
+            };
+            return batches.iter().map(|_| Err(full())).collect();
+        }
         std::thread::sleep(Duration::from_millis(100));
         self.inner.commit_all(batches)
     }
@@ -547,6 +559,7 @@ async fn batches_decided_while_the_disk_is_busy_are_written_together() {
     let store = SlowDisk {
         inner,
         groups: groups.clone(),
+        full: Arc::default(),
     };
     let executor = Arc::new(
         SimulatedExecutor::open(&dir.path().join("sim.sqlite"), SimulationConfig::default()).expect("opens the record"),
@@ -585,5 +598,51 @@ async fn batches_decided_while_the_disk_is_busy_are_written_together() {
         journal(dir.path()).iter().any(|k| k == "requested"),
         "{:?}",
         journal(dir.path())
+    );
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_written_stops_baton_and_the_rooms_are_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let chat = Arc::new(MemoryAdapter::new(Platform::Discord, Capabilities::default(), &["ops"]));
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = config();
+    let inner = SqliteStore::open(&dir.path().join("baton.sqlite")).expect("opens the store");
+    let cfg = EngineConfig::from_config(&config, inner.store_id());
+    let store = SlowDisk {
+        inner,
+        groups: Arc::default(),
+        full: full.clone(),
+    };
+    let executor = Arc::new(
+        SimulatedExecutor::open(&dir.path().join("sim.sqlite"), SimulationConfig::default()).expect("opens the record"),
+    );
+    let adapters: Vec<Arc<dyn ChatAdapter>> = vec![chat.clone()];
+    let daemon = Daemon::new(cfg, Box::new(store), executor, adapters, Lifetime::Forever).expect("starts");
+    let task = tokio::spawn(daemon.run(CancellationToken::new()));
+    chat.say("ops", &who(ALICE), "!failover xmpp EdgePool2 drill").await;
+    chat.wait_for(WAIT, |p| p.iter().any(|m| m.text.contains("Run #1 requested")))
+        .await
+        .expect("the request is posted");
+    // The disk fills: the approval cannot be journaled, so Baton stops, and says why first.
+    full.store(true, std::sync::atomic::Ordering::Release);
+    chat.say("ops", &who(BOB), "!approve 1").await;
+    let result = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    let error = result.expect_err("a journal that cannot be written stops the daemon");
+    assert!(format!("{error:#}").contains("disk is full"), "{error:#}");
+    let posted = chat.posted("ops");
+    assert!(
+        posted
+            .iter()
+            .any(|m| m.text.contains("Baton has stopped: it could not write its journal")
+                && m.text.contains("disk is full")),
+        "{posted:?}"
+    );
+    assert!(
+        !posted.iter().any(|m| m.text.contains("approved by bob")),
+        "nothing unjournaled was said"
     );
 }
