@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use baton_e2e::baton::Baton;
 use baton_e2e::discord::{Direction, DiscordStandIn, RateLimit};
 use baton_e2e::discord_bot::{ALICE, CAROL, INCIDENTS, lines, stand_in_config, write_config};
+use baton_e2e::measure::{self, memory, mib, percentile};
 use std::time::{Duration, SystemTime};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -184,43 +185,8 @@ async fn one(
     Ok(answered_at.duration_since(sent_at).unwrap_or_default())
 }
 
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-/// VmRSS and VmHWM of a process, from /proc (zero if unreadable).
-fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Memory {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len()).div_ceil(100).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 fn ms(d: Duration) -> String {
-    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+    format!("{:.2} ms", measure::ms(d))
 }
 
 fn row(name: &str, samples: &[Duration]) {

@@ -25,6 +25,7 @@
 
 use anyhow::{Context, bail};
 use baton_e2e::echo_bot::EchoBot;
+use baton_e2e::measure::{memory, mib, ms, percentile};
 use baton_e2e::prosody::INCIDENT_ROOM;
 use baton_e2e::stack::{Stack, StackOptions};
 use baton_e2e::xmpp_client::{JoinHistory, RoomMessage, TestClient};
@@ -336,46 +337,6 @@ async fn wait_for_baton(alice: &mut TestClient) -> anyhow::Result<()> {
         }
     }
     bail!("baton did not answer within 30 s")
-}
-
-#[derive(Clone, Copy, Default)]
-struct Memory {
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-/// VmRSS and VmHWM of a process, from /proc (zero if unreadable).
-fn memory(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Memory {
-        rss_kib: field("VmRSS:"),
-        hwm_kib: field("VmHWM:"),
-    }
-}
-
-fn percentile(samples: &[Duration], p: usize) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = (sorted.len() * p).div_ceil(100).saturating_sub(1).min(sorted.len() - 1);
-    sorted[index]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
 fn row(name: &str, samples: &[Duration]) {
