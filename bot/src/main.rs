@@ -61,6 +61,19 @@ enum StoreCmd {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Adopt the journal as it stands, after checking it with `baton audit`: seal a journal
+    /// written before keyed chains (its rows stay verified unkeyed), give undelivered messages
+    /// without a MAC one, and write the checkpoint at the journal's last row (when the
+    /// checkpoint was moved or lost). Refused when the rows do not verify, or while a Baton
+    /// uses the store.
+    Seal {
+        /// The SQLite store (its key and checkpoint beside it).
+        #[arg(long, conflicts_with = "config")]
+        store: Option<PathBuf>,
+        /// The store, its key and its checkpoint as this configuration names them.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -288,6 +301,14 @@ async fn main() -> ExitCode {
             init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
             store_migrate(&from, to, password_env, config).await
         }
+        Cmd::Store {
+            command: StoreCmd::Seal { store, config },
+        } => {
+            init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
+            tokio::task::spawn_blocking(move || store_seal(store, config))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("the seal panicked: {e}")))
+        }
         Cmd::Audit { run, store, config } => {
             init_logs(cli.log.as_deref(), &LogSettings::default(), "warn");
             // PostgreSQL's blocking client runs its own runtime: off the async threads.
@@ -498,7 +519,14 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     if let Some(pg) = config.postgres.clone() {
         return run_replica(path, config, pg).await;
     }
-    let store = SqliteStore::open(&config.bot.store)?;
+    let chain = config.bot.chain(false, true)?;
+    tracing::info!(key = chain.key_id(), checkpoint = ?chain.checkpoint_path(), "the journal's chain");
+    if config.bot.chain_key.is_none() {
+        tracing::warn!(
+            "the journal's key is kept beside the store: anyone who can read that folder can forge journal rows; set [bot] chain_key to a file elsewhere (see the README's security section)"
+        );
+    }
+    let store = SqliteStore::open_with(&config.bot.store, chain)?;
     let record = config.bot.store.with_file_name("simulation.sqlite");
     let parts = baton::assemble::executors(&config, &record).await?;
     let engine_cfg = EngineConfig::from_config(&config, store.store_id());
@@ -611,8 +639,9 @@ async fn lead_once(
     term: CancellationToken,
 ) -> anyhow::Result<()> {
     let (settings, session) = (pg.clone(), leadership.session().to_string());
+    let chain = config.bot.chain(true, false)?;
     let store = tokio::task::spawn_blocking(move || -> anyhow::Result<PostgresStore> {
-        let mut store = PostgresStore::open(&settings, &session)?;
+        let mut store = PostgresStore::open(&settings, &session, chain)?;
         store.fence(epoch)?;
         Ok(store)
     })
@@ -658,6 +687,16 @@ async fn store_migrate(
     password_env: Option<String>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
+    // The target verifies the source's rows, so it takes the source's key: the configuration's,
+    // or the one beside the source.
+    let key = match &config {
+        Some(c) => Config::load(c)?.bot.chain_key,
+        None => None,
+    };
+    let key = match key {
+        Some(k) => k,
+        None => baton::store::ChainKey::load(&baton::store::chain::beside(from, ".key"))?,
+    };
     let settings = match (to, config) {
         (Some(url), None) => {
             PgSettings::check_url(&url).map_err(|why| anyhow::anyhow!("--to {why}"))?;
@@ -687,8 +726,10 @@ async fn store_migrate(
     }
     let from = from.to_path_buf();
     let report = tokio::task::spawn_blocking(move || -> anyhow::Result<baton::store::ChainReport> {
-        let mut source = SqliteStore::open(&from)?;
-        let mut target = PostgresStore::open(&settings, "baton migrate")?;
+        let source_chain =
+            baton::store::Chain::new(key.clone(), Some(baton::store::chain::beside(&from, ".head")), true);
+        let mut source = SqliteStore::open_with(&from, source_chain)?;
+        let mut target = PostgresStore::open(&settings, "baton migrate", baton::store::Chain::new(key, None, false))?;
         let epoch = baton::store::postgres::take_over_for_maintenance(&mut target)?;
         let result = baton::store::postgres::copy_store(&mut source, &mut target);
         baton::store::postgres::release_maintenance(&mut target, epoch);
@@ -699,6 +740,54 @@ async fn store_migrate(
     println!(
         "copied {} journal rows; the hash chain verifies on both sides",
         report.rows
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `baton store seal`: adopts the journal as it stands (see [`StoreCmd::Seal`]).
+fn store_seal(store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (shown, adopted) = match (store, config) {
+        (Some(s), _) => {
+            anyhow::ensure!(s.exists(), "no store at {}", s.display());
+            let key = baton::store::ChainKey::load(&baton::store::chain::beside(&s, ".key"))?;
+            let chain = baton::store::Chain::new(key, Some(baton::store::chain::beside(&s, ".head")), true);
+            (s.display().to_string(), SqliteStore::open_with(&s, chain)?.adopt()?)
+        }
+        (None, Some(c)) => {
+            let config = Config::load(&c)?;
+            match &config.postgres {
+                Some(pg) => {
+                    let mut store = PostgresStore::open(pg, "baton store seal", config.bot.chain(true, false)?)?;
+                    let epoch = baton::store::postgres::take_over_for_maintenance(&mut store)?;
+                    let adopted = store.adopt();
+                    baton::store::postgres::release_maintenance(&mut store, epoch);
+                    (pg.target(), adopted?)
+                }
+                None => {
+                    let s = &config.bot.store;
+                    anyhow::ensure!(s.exists(), "no store at {}", s.display());
+                    let chain = config.bot.chain(false, false)?;
+                    (s.display().to_string(), SqliteStore::open_with(s, chain)?.adopt()?)
+                }
+            }
+        }
+        (None, None) => anyhow::bail!("name the store: --store FILE or --config FILE"),
+    };
+    if adopted.legacy_rows > 0 {
+        println!(
+            "{shown}: sealed {} rows written before keyed chains (they stay verified unkeyed)",
+            adopted.legacy_rows
+        );
+    }
+    if adopted.messages > 0 {
+        println!(
+            "{shown}: {} undelivered message(s) without a MAC adopted; they will be posted",
+            adopted.messages
+        );
+    }
+    println!(
+        "{shown}: the checkpoint now vouches for the journal up to row {}",
+        adopted.head_seq
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -772,15 +861,20 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
         }
         (None, Some(c)) => {
             let config = Config::load(&c)?;
+            let shared = config.postgres.is_some();
+            let chain = config.bot.chain(shared, false)?;
             match config.postgres {
                 // Reads only: the session has no epoch, so the database refuses any write.
-                Some(pg) => (pg.target(), Box::new(PostgresStore::open(&pg, "baton audit")?)),
+                Some(pg) => (pg.target(), Box::new(PostgresStore::open(&pg, "baton audit", chain)?)),
                 None => {
                     let s = config.bot.store;
                     if !s.exists() {
                         anyhow::bail!("no store at {}", s.display());
                     }
-                    (s.display().to_string(), Box::new(SqliteStore::open_read_only(&s)?))
+                    (
+                        s.display().to_string(),
+                        Box::new(SqliteStore::open_read_only_with(&s, chain)?),
+                    )
                 }
             }
         }
@@ -796,23 +890,42 @@ fn audit(run: &str, store: Option<PathBuf>, config: Option<PathBuf>) -> anyhow::
         );
     }
     let chain = store.verify_chain()?;
+    let forged: Vec<serde_json::Value> = store
+        .forged()?
+        .iter()
+        .map(|q| serde_json::json!({ "id": q.id, "room": q.row.room.to_string(), "run": q.row.run.map(|r| r.0) }))
+        .collect();
     let doc = serde_json::json!({
         "store": path,
         "run": run.map(|r| r.0),
-        "chain": { "intact": chain.intact(), "rows": chain.rows, "problems": chain.problems },
+        "chain": {
+            "intact": chain.intact(),
+            "rows": chain.rows,
+            "problems": chain.problems,
+            "notes": chain.notes,
+            "key": chain.key_id,
+            "legacy_rows": chain.legacy_rows,
+            "head": { "seq": chain.head_seq, "mac": chain.head },
+            "checkpoint_seq": chain.checkpoint_seq,
+        },
+        "forged_messages": forged,
         "events": events,
     });
     println!(
         "{}",
         serde_json::to_string_pretty(&doc).expect("the audit document is plain JSON")
     );
-    if chain.intact() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!(
-            "baton: the journal's hash chain is broken: {}",
-            chain.problems.join("; ")
-        );
-        Ok(ExitCode::from(2))
+    let mut intact = true;
+    if !chain.intact() {
+        eprintln!("baton: the journal does not verify: {}", chain.problems.join("; "));
+        intact = false;
     }
+    if !forged.is_empty() {
+        eprintln!(
+            "baton: {} undelivered message(s) in the store were not written by Baton (their MAC does not verify); Baton will not post them",
+            forged.len()
+        );
+        intact = false;
+    }
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

@@ -84,7 +84,13 @@ fn takeover(pg: &Postgres, mode: Mode, i: usize) -> anyhow::Result<[Duration; 3]
     let dir = tempfile::Builder::new().prefix("baton-takeover-").tempdir()?;
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/contoso.toml"))?;
     let config = dir.path().join("baton.toml");
-    let text = example.replace("trusted = false", "trusted = true") + "\n" + &store_section(pg, &db, "2s");
+    baton::store::ChainKey::load_or_create(&dir.path().join("chain.key"))?;
+    let text = example.replace("trusted = false", "trusted = true").replacen(
+        "[bot]\n",
+        "[bot]\nchain_key = { file = \"chain.key\" }\n",
+        1,
+    ) + "\n"
+        + &store_section(pg, &db, "2s");
     std::fs::write(&config, text)?;
     let mut shared = Shared::connect(pg, &db)?;
     let mut a = start_replica(&config, "site1")?;
@@ -133,7 +139,7 @@ fn store_cycle(pg: &Postgres, rounds: usize) -> anyhow::Result<()> {
         connect_timeout: Duration::from_secs(3),
         ca: None,
     };
-    let mut postgres = PostgresStore::open(&settings, "bench")?;
+    let mut postgres = PostgresStore::open(&settings, "bench", baton_e2e::postgres::chain())?;
     pgstore::take_over_for_maintenance(&mut postgres)?;
     let dir = tempfile::tempdir()?;
     let mut sqlite = SqliteStore::open(&dir.path().join("baton.sqlite"))?;

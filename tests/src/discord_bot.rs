@@ -168,7 +168,7 @@ impl DiscordBaton {
         }
         let adapter = Arc::new(DiscordAdapter::new(dc)?);
         let link = adapter.status();
-        let store = SqliteStore::open(&config.bot.store)?;
+        let store = SqliteStore::open_with(&config.bot.store, config.bot.chain(false, true)?)?;
         let mut cfg = EngineConfig::from_config(&config, store.store_id());
         if let Some(e) = options.expiry {
             cfg.policy.expiry = e;

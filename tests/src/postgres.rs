@@ -284,3 +284,13 @@ impl Drop for Postgres {
         }
     }
 }
+
+/// The journal's chain for stores the tests open directly: a fixed key (a test fixture, not a
+/// secret) and no checkpoint file.
+pub fn chain() -> baton::store::Chain {
+    let key = baton::store::ChainKey::new(secrecy::SecretString::from(
+        "baton-e2e fixture key for PostgreSQL tests",
+    ))
+    .expect("the fixture key is long enough");
+    baton::store::Chain::new(key, None, false)
+}

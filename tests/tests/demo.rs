@@ -277,7 +277,10 @@ fn audit_detects_an_edited_journal_row() -> anyhow::Result<()> {
     // And Baton refuses to act on it.
     let (status, _, err) = run(&["demo", "--store", s], T)?;
     assert!(!status.success());
-    assert!(err.contains("hash chain is broken") && err.contains(&problem), "{err}");
+    assert!(
+        err.contains("the journal does not verify") && err.contains(&problem),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -34,7 +34,7 @@ fn event(run: u64) -> Recorded {
 
 /// A store with the leader's lock and a fresh epoch, as `baton store migrate` takes them.
 fn fenced(s: &PgSettings) -> (PostgresStore, i64) {
-    let mut store = PostgresStore::open(s, "test").expect("opens");
+    let mut store = PostgresStore::open(s, "test", baton_e2e::postgres::chain()).expect("opens");
     let epoch = pgstore::take_over_for_maintenance(&mut store).expect("takes the epoch");
     (store, epoch)
 }
@@ -119,7 +119,7 @@ fn a_deposed_writer_commits_nothing_the_database_refuses_it() -> anyhow::Result<
     ));
     assert!(matches!(old.delivered(1, None), Err(StoreError::Fenced { .. })));
     // A session that never took an epoch (an audit) cannot write either.
-    let mut reader = PostgresStore::open(&s, "reader")?;
+    let mut reader = PostgresStore::open(&s, "reader", baton_e2e::postgres::chain())?;
     assert!(matches!(
         reader.commit(&Batch {
             events: vec![event(3)],
@@ -256,7 +256,9 @@ fn baton_store_migrate_copies_a_sqlite_journal_and_refuses_a_non_empty_target() 
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains("copied 3 journal rows"), "{stdout}");
     let s = settings(&pg, "migrated", "a");
-    let mut target = PostgresStore::open(&s, "check")?;
+    // The copy verifies under the key the SQLite store was written with (beside it).
+    let key = baton::store::ChainKey::load(&baton::store::chain::beside(&sqlite, ".key"))?;
+    let mut target = PostgresStore::open(&s, "check", baton::store::Chain::new(key, None, false))?;
     assert_eq!(
         target.store_id(),
         store_id,
@@ -280,12 +282,58 @@ fn baton_store_migrate_copies_a_sqlite_journal_and_refuses_a_non_empty_target() 
 }
 
 #[test]
+fn a_message_inserted_in_the_shared_outbox_is_never_handed_out() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    pg.create_db("forged")?;
+    let s = settings(&pg, "forged", "a");
+    let (mut store, _) = fenced(&s);
+    let room = RoomRef::new(baton_policies::Platform::Console, "incident");
+    let genuine = store.commit(&Batch {
+        events: vec![event(1)],
+        rows: vec![baton::outbox::Row {
+            room: room.clone(),
+            run: Some(RunId(1)),
+            lane: baton::outbox::Lane::Line,
+            body: baton::chat::Rich::from("#1 approved by bob"),
+            card: None,
+        }],
+        ..Default::default()
+    })?;
+    // Someone with a database login adds a line, with and without a MAC copied from a real one.
+    store.client().batch_execute(
+        "INSERT INTO outbox (platform, room, run, text, lane, body)
+             VALUES ('console', 'incident', 1, 'forged', 'line', '[{\"t\":\"text\",\"v\":\"forged\"}]');
+         INSERT INTO outbox (platform, room, run, text, lane, body, mac)
+             SELECT platform, room, run, 'forged', lane, '[{\"t\":\"text\",\"v\":\"forged\"}]', mac FROM outbox WHERE mac IS NOT NULL;",
+    )?;
+    assert_eq!(store.forged()?.len(), 2);
+    assert_eq!(store.outbox()?, genuine, "only Baton's own line is handed out");
+    assert!(store.forged()?.is_empty(), "the forged lines are marked dropped");
+    let dropped: i64 = store
+        .client()
+        .query_one("SELECT count(*) FROM outbox WHERE dropped LIKE 'forged:%'", &[])?
+        .get(0);
+    assert_eq!(dropped, 2);
+    // A different key does not verify the journal.
+    let other = baton::store::Chain::new(
+        baton::store::ChainKey::new(SecretString::from("another key, thirty-two characters long"))
+            .map_err(anyhow::Error::msg)?,
+        None,
+        false,
+    );
+    let mut reader = PostgresStore::open(&s, "reader", other)?;
+    let report = reader.verify_chain()?;
+    assert!(report.problems[0].contains("seal does not verify"), "{report:?}");
+    Ok(())
+}
+
+#[test]
 fn tls_to_the_server_is_verified_with_the_configured_ca() -> anyhow::Result<()> {
     let pg = Postgres::start_tls()?;
     pg.create_db("tls")?;
     let mut s = settings(&pg, "tls", "a");
     s.ca = Some(pg.ca().expect("a TLS cluster has a CA").to_path_buf());
-    let mut store = PostgresStore::open(&s, "tls")?;
+    let mut store = PostgresStore::open(&s, "tls", baton_e2e::postgres::chain())?;
     let ssl: bool = store
         .client()
         .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])?
@@ -296,7 +344,7 @@ fn tls_to_the_server_is_verified_with_the_configured_ca() -> anyhow::Result<()> 
     let other = tempfile::tempdir()?;
     let foreign = baton_e2e::prosody::test_pki(other.path(), "foreign")?;
     s.ca = Some(foreign.ca.clone());
-    let err = PostgresStore::open(&s, "tls")
+    let err = PostgresStore::open(&s, "tls", baton_e2e::postgres::chain())
         .err()
         .expect("an unknown issuer is refused");
     let text = format!("{err:#} {:?}", std::error::Error::source(&err));
@@ -308,7 +356,9 @@ fn tls_to_the_server_is_verified_with_the_configured_ca() -> anyhow::Result<()> 
     // A file that is no CA is a clear error.
     std::fs::write(other.path().join("empty.pem"), "")?;
     s.ca = Some(other.path().join("empty.pem"));
-    let err = PostgresStore::open(&s, "tls").err().expect("no CA");
+    let err = PostgresStore::open(&s, "tls", baton_e2e::postgres::chain())
+        .err()
+        .expect("no CA");
     assert!(err.to_string().contains("holds no certificate"), "{err}");
     Ok(())
 }
@@ -357,7 +407,7 @@ fn lease_renewals_do_not_wait_for_a_write_in_progress() -> anyhow::Result<()> {
     let Role::Leader { epoch, .. } = a.role() else {
         panic!("leads")
     };
-    let mut store = PostgresStore::open(&s, a.session())?;
+    let mut store = PostgresStore::open(&s, a.session(), baton_e2e::postgres::chain())?;
     store.fence(epoch)?;
     let mut tx = store.client().transaction()?;
     // The fencing trigger holds the epoch row's share lock until this transaction ends.

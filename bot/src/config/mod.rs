@@ -50,6 +50,34 @@ pub struct BotSettings {
     /// How long a mirror room may refuse messages before Baton records them undeliverable there
     /// and says so once in the run's room (`mirror_give_up`, default 60s).
     pub mirror_give_up: Duration,
+    /// `chain_key`: the key of the journal's chain (a secret); `None` keeps it in a file beside
+    /// a SQLite store, made on first start.
+    pub chain_key: Option<crate::store::ChainKey>,
+    /// `checkpoint`: the file that records the journal's last row outside the store (default:
+    /// beside the store, `<store>.head`).
+    pub checkpoint: Option<PathBuf>,
+}
+
+impl BotSettings {
+    /// The chain the store is opened with. For a SQLite store a missing checkpoint is a
+    /// problem; a replica of a PostgreSQL store keeps its own, which may lag the other's.
+    /// `make_key`: make the default key file when there is none (`baton run`, not `baton audit`).
+    pub fn chain(&self, shared: bool, make_key: bool) -> Result<crate::store::Chain, crate::store::StoreError> {
+        use crate::store::chain::beside;
+        let checkpoint = self.checkpoint.clone().unwrap_or_else(|| beside(&self.store, ".head"));
+        let key = match &self.chain_key {
+            Some(k) => k.clone(),
+            None if shared => {
+                return Err(crate::store::StoreError::Key {
+                    path: "bot.chain_key".into(),
+                    why: "is required with a PostgreSQL store".into(),
+                });
+            }
+            None if make_key => crate::store::ChainKey::load_or_create(&beside(&self.store, ".key"))?,
+            None => crate::store::ChainKey::load(&beside(&self.store, ".key"))?,
+        };
+        Ok(crate::store::Chain::new(key, Some(checkpoint), !shared))
+    }
 }
 
 /// How Baton knows which pool holds the route now.
@@ -139,7 +167,7 @@ impl Config {
             e.at("", err.span(), format!("TOML syntax: {}", err.message().trim()));
         }
         let root = Table::root(&doc);
-        let bot = bot_section(&mut e, &root, &env.base);
+        let bot = bot_section(&mut e, &root, env);
         let directory = people_and_groups(&mut e, &root);
         let policy = policy_section(&mut e, &root, directory.as_ref());
         let real = bot.as_ref().is_some_and(|b| b.executor == ExecutorKind::Agents);
@@ -159,6 +187,13 @@ impl Config {
         let server = ops::read_server(&mut e, &root);
         let log = ops::read_log(&mut e, &root);
         let postgres = store::read(&mut e, &root, env);
+        if postgres.as_ref().is_some_and(Option::is_some) && bot.as_ref().is_some_and(|b| b.chain_key.is_none()) {
+            e.at(
+                "bot.chain_key",
+                None,
+                "is required with a PostgreSQL store (both replicas sign the journal with it): name a file ({ file = \"PATH\" }) or an environment variable ({ env = \"NAME\" }) holding at least 32 characters, e.g. from `openssl rand -hex 32`",
+            );
+        }
         root.finish(&mut e);
         match (
             e.is_empty(),
@@ -235,7 +270,7 @@ pub(crate) fn duration(e: &mut Errors<'_>, t: &Table<'_, '_>, key: &str) -> Opti
     }
 }
 
-fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<BotSettings> {
+fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, env: &secret::SecretEnv<'_>) -> Option<BotSettings> {
     let Some(t) = root.sub(e, "bot") else {
         if !root.has("bot") {
             e.at("bot", None, "is missing");
@@ -257,7 +292,26 @@ fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<
         .opt::<String>(e, "store")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("baton.sqlite"));
+    let base = &env.base;
     let store = if store.is_absolute() { store } else { base.join(store) };
+    let mut key_ok = true;
+    let chain_key = t
+        .has("chain_key")
+        .then(|| secret::read(e, &t, "chain_key", env, true))
+        .flatten();
+    let chain_key = chain_key.and_then(|k| match crate::store::ChainKey::new(k) {
+        Ok(k) => Some(k),
+        Err(why) => {
+            e.at(&t.key_path("chain_key"), t.span_of("chain_key"), why);
+            key_ok = false;
+            None
+        }
+    });
+    key_ok &= !t.has("chain_key") || chain_key.is_some();
+    let checkpoint = t.opt::<String>(e, "checkpoint").map(|c| {
+        let c = PathBuf::from(c);
+        if c.is_absolute() { c } else { base.join(c) }
+    });
     let executor = match t.opt::<String>(e, "executor").as_deref() {
         None | Some("simulated") => Some(ExecutorKind::Simulated),
         Some("agents") => Some(ExecutorKind::Agents),
@@ -296,8 +350,10 @@ fn bot_section(e: &mut Errors<'_>, root: &Table<'_, '_>, base: &Path) -> Option<
         store,
         executor: executor?,
         mirror_give_up,
+        chain_key,
+        checkpoint,
     })
-    .filter(|_| prefix_ok && give_up_ok)
+    .filter(|_| prefix_ok && give_up_ok && key_ok)
 }
 
 fn people_and_groups(e: &mut Errors<'_>, root: &Table<'_, '_>) -> Option<Directory> {

@@ -90,8 +90,15 @@ mod tests {
 
     const BASE: &str = include_str!("../../../examples/contoso.toml");
 
+    /// The example with `extra` appended; with a `CHAINKEY` variable, `[bot]` names it as the
+    /// journal's key.
     fn parse(extra: &str, vars: &[(&str, &str)]) -> Result<Config, String> {
-        let text = format!("{BASE}\n{extra}");
+        let base = if vars.iter().any(|(k, _)| *k == "CHAINKEY") {
+            BASE.replacen("[bot]\n", "[bot]\nchain_key = { env = \"CHAINKEY\" }\n", 1)
+        } else {
+            BASE.to_string()
+        };
+        let text = format!("{base}\n{extra}");
         let var = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         Config::parse(
             &text,
@@ -108,9 +115,10 @@ mod tests {
     fn a_postgres_store_is_read_with_its_password_from_the_environment() {
         let c = parse(
             "[store]\npostgres = \"postgres://baton@db1.contoso.com:5433/baton\"\npassword = { env = \"PGPW\" }\nreplica = \"site1\"\nlease = \"2s\"\n",
-            &[("PGPW", "s3cret-pw")],
+            &[("PGPW", "s3cret-pw"), ("CHAINKEY", "0123456789abcdef0123456789abcdef")],
         )
         .expect("valid");
+        assert!(c.bot.chain_key.is_some());
         let pg = c.postgres.clone().expect("a postgres store");
         assert_eq!(pg.replica, "site1");
         assert_eq!(pg.lease, std::time::Duration::from_secs(2));
@@ -144,5 +152,21 @@ mod tests {
         for key in ["store.password", "store.replica", "store.lease", "store.flavour"] {
             assert!(err.contains(key), "{key} in {err}");
         }
+    }
+
+    #[test]
+    fn a_postgres_store_needs_the_journals_key_and_a_short_key_is_never_echoed() {
+        let pg = "[store]\npostgres = \"postgres://baton@db1/baton\"\n";
+        let err = parse(pg, &[]).expect_err("no key");
+        assert!(
+            err.contains("bot.chain_key: is required with a PostgreSQL store"),
+            "{err}"
+        );
+        let err = parse(pg, &[("CHAINKEY", "tiny-s3cret")]).expect_err("a short key");
+        assert!(err.contains("bot.chain_key") && err.contains("at least 32"), "{err}");
+        assert!(!err.contains("tiny-s3cret"), "{err}");
+        assert_eq!(err.matches("bot.chain_key").count(), 1, "said once: {err}");
+        let c = parse("", &[]).expect("SQLite needs no key in the file");
+        assert!(c.bot.chain_key.is_none());
     }
 }

@@ -206,7 +206,7 @@ impl Daemon {
         let report = store.verify_chain().context("checking the journal")?;
         if !report.intact() {
             anyhow::bail!(
-                "the journal's hash chain is broken ({}); `baton audit` shows it. Baton will not act on a journal it cannot trust",
+                "the journal does not verify ({}); `baton audit` shows it. Baton will not act on a journal it cannot trust",
                 report.problems.join("; ")
             );
         }

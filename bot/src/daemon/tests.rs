@@ -546,6 +546,15 @@ impl crate::store::Store for SlowDisk {
     fn verify_chain(&mut self) -> Result<crate::store::ChainReport, StoreError> {
         self.inner.verify_chain()
     }
+    fn forged(&mut self) -> Result<Vec<Queued>, StoreError> {
+        self.inner.forged()
+    }
+    fn chain_seal(&mut self) -> Result<Option<String>, StoreError> {
+        self.inner.chain_seal()
+    }
+    fn adopt(&mut self) -> Result<crate::store::Adopted, StoreError> {
+        self.inner.adopt()
+    }
 }
 
 #[tokio::test]

@@ -79,6 +79,16 @@ pub fn check(mut reopen: impl FnMut() -> Box<dyn Store>) {
     assert_eq!(store.outbox_len().expect("counts"), 0);
     let chain = store.verify_chain().expect("verifies");
     assert!(chain.intact() && chain.rows == 3, "{chain:?}");
+    assert_eq!((chain.head_seq, chain.legacy_rows), (3, 0), "{chain:?}");
+    assert_eq!(raw_head(&mut *store), chain.head, "the report names the last row's MAC");
+    assert!(
+        store.chain_seal().expect("reads").is_some(),
+        "sealed before its first row"
+    );
+    assert!(
+        store.forged().expect("reads").is_empty(),
+        "every row Baton wrote has a good MAC"
+    );
     let journal = store.journal(Some(RunId(2))).expect("reads");
     assert_eq!(journal.len(), 1);
     assert_eq!(journal[0].kind, "expired");
@@ -100,4 +110,13 @@ pub fn check(mut reopen: impl FnMut() -> Box<dyn Store>) {
     );
     store.set_card(&room, RunId(1), None).expect("forgets");
     assert!(store.cards().expect("reads").is_empty());
+}
+
+fn raw_head(store: &mut dyn Store) -> String {
+    store
+        .export()
+        .expect("exports")
+        .last()
+        .map(|r| r.hash.clone())
+        .unwrap_or_default()
 }

@@ -7,12 +7,14 @@
 //! replicas, one of them active by `leader.rs`).
 
 pub mod actor;
+pub mod chain;
 pub mod conformance;
 pub mod leader;
 pub mod postgres;
 mod sqlite;
 
 pub use actor::StoreActor;
+pub use chain::{Chain, ChainKey};
 pub use postgres::{PgSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -50,6 +52,10 @@ pub enum StoreError {
     Fenced { why: String },
     #[error("not committed: it shared a transaction with a batch that failed ({why})")]
     GroupFailed { why: String },
+    #[error("the journal's key {path}: {why}")]
+    Key { path: String, why: String },
+    #[error("the journal cannot be adopted as it is: {why}")]
+    Adopt { why: String },
 }
 
 /// One journal row exactly as stored (a migration copies it verbatim, hash chain included).
@@ -126,12 +132,23 @@ pub struct JournalRow {
     pub hash: String,
 }
 
-/// The verdict on the hash chain.
+/// The verdict on the chain (see [`chain`]).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ChainReport {
     pub rows: usize,
     /// Empty when the chain is intact; otherwise one sentence per problem, naming the row.
     pub problems: Vec<String>,
+    /// What deserves a look without being a problem (a replica without its own checkpoint).
+    pub notes: Vec<String>,
+    /// The key's id (never the key).
+    pub key_id: String,
+    /// Rows written before keyed chains, verified unkeyed (the seal vouches for them).
+    pub legacy_rows: usize,
+    /// The last row: its number and MAC, to compare with a head recorded elsewhere.
+    pub head_seq: i64,
+    pub head: String,
+    /// The row the checkpoint vouches for, when it verified.
+    pub checkpoint_seq: Option<i64>,
 }
 
 impl ChainReport {
@@ -175,6 +192,26 @@ pub trait Store: Send {
     fn journal(&mut self, run: Option<RunId>) -> Result<Vec<JournalRow>, StoreError>;
     /// Every journal row exactly as stored, in order (for `baton store migrate`).
     fn export(&mut self) -> Result<Vec<RawEvent>, StoreError>;
-    /// Recomputes the hash chain over the whole journal.
+    /// Verifies the whole journal: every row's MAC under the key, the seal, the checkpoint.
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError>;
+    /// The undelivered outbox rows whose MAC does not verify (read only: `baton audit`);
+    /// [`Store::outbox`] marks them dropped and never returns them.
+    fn forged(&mut self) -> Result<Vec<Queued>, StoreError>;
+    /// The store's seal (`None` before one is made); a migration copies it.
+    fn chain_seal(&mut self) -> Result<Option<String>, StoreError>;
+    /// `baton store seal`: adopts the journal as it stands (a store from before keyed chains,
+    /// or one whose checkpoint was moved): seals it, MACs the undelivered messages that have
+    /// none, and writes the checkpoint. Refused when the rows do not verify.
+    fn adopt(&mut self) -> Result<Adopted, StoreError>;
+}
+
+/// What `baton store seal` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Rows sealed as written before keyed chains (0 when the store was sealed already).
+    pub legacy_rows: i64,
+    /// Undelivered messages without a MAC that were given one.
+    pub messages: usize,
+    /// The head now recorded in the checkpoint.
+    pub head_seq: i64,
 }

@@ -1,6 +1,6 @@
 //! The PostgreSQL store, for replicas in two sites sharing one database: the same journal (append
-//! only, enforced by triggers; hash-chained exactly as in SQLite, so a journal copies across and
-//! verifies the same), `runs` projection, outbox, cards and handled ids, one transaction per
+//! only, enforced by triggers; chained under the journal's key exactly as in SQLite, so a journal
+//! copies across and verifies the same; both replicas hold the key), `runs` projection, outbox, cards and handled ids, one transaction per
 //! batch, schema migrations versioned and applied at start.
 //!
 //! Fencing lives in the database: every write statement on the store's tables runs a trigger
@@ -8,8 +8,9 @@
 //! on that row) and refuses the write when they differ. A replica that was deposed while paused
 //! or cut off therefore commits nothing, whatever it believes about itself.
 
-use super::sqlite::{ChainRow, GENESIS, chain_hash, chain_report, millis, new_store_id, platform_of};
-use super::{Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
+use super::chain::{Chain, ChainRow, FORGED, GENESIS, refuse_forged};
+use super::sqlite::{millis, new_store_id, platform_of};
+use super::{Adopted, Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
 use crate::chat::{MessageRef, Rich, RoomRef};
 use crate::event::{Event, Recorded};
 use crate::outbox::{Lane, Queued, Row};
@@ -282,6 +283,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER handled_fence BEFORE INSERT OR UPDATE OR DELETE ON handled
         FOR EACH STATEMENT EXECUTE FUNCTION baton_fence();
     "#,
+    // 2: outbox rows carry a MAC under the journal's key (rows from before have none and are
+    // not posted until `baton store seal` adopts them).
+    "ALTER TABLE outbox ADD COLUMN mac TEXT;",
 ];
 
 /// Brings the schema up to date (under an advisory lock, so two replicas starting together
@@ -334,12 +338,13 @@ pub struct PostgresStore {
     target: String,
     store_id: String,
     epoch: Option<i64>,
+    chain: Chain,
 }
 
 impl PostgresStore {
     /// Connects a session named `application_name`, migrates the schema and reads the store id.
     /// The session writes nothing until [`PostgresStore::fence`] gives it an epoch.
-    pub fn open(settings: &PgSettings, application_name: &str) -> Result<PostgresStore, StoreError> {
+    pub fn open(settings: &PgSettings, application_name: &str, chain: Chain) -> Result<PostgresStore, StoreError> {
         let target = settings.target();
         let mut client = settings.connect(application_name)?;
         let store_id = migrate(&mut client, &target)?;
@@ -348,6 +353,7 @@ impl PostgresStore {
             target,
             store_id,
             epoch: None,
+            chain,
         })
     }
 
@@ -359,6 +365,16 @@ impl PostgresStore {
             .execute("SELECT set_config('baton.epoch', $1, false)", &[&epoch_text])
             .map_err(self.err())?;
         self.epoch = Some(epoch);
+        // A new store is sealed by the first replica that leads it.
+        if self.is_empty()? && self.chain_seal()?.is_none() {
+            let seal = self.chain.seal(&self.store_id, 0, GENESIS);
+            self.client
+                .execute(
+                    "INSERT INTO baton_meta (key, value) VALUES ('chain_seal', $1) ON CONFLICT (key) DO NOTHING",
+                    &[&seal],
+                )
+                .map_err(self.err())?;
+        }
         Ok(())
     }
 
@@ -389,6 +405,66 @@ impl PostgresStore {
 
     fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
         move |source| classify(&self.target, source)
+    }
+
+    /// Every undelivered outbox row with its MAC as stored, oldest first.
+    fn outbox_rows(&mut self) -> Result<Vec<(Queued, Option<String>)>, StoreError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT id, platform, room, run, text, card, lane, body, mac FROM outbox WHERE delivered_at IS NULL ORDER BY id",
+                &[],
+            )
+            .map_err(self.err())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let body: Option<String> = r.get(7);
+                let text: String = r.get(4);
+                let card: Option<String> = r.get(5);
+                let q = Queued {
+                    id: r.get(0),
+                    row: Row {
+                        room: RoomRef::new(platform_of(r.get(1)), r.get::<_, String>(2)),
+                        run: r.get::<_, Option<i64>>(3).map(|x| RunId(x as u64)),
+                        lane: Lane::parse(r.get(6)).unwrap_or(Lane::Line),
+                        body: body
+                            .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
+                            .unwrap_or_else(|| Rich::from(text)),
+                        card: card.and_then(|c| serde_json::from_str(&c).ok()),
+                    },
+                };
+                (q, r.get::<_, Option<String>>(8))
+            })
+            .collect())
+    }
+
+    /// The seal and the rows, read in one snapshot.
+    fn seal_and_rows(&mut self) -> Result<(Option<String>, Vec<ChainRow>), StoreError> {
+        let target = self.target.clone();
+        let err = |source| classify(&target, source);
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(err)?;
+        let seal: Option<String> = tx
+            .query_opt("SELECT value FROM baton_meta WHERE key = 'chain_seal'", &[])
+            .map_err(err)?
+            .map(|r| r.get(0));
+        let rows = tx
+            .query(
+                "SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq",
+                &[],
+            )
+            .map_err(err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect();
+        tx.commit().map_err(err)?;
+        Ok((seal, rows))
     }
 }
 
@@ -444,6 +520,7 @@ impl Store for PostgresStore {
         let err = |source| classify(&target, source);
         let mut tx = self.client.transaction().map_err(err)?;
         let mut queued = Vec::with_capacity(batch.rows.len());
+        let mut head = None;
         if !batch.events.is_empty() {
             // The row lock on the last event keeps two writers from forking the chain (only
             // one can hold the epoch, but the lock costs nothing and states the rule).
@@ -462,12 +539,13 @@ impl Store for PostgresStore {
                 let at = millis(r.at);
                 let body = json(&r.event);
                 let kind = r.event.kind();
-                let hash = chain_hash(&prev, seq, &at, kind, &body);
+                let hash = self.chain.link(&prev, seq, &at, kind, &body);
                 let run = r.event.run().map(|id| id.0 as i64);
                 tx.execute(&insert, &[&seq, &at, &run, &kind, &body, &prev, &hash])
                     .map_err(err)?;
                 prev = hash;
             }
+            head = Some((seq, prev));
         }
         if !batch.rows.is_empty() {
             let insert = tx
@@ -494,6 +572,9 @@ impl Store for PostgresStore {
                     )
                     .map_err(err)?
                     .get(0);
+                let mac = self.chain.outbox_mac(&self.store_id, id, row);
+                tx.execute("UPDATE outbox SET mac = $2 WHERE id = $1", &[&id, &mac])
+                    .map_err(err)?;
                 queued.push(Queued { id, row: row.clone() });
             }
         }
@@ -523,6 +604,9 @@ impl Store for PostgresStore {
             .map_err(err)?;
         }
         tx.commit().map_err(err)?;
+        if let Some((seq, hash)) = head {
+            self.chain.anchor(&self.store_id, seq, &hash);
+        }
         Ok(queued)
     }
 
@@ -545,32 +629,23 @@ impl Store for PostgresStore {
     }
 
     fn outbox(&mut self) -> Result<Vec<Queued>, StoreError> {
-        let rows = self
-            .client
-            .query(
-                "SELECT id, platform, room, run, text, card, lane, body FROM outbox WHERE delivered_at IS NULL ORDER BY id",
-                &[],
-            )
-            .map_err(self.err())?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let body: Option<String> = r.get(7);
-                let text: String = r.get(4);
-                let card: Option<String> = r.get(5);
-                Queued {
-                    id: r.get(0),
-                    row: Row {
-                        room: RoomRef::new(platform_of(r.get(1)), r.get::<_, String>(2)),
-                        run: r.get::<_, Option<i64>>(3).map(|x| RunId(x as u64)),
-                        lane: Lane::parse(r.get(6)).unwrap_or(Lane::Line),
-                        body: body
-                            .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
-                            .unwrap_or_else(|| Rich::from(text)),
-                        card: card.and_then(|c| serde_json::from_str(&c).ok()),
-                    },
-                }
-            })
+        let (genuine, forged): (Vec<_>, Vec<_>) = self
+            .outbox_rows()?
+            .into_iter()
+            .partition(|(q, mac)| self.chain.outbox_genuine(&self.store_id, q.id, &q.row, mac.as_deref()));
+        for (q, _) in forged {
+            refuse_forged(&q);
+            self.delivered(q.id, Some(FORGED))?;
+        }
+        Ok(genuine.into_iter().map(|(q, _)| q).collect())
+    }
+
+    fn forged(&mut self) -> Result<Vec<Queued>, StoreError> {
+        Ok(self
+            .outbox_rows()?
+            .into_iter()
+            .filter(|(q, mac)| !self.chain.outbox_genuine(&self.store_id, q.id, &q.row, mac.as_deref()))
+            .map(|(q, _)| q)
             .collect())
     }
 
@@ -676,18 +751,52 @@ impl Store for PostgresStore {
     }
 
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError> {
-        let rows = self
+        // The checkpoint first: rows only grow (see the SQLite store).
+        let checkpoint = self.chain.read_checkpoint();
+        let (seal, rows) = self.seal_and_rows()?;
+        Ok(self.chain.report(&self.store_id, seal.as_deref(), checkpoint, rows))
+    }
+
+    fn chain_seal(&mut self) -> Result<Option<String>, StoreError> {
+        Ok(self
             .client
-            .query(
-                "SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq",
-                &[],
-            )
-            .map_err(self.err())?;
-        let rows: Vec<ChainRow> = rows
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .query_opt("SELECT value FROM baton_meta WHERE key = 'chain_seal'", &[])
+            .map_err(self.err())?
+            .map(|r| r.get(0)))
+    }
+
+    fn adopt(&mut self) -> Result<Adopted, StoreError> {
+        let (seal, rows) = self.seal_and_rows()?;
+        let a = self
+            .chain
+            .adoption(&self.store_id, seal.as_deref(), rows)
+            .map_err(|why| StoreError::Adopt { why })?;
+        let unmarked: Vec<Queued> = self
+            .outbox_rows()?
+            .into_iter()
+            .filter(|(_, mac)| mac.is_none())
+            .map(|(q, _)| q)
             .collect();
-        Ok(chain_report(rows))
+        let target = self.target.clone();
+        let err = |source| classify(&target, source);
+        let mut tx = self.client.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO baton_meta (key, value) VALUES ('chain_seal', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&a.seal],
+        )
+        .map_err(err)?;
+        for q in &unmarked {
+            let mac = self.chain.outbox_mac(&self.store_id, q.id, &q.row);
+            tx.execute("UPDATE outbox SET mac = $2 WHERE id = $1", &[&q.id, &mac])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        self.chain.anchor(&self.store_id, a.head_seq, &a.head);
+        Ok(Adopted {
+            legacy_rows: if seal.is_some() { 0 } else { a.legacy_rows },
+            messages: unmarked.len(),
+            head_seq: a.head_seq,
+        })
     }
 }
 
@@ -699,7 +808,7 @@ pub fn copy_store(from: &mut dyn Store, to: &mut PostgresStore) -> Result<ChainR
     let before = from.verify_chain().context("verifying the source's chain")?;
     anyhow::ensure!(
         before.intact(),
-        "the source's hash chain is broken ({}); nothing copied",
+        "the source's journal does not verify ({}); nothing copied",
         before.problems.join("; ")
     );
     anyhow::ensure!(
@@ -720,11 +829,13 @@ pub fn copy_store(from: &mut dyn Store, to: &mut PostgresStore) -> Result<ChainR
         )
         .map_err(err)?;
     }
+    let seal = from.chain_seal().context("reading the source's seal")?;
     for q in &pending {
         let card = q.row.card.as_ref().map(json);
         let run = q.row.run.map(|id| id.0 as i64);
-        tx.execute(
-            "INSERT INTO outbox (platform, room, run, text, card, lane, body) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        // The row gets a new id here, so a new MAC (under the same key, for the source's id).
+        let id: i64 = tx.query_one(
+            "INSERT INTO outbox (platform, room, run, text, card, lane, body) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             &[
                 &q.row.room.platform.as_str(),
                 &q.row.room.id,
@@ -735,7 +846,11 @@ pub fn copy_store(from: &mut dyn Store, to: &mut PostgresStore) -> Result<ChainR
                 &json(&q.row.body),
             ],
         )
-        .map_err(err)?;
+        .map_err(err)?
+        .get(0);
+        let mac = to.chain.outbox_mac(from.store_id(), id, &q.row);
+        tx.execute("UPDATE outbox SET mac = $2 WHERE id = $1", &[&id, &mac])
+            .map_err(err)?;
     }
     for (room, run, reference) in &cards {
         tx.execute(
@@ -749,6 +864,13 @@ pub fn copy_store(from: &mut dyn Store, to: &mut PostgresStore) -> Result<ChainR
         &[&from.store_id()],
     )
     .map_err(err)?;
+    if let Some(seal) = &seal {
+        tx.execute(
+            "INSERT INTO baton_meta (key, value) VALUES ('chain_seal', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[seal],
+        )
+        .map_err(err)?;
+    }
     tx.commit().map_err(err)?;
     to.store_id = from.store_id().to_string();
     let after = to.verify_chain().context("verifying the target's chain")?;

@@ -1,8 +1,10 @@
 //! The SQLite store: one file in WAL mode with `synchronous = FULL`, so a committed batch
 //! survives a crash or a power cut. The journal is append-only (triggers refuse UPDATE and
-//! DELETE) and each row carries the hash of the one before.
+//! DELETE); each row carries a MAC over the one before, and each outbox row a MAC of its own,
+//! under a key kept outside the file (`chain.rs`), with the head anchored in a checkpoint file.
 
-use super::{Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
+use super::chain::{Chain, ChainKey, ChainRow, GENESIS};
+use super::{Adopted, Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
 use crate::chat::{MessageRef, Rich, RoomRef};
 use crate::event::{Event, Recorded};
 use crate::outbox::{Lane, Queued, Row};
@@ -14,8 +16,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const SCHEMA_VERSION: i64 = 2;
-pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -80,20 +81,23 @@ const SCHEMA_2: &str = "
     CREATE INDEX handled_at ON handled (at);
 ";
 
+/// Schema 3: outbox rows carry a MAC (see `chain.rs`); rows from before have none and are
+/// not posted until `baton store seal` adopts them.
+const SCHEMA_3: &str = "ALTER TABLE outbox ADD COLUMN mac TEXT;";
+
 /// The embedded default store.
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     store_id: String,
+    chain: Chain,
     /// Held for the store's lifetime: one Baton per store (see [`SqliteStore::open`]).
     _lock: Option<std::fs::File>,
 }
 
 /// The lock file beside the store: `baton.sqlite` -> `baton.sqlite.lock`.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".lock");
-    path.with_file_name(name)
+    super::chain::beside(path, ".lock")
 }
 
 /// Takes the store's exclusive lock, or says who holds it.
@@ -132,9 +136,30 @@ fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
     Ok(file)
 }
 
+/// What a batch is written with: the store's chain and id, and the head it leaves (for the
+/// checkpoint once the transaction commits).
+struct Writer<'a> {
+    chain: &'a Chain,
+    store_id: &'a str,
+    path: &'a str,
+    head: Option<(i64, String)>,
+}
+
+/// Makes the store's folder if it is missing.
+pub(super) fn make_folder(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Writes one batch within `tx` (not committed): its events on the chain, its outbox rows
-/// (returned with their ids), its runs and its handled message.
-fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Result<Vec<Queued>, StoreError> {
+/// (returned with their ids, each MACed), its runs and its handled message.
+fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, w: &mut Writer<'_>) -> Result<Vec<Queued>, StoreError> {
+    let path = w.path;
     let err = |source| StoreError::Sqlite {
         path: path.to_string(),
         source,
@@ -162,7 +187,7 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Res
             let at = millis(r.at);
             let body = serde_json::to_string(&r.event).expect("events are plain data and always serialize");
             let kind = r.event.kind();
-            let hash = chain_hash(&prev, seq, &at, kind, &body);
+            let hash = w.chain.link(&prev, seq, &at, kind, &body);
             insert
                 .execute(params![
                     seq,
@@ -175,6 +200,9 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Res
                 ])
                 .map_err(err)?;
             prev = hash;
+        }
+        if !batch.events.is_empty() {
+            w.head = Some((seq, prev));
         }
         let mut out = tx
             .prepare_cached(
@@ -197,10 +225,12 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Res
                 body
             ])
             .map_err(err)?;
-            queued.push(Queued {
-                id: tx.last_insert_rowid(),
-                row: row.clone(),
-            });
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached("UPDATE outbox SET mac = ?2 WHERE id = ?1")
+                .map_err(err)?
+                .execute(params![id, w.chain.outbox_mac(w.store_id, id, row)])
+                .map_err(err)?;
+            queued.push(Queued { id, row: row.clone() });
         }
         let mut runs = tx
             .prepare_cached(
@@ -234,35 +264,47 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &Batch, path: &str) -> Res
     Ok(queued)
 }
 
-pub(super) fn chain_hash(prev: &str, seq: i64, at: &str, kind: &str, body: &str) -> String {
-    let mut h = Sha256::new();
-    for part in [prev, &seq.to_string(), at, kind, body] {
-        h.update(part.as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
-}
-
 impl SqliteStore {
+    /// [`SqliteStore::open_with`] the default chain: the key and the checkpoint beside the
+    /// store (the key made on first use).
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, Chain::beside(path)?)
+    }
+
     /// Opens (or creates) the store at `path` for a Baton that acts on it: takes the store's
     /// exclusive lock (a second `baton run` on the same store is refused: both would handle the
-    /// same commands and dispatch the same keys), and brings the schema up to date.
-    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+    /// same commands and dispatch the same keys), and brings the schema up to date. A new store
+    /// is sealed with the chain's key.
+    pub fn open_with(path: &Path, chain: Chain) -> Result<SqliteStore, StoreError> {
+        make_folder(path)?;
         let lock = lock(path)?;
-        let mut store = SqliteStore::open_unlocked(path)?;
+        let mut store = SqliteStore::open_unlocked(path, chain)?;
         store._lock = Some(lock);
+        let empty: bool = store
+            .conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))
+            .map_err(store.err())?;
+        if empty && store.chain_seal()?.is_none() {
+            let seal = store.chain.seal(&store.store_id, 0, GENESIS);
+            store
+                .conn
+                .execute("INSERT INTO meta (key, value) VALUES ('chain_seal', ?1)", [&seal])
+                .map_err(store.err())?;
+        }
         Ok(store)
+    }
+
+    /// [`SqliteStore::open_read_only_with`] the key and checkpoint beside the store (the key
+    /// must exist: reading never makes one).
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let key = ChainKey::load(&super::chain::beside(path, ".key"))?;
+        let chain = Chain::new(key, Some(super::chain::beside(path, ".head")), true);
+        SqliteStore::open_read_only_with(path, chain)
     }
 
     /// Opens an existing store to read it (`baton audit`), beside a running Baton: no lock, no
     /// schema change.
-    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+    pub fn open_read_only_with(path: &Path, chain: Chain) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: shown.clone(),
@@ -277,11 +319,12 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
             store_id,
+            chain,
             _lock: None,
         })
     }
 
-    fn open_unlocked(path: &Path) -> Result<SqliteStore, StoreError> {
+    fn open_unlocked(path: &Path, chain: Chain) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let err = |source| StoreError::Sqlite {
             path: shown.clone(),
@@ -304,12 +347,15 @@ impl SqliteStore {
                 known: SCHEMA_VERSION,
             });
         }
-        if found < 2 {
-            // A new store, or one of schema 1: the handled ids of schema 1 lack their sender and
+        if found < SCHEMA_VERSION {
+            // A new store, or an older one: the handled ids of schema 1 lack their sender and
             // are dropped (they only guard against a replayed command, and Baton asks rooms for
-            // no history).
+            // no history); schema 3 adds the outbox's MACs.
             let tx = conn.unchecked_transaction().map_err(err)?;
-            tx.execute_batch(SCHEMA_2).map_err(err)?;
+            if found < 2 {
+                tx.execute_batch(SCHEMA_2).map_err(err)?;
+            }
+            tx.execute_batch(SCHEMA_3).map_err(err)?;
             tx.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?1)",
                 [SCHEMA_VERSION.to_string()],
@@ -334,6 +380,7 @@ impl SqliteStore {
             conn,
             path: path.to_path_buf(),
             store_id,
+            chain,
             _lock: None,
         })
     }
@@ -347,6 +394,82 @@ impl SqliteStore {
             path: self.path.display().to_string(),
             source,
         }
+    }
+
+    fn chain_rows(&self) -> Result<Vec<ChainRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq")
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    fn seal_value(&self) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = 'chain_seal'", [], |r| r.get(0))
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Every undelivered outbox row with its MAC as stored, oldest first.
+    fn outbox_rows(&self) -> Result<Vec<(Queued, Option<String>)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, platform, room, run, text, card, lane, body, mac FROM outbox
+                 WHERE delivered_at IS NULL ORDER BY id",
+            )
+            .map_err(self.err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let (text, body): (String, Option<String>) = (r.get(4)?, r.get(7)?);
+                let card: Option<String> = r.get(5)?;
+                let row = Row {
+                    room: RoomRef::new(platform_of(&r.get::<_, String>(1)?), r.get::<_, String>(2)?),
+                    run: r.get::<_, Option<i64>>(3)?.map(|x| RunId(x as u64)),
+                    lane: Lane::parse(&r.get::<_, String>(6)?).unwrap_or(Lane::Line),
+                    body: body
+                        .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
+                        .unwrap_or_else(|| Rich::from(text)),
+                    card: card.and_then(|c| serde_json::from_str(&c).ok()),
+                };
+                Ok((Queued { id: r.get(0)?, row }, r.get::<_, Option<String>>(8)?))
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
+    }
+
+    /// Writes a group of batches in one transaction, then records the head in the checkpoint.
+    fn write_all(&mut self, batches: &[Batch]) -> Result<Vec<Vec<Queued>>, StoreError> {
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        let mut w = Writer {
+            chain: &self.chain,
+            store_id: &self.store_id,
+            path: &path,
+            head: None,
+        };
+        let mut all = Vec::with_capacity(batches.len());
+        for batch in batches {
+            all.push(write_batch(&tx, batch, &mut w)?);
+        }
+        let head = w.head.take();
+        tx.commit().map_err(|source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        })?;
+        if let Some((seq, hash)) = head {
+            self.chain.anchor(&self.store_id, seq, &hash);
+        }
+        Ok(all)
     }
 }
 
@@ -405,37 +528,14 @@ impl Store for SqliteStore {
     }
 
     fn commit(&mut self, batch: &Batch) -> Result<Vec<Queued>, StoreError> {
-        let path = self.path.display().to_string();
-        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        })?;
-        let queued = write_batch(&tx, batch, &path)?;
-        tx.commit().map_err(|source| StoreError::Sqlite { path, source })?;
-        Ok(queued)
+        Ok(self.write_all(std::slice::from_ref(batch))?.pop().unwrap_or_default())
     }
 
     fn commit_all(&mut self, batches: &[Batch]) -> Vec<Result<Vec<Queued>, StoreError>> {
         if batches.iter().all(Batch::is_empty) {
             return batches.iter().map(|_| Ok(Vec::new())).collect();
         }
-        let path = self.path.display().to_string();
-        let written = (|| {
-            let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-            let mut all = Vec::with_capacity(batches.len());
-            for batch in batches {
-                all.push(write_batch(&tx, batch, &path)?);
-            }
-            tx.commit().map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(all)
-        })();
-        match written {
+        match self.write_all(batches) {
             Ok(all) => all.into_iter().map(Ok).collect(),
             Err(e) => super::group_failed(e, batches.len()),
         }
@@ -459,45 +559,24 @@ impl Store for SqliteStore {
     }
 
     fn outbox(&mut self) -> Result<Vec<Queued>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT id, platform, room, run, text, card, lane, body FROM outbox
-                 WHERE delivered_at IS NULL ORDER BY id",
-            )
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })
-            .map_err(self.err())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, platform, room, run, text, card, lane, body) = row.map_err(self.err())?;
-            let body = body
-                .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
-                .unwrap_or_else(|| Rich::from(text));
-            out.push(Queued {
-                id,
-                row: Row {
-                    room: RoomRef::new(platform_of(&platform), room),
-                    run: run.map(|r| RunId(r as u64)),
-                    lane: Lane::parse(&lane).unwrap_or(Lane::Line),
-                    body,
-                    card: card.and_then(|c| serde_json::from_str(&c).ok()),
-                },
-            });
+        let (genuine, forged): (Vec<_>, Vec<_>) = self
+            .outbox_rows()?
+            .into_iter()
+            .partition(|(q, mac)| self.chain.outbox_genuine(&self.store_id, q.id, &q.row, mac.as_deref()));
+        for (q, _) in forged {
+            super::chain::refuse_forged(&q);
+            self.delivered(q.id, Some(super::chain::FORGED))?;
         }
-        Ok(out)
+        Ok(genuine.into_iter().map(|(q, _)| q).collect())
+    }
+
+    fn forged(&mut self) -> Result<Vec<Queued>, StoreError> {
+        Ok(self
+            .outbox_rows()?
+            .into_iter()
+            .filter(|(q, mac)| !self.chain.outbox_genuine(&self.store_id, q.id, &q.row, mac.as_deref()))
+            .map(|(q, _)| q)
+            .collect())
     }
 
     fn outbox_len(&mut self) -> Result<usize, StoreError> {
@@ -597,58 +676,56 @@ impl Store for SqliteStore {
     }
 
     fn verify_chain(&mut self) -> Result<ChainReport, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, at, kind, body, prev_hash, hash FROM events ORDER BY seq")
-            .map_err(self.err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .map_err(self.err())?;
-        let rows = rows.collect::<Result<Vec<_>, _>>().map_err(self.err())?;
-        Ok(chain_report(rows))
+        // The checkpoint first: rows only grow, so a Baton committing meanwhile cannot make
+        // the journal look shorter than its checkpoint.
+        let checkpoint = self.chain.read_checkpoint();
+        let tx = self.conn.unchecked_transaction().map_err(self.err())?;
+        let seal = self.seal_value()?;
+        let rows = self.chain_rows()?;
+        drop(tx);
+        Ok(self.chain.report(&self.store_id, seal.as_deref(), checkpoint, rows))
     }
-}
 
-/// One journal row as the chain sees it: seq, at, kind, body, prev_hash, hash.
-pub(super) type ChainRow = (i64, String, String, String, String, String);
-
-/// Recomputes the hash chain over rows in `seq` order (both stores share it).
-pub(super) fn chain_report(rows: Vec<ChainRow>) -> ChainReport {
-    let mut report = ChainReport::default();
-    let (mut expected_seq, mut prev) = (1i64, GENESIS.to_string());
-    for row in rows {
-        let (seq, at, kind, body, prev_hash, hash) = row;
-        report.rows += 1;
-        if seq != expected_seq {
-            report.problems.push(if seq - 1 == expected_seq {
-                format!("row {expected_seq} is missing")
-            } else {
-                format!("rows {expected_seq} to {} are missing", seq - 1)
-            });
-        }
-        if prev_hash != prev {
-            report.problems.push(format!(
-                "row {seq} does not follow the row before it (rows removed, inserted or reordered)"
-            ));
-        }
-        if chain_hash(&prev_hash, seq, &at, &kind, &body) != hash {
-            report.problems.push(format!(
-                "row {seq} ({kind}) was altered: its content no longer matches its hash"
-            ));
-        }
-        expected_seq = seq + 1;
-        prev = hash;
+    fn chain_seal(&mut self) -> Result<Option<String>, StoreError> {
+        self.seal_value()
     }
-    report
+
+    fn adopt(&mut self) -> Result<Adopted, StoreError> {
+        let seal = self.chain_seal()?;
+        let rows = self.chain_rows()?;
+        let a = self
+            .chain
+            .adoption(&self.store_id, seal.as_deref(), rows)
+            .map_err(|why| StoreError::Adopt { why })?;
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        let err = |source| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('chain_seal', ?1)",
+            [&a.seal],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)?;
+        let mut messages = 0;
+        for (q, _) in self.outbox_rows()?.iter().filter(|(_, mac)| mac.is_none()) {
+            let mac = self.chain.outbox_mac(&self.store_id, q.id, &q.row);
+            self.conn
+                .execute("UPDATE outbox SET mac = ?2 WHERE id = ?1", params![q.id, mac])
+                .map_err(self.err())?;
+            messages += 1;
+        }
+        self.chain.anchor(&self.store_id, a.head_seq, &a.head);
+        Ok(Adopted {
+            legacy_rows: if seal.is_some() { 0 } else { a.legacy_rows },
+            messages,
+            head_seq: a.head_seq,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -829,6 +906,10 @@ mod tests {
         }
         let mut store = SqliteStore::open(&path).expect("upgrades");
         assert_eq!(store.store_id(), "abc123");
+        // A message from before keyed outboxes has no MAC: held until `baton store seal`.
+        assert_eq!(store.forged().expect("reads").len(), 1);
+        let adopted = store.adopt().expect("adopts");
+        assert_eq!((adopted.messages, adopted.head_seq), (1, 0));
         let pending = store.outbox().expect("reads");
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].row.lane, Lane::Line);
@@ -865,7 +946,7 @@ mod tests {
         let report = store.verify_chain().expect("verifies");
         assert_eq!(
             report.problems,
-            ["row 2 (expired) was altered: its content no longer matches its hash"]
+            ["row 2 (expired) was altered or written without the journal's key: its content does not match its MAC"]
         );
         store
             .conn
