@@ -9,14 +9,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
-/// A finished drill in `store` (run #1, requested by alice, approved by bob).
-fn drill(store: &Path) -> anyhow::Result<()> {
-    let mut b = Baton::demo(store, &["--delay", "10ms"])?;
+/// A finished drill in `store` (run #1, requested by alice, approved by bob); returns its logs.
+fn drill(store: &Path) -> anyhow::Result<String> {
+    let s = store.to_str().expect("utf-8");
+    let mut b = Baton::start_logging(&["demo", "--store", s, "--delay", "10ms"], "info")?;
     b.send("alice> !failover xmpp EdgePool2 drill")?;
     b.send("bob> !approve 1")?;
     b.close_stdin();
     anyhow::ensure!(b.wait_exit(T)?.success(), "the drill failed: {}", b.stderr());
-    Ok(())
+    Ok(b.stderr())
 }
 
 /// The journal's rows as (seq, kind) and the last one's hash.
@@ -106,10 +107,20 @@ fn a_forged_approval_appended_with_a_recomputed_hash_is_caught() -> anyhow::Resu
 fn a_journal_cut_short_is_caught_by_the_checkpoint() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = dir.path().join("baton.sqlite");
-    drill(&store)?;
-    let (before, _) = rows(&store)?;
+    let logs = drill(&store)?;
+    let (before, head) = rows(&store)?;
     assert_eq!(before.last().map(|r| r.1.as_str()), Some("succeeded"));
     let last = before.len() as i64;
+    // The head was logged when the run ended: a record outside the store to compare with.
+    let logged = logs
+        .lines()
+        .find(|l| l.contains("journal head"))
+        .unwrap_or_else(|| panic!("no journal head in the logs:\n{logs}"));
+    let plain = regex::Regex::new("\x1b\\[[0-9;]*m")?.replace_all(logged, "");
+    assert!(
+        plain.contains(&format!("seq={last}")) && plain.contains(&head),
+        "{plain}"
+    );
     // The tail goes: the last steps and "succeeded". What is left is a valid chain.
     let conn = rusqlite::Connection::open(&store)?;
     conn.execute_batch(&format!(

@@ -273,8 +273,13 @@ impl Chain {
     }
 
     /// Records the head outside the store. A failure is logged, never fatal: the journal is
-    /// committed already, and the next commit writes the checkpoint again.
-    pub fn anchor(&self, store_id: &str, seq: i64, hash: &str) {
+    /// committed already, and the next commit writes the checkpoint again. When a run ended in
+    /// this commit the head is also logged, a second record outside the store (the log
+    /// collector's) to compare with what `baton audit` prints.
+    pub fn anchor(&self, store_id: &str, seq: i64, hash: &str, run_ended: bool) {
+        if run_ended {
+            tracing::info!(store = store_id, seq, mac = hash, key = self.key.id(), "journal head");
+        }
         let Some(path) = &self.checkpoint else { return };
         let mac = self.key.mac(
             "baton/checkpoint/v1",
@@ -631,7 +636,7 @@ mod tests {
         let chain = Chain::new(key("a-key-of-thirty-two-characters!!"), Some(head.clone()), true);
         let all = rows(&chain, 5);
         let seal = chain.seal("s1", 0, GENESIS);
-        chain.anchor("s1", 5, &all[4].5);
+        chain.anchor("s1", 5, &all[4].5, false);
         let report = chain.report("s1", Some(&seal), chain.read_checkpoint(), all.clone());
         assert!(
             report.intact() && report.checkpoint_seq == Some(5),

@@ -114,6 +114,20 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// Whether a run ends in this batch (its head is then logged, see [`Chain::anchor`]).
+    pub fn ends_a_run(&self) -> bool {
+        self.events.iter().any(|r| {
+            matches!(
+                r.event,
+                crate::event::Event::Succeeded { .. }
+                    | crate::event::Event::Failed { .. }
+                    | crate::event::Event::Aborted { .. }
+                    | crate::event::Event::Denied { .. }
+                    | crate::event::Event::Expired { .. }
+            )
+        })
+    }
+
     /// Nothing to write (answers that only wait behind an earlier batch).
     pub fn is_empty(&self) -> bool {
         self.events.is_empty() && self.rows.is_empty() && self.runs.is_empty() && self.handled.is_none()

@@ -605,7 +605,7 @@ impl Store for PostgresStore {
         }
         tx.commit().map_err(err)?;
         if let Some((seq, hash)) = head {
-            self.chain.anchor(&self.store_id, seq, &hash);
+            self.chain.anchor(&self.store_id, seq, &hash, batch.ends_a_run());
         }
         Ok(queued)
     }
@@ -791,7 +791,7 @@ impl Store for PostgresStore {
                 .map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        self.chain.anchor(&self.store_id, a.head_seq, &a.head);
+        self.chain.anchor(&self.store_id, a.head_seq, &a.head, false);
         Ok(Adopted {
             legacy_rows: if seal.is_some() { 0 } else { a.legacy_rows },
             messages: unmarked.len(),

@@ -467,7 +467,8 @@ impl SqliteStore {
             source,
         })?;
         if let Some((seq, hash)) = head {
-            self.chain.anchor(&self.store_id, seq, &hash);
+            let ended = batches.iter().any(Batch::ends_a_run);
+            self.chain.anchor(&self.store_id, seq, &hash, ended);
         }
         Ok(all)
     }
@@ -719,7 +720,7 @@ impl Store for SqliteStore {
                 .map_err(self.err())?;
             messages += 1;
         }
-        self.chain.anchor(&self.store_id, a.head_seq, &a.head);
+        self.chain.anchor(&self.store_id, a.head_seq, &a.head, false);
         Ok(Adopted {
             legacy_rows: if seal.is_some() { 0 } else { a.legacy_rows },
             messages,
