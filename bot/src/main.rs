@@ -441,19 +441,25 @@ async fn healthcheck(url: Option<String>, config: Option<PathBuf>, timeout: std:
     }
 }
 
-/// Starts the operations listener and its watchers when `[server]` is configured.
-async fn start_ops(
-    config: &Config,
-    links: Vec<(
-        baton_policies::Platform,
-        tokio::sync::watch::Receiver<baton::chat::Link>,
-        std::collections::BTreeSet<String>,
-    )>,
-    consoles: Vec<baton_policies::Platform>,
-    dispatcher: Option<Arc<baton_actions::dispatcher::Dispatcher>>,
-    stop: &CancellationToken,
-) -> anyhow::Result<Option<Arc<baton::metrics::Metrics>>> {
-    use baton::watch;
+/// The operations listener's state for the process's life: a replica keeps it across its
+/// terms as leader, and each term's watchers update it.
+struct OpsState {
+    metrics: Arc<baton::metrics::Metrics>,
+    readiness: Arc<baton::readiness::Readiness>,
+    every: std::time::Duration,
+}
+
+/// What the watchers of one term look at: each chat platform's link and rooms, the platforms
+/// without a connection, and the agents' dispatcher.
+type Links = Vec<(
+    baton_policies::Platform,
+    tokio::sync::watch::Receiver<baton::chat::Link>,
+    std::collections::BTreeSet<String>,
+)>;
+
+/// Binds and serves `/healthz`, `/readyz` and `/metrics` until `stop` when `[server]` is
+/// configured.
+async fn open_ops(config: &Config, stop: &CancellationToken) -> anyhow::Result<Option<OpsState>> {
     let Some(server) = &config.server else {
         return Ok(None);
     };
@@ -462,8 +468,31 @@ async fn start_ops(
     let listener = tokio::net::TcpListener::bind(server.listen)
         .await
         .with_context(|| format!("cannot listen on {} ([server] listen)", server.listen))?;
-    let every = server.check_interval;
-    readiness.expect(watch::STORE, "not checked yet");
+    tracing::info!(listen = %server.listen, "serving /healthz, /readyz and /metrics");
+    let ops = baton::server::Ops {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+    };
+    tokio::spawn(baton::server::serve(listener, ops, stop.clone()));
+    Ok(Some(OpsState {
+        metrics,
+        readiness,
+        every: server.check_interval,
+    }))
+}
+
+/// Starts one term's watchers (until `term`): chat links, agents, and, for a SQLite store, the
+/// store's file and outbox.
+fn watch_ops(
+    config: &Config,
+    ops: &OpsState,
+    links: Links,
+    consoles: Vec<baton_policies::Platform>,
+    dispatcher: Option<Arc<baton_actions::dispatcher::Dispatcher>>,
+    term: &CancellationToken,
+) {
+    use baton::watch;
+    let (metrics, readiness, every) = (&ops.metrics, &ops.readiness, ops.every);
     let mut platforms = Vec::new();
     for p in consoles {
         // A platform without a connection (the console) is ready as soon as it exists.
@@ -480,17 +509,20 @@ async fn start_ops(
             rooms,
             metrics.clone(),
             readiness.clone(),
-            stop.clone(),
+            term.clone(),
         ));
     }
-    tokio::spawn(watch::store(
-        config.bot.store.clone(),
-        platforms,
-        every,
-        metrics.clone(),
-        readiness.clone(),
-        stop.clone(),
-    ));
+    if config.postgres.is_none() {
+        readiness.expect(watch::STORE, "not checked yet");
+        tokio::spawn(watch::store(
+            config.bot.store.clone(),
+            platforms,
+            every,
+            metrics.clone(),
+            readiness.clone(),
+            term.clone(),
+        ));
+    }
     if let Some(d) = dispatcher {
         let hosts: Vec<baton_actions::Fqdn> = config.inventory.agent_hosts().into_iter().cloned().collect();
         for h in &hosts {
@@ -502,17 +534,59 @@ async fn start_ops(
             every,
             metrics.clone(),
             readiness.clone(),
-            stop.clone(),
+            term.clone(),
         ));
     }
-    tracing::info!(listen = %server.listen, "serving /healthz, /readyz and /metrics");
-    let ops = baton::server::Ops {
-        metrics: metrics.clone(),
-        readiness,
-    };
-    tokio::spawn(baton::server::serve(listener, ops, stop.clone()));
-    Ok(Some(metrics))
 }
+
+/// The links and the connection-less platforms of `adapters`, for [`watch_ops`].
+fn links_of(adapters: &[Arc<dyn baton::chat::ChatAdapter>]) -> (Links, Vec<baton_policies::Platform>) {
+    let links = adapters
+        .iter()
+        .filter_map(|a| {
+            a.link()
+                .map(|l| (a.platform(), l, a.rooms().into_iter().map(|r| r.id).collect()))
+        })
+        .collect();
+    let consoles = adapters
+        .iter()
+        .filter(|a| a.link().is_none())
+        .map(|a| a.platform())
+        .collect();
+    (links, consoles)
+}
+
+/// A replica's role as a readiness condition: not ready while it stands by or has lost the
+/// database (a standby answers `/healthz` but not `/readyz`, so a load balancer sends Teams'
+/// calls to the leader). Leading is made ready by the term itself, once it has restored the
+/// journal and declared its own conditions ([`lead_once`]), never here: a late wake-up of this
+/// task then cannot undo it.
+fn watch_role(mut role: tokio::sync::watch::Receiver<leader::Role>, ops: &OpsState, stop: CancellationToken) {
+    let readiness = ops.readiness.clone();
+    readiness.expect(REPLICA, "not connected to the store yet");
+    tokio::spawn(async move {
+        loop {
+            let state = match &*role.borrow_and_update() {
+                leader::Role::Leader { .. } => None,
+                leader::Role::Standby { leader } => Some(format!(
+                    "standby: {} leads",
+                    leader.as_deref().unwrap_or("another replica")
+                )),
+                leader::Role::Disconnected => Some("not connected to the store".to_string()),
+            };
+            if let Some(why) = state {
+                readiness.set(REPLICA, Err(why));
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                changed = role.changed() => if changed.is_err() { return },
+            }
+        }
+    });
+}
+
+/// The readiness condition of a replica's role.
+const REPLICA: &str = "replica";
 
 async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (shutdown, hard_stop) = shutdown_on_signals();
@@ -544,19 +618,12 @@ async fn run(path: PathBuf, config: Config) -> anyhow::Result<()> {
         );
     }
     tracing::info!(config = %path.display(), store = %config.bot.store.display(), version = baton::VERSION, "baton starting");
-    let links: Vec<_> = adapters
-        .iter()
-        .filter_map(|a| {
-            a.link()
-                .map(|l| (a.platform(), l, a.rooms().into_iter().map(|r| r.id).collect()))
-        })
-        .collect();
-    let consoles: Vec<_> = adapters
-        .iter()
-        .filter(|a| a.link().is_none())
-        .map(|a| a.platform())
-        .collect();
-    let metrics = start_ops(&config, links, consoles, parts.dispatcher.clone(), &shutdown).await?;
+    let ops = open_ops(&config, &shutdown).await?;
+    if let Some(o) = &ops {
+        let (links, consoles) = links_of(&adapters);
+        watch_ops(&config, o, links, consoles, parts.dispatcher.clone(), &shutdown);
+    }
+    let metrics = ops.map(|o| o.metrics);
     let mut daemon = Daemon::new(engine_cfg, Box::new(store), parts.executor, adapters, Lifetime::Forever)
         .with_context(|| format!("starting with {}", path.display()))?
         .with_mirror_give_up(config.bot.mirror_give_up)
@@ -578,7 +645,13 @@ async fn run_replica(path: PathBuf, config: Config, pg: PgSettings) -> anyhow::R
     // A replica stops at once on SIGTERM: the other replica takes over from the journal.
     let (shutdown, _) = shutdown_on_signals();
     let (mut leadership, elector) = leader::spawn(pg.clone()).context("starting the leader election")?;
-    let result = replica_terms(&path, config, &pg, &mut leadership, &shutdown).await;
+    // One listener for the process's life: a standby answers /healthz, and /readyz says why it
+    // is not ready (it does not lead).
+    let ops = open_ops(&config, &shutdown).await?;
+    if let Some(o) = &ops {
+        watch_role(leadership.subscribe(), o, shutdown.clone());
+    }
+    let result = replica_terms(&path, config, &pg, &mut leadership, &shutdown, ops.as_ref()).await;
     tokio::task::spawn_blocking(move || elector.stop()).await.ok();
     result
 }
@@ -589,6 +662,7 @@ async fn replica_terms(
     pg: &PgSettings,
     leadership: &mut leader::Leadership,
     shutdown: &CancellationToken,
+    ops: Option<&OpsState>,
 ) -> anyhow::Result<()> {
     let mut last_epoch = 0;
     loop {
@@ -614,7 +688,7 @@ async fn replica_terms(
                 term.cancel();
             })
         };
-        let result = lead_once(path, &config, pg, leadership, epoch, started, term).await;
+        let result = lead_once(path, &config, pg, leadership, epoch, started, term, ops).await;
         watch.abort();
         if shutdown.is_cancelled() {
             return result;
@@ -637,6 +711,7 @@ async fn lead_once(
     epoch: i64,
     started: std::time::Instant,
     term: CancellationToken,
+    ops: Option<&OpsState>,
 ) -> anyhow::Result<()> {
     let (settings, session) = (pg.clone(), leadership.session().to_string());
     let chain = config.bot.chain(true, false)?;
@@ -659,6 +734,11 @@ async fn lead_once(
         "{}: no chat platform is enabled for `baton run`",
         path.display()
     );
+    if let Some(o) = ops {
+        o.readiness.set(REPLICA, Err(format!("taking over (epoch {epoch})")));
+        let (links, consoles) = links_of(&adapters);
+        watch_ops(config, o, links, consoles, parts.dispatcher.clone(), &term);
+    }
     let executor = parts.executor;
     let mut daemon = tokio::task::spawn_blocking(move || {
         Daemon::new(engine_cfg, Box::new(store), executor, adapters, Lifetime::Forever)
@@ -671,6 +751,10 @@ async fn lead_once(
         .with_acting(std::sync::Arc::new(move || gate.acting()))
         .with_takeover_notice(pg.replica.clone())
         .with_mirror_give_up(config.bot.mirror_give_up);
+    if let Some(o) = ops {
+        daemon = daemon.with_metrics(o.metrics.clone());
+        o.readiness.set(REPLICA, Ok(()));
+    }
     if let Some(look) = baton::assemble::status_look(config, parts.dispatcher).await {
         daemon = daemon.with_status(look);
     }

@@ -31,6 +31,21 @@ pub fn replica_config(config: &Path, replica: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts a replica that also serves `/healthz`, `/readyz` and `/metrics` on `listen`.
+pub fn start_replica_listening(config: &Path, replica: &str, listen: std::net::SocketAddr) -> Result<Baton> {
+    let path = replica_config(config, replica)?;
+    let mut text = std::fs::read_to_string(&path)?;
+    anyhow::ensure!(
+        !text.contains("[server]"),
+        "the configuration has a [server] section already"
+    );
+    text.push_str(&format!(
+        "\n[server]\nlisten = \"{listen}\"\ncheck_interval = \"500ms\"\n"
+    ));
+    std::fs::write(&path, text)?;
+    Baton::start(&["run", "--config", path.to_str().context("UTF-8 path")?])
+}
+
 /// Starts `baton run --config <replica's file>`.
 pub fn start_replica(config: &Path, replica: &str) -> Result<Baton> {
     let path = replica_config(config, replica)?;

@@ -5,12 +5,12 @@
 //! SIGSTOPped past its lease is deposed, and when it wakes it commits nothing, posts nothing
 //! and stands by; PostgreSQL restarted mid-run, the run completes with nothing doubled; a
 //! SQLite journal with a run in flight moved by `baton store migrate` resumes on PostgreSQL with
-//! the same keys.
+//! the same keys; each replica serves /healthz, and /readyz says which one leads.
 
 use baton_actions::Fqdn;
 use baton_e2e::baton::Baton;
 use baton_e2e::postgres::Postgres;
-use baton_e2e::replicas::{Shared, start_replica, store_section};
+use baton_e2e::replicas::{Shared, start_replica, start_replica_listening, store_section};
 use baton_e2e::stack::{Stack, StackOptions};
 use std::time::{Duration, Instant};
 
@@ -285,5 +285,76 @@ fn a_sqlite_journal_with_a_run_in_flight_migrates_and_the_run_resumes_on_postgre
         "the key from SQLite, reused on PostgreSQL: {route:?}"
     );
     replica.close_stdin();
+    Ok(())
+}
+
+/// GET `path` on `listen`: `Ok(body)` for 200, `Err("<status>: <body>")` otherwise.
+fn get(listen: std::net::SocketAddr, path: &str) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = baton::server::CheckUrl::for_listener(listen, path);
+    runtime.block_on(baton::server::check(&url, Duration::from_secs(2)))
+}
+
+/// Waits (bounded) until `GET path` answers as `want` says.
+fn wait_answer(
+    listen: std::net::SocketAddr,
+    path: &str,
+    what: &str,
+    want: impl Fn(&Result<String, String>) -> bool,
+) -> anyhow::Result<Result<String, String>> {
+    let deadline = Instant::now() + T;
+    loop {
+        let answer = get(listen, path);
+        if want(&answer) {
+            return Ok(answer);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what}: last answer {answer:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn each_replica_answers_health_and_only_the_leader_is_ready() -> anyhow::Result<()> {
+    let pg = Postgres::start()?;
+    let stack = stack(&pg, "health")?;
+    let mut shared = Shared::connect(&pg, "health")?;
+    let port = || -> anyhow::Result<u16> { Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()) };
+    let listen1: std::net::SocketAddr = ([127, 0, 0, 1], port()?).into();
+    let listen2: std::net::SocketAddr = ([127, 0, 0, 1], port()?).into();
+    let mut a = start_replica_listening(&stack.config, "site1", listen1)?;
+    shared.wait_leader("site1", T)?;
+    let mut b = start_replica_listening(&stack.config, "site2", listen2)?;
+    shared.wait("site2 stands by", T, |s| s.connected("site2"))?;
+    // The leader is ready once its agents answer; the standby is alive but not ready, and says
+    // who leads.
+    let ready = wait_answer(listen1, "/readyz", "the leader never became ready", |a| a.is_ok())?;
+    let ready = ready.expect("ready");
+    assert!(
+        ready.contains("replica: ok\n") && ready.contains("agent:mgmt1.contoso.test: ok\n"),
+        "{ready}"
+    );
+    let standby = wait_answer(listen2, "/readyz", "the standby never said it stands by", |a| {
+        a.as_ref().is_err_and(|e| e.contains("replica: standby: site1 leads"))
+    })?;
+    assert!(standby.as_ref().is_err_and(|e| e.starts_with("503")), "{standby:?}");
+    for listen in [listen1, listen2] {
+        assert_eq!(
+            get(listen, "/healthz").map(|b| b.trim().to_string()),
+            Ok("ok".to_string())
+        );
+    }
+    let metrics = get(listen1, "/metrics").map_err(anyhow::Error::msg)?;
+    assert!(metrics.contains("baton_build_info"), "{metrics}");
+    // The leader goes; the standby takes over and becomes ready.
+    a.kill9();
+    shared.wait_leader("site2", T)?;
+    wait_answer(listen2, "/readyz", "the new leader never became ready", |a| {
+        a.as_ref().is_ok_and(|b| b.contains("replica: ok\n"))
+    })?;
+    b.terminate()?;
+    assert!(b.wait_exit(T)?.success(), "{}", b.stderr());
     Ok(())
 }
