@@ -688,7 +688,7 @@ async fn replica_terms(
                 term.cancel();
             })
         };
-        let result = lead_once(path, &config, pg, leadership, epoch, started, term, ops).await;
+        let result = lead_once(path, &config, pg, leadership, (epoch, started), term, ops).await;
         watch.abort();
         if shutdown.is_cancelled() {
             return result;
@@ -708,8 +708,7 @@ async fn lead_once(
     config: &Config,
     pg: &PgSettings,
     leadership: &leader::Leadership,
-    epoch: i64,
-    started: std::time::Instant,
+    (epoch, started): (i64, std::time::Instant),
     term: CancellationToken,
     ops: Option<&OpsState>,
 ) -> anyhow::Result<()> {

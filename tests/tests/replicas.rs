@@ -351,9 +351,10 @@ fn each_replica_answers_health_and_only_the_leader_is_ready() -> anyhow::Result<
     // The leader goes; the standby takes over and becomes ready.
     a.kill9();
     shared.wait_leader("site2", T)?;
-    wait_answer(listen2, "/readyz", "the new leader never became ready", |a| {
+    let ready = wait_answer(listen2, "/readyz", "the new leader never became ready", |a| {
         a.as_ref().is_ok_and(|b| b.contains("replica: ok\n"))
     })?;
+    assert!(ready.is_ok_and(|b| b.starts_with("ready\n")));
     b.terminate()?;
     assert!(b.wait_exit(T)?.success(), "{}", b.stderr());
     Ok(())
