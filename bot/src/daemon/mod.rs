@@ -169,6 +169,9 @@ pub struct Daemon {
     /// The replica's name, when it has just taken over from another: said once in the room of
     /// each open run.
     takeover: Option<String>,
+    /// Who is in the rooms, per platform that reports it: read when a command comes in, so the
+    /// engine calls the approvers present at that moment.
+    presence: Vec<(Platform, tokio::sync::watch::Receiver<crate::chat::Presence>)>,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -234,6 +237,17 @@ impl Daemon {
             "journal loaded"
         );
         let (store, thread) = StoreActor::spawn(store).context("starting the store's thread")?;
+        let presence = adapters
+            .iter()
+            .filter_map(|a| {
+                a.presence().map(|mut rx| {
+                    // The engine hears the first snapshot too (nobody present yet): a platform
+                    // that reports presence never counts as one that cannot.
+                    rx.mark_changed();
+                    (a.platform(), rx)
+                })
+            })
+            .collect();
         let adapters = adapters.into_iter().map(|a| (a.platform(), a)).collect();
         Ok(Daemon {
             engine,
@@ -264,6 +278,7 @@ impl Daemon {
             draining: None,
             acting: Arc::new(|| true),
             takeover: None,
+            presence,
         })
     }
 
@@ -614,6 +629,7 @@ impl Daemon {
             return;
         }
         tracing::info!(room = %m.room, id = %m.message_id, "command received");
+        self.sync_presence();
         let plans = matches!(command, Ok(Command::Failover { .. } | Command::Plan { .. }));
         let input = Input::Chat {
             room: m.room.clone(),
@@ -642,6 +658,24 @@ impl Daemon {
                 });
             }
             _ => self.step(input, origin, ctx),
+        }
+    }
+
+    /// Hands the engine who is in the rooms now, for the platforms whose presence changed since
+    /// it last heard (it only records it: nothing to journal or say).
+    fn sync_presence(&mut self) {
+        for (platform, rx) in &mut self.presence {
+            if rx.has_changed().unwrap_or(false) {
+                let presence = rx.borrow_and_update().clone();
+                let out = self.engine.handle(
+                    Input::Presence {
+                        platform: *platform,
+                        presence,
+                    },
+                    self.clock.now(),
+                );
+                debug_assert!(out.events.is_empty() && out.messages.is_empty());
+            }
         }
     }
 

@@ -190,6 +190,7 @@ impl Engine {
         };
         let id = RunId(self.next_run);
         let plan_hash = plan.hash().as_str().to_string();
+        let asked = self.to_call(actor.person(), &room);
         self.emit(
             out,
             now,
@@ -202,10 +203,17 @@ impl Engine {
                 plan,
                 plan_hash,
                 live_route,
+                asked,
             },
         );
         let run = &self.runs[&id];
-        let text = render::plan_posted(run, &self.world, &self.cfg.policy, &self.cfg.prefix);
+        let text = render::plan_posted(
+            run,
+            &self.world,
+            &self.cfg.policy,
+            &self.cfg.directory,
+            &self.cfg.prefix,
+        );
         self.say_run(out, id, text);
     }
 
@@ -389,6 +397,7 @@ impl Engine {
             return self.say(out, room, text);
         };
         if self.cfg.policy.retry_needs_approval {
+            let asked = self.to_call(actor.person(), &run.room);
             self.emit(
                 out,
                 now,
@@ -396,9 +405,16 @@ impl Engine {
                     run: id,
                     person: actor.person().clone(),
                     step,
+                    asked,
                 },
             );
-            let text = render::retry_needs_approval(&self.runs[&id], step, &self.cfg.policy, &self.cfg.prefix);
+            let text = render::retry_needs_approval(
+                &self.runs[&id],
+                step,
+                &self.cfg.policy,
+                &self.cfg.directory,
+                &self.cfg.prefix,
+            );
             return self.say_run(out, id, text);
         }
         self.start_step(out, now, id, step);

@@ -11,19 +11,20 @@
 //! `fold` applies journaled events, `commands` answers chat commands, `steps` carries a run's
 //! steps out (dispatches, results, deadlines) and `reload` takes a new configuration.
 
+pub mod call;
 mod commands;
 mod fold;
 mod reload;
 mod steps;
 pub mod world;
 
-use crate::chat::{Rich, RoomRef, RunCard};
+use crate::chat::{Presence, Rich, RoomRef, RunCard};
 use crate::command::{Command, CommandError};
 use crate::event::{Event, LiveRoute, Recorded};
 use crate::render;
 use crate::run::{Phase, Run, RunId};
 use baton_actions::{ActionReport, ActionRequest, Inventory, PoolName};
-use baton_policies::{Directory, Policy, Sender};
+use baton_policies::{Directory, Platform, Policy, Sender};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use world::World;
@@ -82,6 +83,9 @@ pub enum Input {
     /// The route as Lync reports it now, read by the shell just before a `!failover` or
     /// `!plan` that follows: the next plan shows it beside the journal's view.
     Observed(LiveRoute),
+    /// Who is in a platform's rooms now (platforms that report presence): approval requests
+    /// call the approvers present. Not journaled: the request records whom it called.
+    Presence { platform: Platform, presence: Presence },
 }
 
 /// A reloaded configuration's parts that the engine decides with.
@@ -168,6 +172,8 @@ pub struct Engine {
     world: World,
     /// The route as last observed, for the next plan.
     observed: Option<LiveRoute>,
+    /// Who is in the rooms of the platforms that report presence.
+    presence: BTreeMap<Platform, Presence>,
 }
 
 impl Engine {
@@ -179,6 +185,7 @@ impl Engine {
             next_run: 1,
             world,
             observed: None,
+            presence: BTreeMap::new(),
         }
     }
 
@@ -267,6 +274,9 @@ impl Engine {
                 self.reload(policy, directory, inventory, now, &mut out)
             }
             Input::Observed(live) => self.observed = Some(live),
+            Input::Presence { platform, presence } => {
+                self.presence.insert(platform, presence);
+            }
         }
         out
     }
@@ -279,6 +289,18 @@ impl Engine {
         let r = Recorded { at, event };
         self.apply(&r);
         out.events.push(r);
+    }
+
+    /// Whom a new approval request by `requester` in `room` calls (see [`call::to_call`]).
+    fn to_call(&self, requester: &baton_policies::PersonId, room: &RoomRef) -> Vec<baton_policies::PersonId> {
+        call::to_call(
+            &self.cfg.policy,
+            &self.cfg.directory,
+            requester,
+            &[],
+            room,
+            self.presence.get(&room.platform),
+        )
     }
 
     fn say(&self, out: &mut Output, room: &RoomRef, text: impl Into<Rich>) {
