@@ -792,6 +792,16 @@ pub fn status_xmpp_simulated(inventory: &baton_actions::Inventory, world: &crate
     out
 }
 
+/// A `!status xmpp` answered from the last look, which ended `age` ago (looks are shared for
+/// `cache`: one look answers every ask meanwhile).
+pub fn status_xmpp_cached(text: &str, age: std::time::Duration, cache: std::time::Duration) -> String {
+    format!(
+        "{text}\n(As looked {} ago: one look answers every ask for {}s.)",
+        elapsed_ms(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        cache.as_secs()
+    )
+}
+
 pub fn status_xmpp_unavailable() -> String {
     "The outside-in view is not available: Baton could not resolve the DNS resolver named in [dns] at start (see its log)."
         .to_string()

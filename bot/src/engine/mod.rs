@@ -14,6 +14,7 @@
 pub mod call;
 mod commands;
 mod fold;
+pub mod limit;
 mod reload;
 mod steps;
 pub mod world;
@@ -162,6 +163,8 @@ pub struct Output {
     pub queries: Vec<Query>,
     /// For a reload: whether it was taken (the shell then swaps its executors) or refused.
     pub reloaded: Option<bool>,
+    /// Refusals left unsaid (the sender had their share of refusals in this window).
+    pub silenced: usize,
 }
 
 /// Every run of one store, and what their actions changed.
@@ -174,6 +177,8 @@ pub struct Engine {
     observed: Option<LiveRoute>,
     /// Who is in the rooms of the platforms that report presence.
     presence: BTreeMap<Platform, Presence>,
+    /// Refusals answered per sender (not journaled: a restart starts afresh).
+    refusals: limit::Refusals,
 }
 
 impl Engine {
@@ -186,6 +191,7 @@ impl Engine {
             world,
             observed: None,
             presence: BTreeMap::new(),
+            refusals: limit::Refusals::default(),
         }
     }
 

@@ -1319,3 +1319,55 @@ fn the_request_calls_the_approvers_in_the_room() {
             .any(|s| matches!(s, crate::chat::Span::Mention(_)))
     );
 }
+
+/// Says `text` as `who` `times` times: (messages said, events journaled, refusals silenced).
+fn spam(t: &mut T, who: &str, text: &str, times: usize) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for _ in 0..times {
+        let sender = match who {
+            "anon" => Sender::Unverified {
+                display: "bob".into(),
+                why: "this room does not show real JIDs to Baton".into(),
+            },
+            _ => Sender::Verified(Identity::new(Platform::Console, who).expect("valid console name")),
+        };
+        let out = t.engine.handle(
+            Input::Chat {
+                room: RoomRef::new(Platform::Console, "incident"),
+                sender,
+                command: parse("!", text).expect("addressed to the bot"),
+            },
+            t.now,
+        );
+        counts.0 += out.messages.len();
+        counts.1 += out.events.len();
+        counts.2 += out.silenced;
+    }
+    counts
+}
+
+/// A sender refused again and again gets five answers a minute; the rest are neither said nor
+/// journaled. Usage errors of people Baton knows are always answered.
+#[test]
+fn refusals_are_answered_a_few_times_a_minute_per_sender() {
+    let mut t = T::new(|_| {});
+    assert_eq!(spam(&mut t, "mallory", "!approve 1", 8), (5, 5, 3), "mallory");
+    assert_eq!(
+        spam(&mut t, "anon", "!failover xmpp EdgePool2", 7),
+        (5, 5, 2),
+        "an unverified sender"
+    );
+    assert_eq!(
+        spam(&mut t, "stranger", "!approve", 7),
+        (5, 0, 2),
+        "usage errors of a stranger"
+    );
+    assert_eq!(
+        spam(&mut t, "alice", "!approve", 7),
+        (7, 0, 0),
+        "usage errors of a known person"
+    );
+    // A minute later mallory is answered again.
+    t.after_secs(60);
+    assert_eq!(spam(&mut t, "mallory", "!approve 1", 1), (1, 1, 0));
+}

@@ -192,8 +192,11 @@ impl XmppAdapter {
     }
 }
 
-/// Live messages held for a busy receiver before new ones are dropped.
+/// Live messages held for a busy receiver before new ones are dropped: at most this many, and
+/// at most [`MAX_BACKLOG_BYTES`] of them. The daemon empties this at once into its own backlog
+/// (bounded by bytes, chatter dropped first), so this fills only if the daemon stops taking.
 const MAX_BACKLOG: usize = 10_000;
+const MAX_BACKLOG_BYTES: usize = 4 << 20;
 /// How long a rejoin waits for the end of the room's history (its subject) before it sends
 /// again what the history did not show.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -332,6 +335,10 @@ struct Driver<'a> {
     /// Live messages not yet taken by the receiver: the stream keeps being read (so delivery
     /// echoes are seen) even while the engine is busy waiting for a delivery.
     backlog: VecDeque<Inbound>,
+    /// The bytes `backlog` holds (as the daemon's backlog counts them).
+    backlog_bytes: usize,
+    /// Set while messages are being dropped (logged once until the backlog empties).
+    dropping: bool,
     commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
     rooms: HashMap<BareJid, RoomState>,
@@ -370,6 +377,8 @@ impl<'a> Driver<'a> {
             adapter,
             inbound,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            dropping: false,
             commands: carry.commands,
             stop,
             rooms,
@@ -412,7 +421,11 @@ impl<'a> Driver<'a> {
                 permit = inbound.reserve(), if waiting => match permit {
                     Ok(permit) => {
                         if let Some(next) = self.backlog.pop_front() {
+                            self.backlog_bytes -= crate::daemon::backlog::size(&next);
                             permit.send(next);
+                        }
+                        if self.backlog.is_empty() {
+                            self.dropping = false;
                         }
                     }
                     Err(_) => {
@@ -602,9 +615,15 @@ impl<'a> Driver<'a> {
         match room.on_message(&message) {
             MessageOutcome::Live(inbound) => {
                 debug!(room = %room_jid, id = %inbound.message_id, "room message received");
-                if self.backlog.len() >= MAX_BACKLOG {
-                    warn!(room = %room_jid, id = %inbound.message_id, "inbound backlog full; message dropped");
+                let bytes = crate::daemon::backlog::size(&inbound);
+                if self.backlog.len() >= MAX_BACKLOG || self.backlog_bytes + bytes > MAX_BACKLOG_BYTES {
+                    if !self.dropping {
+                        self.dropping = true;
+                        warn!(room = %room_jid, id = %inbound.message_id, held = self.backlog.len(), bytes = self.backlog_bytes,
+                            "inbound backlog full; new messages are dropped until it empties");
+                    }
                 } else {
+                    self.backlog_bytes += bytes;
                     self.backlog.push_back(inbound);
                 }
             }
