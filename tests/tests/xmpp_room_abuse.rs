@@ -112,7 +112,11 @@ async fn a_spammer_gets_a_bounded_number_of_refusals_and_journal_rows() -> anyho
     for i in 0..12 {
         mallory.say(INCIDENT_ROOM, &format!("!approve {}", i + 1)).await?;
     }
-    // Messages are handled in order: once alice's question is answered, all twelve were.
+    // Once the room has relayed the twelfth back to mallory, all twelve reached Baton before
+    // alice's question; messages are handled in order, so once it is answered, all twelve were.
+    mallory
+        .wait_for(|m| m.nick == "mallory" && m.text == "!approve 12", T)
+        .await?;
     alice.say(INCIDENT_ROOM, "!runs").await?;
     alice.bot_says(INCIDENT_ROOM, "No runs yet.", T).await?;
     let refusals: Vec<String> = alice
@@ -140,10 +144,10 @@ async fn a_spammer_gets_a_bounded_number_of_refusals_and_journal_rows() -> anyho
 
 /// Says `text` as `client` and waits for the bot's answer containing `needle`, dropping the
 /// chatter received meanwhile.
-async fn ask(client: &mut TestClient, text: &str, needle: &str) -> anyhow::Result<String> {
+async fn ask(client: &mut TestClient, text: &str, needle: &str, within: Duration) -> anyhow::Result<String> {
     client.send(INCIDENT_ROOM, text).await?;
     let m = client
-        .expect_message_dropping_others(|m| m.nick == BOT_NICK && m.text.contains(needle), T)
+        .expect_message_dropping_others(|m| m.nick == BOT_NICK && m.text.contains(needle), within)
         .await?;
     Ok(m.text)
 }
@@ -156,26 +160,34 @@ async fn a_flood_of_chatter_leaves_memory_bounded_and_commands_answered() -> any
     let mut alice = TestClient::connect(server, "alice").await?;
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
     let ready = Instant::now() + T;
-    while ask(&mut alice, "!help", "Baton commands:").await.is_err() {
+    // Until the bot is in the room, probes go unanswered.
+    while ask(&mut alice, "!help", "Baton commands:", Duration::from_secs(2)).await.is_err() {
         anyhow::ensure!(Instant::now() < ready, "the bot did not answer in the room");
     }
     let start = measure::memory(bot.pid());
 
     // mallory floods the room: big lines first, then many short ones.
-    const BIG: usize = 1_500;
-    const SHORT: usize = 100_000;
+    let count = |name: &str, default: usize| {
+        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    // Sizes can be raised for a longer flood (BATON_FLOOD_BIG, BATON_FLOOD_SHORT).
+    let big = count("BATON_FLOOD_BIG", 300);
+    let short = count("BATON_FLOOD_SHORT", 20_000);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let progress = sent.clone();
     let mut flooder = TestClient::connect(server, "mallory").await?;
     flooder.join(INCIDENT_ROOM, "mallory", JoinHistory::None).await?;
     let big_line = "chatter ".repeat(100 * 1024 / 8);
     let flood = tokio::spawn(async move {
         let began = Instant::now();
-        for i in 0..BIG + SHORT {
-            let line = if i < BIG {
+        for i in 0..big + short {
+            let line = if i < big {
                 format!("{i} {big_line}")
             } else {
                 format!("short chatter {i}")
             };
             flooder.send(INCIDENT_ROOM, &line).await?;
+            progress.store(i + 1, std::sync::atomic::Ordering::Relaxed);
             if i % 64 == 0 {
                 flooder.discard_received().await;
             }
@@ -187,18 +199,23 @@ async fn a_flood_of_chatter_leaves_memory_bounded_and_commands_answered() -> any
     let mut asked = 0;
     let mut peak = start.rss_kib;
     while !flood.is_finished() {
-        anyhow::ensure!(Instant::now() < deadline, "the flood did not end within 240 s");
-        ask(&mut alice, "!runs", "No runs yet.").await?;
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the flood did not end within 240 s ({} of {} lines sent, {asked} commands answered)",
+            sent.load(std::sync::atomic::Ordering::Relaxed),
+            big + short
+        );
+        ask(&mut alice, "!runs", "No runs yet.", T).await?;
         asked += 1;
         peak = peak.max(measure::memory(bot.pid()).rss_kib);
     }
     let (flooder, took) = flood.await??;
-    ask(&mut alice, "!runs", "No runs yet.").await?;
+    ask(&mut alice, "!runs", "No runs yet.", T).await?;
     let end = measure::memory(bot.pid());
     peak = peak.max(end.hwm_kib);
-    let sent_mib = (BIG * 100 * 1024 + SHORT * 20) / (1024 * 1024);
+    let sent_mib = (big * 100 * 1024 + short * 20) / (1024 * 1024);
     println!(
-        "flood of {sent_mib} MiB ({BIG} lines of 100 KiB, {SHORT} short lines) in {took:?}; {asked} commands answered meanwhile; \
+        "flood of {sent_mib} MiB ({big} lines of 100 KiB, {short} short lines) in {took:?}; {asked} commands answered meanwhile; \
          baton's memory: {} at start, peak {}, {} at the end",
         measure::mib(start.rss_kib),
         measure::mib(peak),
