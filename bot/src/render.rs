@@ -748,6 +748,12 @@ pub fn name_the_plan(run: &Run, prefix: &str) -> String {
     )
 }
 
+/// To a clicker whose refusals this minute were used up (a click must be answered; the room hears
+/// nothing).
+pub fn refusals_silenced() -> String {
+    "Refused again: you have had your refusals for this minute; try again later.".to_string()
+}
+
 pub fn refused(action: &str, why: &str) -> String {
     format!("Refused ({action}): {why}.")
 }

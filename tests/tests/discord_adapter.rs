@@ -118,9 +118,14 @@ async fn a_run_by_buttons_with_refusals_to_the_clicker_a_live_card_and_a_summary
         button_ids(&plan),
         [format!("approve:1:{hash}"), format!("deny:1:{hash}")]
     );
-    // Nobody is pinged by what alice typed.
+    // Nobody is pinged by what alice typed: only the approvers Baton calls on purpose.
     assert_eq!(plan.json["mention_everyone"], false);
-    assert_eq!(plan.json["mentions"], json!([]));
+    let pinged: Vec<&str> = plan.json["mentions"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|u| u["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(pinged, ["2", "3"], "bob and carol, called as approvers");
+    assert!(content.ends_with("Asking <@2> and <@3>."), "{content}");
     let posted = d.read(|s| calls_of(s, POST))[0].body.clone().expect("a JSON body");
     assert_eq!(posted["allowed_mentions"]["parse"], json!([]));
     assert_eq!(posted["enforce_nonce"], true);

@@ -161,15 +161,16 @@ async fn a_flood_of_chatter_leaves_memory_bounded_and_commands_answered() -> any
     alice.join(INCIDENT_ROOM, "alice", JoinHistory::None).await?;
     let ready = Instant::now() + T;
     // Until the bot is in the room, probes go unanswered.
-    while ask(&mut alice, "!help", "Baton commands:", Duration::from_secs(2)).await.is_err() {
+    while ask(&mut alice, "!help", "Baton commands:", Duration::from_secs(2))
+        .await
+        .is_err()
+    {
         anyhow::ensure!(Instant::now() < ready, "the bot did not answer in the room");
     }
     let start = measure::memory(bot.pid());
 
     // mallory floods the room: big lines first, then many short ones.
-    let count = |name: &str, default: usize| {
-        std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-    };
+    let count = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     // Sizes can be raised for a longer flood (BATON_FLOOD_BIG, BATON_FLOOD_SHORT).
     let big = count("BATON_FLOOD_BIG", 300);
     let short = count("BATON_FLOOD_SHORT", 20_000);

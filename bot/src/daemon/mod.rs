@@ -841,7 +841,10 @@ impl Daemon {
                 && !events
                     .iter()
                     .any(|e| matches!(e.event, crate::event::Event::Refused { .. }));
-            let answer = if asker.is_empty() || taken {
+            let answer = if asker.is_empty() && silenced > 0 {
+                // A click must be answered; only the clicker sees it, so the room hears nothing.
+                InteractionReply::Refused(Rich::from(render::refusals_silenced()))
+            } else if asker.is_empty() || taken {
                 InteractionReply::Accepted(messages.iter().find_map(|m| m.card.clone()))
             } else {
                 let mut body = Rich::new();
