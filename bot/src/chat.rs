@@ -14,7 +14,7 @@ use crate::run::RunId;
 use async_trait::async_trait;
 use baton_policies::{Identity, Platform, Sender};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -475,6 +475,23 @@ pub struct Link {
     pub sessions: u64,
 }
 
+/// Who is in each room now, as far as the platform tells (XMPP: the occupants whose real JID the
+/// room shows, by the nickname they use there). Only platforms that report presence have one;
+/// elsewhere Baton cannot know who is in a room.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Room id (as in [`RoomRef::id`]) -> the identities present there and the name each goes by
+    /// in the room.
+    pub rooms: BTreeMap<String, BTreeMap<Identity, String>>,
+}
+
+impl Presence {
+    /// The name `identity` goes by in `room`, when it is there.
+    pub fn name_in(&self, room: &str, identity: &Identity) -> Option<&str> {
+        self.rooms.get(room)?.get(identity).map(String::as_str)
+    }
+}
+
 /// A chat platform connection.
 #[async_trait]
 pub trait ChatAdapter: Send + Sync + 'static {
@@ -500,6 +517,13 @@ pub trait ChatAdapter: Send + Sync + 'static {
 
     /// The connection's state, for platforms that connect (none for the console).
     fn link(&self) -> Option<watch::Receiver<Link>> {
+        None
+    }
+
+    /// Who is in the platform's rooms, for platforms that report presence (XMPP). The approval
+    /// request calls only the approvers present; where this is `None`, it calls every approver
+    /// the platform can address.
+    fn presence(&self) -> Option<watch::Receiver<Presence>> {
         None
     }
 

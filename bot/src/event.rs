@@ -26,6 +26,10 @@ pub enum Event {
         /// (absent from older journals).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         live_route: Option<LiveRoute>,
+        /// The approvers the request called by name (those in the room; absent from older
+        /// journals).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        asked: Vec<PersonId>,
     },
     /// A person's approval of the plan with this hash passed the policy.
     Approved {
@@ -101,6 +105,9 @@ pub enum Event {
         run: RunId,
         person: PersonId,
         step: usize,
+        /// The approvers the request called by name (absent from older journals).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        asked: Vec<PersonId>,
     },
     /// The configuration was reloaded (SIGHUP): what changed. Pending plans are resolved again.
     Reloaded {

@@ -60,6 +60,12 @@ struct PlatformLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabels {
+    platform: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostLabels {
     host: String,
 }
@@ -113,6 +119,8 @@ pub struct Metrics {
     chat_reconnects: Family<PlatformLabels, Counter>,
     agent_up: Family<HostLabels, Gauge>,
     agent_protocol: Family<HostLabels, Gauge>,
+    inbound_dropped: Family<DroppedLabels, Counter>,
+    refusals_silenced: Counter,
     runs_known: Mutex<HashMap<RunId, RunFacts>>,
 }
 
@@ -224,6 +232,18 @@ impl Metrics {
             "The protocol version the host's agent speaks (compare with baton_build_info)",
             agent_protocol.clone(),
         );
+        let inbound_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "inbound_dropped",
+            "Chat messages dropped before they were handled because the platform's inbound backlog was full, by platform and kind (chatter goes first, then new commands)",
+            inbound_dropped.clone(),
+        );
+        let refusals_silenced = Counter::default();
+        registry.register(
+            "refusals_silenced",
+            "Refusals neither answered nor journaled: the sender had their share of refusals in the window",
+            refusals_silenced.clone(),
+        );
         let info = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("commit", env!("BATON_GIT_COMMIT").to_string()),
@@ -249,6 +269,8 @@ impl Metrics {
             chat_reconnects,
             agent_up,
             agent_protocol,
+            inbound_dropped,
+            refusals_silenced,
             runs_known: Mutex::new(HashMap::new()),
         }
     }
@@ -265,6 +287,25 @@ impl Metrics {
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, RunFacts>> {
         // The map only labels metrics; after a panic elsewhere its contents are still usable.
         self.runs_known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Messages dropped from a platform's full inbound backlog.
+    pub fn inbound_dropped(&self, platform: Platform, chatter: u64, commands: u64) {
+        for (kind, n) in [("chatter", chatter), ("command", commands)] {
+            if n > 0 {
+                self.inbound_dropped
+                    .get_or_create(&DroppedLabels {
+                        platform: platform.as_str().to_string(),
+                        kind: kind.to_string(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+
+    /// Refusals left unsaid.
+    pub fn refusals_silenced(&self, n: u64) {
+        self.refusals_silenced.inc_by(n);
     }
 
     /// Learns the runs restored from the journal at start, without counting anything: their

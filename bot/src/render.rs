@@ -6,7 +6,7 @@ use crate::engine::world::World;
 use crate::event::LiveRoute;
 use crate::run::{Phase, Run, RunId, StepStatus};
 use baton_actions::{ActionReport, Plan, PlanHash, PoolName};
-use baton_policies::{GroupName, PersonId, Policy};
+use baton_policies::{Directory, GroupName, PersonId, Policy};
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 
@@ -109,8 +109,25 @@ fn live_lines(out: &mut String, plan: &Plan, live: Option<&LiveRoute>, world: &W
     }
 }
 
+/// The approvers an approval request calls, as mentions (platforms that have mentions notify
+/// them; XMPP writes the nickname each uses in the room, which clients highlight).
+fn calling(run: &Run, dir: &Directory) -> Rich {
+    if run.asked.is_empty() {
+        return Rich::from("No one who may approve can be called here now: ask an approver to join.");
+    }
+    let mut out = Rich::from("Asking ");
+    let n = run.asked.len();
+    for (i, person) in run.asked.iter().enumerate() {
+        if i > 0 {
+            out = out.text(if i + 1 == n { " and " } else { ", " });
+        }
+        out = out.mention(crate::engine::call::mention(dir, person));
+    }
+    out.text(".")
+}
+
 /// The request, with the plan, posted for review.
-pub fn plan_posted(run: &Run, world: &World, policy: &Policy, prefix: &str) -> Rich {
+pub fn plan_posted(run: &Run, world: &World, policy: &Policy, dir: &Directory, prefix: &str) -> Rich {
     let plan = &run.plan;
     let mut out = Rich::from(format!(
         "Run {} requested by {}: move XMPP federation {} -> {} ({}).",
@@ -126,8 +143,8 @@ pub fn plan_posted(run: &Run, world: &World, policy: &Policy, prefix: &str) -> R
     let mut rest = format!("\nPlan (sha256 {}):", run.plan_hash.short());
     plan_lines(&mut rest, plan, false);
     live_lines(&mut rest, plan, run.live_route.as_ref(), world);
-    let _ = write!(rest, "\n{}", approval_needed(run, policy, prefix));
-    out.text(rest)
+    let _ = write!(rest, "\n{}\n", approval_needed(run, policy, prefix));
+    out.text(rest).append(calling(run, dir))
 }
 
 fn approval_needed(run: &Run, policy: &Policy, prefix: &str) -> String {
@@ -342,16 +359,17 @@ pub fn retrying(run: &Run, step: usize, why: &str) -> String {
     )
 }
 
-pub fn retry_needs_approval(run: &Run, step: usize, policy: &Policy, prefix: &str) -> String {
-    format!(
-        "{} retry of step {}/{} ({}) requested by {}. {}",
+pub fn retry_needs_approval(run: &Run, step: usize, policy: &Policy, dir: &Directory, prefix: &str) -> Rich {
+    Rich::from(format!(
+        "{} retry of step {}/{} ({}) requested by {}. {}\n",
         run.id,
         step + 1,
         run.step_count(),
         run.plan.steps[step].kind.title(),
         run.review.requester(),
         approval_needed(run, policy, prefix)
-    )
+    ))
+    .append(calling(run, dir))
 }
 
 /// The final summary of a run that reached its end.
@@ -498,7 +516,18 @@ pub fn status_table(run: &Run, world: &World, now: DateTime<Utc>, prefix: &str) 
         }
     }
     if let Phase::PendingApproval | Phase::RetryPending { .. } = run.phase {
-        let _ = write!(out, "\n  expires at {} UTC", clock(run.review.expires_at()));
+        let asked: Vec<&str> = run.asked.iter().map(PersonId::as_str).collect();
+        let asked = if asked.is_empty() {
+            "nobody (no approver could be called)".to_string()
+        } else {
+            asked.join(", ")
+        };
+        let _ = write!(
+            out,
+            "\n  waiting {} for approval; asked: {asked}\n  expires at {} UTC",
+            elapsed(run.asked_at, now),
+            clock(run.review.expires_at())
+        );
     }
     if let Some(left) = left_behind(run, world, prefix) {
         let _ = write!(out, "\n  {left}");
@@ -719,6 +748,12 @@ pub fn name_the_plan(run: &Run, prefix: &str) -> String {
     )
 }
 
+/// To a clicker whose refusals this minute were used up (a click must be answered; the room hears
+/// nothing).
+pub fn refusals_silenced() -> String {
+    "Refused again: you have had your refusals for this minute; try again later.".to_string()
+}
+
 pub fn refused(action: &str, why: &str) -> String {
     format!("Refused ({action}): {why}.")
 }
@@ -761,6 +796,16 @@ pub fn status_xmpp_simulated(inventory: &baton_actions::Inventory, world: &crate
         );
     }
     out
+}
+
+/// A `!status xmpp` answered from the last look, which ended `age` ago (looks are shared for
+/// `cache`: one look answers every ask meanwhile).
+pub fn status_xmpp_cached(text: &str, age: std::time::Duration, cache: std::time::Duration) -> String {
+    format!(
+        "{text}\n(As looked {} ago: one look answers every ask for {}s.)",
+        elapsed_ms(u64::try_from(age.as_millis()).unwrap_or(u64::MAX)),
+        cache.as_secs()
+    )
 }
 
 pub fn status_xmpp_unavailable() -> String {

@@ -124,6 +124,10 @@ pub struct Run {
     pub abort_requested: Option<AbortRequest>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The approvers the latest approval request (the request's, or a retry's) called by name.
+    pub asked: Vec<PersonId>,
+    /// When the latest approval request was made: a pending run has waited since then.
+    pub asked_at: DateTime<Utc>,
 }
 
 impl Run {

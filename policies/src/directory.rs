@@ -136,6 +136,11 @@ impl Directory {
     pub fn people(&self) -> impl Iterator<Item = &PersonId> {
         self.people.keys()
     }
+
+    /// A person's identities on every platform (none for a person the directory does not know).
+    pub fn identities(&self, person: &PersonId) -> &[Identity] {
+        self.people.get(person).map_or(&[], Vec::as_slice)
+    }
 }
 
 #[cfg(test)]

@@ -199,6 +199,16 @@ impl Policy {
         self.authorize_person(dir, person, right)
     }
 
+    /// Everyone who may approve a request by `requester`, in the directory's order: the people
+    /// the approval request calls. The requester is never among them (even where the policy lets
+    /// a requester approve, calling them to their own request would call nobody new).
+    pub fn approvers(&self, dir: &Directory, requester: &PersonId) -> Vec<PersonId> {
+        dir.people()
+            .filter(|p| *p != requester && self.authorize_person(dir, p, Right::Approve).is_ok())
+            .cloned()
+            .collect()
+    }
+
     /// Checks a known person for one right (used when replaying the journal, where the person
     /// was recorded rather than the chat sender).
     pub fn authorize_person(&self, dir: &Directory, person: &PersonId, right: Right) -> Result<Actor, Refusal> {

@@ -352,3 +352,33 @@ fn only_an_approve_actor_can_approve_and_deny_needs_deny() {
         "the request expired at 14:15:00 UTC"
     );
 }
+
+#[test]
+fn the_approvers_of_a_request_are_the_approve_group_without_the_requester() {
+    let dir = directory();
+    let names = |p: &Policy, requester: &str| -> Vec<String> {
+        p.approvers(&dir, &PersonId::new(requester))
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect()
+    };
+    let default = Policy::default();
+    assert_eq!(names(&default, "alice"), ["bob", "carol"]);
+    assert_eq!(names(&default, "dave"), ["alice", "bob", "carol"]);
+    let own = Policy {
+        requester_may_approve: true,
+        ..Policy::default()
+    };
+    assert_eq!(names(&own, "bob"), ["alice", "carol"], "the requester is never called");
+    let stoppers = Policy {
+        approve: vec![GroupName::new("stoppers")],
+        ..Policy::default()
+    };
+    assert_eq!(names(&stoppers, "alice"), ["dave"]);
+    assert_eq!(names(&stoppers, "dave"), Vec::<String>::new());
+    assert_eq!(
+        dir.identities(&PersonId::new("bob")),
+        [id("console:bob"), id("discord:42")]
+    );
+    assert!(dir.identities(&PersonId::new("nobody")).is_empty());
+}

@@ -262,6 +262,40 @@ impl TestClient {
         }
     }
 
+    /// Like [`TestClient::expect_message`], but every other message received meanwhile is
+    /// dropped, not buffered (for rooms flooded with chatter).
+    pub async fn expect_message_dropping_others(
+        &mut self,
+        matching: impl Fn(&RoomMessage) -> bool,
+        timeout: Duration,
+    ) -> anyhow::Result<RoomMessage> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(m) = self.received.pop_front() {
+                if matching(&m) {
+                    return Ok(m);
+                }
+            }
+            self.presences.clear();
+            let event = self
+                .next_event(deadline)
+                .await
+                .with_context(|| format!("{}: no matching message", self.user))?;
+            self.keep(event);
+        }
+    }
+
+    /// Reads what has already arrived and drops it (a client that sends a lot keeps its own
+    /// stream moving).
+    pub async fn discard_received(&mut self) {
+        while let Ok(event) = self.next_event(Instant::now()).await {
+            drop(event);
+        }
+        self.received.clear();
+        self.presences.clear();
+        self.chats.clear();
+    }
+
     /// Everything received until `window` has passed (buffered messages included), in order.
     pub async fn collect_for(&mut self, window: Duration) -> Vec<RoomMessage> {
         let deadline = Instant::now() + window;

@@ -118,9 +118,14 @@ async fn a_run_by_buttons_with_refusals_to_the_clicker_a_live_card_and_a_summary
         button_ids(&plan),
         [format!("approve:1:{hash}"), format!("deny:1:{hash}")]
     );
-    // Nobody is pinged by what alice typed.
+    // Nobody is pinged by what alice typed: only the approvers Baton calls on purpose.
     assert_eq!(plan.json["mention_everyone"], false);
-    assert_eq!(plan.json["mentions"], json!([]));
+    let pinged: Vec<&str> = plan.json["mentions"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|u| u["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(pinged, ["2", "3"], "bob and carol, called as approvers");
+    assert!(content.ends_with("Asking <@2> and <@3>."), "{content}");
     let posted = d.read(|s| calls_of(s, POST))[0].body.clone().expect("a JSON body");
     assert_eq!(posted["allowed_mentions"]["parse"], json!([]));
     assert_eq!(posted["enforce_nonce"], true);
@@ -642,5 +647,63 @@ async fn a_deleted_card_is_posted_again_and_edited_from_then_on() {
             .any(|c| c.status == 404 && c.path.ends_with(&plan.id.to_string()))
     });
     assert!(refused_edit, "the edit of the deleted card was refused");
+    bot.stop().await.expect("stops cleanly");
+}
+
+/// The request calls the approvers with real mentions that ping them and only them: `<@id>` in
+/// the content and `allowed_mentions` naming exactly bob's and carol's ids (never alice, who
+/// asked, nor mallory, who may not approve); Discord then pings those two. Discord cannot tell
+/// Baton who reads a channel, so every approver with a Discord identity is called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_pings_the_approvers_and_nobody_else() {
+    let bot = DiscordBaton::start(Options {
+        mirrors: false,
+        ..Options::default()
+    })
+    .await
+    .expect("starts");
+    bot.discord
+        .post_user_message(INCIDENTS, ALICE, "!failover xmpp EdgePool2 dc1 down <@5> @everyone")
+        .expect("posted");
+    let plan = card_of(&bot, INCIDENTS, 1).await;
+    assert!(
+        plan.content().ends_with(&format!("Asking <@{BOB}> and <@{CAROL}>.")),
+        "{}",
+        plan.content()
+    );
+    let pinged: Vec<u64> = plan.json["mentions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| u["id"].as_str()?.parse().ok())
+        .collect();
+    assert_eq!(pinged, [BOB, CAROL], "{:#}", plan.json);
+    assert_eq!(plan.json["mention_everyone"], false);
+    let posts = bot.discord.read(|s| calls_of(s, POST));
+    let request = posts
+        .iter()
+        .filter_map(|c| c.body.as_ref())
+        .find(|b| b["content"].as_str().is_some_and(|t| t.starts_with("Run #1 requested")))
+        .expect("the request was posted");
+    let allowed = &request["allowed_mentions"];
+    let users: Vec<String> = allowed["users"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|u| u.as_str().map_or_else(|| u.to_string(), str::to_string))
+        .collect();
+    assert_eq!(users, [BOB.to_string(), CAROL.to_string()], "{allowed}");
+    assert!(
+        allowed["parse"].as_array().is_none_or(|p| p.is_empty()),
+        "nothing parsed from the text pings: {allowed}"
+    );
+    // The next message about the run pings nobody.
+    bot.discord
+        .post_user_message(INCIDENTS, BOB, "!approve 1")
+        .expect("posted");
+    let approved = line(&bot, INCIDENTS, "#1 approved by bob").await;
+    assert!(!approved.contains("<@"), "{approved}");
     bot.stop().await.expect("stops cleanly");
 }

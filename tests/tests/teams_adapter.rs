@@ -653,3 +653,52 @@ async fn a_key_withdrawn_from_the_jwks_is_refused_once_the_key_set_is_fetched_ag
     assert_eq!(again.status, 401);
     bot.stop().await
 }
+
+/// The run's card calls the approvers: a TextBlock with `<at>` tags and one `mention` entity
+/// per approver, by Entra object id (bob and carol; never alice, who asked, nor mallory, who may
+/// not approve). Teams cannot tell Baton who reads a channel, so every approver with a Teams
+/// identity is called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_card_mentions_the_approvers() -> anyhow::Result<()> {
+    let bot = TeamsBot::start(BotOptions::default()).await?;
+    let teams = &bot.teams;
+    let request = teams
+        .message(&user("alice"), "!failover xmpp EdgePool2 dc1 down")
+        .build();
+    assert_eq!(teams.send(&bot.endpoint, &request).await?.status, 200);
+    let card = card_message(&bot).await;
+    let activity = card.latest();
+    let oid = |name: &str| user(name).aad_object_id.expect("stand-in users have an object id");
+    let entities = activity["attachments"][0]["content"]["msteams"]["entities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mentioned: Vec<(String, String)> = entities
+        .iter()
+        .filter(|e| e["type"] == "mention")
+        .map(|e| {
+            (
+                e["text"].as_str().unwrap_or_default().to_string(),
+                e["mentioned"]["id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        mentioned,
+        [
+            ("<at>bob</at>".to_string(), oid("bob")),
+            ("<at>carol</at>".to_string(), oid("carol"))
+        ],
+        "{activity:#}"
+    );
+    let text = activity.to_string();
+    assert!(
+        text.contains("<at>bob</at>") && text.contains("<at>carol</at>"),
+        "the tags are in the card's text: {text}"
+    );
+    assert!(
+        !text.contains(&oid("alice")) && !text.contains(&oid("mallory")),
+        "{text}"
+    );
+    bot.stop().await
+}

@@ -5,8 +5,11 @@
 //! delivers its own queue in its own task.
 //!
 //! Files: `room.rs` (a room's delivery task), `seen.rs` (handled message ids), `supervise.rs`
-//! (adapters started again after a failure).
+//! (adapters started again after a failure), `backlog.rs` (each platform's inbound messages,
+//! bounded by bytes), `look.rs` (`!status xmpp` looks shared between askers).
 
+pub mod backlog;
+pub mod look;
 pub mod room;
 pub mod seen;
 pub mod supervise;
@@ -48,10 +51,68 @@ struct Deferred {
     origin: Origin,
 }
 
-/// The answer to a query that needed the network (`!status xmpp`).
+/// The end of a `!status xmpp` look: its text, for every asker.
 struct Reply {
-    room: RoomRef,
-    body: Rich,
+    text: String,
+}
+
+/// The adapters' messages on their way to the loop: each platform's backlog (bounded by bytes),
+/// a wake-up for the loop, and how many platforms still deliver.
+struct Incoming {
+    backlog: std::sync::Mutex<backlog::Backlog>,
+    wake: tokio::sync::Notify,
+    open: std::sync::atomic::AtomicUsize,
+}
+
+impl Incoming {
+    fn lock(&self) -> std::sync::MutexGuard<'_, backlog::Backlog> {
+        // The backlog is a queue of messages; after a panic elsewhere it is still consistent.
+        self.backlog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Moves one platform's messages into its backlog as they come (never waiting: a full backlog
+/// drops chatter first, then the new message), counting and logging what is dropped.
+async fn forward(
+    platform: Platform,
+    mut rx: mpsc::Receiver<Inbound>,
+    incoming: Arc<Incoming>,
+    prefix: String,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) {
+    let mut dropped = (0u64, 0u64);
+    let mut last_log: Option<Instant> = None;
+    while let Some(m) = rx.recv().await {
+        let command = m.button.is_some() || command::parse(&prefix, &m.text).is_some();
+        let pushed = incoming.lock().push(m, command);
+        incoming.wake.notify_one();
+        if pushed.chatter_dropped == 0 && !pushed.command_dropped {
+            continue;
+        }
+        dropped.0 += pushed.chatter_dropped as u64;
+        dropped.1 += u64::from(pushed.command_dropped);
+        if let Some(m) = &metrics {
+            m.inbound_dropped(
+                platform,
+                pushed.chatter_dropped as u64,
+                u64::from(pushed.command_dropped),
+            );
+        }
+        // Once when it starts, then at most every 10 s while it goes on.
+        if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(
+                platform = %platform,
+                chatter_dropped = dropped.0,
+                commands_dropped = dropped.1,
+                limit_bytes = incoming.lock().limit(),
+                "inbound backlog full: messages not yet handled are dropped, chatter first"
+            );
+            last_log = Some(Instant::now());
+            dropped = (0, 0);
+        }
+    }
+    incoming.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    incoming.wake.notify_one();
 }
 
 /// What to do once a batch is durable (or, for answers that wait behind an earlier batch to
@@ -169,6 +230,13 @@ pub struct Daemon {
     /// The replica's name, when it has just taken over from another: said once in the room of
     /// each open run.
     takeover: Option<String>,
+    /// `!status xmpp` looks in flight and the last one's result.
+    looks: look::Looks,
+    /// Each platform's inbound backlog bound, in bytes.
+    inbound_limit: usize,
+    /// Who is in the rooms, per platform that reports it: read when a command comes in, so the
+    /// engine calls the approvers present at that moment.
+    presence: Vec<(Platform, tokio::sync::watch::Receiver<crate::chat::Presence>)>,
 }
 
 /// The engine's time: the wall clock read once at start, advanced by the monotonic clock. A
@@ -234,6 +302,17 @@ impl Daemon {
             "journal loaded"
         );
         let (store, thread) = StoreActor::spawn(store).context("starting the store's thread")?;
+        let presence = adapters
+            .iter()
+            .filter_map(|a| {
+                a.presence().map(|mut rx| {
+                    // The engine hears the first snapshot too (nobody present yet): a platform
+                    // that reports presence never counts as one that cannot.
+                    rx.mark_changed();
+                    (a.platform(), rx)
+                })
+            })
+            .collect();
         let adapters = adapters.into_iter().map(|a| (a.platform(), a)).collect();
         Ok(Daemon {
             engine,
@@ -264,12 +343,29 @@ impl Daemon {
             draining: None,
             acting: Arc::new(|| true),
             takeover: None,
+            looks: look::Looks::new(look::STATUS_CACHE),
+            inbound_limit: backlog::INBOUND_BACKLOG_BYTES,
+            presence,
         })
     }
 
     /// Answers `!status xmpp` from the journal, saying it is simulated (the demo).
     pub fn with_simulated_status(mut self) -> Daemon {
         self.simulated_status = true;
+        self
+    }
+
+    /// Bounds each platform's inbound backlog to `bytes` (default
+    /// [`backlog::INBOUND_BACKLOG_BYTES`]).
+    pub fn with_inbound_backlog(mut self, bytes: usize) -> Daemon {
+        self.inbound_limit = bytes;
+        self
+    }
+
+    /// Shares a `!status xmpp` look's result with askers for `cache` after it ended (default
+    /// [`look::STATUS_CACHE`]).
+    pub fn with_status_cache(mut self, cache: Duration) -> Daemon {
+        self.looks = look::Looks::new(cache);
         self
     }
 
@@ -335,7 +431,11 @@ impl Daemon {
     }
 
     async fn serve(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(256);
+        let incoming = Arc::new(Incoming {
+            backlog: std::sync::Mutex::new(backlog::Backlog::new(self.inbound_limit)),
+            wake: tokio::sync::Notify::new(),
+            open: std::sync::atomic::AtomicUsize::new(self.adapters.len()),
+        });
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let (reply_tx, mut reply_rx) = mpsc::unbounded_channel::<Reply>();
         let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<Committed>();
@@ -345,12 +445,21 @@ impl Daemon {
         // The adapters outlive a stop request: a draining daemon still delivers.
         let adapters_stop = CancellationToken::new();
         let mut tasks = tokio::task::JoinSet::new();
+        let prefix = self.engine.config().prefix.clone();
         for adapter in self.adapters.values() {
             let adapter = adapter.clone();
-            let (tx, stop) = (in_tx.clone(), adapters_stop.child_token());
+            // A short channel: the forwarder empties it at once into the platform's backlog.
+            let (tx, rx) = mpsc::channel::<Inbound>(64);
+            let stop = adapters_stop.child_token();
+            tokio::spawn(forward(
+                adapter.platform(),
+                rx,
+                incoming.clone(),
+                prefix.clone(),
+                self.metrics.clone(),
+            ));
             tasks.spawn(supervise::supervise(adapter, tx, stop, supervise::RESTARTS));
         }
-        drop(in_tx);
         let waiting: Vec<RoomRef> = self.backlog.keys().cloned().collect();
         for room in waiting {
             self.room(&room, &report_tx, &rooms_stop);
@@ -380,6 +489,10 @@ impl Daemon {
             }
         };
         let result = loop {
+            let has_input = inputs_open && !incoming.lock().is_empty();
+            if inputs_open && !has_input && incoming.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                inputs_open = false;
+            }
             if self.lifetime == Lifetime::UntilIdle && !inputs_open && self.idle() {
                 break Ok(());
             }
@@ -446,17 +559,21 @@ impl Daemon {
                 }
                 Some(reply) = reply_rx.recv() => {
                     self.in_flight = self.in_flight.saturating_sub(1);
-                    let msg = Message::reply(reply.room, reply.body);
-                    self.answer(vec![msg], None, None, &mut ctx);
+                    let askers = self.looks.done(reply.text.clone(), Instant::now());
+                    let messages = askers.into_iter().map(|room| Message::reply(room, reply.text.as_str())).collect();
+                    self.answer(messages, None, None, &mut ctx);
                     Ok(())
                 }
-                message = in_rx.recv(), if inputs_open => {
-                    match message {
-                        Some(m) => self.inbound(m, &mut ctx),
-                        None => inputs_open = false,
+                // One message per turn, so that commits, reports and deadlines are not held
+                // behind a long backlog.
+                _ = std::future::ready(()), if has_input => {
+                    let next = incoming.lock().pop();
+                    if let Some(m) = next {
+                        self.inbound(m, &mut ctx);
                     }
                     Ok(())
                 }
+                _ = incoming.wake.notified(), if inputs_open && !has_input => Ok(()),
                 _ = tokio::time::sleep(deadline.unwrap_or(Duration::from_secs(3600))), if deadline.is_some() => {
                     self.step(Input::Tick, Origin::default(), &mut ctx);
                     Ok(())
@@ -614,6 +731,7 @@ impl Daemon {
             return;
         }
         tracing::info!(room = %m.room, id = %m.message_id, "command received");
+        self.sync_presence();
         let plans = matches!(command, Ok(Command::Failover { .. } | Command::Plan { .. }));
         let input = Input::Chat {
             room: m.room.clone(),
@@ -642,6 +760,24 @@ impl Daemon {
                 });
             }
             _ => self.step(input, origin, ctx),
+        }
+    }
+
+    /// Hands the engine who is in the rooms now, for the platforms whose presence changed since
+    /// it last heard (it only records it: nothing to journal or say).
+    fn sync_presence(&mut self) {
+        for (platform, rx) in &mut self.presence {
+            if rx.has_changed().unwrap_or(false) {
+                let presence = rx.borrow_and_update().clone();
+                let out = self.engine.handle(
+                    Input::Presence {
+                        platform: *platform,
+                        presence,
+                    },
+                    self.clock.now(),
+                );
+                debug_assert!(out.events.is_empty() && out.messages.is_empty());
+            }
         }
     }
 
@@ -683,7 +819,13 @@ impl Daemon {
             dispatches,
             queries,
             reloaded: _,
+            silenced,
         } = out;
+        if silenced > 0
+            && let Some(m) = &self.metrics
+        {
+            m.refusals_silenced(silenced as u64);
+        }
         for q in queries {
             self.query(q, ctx);
         }
@@ -699,7 +841,10 @@ impl Daemon {
                 && !events
                     .iter()
                     .any(|e| matches!(e.event, crate::event::Event::Refused { .. }));
-            let answer = if asker.is_empty() || taken {
+            let answer = if asker.is_empty() && silenced > 0 {
+                // A click must be answered; only the clicker sees it, so the room hears nothing.
+                InteractionReply::Refused(Rich::from(render::refusals_silenced()))
+            } else if asker.is_empty() || taken {
                 InteractionReply::Accepted(messages.iter().find_map(|m| m.card.clone()))
             } else {
                 let mut body = Rich::new();
@@ -916,26 +1061,35 @@ impl Daemon {
                 let text = render::status_xmpp_simulated(&self.engine.config().inventory, self.engine.world());
                 self.answer(vec![Message::reply(room, text)], None, None, ctx);
             }
-            Query::StatusXmpp { room } => {
-                self.in_flight += 1;
-                let replies = ctx.replies.clone();
-                let look = self.status.clone();
-                let inventory = self.engine.config().inventory.clone();
-                let holder = self.engine.route_holder().cloned();
-                tokio::spawn(async move {
-                    let text = match look {
-                        Some(look) => {
-                            let status = gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
-                            render::status_xmpp(&status, holder.as_ref())
-                        }
-                        None => render::status_xmpp_unavailable(),
-                    };
-                    let _ = replies.send(Reply {
-                        room,
-                        body: Rich::from(text),
+            Query::StatusXmpp { room } => match self.looks.ask(room.clone(), Instant::now()) {
+                look::Ask::Cached { text, age } => {
+                    tracing::info!(room = %room, age_ms = age.as_millis() as u64, "!status xmpp answered from the last look");
+                    let text = render::status_xmpp_cached(&text, age, self.looks.cache());
+                    self.answer(vec![Message::reply(room, text)], None, None, ctx);
+                }
+                look::Ask::Joined => {
+                    tracing::info!(room = %room, "!status xmpp joins the look in flight");
+                }
+                look::Ask::Start => {
+                    tracing::info!(room = %room, "!status xmpp: looking");
+                    self.in_flight += 1;
+                    let replies = ctx.replies.clone();
+                    let look = self.status.clone();
+                    let inventory = self.engine.config().inventory.clone();
+                    let holder = self.engine.route_holder().cloned();
+                    tokio::spawn(async move {
+                        let text = match look {
+                            Some(look) => {
+                                let status =
+                                    gather_xmpp_status(&inventory, &look.settings, look.routes.as_deref()).await;
+                                render::status_xmpp(&status, holder.as_ref())
+                            }
+                            None => render::status_xmpp_unavailable(),
+                        };
+                        let _ = replies.send(Reply { text });
                     });
-                });
-            }
+                }
+            },
         }
     }
 

@@ -255,6 +255,43 @@ async fn a_refused_click_is_answered_to_the_clicker_only() {
     );
 }
 
+/// Clicks refused again and again: five answers with the reason and journal rows, then a short
+/// answer to the clicker alone (a click must be answered), with nothing journaled or said in the
+/// room.
+#[tokio::test]
+async fn a_clicker_refused_too_often_is_answered_briefly_and_not_journaled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discord = Arc::new(MemoryAdapter::new(Platform::Discord, cards(Duration::ZERO), &["ops"]));
+    let bot = Bot::start(dir.path(), Duration::ZERO, vec![discord.clone()], vec![]);
+    discord.say("ops", &who(ALICE), "!failover xmpp EdgePool2").await;
+    discord
+        .wait_for(WAIT, |p| p.iter().any(|m| m.card.is_some()))
+        .await
+        .expect("the card");
+    let plan = discord.posted("ops")[0].card.as_ref().expect("a card").plan.clone();
+    let mut answers = Vec::new();
+    for _ in 0..7 {
+        match discord.click("ops", &who(ALICE), approve(1, &plan)).await {
+            Some(InteractionReply::Refused(why)) => answers.push(why.plain()),
+            other => panic!("a refused click is answered as refused, got {other:?}"),
+        }
+    }
+    assert!(
+        answers[..5].iter().all(|a| a.contains("you requested this")),
+        "{answers:#?}"
+    );
+    assert!(
+        answers[5..].iter().all(|a| a.contains("had your refusals")),
+        "{answers:#?}"
+    );
+    bot.stop().await;
+    assert_eq!(journal(dir.path()).iter().filter(|k| *k == "refused").count(), 5);
+    assert!(
+        !discord.posted("ops").iter().any(|m| m.text.contains("Refused")),
+        "nothing said in the room"
+    );
+}
+
 #[tokio::test]
 async fn a_slow_platform_holds_neither_the_run_nor_another_platform() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,7 @@
 //! Chat commands: the sender is authorized for the command's right, then failover, approve,
 //! deny, abort, retry and the read-only looks (help, plan, status, runs) are decided.
 
+use super::limit::Verdict;
 use super::{Engine, MessageKind, Output, Query};
 use crate::chat::RoomRef;
 use crate::command::{Command, CommandError, help_text};
@@ -31,7 +32,15 @@ impl Engine {
         let live = self.observed.take();
         let cmd = match command {
             Ok(cmd) => cmd,
-            Err(e) => return self.say(out, &room, render::sentence(&e.to_string())),
+            Err(e) => {
+                // Usage errors of people Baton knows are always answered; of anyone else, as
+                // many as their share of refusals.
+                let known = matches!(&sender, Sender::Verified(id) if self.cfg.directory.person_of(id).is_some());
+                if !known && !self.answer_refusal(out, now, &sender_name(&sender), "a command that does not parse") {
+                    return;
+                }
+                return self.say(out, &room, render::sentence(&e.to_string()));
+            }
         };
         let right = cmd.right();
         let actor = match self.cfg.policy.authorize(&self.cfg.directory, &sender, right) {
@@ -121,6 +130,27 @@ impl Engine {
         }
     }
 
+    /// Whether a refusal for `who` is answered (and journaled), or left unsaid because they had
+    /// their share in this window (see [`super::limit`]); the first unsaid one is logged.
+    fn answer_refusal(&mut self, out: &mut Output, now: DateTime<Utc>, who: &str, command: &str) -> bool {
+        match self.refusals.note(who, now) {
+            Verdict::Answer => true,
+            Verdict::Silent { first } => {
+                if first {
+                    tracing::warn!(
+                        sender = %who,
+                        command = %command,
+                        limit = super::limit::REFUSALS_PER_WINDOW,
+                        window_s = super::limit::REFUSAL_WINDOW.num_seconds(),
+                        "too many refused commands from this sender; further refusals in this window are neither answered nor journaled"
+                    );
+                }
+                out.silenced += 1;
+                false
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn refuse(
         &mut self,
@@ -133,7 +163,11 @@ impl Engine {
         why: &str,
     ) {
         let command = cmd.describe();
-        // Read-only commands refused are not worth an audit record; anything else is.
+        if !self.answer_refusal(out, now, who, &command) {
+            return;
+        }
+        // Read-only commands refused are not worth an audit record; anything else is (as
+        // many as the sender's share of answered refusals: a spammer's flood costs no flushes).
         if cmd.right() != Right::View {
             self.emit(
                 out,
@@ -190,6 +224,7 @@ impl Engine {
         };
         let id = RunId(self.next_run);
         let plan_hash = plan.hash().as_str().to_string();
+        let asked = self.to_call(actor.person(), &room);
         self.emit(
             out,
             now,
@@ -202,10 +237,17 @@ impl Engine {
                 plan,
                 plan_hash,
                 live_route,
+                asked,
             },
         );
         let run = &self.runs[&id];
-        let text = render::plan_posted(run, &self.world, &self.cfg.policy, &self.cfg.prefix);
+        let text = render::plan_posted(
+            run,
+            &self.world,
+            &self.cfg.policy,
+            &self.cfg.directory,
+            &self.cfg.prefix,
+        );
         self.say_run(out, id, text);
     }
 
@@ -389,6 +431,7 @@ impl Engine {
             return self.say(out, room, text);
         };
         if self.cfg.policy.retry_needs_approval {
+            let asked = self.to_call(actor.person(), &run.room);
             self.emit(
                 out,
                 now,
@@ -396,9 +439,16 @@ impl Engine {
                     run: id,
                     person: actor.person().clone(),
                     step,
+                    asked,
                 },
             );
-            let text = render::retry_needs_approval(&self.runs[&id], step, &self.cfg.policy, &self.cfg.prefix);
+            let text = render::retry_needs_approval(
+                &self.runs[&id],
+                step,
+                &self.cfg.policy,
+                &self.cfg.directory,
+                &self.cfg.prefix,
+            );
             return self.say_run(out, id, text);
         }
         self.start_step(out, now, id, step);

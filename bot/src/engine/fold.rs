@@ -19,6 +19,7 @@ impl Engine {
                 plan,
                 plan_hash,
                 live_route,
+                asked,
                 ..
             } => {
                 let steps = fresh_steps(plan);
@@ -42,6 +43,8 @@ impl Engine {
                         abort_requested: None,
                         started_at: None,
                         finished_at: None,
+                        asked: asked.clone(),
+                        asked_at: at,
                     },
                 );
                 self.next_run = self.next_run.max(run.0 + 1);
@@ -176,11 +179,18 @@ impl Engine {
                     r.finished_at = Some(at);
                 }
             }
-            Event::RetryRequested { run, person, step } => {
+            Event::RetryRequested {
+                run,
+                person,
+                step,
+                asked,
+            } => {
                 let policy = &self.cfg.policy;
                 if let Some(r) = self.runs.get_mut(run) {
                     r.review = Review::open(policy, person, r.plan_hash.as_str(), at);
                     r.phase = Phase::RetryPending { step: *step };
+                    r.asked = asked.clone();
+                    r.asked_at = at;
                 }
             }
             Event::RetryExpired { run } => {

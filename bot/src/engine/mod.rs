@@ -11,19 +11,21 @@
 //! `fold` applies journaled events, `commands` answers chat commands, `steps` carries a run's
 //! steps out (dispatches, results, deadlines) and `reload` takes a new configuration.
 
+pub mod call;
 mod commands;
 mod fold;
+pub mod limit;
 mod reload;
 mod steps;
 pub mod world;
 
-use crate::chat::{Rich, RoomRef, RunCard};
+use crate::chat::{Presence, Rich, RoomRef, RunCard};
 use crate::command::{Command, CommandError};
 use crate::event::{Event, LiveRoute, Recorded};
 use crate::render;
 use crate::run::{Phase, Run, RunId};
 use baton_actions::{ActionReport, ActionRequest, Inventory, PoolName};
-use baton_policies::{Directory, Policy, Sender};
+use baton_policies::{Directory, Platform, Policy, Sender};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use world::World;
@@ -82,6 +84,9 @@ pub enum Input {
     /// The route as Lync reports it now, read by the shell just before a `!failover` or
     /// `!plan` that follows: the next plan shows it beside the journal's view.
     Observed(LiveRoute),
+    /// Who is in a platform's rooms now (platforms that report presence): approval requests
+    /// call the approvers present. Not journaled: the request records whom it called.
+    Presence { platform: Platform, presence: Presence },
 }
 
 /// A reloaded configuration's parts that the engine decides with.
@@ -158,6 +163,8 @@ pub struct Output {
     pub queries: Vec<Query>,
     /// For a reload: whether it was taken (the shell then swaps its executors) or refused.
     pub reloaded: Option<bool>,
+    /// Refusals left unsaid (the sender had their share of refusals in this window).
+    pub silenced: usize,
 }
 
 /// Every run of one store, and what their actions changed.
@@ -168,6 +175,10 @@ pub struct Engine {
     world: World,
     /// The route as last observed, for the next plan.
     observed: Option<LiveRoute>,
+    /// Who is in the rooms of the platforms that report presence.
+    presence: BTreeMap<Platform, Presence>,
+    /// Refusals answered per sender (not journaled: a restart starts afresh).
+    refusals: limit::Refusals,
 }
 
 impl Engine {
@@ -179,6 +190,8 @@ impl Engine {
             next_run: 1,
             world,
             observed: None,
+            presence: BTreeMap::new(),
+            refusals: limit::Refusals::default(),
         }
     }
 
@@ -267,6 +280,9 @@ impl Engine {
                 self.reload(policy, directory, inventory, now, &mut out)
             }
             Input::Observed(live) => self.observed = Some(live),
+            Input::Presence { platform, presence } => {
+                self.presence.insert(platform, presence);
+            }
         }
         out
     }
@@ -279,6 +295,18 @@ impl Engine {
         let r = Recorded { at, event };
         self.apply(&r);
         out.events.push(r);
+    }
+
+    /// Whom a new approval request by `requester` in `room` calls (see [`call::to_call`]).
+    fn to_call(&self, requester: &baton_policies::PersonId, room: &RoomRef) -> Vec<baton_policies::PersonId> {
+        call::to_call(
+            &self.cfg.policy,
+            &self.cfg.directory,
+            requester,
+            &[],
+            room,
+            self.presence.get(&room.platform),
+        )
     }
 
     fn say(&self, out: &mut Output, room: &RoomRef, text: impl Into<Rich>) {

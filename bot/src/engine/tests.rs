@@ -222,6 +222,7 @@ fn the_users_story() {
                  8. verify    _xmpp-server._tcp.contoso.com resolves to the new pool; an XMPP s2s stream opens on 5269
                Warning: stopping the services of EdgePool2 interrupts its remote access and federation until step 7 starts them again.
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         alice> !approve 1
         baton> Refused (!approve 1): you requested this; another person must approve it.
         mallory> !approve 1
@@ -290,6 +291,7 @@ fn one_active_run_deny_and_unknown_pools() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         carol> !failover xmpp EdgePool2 me too
         baton> Run #1 is already active (pending approval) for the XMPP federation route; one run at a time. `!status 1` shows it.
         stranger> !failover xmpp EdgePool2
@@ -307,6 +309,7 @@ fn one_active_run_deny_and_unknown_pools() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than carol: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking alice and bob.
         mallory> !runs
         baton> Recent runs:
                #2 pending approval: EdgePool1 -> EdgePool2, 2026-11-26 14:02 UTC by carol
@@ -332,6 +335,7 @@ fn expiry() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> Refused (!approve 1): the request expired at 14:17:11 UTC.
         baton> #1 expired: not approved within 15m. Nothing was changed.
@@ -379,6 +383,7 @@ fn a_plan_change_voids_earlier_approvals() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (1 of 2 approvals). Waiting for 1 more.
         [reload: EdgePool2 moves to 203.0.113.21]
@@ -513,6 +518,7 @@ fn failure_retry_and_abort() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
         [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
@@ -576,6 +582,7 @@ fn an_unknown_outcome_is_said_as_unknown_and_a_retry_sends_the_next_attempt_whic
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
         [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
@@ -624,6 +631,7 @@ fn abort_waits_for_the_step_in_flight() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
         [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
@@ -670,6 +678,7 @@ fn retry_with_approval_when_the_policy_asks() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
         [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
@@ -685,6 +694,7 @@ fn retry_with_approval_when_the_policy_asks() {
                Left as Baton knows it: the Lync services of edge2a.contoso.com, edge2b.contoso.com are stopped (Start-CsWindowsService on each starts them).
         alice> !retry 1
         baton> #1 retry of step 3/8 (route) requested by alice. Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:15 UTC (15 min).
+               Asking bob and carol.
         alice> !approve 1
         baton> Refused (!approve 1): you requested this; another person must approve it.
         carol> !approve 1
@@ -938,6 +948,7 @@ fn an_approval_naming_a_plan_hash_counts_only_for_that_plan() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 2 approvals from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1 D974D3
         baton> #1 approved by bob (1 of 2 approvals). Waiting for 1 more.
         [reload: EdgePool2 moves to 203.0.113.21]
@@ -997,6 +1008,7 @@ fn abort_reasons_are_journaled_and_shown() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 1` or `!deny 1 <why>`. Expires at 14:17:11 UTC (15 min).
+               Asking bob and carol.
         bob> !approve 1
         baton> #1 approved by bob (2 people: alice and bob). Running.
         [dispatch] st/r1.1a21829eeb8/s1/a1-edge2a/t1 health on edge2a
@@ -1015,6 +1027,7 @@ fn abort_reasons_are_journaled_and_shown() {
                Plan (sha256 d974d3765c60):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:13 UTC (15 min).
+               Asking bob and carol.
         bob> !abort #2 wrong pool
         baton> #2 aborted by bob: wrong pool. 0 of 8 steps had completed; the rest did not run. Requested by alice at 14:02:13 UTC, approved by nobody.
         bob> !abort 2 again
@@ -1147,6 +1160,7 @@ fn a_failback_after_a_half_run_is_planned_from_where_the_route_is() {
                Plan (sha256 96be43f5c5f3):
                  [9 plan lines]
                Needs 1 approval from edge-admins other than alice: `!approve 2` or `!deny 2 <why>`. Expires at 14:17:23 UTC (15 min).
+               Asking bob and carol.
     "#]]);
 }
 
@@ -1187,4 +1201,173 @@ fn a_plan_shows_the_live_route_beside_the_journal_and_warns_before_stopping_the_
     );
     let preview = t.log.split("bob> ").nth(1).unwrap_or_default();
     assert!(!preview.contains("Note: Lync"), "{preview}");
+}
+
+/// A request in an XMPP room calls the approvers present (by their identities: the adapter writes
+/// the nickname), never the requester or people away; `!status` says who was asked and for how
+/// long the run has waited; the journal keeps whom it called.
+#[test]
+fn the_request_calls_the_approvers_in_the_room() {
+    let mut engine = Engine::new(config(|_| {}));
+    let room = RoomRef::new(Platform::Xmpp, "ops@conference.contoso.com");
+    let xmpp = |jid: &str| Identity::new(Platform::Xmpp, jid).expect("valid jid");
+    let occupants = |who: &[(&str, &str)]| crate::chat::Presence {
+        rooms: [(
+            room.id.clone(),
+            who.iter().map(|(jid, nick)| (xmpp(jid), nick.to_string())).collect(),
+        )]
+        .into(),
+    };
+    let t0 = DateTime::parse_from_rfc3339("2026-11-26T14:02:11Z")
+        .expect("valid time")
+        .with_timezone(&Utc);
+    let chat = |engine: &mut Engine, who: &str, text: &str, at| {
+        engine.handle(
+            Input::Chat {
+                room: room.clone(),
+                sender: Sender::Verified(xmpp(who)),
+                command: parse("!", text).expect("addressed to the bot"),
+            },
+            at,
+        )
+    };
+    // alice, bob (as "Bobby") and mallory are here; carol is not.
+    let presence = occupants(&[
+        ("alice@contoso.com", "alice"),
+        ("bob@contoso.com", "Bobby"),
+        ("mallory@contoso.com", "mallory"),
+    ]);
+    engine.handle(
+        Input::Presence {
+            platform: Platform::Xmpp,
+            presence,
+        },
+        t0,
+    );
+    let out = chat(
+        &mut engine,
+        "alice@contoso.com",
+        "!failover xmpp EdgePool2 dc1 down",
+        t0,
+    );
+    let mentions: Vec<&crate::chat::Mention> = out.messages[0]
+        .body
+        .0
+        .iter()
+        .filter_map(|s| match s {
+            crate::chat::Span::Mention(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(mentions.len(), 1, "{:?}", out.messages[0].body);
+    assert_eq!(mentions[0].person, "bob");
+    assert_eq!(mentions[0].on(Platform::Xmpp), Some(&xmpp("bob@contoso.com")));
+    assert!(
+        out.messages[0].text().ends_with("\nAsking bob."),
+        "{}",
+        out.messages[0].text()
+    );
+    let asked = out.events.iter().find_map(|r| match &r.event {
+        Event::Requested { asked, .. } => Some(asked.clone()),
+        _ => None,
+    });
+    assert_eq!(asked, Some(vec![PersonId::new("bob")]));
+
+    let later = t0 + chrono::Duration::seconds(192);
+    let status = chat(&mut engine, "mallory@contoso.com", "!status 1", later);
+    expect![[r#"
+        #1 pending approval: EdgePool1 -> EdgePool2, requested 14:02:11 UTC by alice
+          1. precheck  -
+          2. services  -
+          3. route     -
+          4. dns A     -
+          5. dns SRV   -
+          6. port      -
+          7. services  -
+          8. verify    -
+          waiting 3m12s for approval; asked: bob
+          expires at 14:17:11 UTC"#]]
+    .assert_eq(&status.messages[0].text());
+
+    // Rebuilt from the journal, the run knows whom it asked.
+    let restored = Engine::restore(config(|_| {}), out.events);
+    assert_eq!(
+        restored.run(RunId(1)).map(|r| r.asked.clone()),
+        Some(vec![PersonId::new("bob")])
+    );
+
+    // Nobody who may approve in the room: the request says so and names nobody.
+    let mut engine = Engine::new(config(|_| {}));
+    engine.handle(
+        Input::Presence {
+            platform: Platform::Xmpp,
+            presence: occupants(&[("alice@contoso.com", "alice"), ("mallory@contoso.com", "m")]),
+        },
+        t0,
+    );
+    let out = chat(&mut engine, "alice@contoso.com", "!failover xmpp EdgePool2", t0);
+    let text = out.messages[0].text();
+    assert!(
+        text.ends_with("\nNo one who may approve can be called here now: ask an approver to join."),
+        "{text}"
+    );
+    assert!(
+        !out.messages[0]
+            .body
+            .0
+            .iter()
+            .any(|s| matches!(s, crate::chat::Span::Mention(_)))
+    );
+}
+
+/// Says `text` as `who` `times` times: (messages said, events journaled, refusals silenced).
+fn spam(t: &mut T, who: &str, text: &str, times: usize) -> (usize, usize, usize) {
+    let mut counts = (0, 0, 0);
+    for _ in 0..times {
+        let sender = match who {
+            "anon" => Sender::Unverified {
+                display: "bob".into(),
+                why: "this room does not show real JIDs to Baton".into(),
+            },
+            _ => Sender::Verified(Identity::new(Platform::Console, who).expect("valid console name")),
+        };
+        let out = t.engine.handle(
+            Input::Chat {
+                room: RoomRef::new(Platform::Console, "incident"),
+                sender,
+                command: parse("!", text).expect("addressed to the bot"),
+            },
+            t.now,
+        );
+        counts.0 += out.messages.len();
+        counts.1 += out.events.len();
+        counts.2 += out.silenced;
+    }
+    counts
+}
+
+/// A sender refused again and again gets five answers a minute; the rest are neither said nor
+/// journaled. Usage errors of people Baton knows are always answered.
+#[test]
+fn refusals_are_answered_a_few_times_a_minute_per_sender() {
+    let mut t = T::new(|_| {});
+    assert_eq!(spam(&mut t, "mallory", "!approve 1", 8), (5, 5, 3), "mallory");
+    assert_eq!(
+        spam(&mut t, "anon", "!failover xmpp EdgePool2", 7),
+        (5, 5, 2),
+        "an unverified sender"
+    );
+    assert_eq!(
+        spam(&mut t, "stranger", "!approve", 7),
+        (5, 0, 2),
+        "usage errors of a stranger"
+    );
+    assert_eq!(
+        spam(&mut t, "alice", "!approve", 7),
+        (7, 0, 0),
+        "usage errors of a known person"
+    );
+    // A minute later mallory is answered again.
+    t.after_secs(60);
+    assert_eq!(spam(&mut t, "mallory", "!approve 1", 1), (1, 1, 0));
 }

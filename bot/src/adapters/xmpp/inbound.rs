@@ -171,6 +171,28 @@ impl RoomState {
         RoomRef::new(Platform::Xmpp, self.room.as_str())
     }
 
+    /// Who is here, as far as the room shows real JIDs: each occupant's identity and nickname
+    /// (the bot itself excluded; one nickname per identity when a person has several clients).
+    pub fn present(&self) -> std::collections::BTreeMap<Identity, String> {
+        let mut out = std::collections::BTreeMap::new();
+        if !self.joined || self.mirror_only {
+            return out;
+        }
+        let mut nicks: Vec<(&String, &BareJid)> = self
+            .occupants
+            .iter()
+            .filter(|(nick, _)| **nick != self.nick)
+            .filter_map(|(nick, real)| real.as_ref().map(|r| (nick, r)))
+            .collect();
+        nicks.sort();
+        for (nick, real) in nicks {
+            if let Ok(identity) = Identity::new(Platform::Xmpp, real.as_str()) {
+                out.entry(identity).or_insert_with(|| nick.clone());
+            }
+        }
+        out
+    }
+
     /// Whether the bot can tell who sends messages here.
     pub fn sees_real_jids(&self) -> bool {
         self.non_anonymous || self.moderator
@@ -763,6 +785,29 @@ mod tests {
             }
         );
         assert!(!room.joined);
+    }
+
+    #[test]
+    fn presence_lists_the_occupants_whose_real_jid_shows_by_nickname() {
+        let names = |room: &RoomState| -> Vec<String> {
+            room.present().iter().map(|(id, nick)| format!("{id}={nick}")).collect()
+        };
+        let mut room = joined_room(true);
+        // The bot itself is not listed; "bob" is the nickname mallory uses.
+        assert_eq!(
+            names(&room),
+            ["xmpp:alice@contoso.test=alice", "xmpp:mallory@contoso.test=bob"]
+        );
+        let gone = format!(
+            "<presence xmlns='jabber:client' type='unavailable' from='{ROOM}/alice'>\
+             <x xmlns='http://jabber.org/protocol/muc#user'><item affiliation='none' role='none'/></x></presence>"
+        );
+        room.on_presence(&presence(&gone));
+        assert_eq!(names(&room), ["xmpp:mallory@contoso.test=bob"]);
+        room.reset();
+        assert!(names(&room).is_empty(), "out of the room, nobody is known present");
+        // A room that hides real JIDs shows nobody.
+        assert!(names(&joined_room(false)).is_empty());
     }
 
     #[test]

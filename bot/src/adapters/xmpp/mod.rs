@@ -39,7 +39,9 @@ pub mod section;
 pub use config::{RoomConfig, TlsMode, ValidConfig, XmppConfig};
 pub use connect::{Backoff, ConnectError, Connector};
 
-use crate::chat::{Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, Link, Outbound, RoomRef};
+use crate::chat::{
+    Capabilities, ChatAdapter, Delivered, DeliveryError, Inbound, Link, Outbound, Presence as Occupants, RoomRef, Span,
+};
 use async_trait::async_trait;
 use baton_policies::Platform;
 use confirm::{Outstanding, Refusal, Seen};
@@ -107,6 +109,8 @@ pub struct XmppAdapter {
     commands: mpsc::Sender<Command>,
     carry: Mutex<Option<Carry>>,
     status_tx: watch::Sender<LinkStatus>,
+    /// Who is in each room (real JIDs and nicknames), for the approval request's call.
+    presence_tx: watch::Sender<Occupants>,
 }
 
 impl XmppAdapter {
@@ -120,6 +124,7 @@ impl XmppAdapter {
         )?;
         let (commands, commands_rx) = mpsc::channel(64);
         let (status_tx, _) = watch::channel(LinkStatus::default());
+        let (presence_tx, _) = watch::channel(Occupants::default());
         Ok(XmppAdapter {
             config,
             connector,
@@ -129,6 +134,7 @@ impl XmppAdapter {
                 outstanding: Outstanding::default(),
             })),
             status_tx,
+            presence_tx,
         })
     }
 
@@ -170,10 +176,27 @@ impl XmppAdapter {
     fn update_status(&self, f: impl FnOnce(&mut LinkStatus)) {
         self.status_tx.send_modify(f);
     }
+
+    /// The message's text for `room`: a mentioned person present in the room is written as the
+    /// nickname they use there (clients highlight their own nickname), anyone else by name.
+    fn text_for(&self, room: &BareJid, message: &Outbound) -> String {
+        let presence = self.presence_tx.borrow();
+        message.body.render(|span| match span {
+            Span::Text(t) | Span::Quoted(t) => t.clone(),
+            Span::Mention(m) => m
+                .on(Platform::Xmpp)
+                .and_then(|i| presence.name_in(room.as_str(), i))
+                .unwrap_or(&m.person)
+                .to_string(),
+        })
+    }
 }
 
-/// Live messages held for a busy receiver before new ones are dropped.
+/// Live messages held for a busy receiver before new ones are dropped: at most this many, and
+/// at most [`MAX_BACKLOG_BYTES`] of them. The daemon empties this at once into its own backlog
+/// (bounded by bytes, chatter dropped first), so this fills only if the daemon stops taking.
 const MAX_BACKLOG: usize = 10_000;
+const MAX_BACKLOG_BYTES: usize = 4 << 20;
 /// How long a rejoin waits for the end of the room's history (its subject) before it sends
 /// again what the history did not show.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -223,6 +246,10 @@ impl ChatAdapter for XmppAdapter {
         Some(self.status())
     }
 
+    fn presence(&self) -> Option<watch::Receiver<Occupants>> {
+        Some(self.presence_tx.subscribe())
+    }
+
     async fn run(&self, inbound: mpsc::Sender<Inbound>, shutdown: CancellationToken) -> anyhow::Result<()> {
         let carry = self
             .carry
@@ -250,6 +277,11 @@ impl ChatAdapter for XmppAdapter {
             s.online = false;
             s.joined.clear();
         });
+        self.presence_tx.send_if_modified(|p| {
+            let changed = !p.rooms.is_empty();
+            p.rooms.clear();
+            changed
+        });
         result.map_err(anyhow::Error::from)
     }
 
@@ -265,7 +297,7 @@ impl ChatAdapter for XmppAdapter {
             .ok_or_else(|| DeliveryError::Permanent {
                 reason: format!("{} is not a configured room", message.room.id),
             })?;
-        let texts = outbound::split_text(&message.text(), self.config.settings.max_message_bytes);
+        let texts = outbound::split_text(&self.text_for(&room, message), self.config.settings.max_message_bytes);
         if texts.is_empty() {
             return Err(DeliveryError::Permanent {
                 reason: "empty message".into(),
@@ -303,6 +335,10 @@ struct Driver<'a> {
     /// Live messages not yet taken by the receiver: the stream keeps being read (so delivery
     /// echoes are seen) even while the engine is busy waiting for a delivery.
     backlog: VecDeque<Inbound>,
+    /// The bytes `backlog` holds (as the daemon's backlog counts them).
+    backlog_bytes: usize,
+    /// Set while messages are being dropped (logged once until the backlog empties).
+    dropping: bool,
     commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
     rooms: HashMap<BareJid, RoomState>,
@@ -341,6 +377,8 @@ impl<'a> Driver<'a> {
             adapter,
             inbound,
             backlog: VecDeque::new(),
+            backlog_bytes: 0,
+            dropping: false,
             commands: carry.commands,
             stop,
             rooms,
@@ -383,7 +421,11 @@ impl<'a> Driver<'a> {
                 permit = inbound.reserve(), if waiting => match permit {
                     Ok(permit) => {
                         if let Some(next) = self.backlog.pop_front() {
+                            self.backlog_bytes -= crate::daemon::backlog::size(&next);
                             permit.send(next);
+                        }
+                        if self.backlog.is_empty() {
+                            self.dropping = false;
                         }
                     }
                     Err(_) => {
@@ -425,6 +467,7 @@ impl<'a> Driver<'a> {
                 for room in self.rooms.values_mut() {
                     room.reset();
                 }
+                self.publish_presence();
                 self.asked_history.clear();
                 self.catching_up.clear();
                 self.rejoins = self
@@ -465,6 +508,21 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// Publishes who is in each command room now (only when it changed).
+    fn publish_presence(&self) {
+        let rooms = self
+            .rooms
+            .values()
+            .filter(|r| !r.mirror_only)
+            .map(|r| (r.room.to_string(), r.present()))
+            .collect();
+        self.adapter.presence_tx.send_if_modified(|p| {
+            let changed = p.rooms != rooms;
+            p.rooms = rooms;
+            changed
+        });
+    }
+
     async fn on_presence(&mut self, stream: &StanzaStream, presence: Presence) {
         let Some(room_jid) = inbound::room_of(presence.from.as_ref()) else {
             return;
@@ -472,7 +530,12 @@ impl<'a> Driver<'a> {
         let Some(room) = self.rooms.get_mut(&room_jid) else {
             return;
         };
-        match room.on_presence(&presence) {
+        let outcome = room.on_presence(&presence);
+        self.publish_presence();
+        let Some(room) = self.rooms.get_mut(&room_jid) else {
+            return;
+        };
+        match outcome {
             PresenceOutcome::Joined { sees_real_jids } => {
                 info!(room = %room_jid, nick = %room.nick, sees_real_jids, "joined xmpp room");
                 self.rejoins.remove(&room_jid);
@@ -552,9 +615,15 @@ impl<'a> Driver<'a> {
         match room.on_message(&message) {
             MessageOutcome::Live(inbound) => {
                 debug!(room = %room_jid, id = %inbound.message_id, "room message received");
-                if self.backlog.len() >= MAX_BACKLOG {
-                    warn!(room = %room_jid, id = %inbound.message_id, "inbound backlog full; message dropped");
+                let bytes = crate::daemon::backlog::size(&inbound);
+                if self.backlog.len() >= MAX_BACKLOG || self.backlog_bytes + bytes > MAX_BACKLOG_BYTES {
+                    if !self.dropping {
+                        self.dropping = true;
+                        warn!(room = %room_jid, id = %inbound.message_id, held = self.backlog.len(), bytes = self.backlog_bytes,
+                            "inbound backlog full; new messages are dropped until it empties");
+                    }
                 } else {
+                    self.backlog_bytes += bytes;
                     self.backlog.push_back(inbound);
                 }
             }
@@ -594,6 +663,7 @@ impl<'a> Driver<'a> {
                 if !permanent && room.joined {
                     // Most often: the room no longer counts the bot as an occupant. Rejoin.
                     room.reset();
+                    self.publish_presence();
                     self.catching_up.remove(&room_jid);
                     self.adapter.update_status(|s| {
                         s.joined.remove(room_jid.as_str());
