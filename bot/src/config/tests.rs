@@ -68,14 +68,14 @@ fn every_error_is_listed_with_path_and_line() {
         )
         .replace("port = 5269", "port = 5269\nprot = 1");
     expect_test::expect![[r#"
-        line 26: people.carol.identities[0]: xmpp account must be a bare JID like alice@contoso.com
-        line 33: groups.edge-admins: group edge-admins names dave, who is not in [people]
-        line 43: policy.approvals_required: must be between 1 and 10 (the two-person rule needs at least 1)
-        line 45: policy.expiry: 'soon' is not a duration like 15m or 2s: expected number at 0
-        line 62: inventory.pools.EdgePool2.site: site 'Site9' is not listed in inventory.sites
-        line 64: inventory.pools.EdgePool2.external_address: 'edge' is not an IPv4 address (the runbook moves an A record to it)
-        line 72: inventory.federation.prot: unknown key
-        line 80: inventory.route.initial: 'EdgePool7' is not a pool in inventory.pools"#]]
+        line 31: people.carol.identities[0]: xmpp account must be a bare JID like alice@contoso.com
+        line 38: groups.edge-admins: group edge-admins names dave, who is not in [people]
+        line 48: policy.approvals_required: must be between 1 and 10 (the two-person rule needs at least 1)
+        line 50: policy.expiry: 'soon' is not a duration like 15m or 2s: expected number at 0
+        line 67: inventory.pools.EdgePool2.site: site 'Site9' is not listed in inventory.sites
+        line 69: inventory.pools.EdgePool2.external_address: 'edge' is not an IPv4 address (the runbook moves an A record to it)
+        line 77: inventory.federation.prot: unknown key
+        line 85: inventory.route.initial: 'EdgePool7' is not a pool in inventory.pools"#]]
     .assert_eq(&errors(&bad));
 }
 
@@ -103,8 +103,8 @@ fn secrets_are_named_never_written_and_never_echoed() {
         );
     let out = errors(&literal);
     expect_test::expect![[r#"
-        line 89: dns.tsig_secret: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 105: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
+        line 94: dns.tsig_secret: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
+        line 110: chat.xmpp.password: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })"#]]
     .assert_eq(&out);
     assert!(!out.contains("hunter2") && !out.contains("c2VjcmV0"));
     let both = EXAMPLE.replace(
@@ -144,8 +144,8 @@ fn policy_groups_must_exist_and_enabled_adapters_need_their_secrets() {
         .replace("approve = [\"edge-admins\"] ", "approve = [\"edge-admin\"] ")
         .replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     expect_test::expect![[r#"
-        line 38: policy.approve: group 'edge-admin' is not defined in [groups]
-        line 105: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
+        line 43: policy.approve: group 'edge-admin' is not defined in [groups]
+        line 110: chat.xmpp.password: environment variable BATON_XMPP_PASSWORD is not set"#]]
     .assert_eq(&errors(&text));
 }
 
@@ -179,9 +179,9 @@ fn xmpp_settings_are_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 104: chat.xmpp.tls: "plain" would send the password and every message unencrypted to im.contoso.com; it is only for a server on loopback (127.0.0.1, ::1, localhost): use "starttls"
-        line 105: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
-        line 108: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
+        line 109: chat.xmpp.tls: "plain" would send the password and every message unencrypted to im.contoso.com; it is only for a server on loopback (127.0.0.1, ::1, localhost): use "starttls"
+        line 110: chat.xmpp.jid: 'contoso.com' has no local part (expected like baton@contoso.com)
+        line 113: chat.xmpp.rooms: incident@conference.contoso.com is listed twice"#]]
     .assert_eq(&got);
     let good = EXAMPLE.replace("[chat.xmpp]\nenabled = false", "[chat.xmpp]\nenabled = true");
     let c = parse_with(&good, &[("BATON_XMPP_PASSWORD", "pw")]).expect("valid");
@@ -255,10 +255,10 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         .replace("edit_interval = \"1s\"", "edit_interval = \"5ms\"");
     let out = errors(&text);
     expect_test::expect![[r#"
-        line 128: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
-        line 129: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 129: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
-        line 134: chat.discord.threads: unknown key"#]]
+        line 133: chat.discord.token: secrets may not be written in the configuration file; name an environment variable ({ env = "NAME" }) or a file ({ file = "PATH" })
+        line 134: chat.discord.guilds: 'guild-1' is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 134: chat.discord.guilds: -4 is not a Discord id (Developer Mode, right click, Copy ID: digits like "80351110224678912")
+        line 139: chat.discord.threads: unknown key"#]]
     .assert_eq(&out);
     assert!(!out.contains("secret-discord-token"), "{out}");
     // With the token and ids right, the adapter's own rules speak.
@@ -274,10 +274,10 @@ fn discord_settings_are_validated_and_the_token_never_echoed() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 131: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
-        line 132: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)
-        line 133: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
-        line 133: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file"#]]
+        line 136: chat.discord.mirror_channels: 613425648685547544 is also a command channel; a channel is one or the other
+        line 137: chat.discord.edit_interval: 5ms is out of range (200ms to 60s)
+        line 138: chat.discord.stand_in: address 192.0.2.1:443 is not a loopback address: a stand-in runs on this machine (Baton talks to discord.com otherwise)
+        line 138: chat.discord.stand_in: ca_file /nonexistent/ca.pem is not a readable file"#]]
     .assert_eq(&got);
     assert!(!got.contains("secret-discord-token"), "{got}");
     let good = EXAMPLE.replace("[chat.discord]\nenabled = false", "[chat.discord]\nenabled = true");
@@ -417,7 +417,7 @@ fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
         Ok(_) => "ok".to_string(),
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
-    expect_test::expect!["line 119: chat.teams.listen: 'everywhere' must be an address and port like 0.0.0.0:3978"]
+    expect_test::expect!["line 124: chat.teams.listen: 'everywhere' must be an address and port like 0.0.0.0:3978"]
         .assert_eq(&got);
     let text = text.replace("listen = \"everywhere\"", "listen = \"127.0.0.1:0\"");
     let got = match parse_with(&text, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]) {
@@ -425,16 +425,16 @@ fn teams_settings_are_read_and_validated_by_the_adapter_rules() {
         Err(e) => e.errors.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\n"),
     };
     expect_test::expect![[r#"
-        line 116: chat.teams.app_id: 'baton' is not a Microsoft App ID (a GUID)
-        line 120: chat.teams.channels: 'General' is not a channel's conversation id like 19:…@thread.tacv2 (without ;messageid=)
-        line 121: chat.teams.service_url_allowlist: 'http://smba.trafficmanager.net/' must use https:// (plain http is only accepted for loopback addresses)"#]]
+        line 121: chat.teams.app_id: 'baton' is not a Microsoft App ID (a GUID)
+        line 125: chat.teams.channels: 'General' is not a channel's conversation id like 19:…@thread.tacv2 (without ;messageid=)
+        line 126: chat.teams.service_url_allowlist: 'http://smba.trafficmanager.net/' must use https:// (plain http is only accepted for loopback addresses)"#]]
     .assert_eq(&got);
     assert!(!got.contains("hunter2"));
     // Enabled without its secret; an unknown key.
     let missing = on(EXAMPLE);
     expect_test::expect![[r#"
-        line 116: chat.teams.listen_never_used: unknown key
-        line 118: chat.teams.app_secret: environment variable BATON_TEAMS_APP_SECRET is not set"#]]
+        line 121: chat.teams.listen_never_used: unknown key
+        line 123: chat.teams.app_secret: environment variable BATON_TEAMS_APP_SECRET is not set"#]]
     .assert_eq(&errors(&missing));
     let good = EXAMPLE.replace("[chat.teams]\nenabled = false", "[chat.teams]\nenabled = true");
     let c = parse_with(&good, &[("BATON_TEAMS_APP_SECRET", "hunter2-teams")]).expect("valid");
