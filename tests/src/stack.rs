@@ -379,8 +379,9 @@ attempts = 3
     /// The journal's rows in order, as `baton audit all` prints them (`seq`, `kind`, `event`,
     /// ...); the audit also checks the hash chain, and a broken chain is an error here.
     pub fn journal(&self) -> Result<Vec<serde_json::Value>> {
-        let store = self.store.to_str().context("the store path is UTF-8")?;
-        let (status, stdout, stderr) = crate::baton::run(&["audit", "all", "--store", store], Duration::from_secs(30))?;
+        // Through the configuration: it names the journal's key.
+        let config = self.config.to_str().context("the configuration path is UTF-8")?;
+        let (status, stdout, stderr) = crate::baton::run(&["audit", "all", "--config", config], Duration::from_secs(30))?;
         anyhow::ensure!(status.success(), "baton audit failed ({status}): {stderr}");
         let doc: serde_json::Value = serde_json::from_str(&stdout).context("baton audit prints JSON")?;
         doc["events"]
