@@ -695,6 +695,56 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     Ok(())
 }
 
+/// How many connections `host`'s agent admitted, from its log (one line per connection).
+fn admitted(fleet: &Fleet, host: &Fqdn) -> usize {
+    fleet.log(host).matches("client admitted").count()
+}
+
+#[test]
+fn a_run_s_exchanges_share_one_kept_connection_and_a_restarted_agent_gets_a_new_one() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    let rt = runtime();
+    let before = admitted(&fleet, &edge2a);
+    let dispatcher = fleet.dispatcher()?;
+    // A precheck and three steps, one after the other: one connection carries them all.
+    rt.block_on(dispatcher.health(&edge2a))?;
+    let look = Action::ServicesStatus { host: edge2a.clone() };
+    for i in 1..=3 {
+        let report = rt.block_on(dispatcher.execute(request(
+            &format!("kept/s{i}/a1-edge2a/t1"),
+            look.clone(),
+            Duration::from_secs(10),
+        )));
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    }
+    assert_eq!(admitted(&fleet, &edge2a) - before, 1, "{}", fleet.log(&edge2a));
+
+    // The agent restarts between two steps: the kept connection is dead; the next step opens a
+    // new one, runs once and is not reported unknown.
+    fleet.kill(&edge2a)?;
+    fleet.restart(&edge2a)?;
+    let after_restart = admitted(&fleet, &edge2a);
+    let report = rt.block_on(dispatcher.execute(request(
+        "kept/s4/a1-edge2a/t1",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert_eq!(fleet.executions_of(&edge2a, "kept/s4/a1-edge2a/t1")?, 1);
+    assert_eq!(admitted(&fleet, &edge2a) - after_restart, 1);
+
+    // With keeping turned off, every exchange has a connection of its own.
+    let mut fresh = fleet.dispatcher_config();
+    fresh.keep_idle = Duration::ZERO;
+    let fresh = baton_actions::dispatcher::Dispatcher::new(fresh)?;
+    let before = admitted(&fleet, &edge2a);
+    rt.block_on(fresh.health(&edge2a))?;
+    rt.block_on(fresh.health(&edge2a))?;
+    assert_eq!(admitted(&fleet, &edge2a) - before, 2);
+    Ok(())
+}
+
 #[test]
 fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
     let edge2a = fqdn("edge2a.contoso.com");
