@@ -224,6 +224,35 @@ fn rss(pid: u32) -> Rss {
     }
 }
 
+/// Resident memory of `pid` per mapping, from `/proc/<pid>/smaps`: KiB per file (or
+/// `[heap]`, `[stack]`, `anonymous`), largest first, with the part of each that is anonymous
+/// (pages written since mapped, e.g. relocated data).
+fn rss_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address range, perms, offset, device, inode, [path].
+            let path = fields.nth(4).unwrap_or("anonymous");
+            current = path.rsplit('/').next().unwrap_or(path).to_string();
+        } else if first == "Rss:" || first == "Anonymous:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let e = by.entry(current.clone()).or_default();
+            if first == "Rss:" {
+                e.0 += kib;
+            } else {
+                e.1 += kib;
+            }
+        }
+    }
+    let mut v: Vec<(String, u64, u64)> = by.into_iter().map(|(k, (r, a))| (k, r, a)).collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v
+}
+
 /// Samples `pid`'s resident memory every 5 ms until `stop`, and returns the largest sample.
 fn sample_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Rss> {
     std::thread::spawn(move || {
@@ -247,6 +276,8 @@ struct Figures {
     peak: Rss,
     hwm_kib: u64,
     startup: Duration,
+    /// Resident KiB per mapping after the runs (see [`rss_by_mapping`]).
+    mappings: Vec<(String, u64, u64)>,
     /// Where each measured fan-out step's time went (see [`Split`]).
     splits: Vec<Split>,
     /// CPU time over all the runs: Baton's, and the agents' with their simulators'.
@@ -278,6 +309,7 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
         prechecks: Vec::new(),
         overheads: Vec::new(),
         splits: Vec::new(),
+        mappings: Vec::new(),
         idle,
         peak: Rss::default(),
         hwm_kib: 0,
@@ -307,6 +339,7 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
     figures.bot_cpu_ms = cpu_ms(pid) - bot_before;
     figures.agents_cpu_ms = agents_cpu() - agents_before;
     figures.hwm_kib = status_kib(pid, "VmHWM:");
+    figures.mappings = rss_by_mapping(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     figures.peak = sampler
         .join()
@@ -379,10 +412,10 @@ fn main() -> anyhow::Result<()> {
             f.agents_cpu_ms / f64::from(f.runs)
         );
         print_splits(n, &f.splits);
-        memory.push((n, f.idle, f.peak, f.hwm_kib));
+        memory.push((n, f.idle, f.peak, f.hwm_kib, f.mappings));
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
-    for (n, idle, peak, hwm) in memory {
+    for (n, idle, peak, hwm, mappings) in memory {
         println!(
             "baton resident memory with {n} servers: peak (VmHWM) {:.1} MiB; idle {:.1} MiB \
              (anonymous {:.1}, file-backed {:.1}, {} threads); largest sample during the runs {:.1} MiB \
@@ -396,6 +429,15 @@ fn main() -> anyhow::Result<()> {
             mib(peak.anon),
             mib(peak.file),
             peak.threads
+        );
+        println!(
+            "  resident after the runs, by mapping (KiB, of it anonymous): {}",
+            mappings
+                .iter()
+                .take(8)
+                .map(|(name, rss, anon)| format!("{name} {rss} ({anon})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
