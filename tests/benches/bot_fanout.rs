@@ -249,7 +249,7 @@ fn rss_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
         }
     }
     let mut v: Vec<(String, u64, u64)> = by.into_iter().map(|(k, (r, a))| (k, r, a)).collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v
 }
 
