@@ -221,17 +221,19 @@ fn shutdown_on_signals() -> (CancellationToken, CancellationToken) {
 
 /// Worker threads of the async runtime. Baton's work is waiting (chat, agents, the journal on a
 /// thread of its own); two workers keep one answer from waiting behind another's CPU work, and
-/// more would only add stacks and allocator arenas on a larger host.
+/// more would only add stacks and allocator arenas on a larger host. `TOKIO_WORKER_THREADS`
+/// overrides it.
 const WORKERS: usize = 2;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS.min(cores))
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Tokio reads TOKIO_WORKER_THREADS itself when no count is set here.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(WORKERS.min(cores));
+    }
+    match builder.enable_all().build() {
         Ok(runtime) => runtime.block_on(cli_main()),
         Err(e) => {
             eprintln!("baton: cannot start the async runtime: {e}");
