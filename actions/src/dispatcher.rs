@@ -382,6 +382,17 @@ impl Dispatcher {
                 Some(k) => k,
                 None => self.connect(host, &target, &address).await?,
             };
+            // A kept connection whose last answer was just read may still be finishing that
+            // exchange: wait until it can take a request (or turns out closed).
+            if reused
+                && !matches!(
+                    tokio::time::timeout(c.connect_timeout, connection.sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                debug!(host = %host, "a kept connection had closed; opening a new one");
+                continue;
+            }
             let Some(req) = request.take() else {
                 unreachable!("the request is put back before every next turn of this loop");
             };
