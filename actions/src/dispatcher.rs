@@ -4,6 +4,13 @@
 //! errors (the same idempotency key, so a retry never executes twice), and polling while the
 //! agent answers `running`. Every failure names the host.
 //!
+//! Connections are kept open between exchanges (HTTP/1.1 keep-alive), a few per agent for
+//! [`DispatcherConfig::keep_idle`]: the precheck's health calls leave one open to every agent,
+//! and the run's steps use them without a new TCP connection or TLS handshake. A kept
+//! connection that turns out closed before the request went out (the agent closed it idle, or
+//! restarted) is replaced by a fresh one at once; once a request may have gone out, the rules
+//! below apply as for any connection.
+//!
 //! Unknown is not failed: once a call may have reached the agent (the request was sent, or the
 //! agent answered `running`), losing the connection does not fail the action. The dispatcher
 //! keeps asking with the same key until the action's deadline, and if no answer comes the
@@ -20,10 +27,11 @@ use async_trait::async_trait;
 use baton_tls::TlsError;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::error::Error as StdError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -80,11 +88,16 @@ pub struct DispatcherConfig {
     /// The pause after the first failed attempt; it doubles up to `max_backoff`.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a connection may stay open and idle for the next exchange with its agent
+    /// (zero: a new connection for every exchange). Agents close idle connections at their
+    /// `limits.request_timeout` (30 s by default); a connection they closed first is noticed
+    /// and replaced before anything is sent on it.
+    pub keep_idle: Duration,
 }
 
 impl DispatcherConfig {
     /// A configuration with the default times: 3 s connect, 10 s request, 10 s poll wait, 4
-    /// attempts with backoff from 250 ms to 4 s.
+    /// attempts with backoff from 250 ms to 4 s, idle connections kept 20 s.
     pub fn new(ca: PathBuf, cert: PathBuf, key: PathBuf, agents: BTreeMap<Fqdn, AgentAddress>) -> DispatcherConfig {
         DispatcherConfig {
             ca,
@@ -98,6 +111,7 @@ impl DispatcherConfig {
             attempts: 4,
             backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(4),
+            keep_idle: Duration::from_secs(20),
         }
     }
 }
@@ -152,10 +166,31 @@ fn counted(n: u32, what: &str) -> String {
     }
 }
 
-/// The client. Cheap to share behind an `Arc`; every call opens its own connection.
+/// The client. Cheap to share behind an `Arc`; connections are kept open between exchanges
+/// (see the module documentation).
 pub struct Dispatcher {
     config: DispatcherConfig,
     connector: TlsConnector,
+    /// Open connections waiting for their next exchange, per agent, newest last.
+    idle: std::sync::Mutex<HashMap<Fqdn, Vec<Connection>>>,
+}
+
+/// Idle connections kept per agent: one serves a run's steps; a few more cover the parallel
+/// reads of `!status` on the management host.
+const IDLE_PER_AGENT: usize = 4;
+
+/// One open HTTP/1.1 connection to an agent: the handle that sends requests on it and the task
+/// that drives it (ended when the connection is dropped).
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    driver: tokio::task::JoinHandle<()>,
+    idle_since: Instant,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
 }
 
 /// Why one exchange failed: worth another attempt (and whether its request may have reached
@@ -202,6 +237,18 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A failure whose cause is TLS (a certificate refused, a bad name) is final: no attempt will
+/// fare better. Any other failure is `fallback`.
+fn tls_failure(host: &Fqdn, e: &(dyn StdError + 'static), fallback: Attempt) -> Attempt {
+    match rustls_cause(e) {
+        Some(r) => Attempt::Fail(DispatchError::Handshake {
+            host: host.clone(),
+            why: r.to_string(),
+        }),
+        None => fallback,
+    }
+}
+
 impl Dispatcher {
     /// Loads the bot's certificate, key and the CA.
     pub fn new(config: DispatcherConfig) -> Result<Dispatcher, DispatchError> {
@@ -209,7 +256,35 @@ impl Dispatcher {
         Ok(Dispatcher {
             config,
             connector: TlsConnector::from(tls),
+            idle: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The newest idle connection to `host` that is still open and young enough, if any.
+    fn take_idle(&self, host: &Fqdn) -> Option<Connection> {
+        let mut idle = self.idle.lock().expect("the idle pool is never held across a panic");
+        let kept = idle.get_mut(host)?;
+        while let Some(c) = kept.pop() {
+            if !c.sender.is_closed() && c.idle_since.elapsed() < self.config.keep_idle {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Keeps `connection` for the next exchange with `host` (the oldest goes beyond
+    /// [`IDLE_PER_AGENT`]).
+    fn put_idle(&self, host: &Fqdn, mut connection: Connection) {
+        if self.config.keep_idle.is_zero() || connection.sender.is_closed() {
+            return;
+        }
+        connection.idle_since = Instant::now();
+        let mut idle = self.idle.lock().expect("the idle pool is never held across a panic");
+        let kept = idle.entry(host.clone()).or_default();
+        kept.push(connection);
+        if kept.len() > IDLE_PER_AGENT {
+            kept.remove(0);
+        }
     }
 
     pub fn config(&self) -> &DispatcherConfig {
@@ -225,23 +300,11 @@ impl Dispatcher {
             .ok_or_else(|| DispatchError::UnknownHost { host: host.clone() })
     }
 
-    /// One HTTP exchange on a fresh mutual-TLS connection.
-    async fn exchange(&self, host: &Fqdn, method: Method, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
-        let target = self.address(host).map_err(Attempt::Fail)?;
-        let address = match &target {
-            AgentAddress::Socket(s) => s.to_string(),
-            AgentAddress::Port(p) => format!("{host}:{p}"),
-        };
+    /// Opens a mutual-TLS connection to `host`'s agent and starts HTTP/1.1 on it.
+    async fn connect(&self, host: &Fqdn, target: &AgentAddress, address: &str) -> Result<Connection, Attempt> {
         let c = &self.config;
-        let tls_failure = |e: &(dyn StdError + 'static), fallback: Attempt| match rustls_cause(e) {
-            Some(r) => Attempt::Fail(DispatchError::Handshake {
-                host: host.clone(),
-                why: r.to_string(),
-            }),
-            None => fallback,
-        };
         let connect = async {
-            match &target {
+            match target {
                 AgentAddress::Socket(s) => TcpStream::connect(*s).await,
                 AgentAddress::Port(p) => TcpStream::connect((host.as_str(), *p)).await,
             }
@@ -265,13 +328,38 @@ impl Dispatcher {
         })?;
         let tls = match tokio::time::timeout(c.connect_timeout, self.connector.connect(name, tcp)).await {
             Err(_) => return Err(not_sent(format!("TLS handshake with {address} timed out"))),
-            Ok(Err(e)) => return Err(tls_failure(&e, not_sent(format!("TLS handshake with {address}: {e}")))),
+            Ok(Err(e)) => {
+                return Err(tls_failure(
+                    host,
+                    &e,
+                    not_sent(format!("TLS handshake with {address}: {e}")),
+                ));
+            }
             Ok(Ok(s)) => s,
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| tls_failure(&e, not_sent(format!("HTTP with {address}: {e}"))))?;
-        let driver = tokio::spawn(connection);
+            .map_err(|e| tls_failure(host, &e, not_sent(format!("HTTP with {address}: {e}"))))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "agent connection ended");
+            }
+        });
+        Ok(Connection {
+            sender,
+            driver,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// One HTTP exchange with `host`'s agent, on a kept connection when there is one.
+    async fn exchange(&self, host: &Fqdn, method: Method, path: &str, body: Vec<u8>) -> Result<(u16, Bytes), Attempt> {
+        let target = self.address(host).map_err(Attempt::Fail)?;
+        let address = match &target {
+            AgentAddress::Socket(s) => s.to_string(),
+            AgentAddress::Port(p) => format!("{host}:{p}"),
+        };
+        let c = &self.config;
         let request = Request::builder()
             .method(method)
             .uri(path)
@@ -284,27 +372,76 @@ impl Dispatcher {
                     why: e.to_string(),
                 })
             })?;
-        let exchange = async {
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| tls_failure(&e, maybe_sent(format!("request to {address}: {e}"))))?;
-            let status = response.status().as_u16();
-            let body = Limited::new(response.into_body(), protocol::MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| maybe_sent(format!("reading the answer of {address}: {e}")))?;
-            Ok((status, body.to_bytes()))
+        let limit = c.poll_wait + c.request_timeout;
+        let no_answer = || maybe_sent(format!("no answer from {address} within {limit:?}"));
+        let mut kept = self.take_idle(host);
+        let mut request = Some(request);
+        let (connection, response) = loop {
+            let reused = kept.is_some();
+            let mut connection = match kept.take() {
+                Some(k) => k,
+                None => self.connect(host, &target, &address).await?,
+            };
+            // A kept connection whose last answer was just read may still be finishing that
+            // exchange: wait until it can take a request (or turns out closed).
+            if reused
+                && !matches!(
+                    tokio::time::timeout(c.connect_timeout, connection.sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                debug!(host = %host, "a kept connection had closed; opening a new one");
+                continue;
+            }
+            let Some(req) = request.take() else {
+                unreachable!("the request is put back before every next turn of this loop");
+            };
+            let deadline = tokio::time::Instant::now() + limit;
+            match tokio::time::timeout_at(deadline, connection.sender.try_send_request(req)).await {
+                Err(_) => return Err(no_answer()),
+                Ok(Ok(response)) => break ((connection, deadline), response),
+                Ok(Err(mut e)) => match e.take_message() {
+                    // The kept connection had closed before the request went out: nothing was
+                    // sent; a fresh connection takes it.
+                    Some(req) if reused => {
+                        debug!(host = %host, error = %e.error(), "a kept connection had closed; opening a new one");
+                        request = Some(req);
+                    }
+                    Some(_) => {
+                        return Err(tls_failure(
+                            host,
+                            e.error(),
+                            not_sent(format!("request to {address}: {}", e.error())),
+                        ));
+                    }
+                    None => {
+                        return Err(tls_failure(
+                            host,
+                            e.error(),
+                            maybe_sent(format!("request to {address}: {}", e.error())),
+                        ));
+                    }
+                },
+            }
         };
-        let result = match tokio::time::timeout(c.poll_wait + c.request_timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(maybe_sent(format!(
-                "no answer from {address} within {:?}",
-                c.poll_wait + c.request_timeout
-            ))),
+        let (connection, deadline) = connection;
+        let status = response.status().as_u16();
+        // An agent that closes after each answer (older versions) says so; its connection is
+        // not kept.
+        let closes = response
+            .headers()
+            .get(hyper::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let read = Limited::new(response.into_body(), protocol::MAX_BODY).collect();
+        let body = match tokio::time::timeout_at(deadline, read).await {
+            Err(_) => return Err(no_answer()),
+            Ok(Err(e)) => return Err(maybe_sent(format!("reading the answer of {address}: {e}"))),
+            Ok(Ok(body)) => body.to_bytes(),
         };
-        driver.abort();
-        result
+        if !closes {
+            self.put_idle(host, connection);
+        }
+        Ok((status, body))
     }
 
     /// Runs exchanges until one succeeds or the attempts are used up.

@@ -49,6 +49,101 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The wall clock in milliseconds since the epoch.
+fn wall_ms() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Where one fan-out step's time went, in milliseconds from the step's start (the line of the
+/// step before it), from the agents' journals: when each agent recorded the call as running,
+/// when its executor started (the answer's time recorded, less the executor's own time), and
+/// when it recorded the answer; then the step's line.
+#[derive(Clone, Debug, Default)]
+struct Split {
+    /// The first and the last agent recording the call.
+    first_recorded: f64,
+    last_recorded: f64,
+    /// Recorded -> executor started, the median and the largest over the agents.
+    to_spawn_p50: f64,
+    to_spawn_max: f64,
+    /// The executor's start -> exit beyond the action's own time, median and largest.
+    process_extra_p50: f64,
+    process_extra_max: f64,
+    /// The last answer recorded by an agent, and the step's line.
+    last_answer: f64,
+    line: f64,
+}
+
+/// Reads the agents' journals for step `step` of run `run`, which ran from `from` to `to`.
+fn split(
+    stack: &Stack,
+    clock: (Instant, i64),
+    run: u32,
+    step: usize,
+    from: Instant,
+    to: Instant,
+) -> anyhow::Result<Split> {
+    // The agents' times as milliseconds after the step's start.
+    let from_wall = clock.1 as f64 + ms(from - clock.0);
+    let after = |wall: i64| wall as f64 - from_wall;
+    let (run_segment, step_segment) = (format!("r{run}"), format!("s{step}"));
+    let mut recorded = Vec::new();
+    let mut to_spawn = Vec::new();
+    let mut extra = Vec::new();
+    let mut answers = Vec::new();
+    for host in stack.hosts().iter().filter(|h| h.starts_with("edge2")) {
+        let host = baton_actions::Fqdn::parse(host)?;
+        for c in stack.fleet.call_times(&host)? {
+            let parts: Vec<&str> = c.key.split('/').collect();
+            let ours = parts.len() == 5
+                && (parts[1] == run_segment || parts[1].starts_with(&format!("{run_segment}.")))
+                && parts[2] == step_segment;
+            let (true, Some(finished), Some(process)) = (ours, c.finished_ms, c.process_ms) else {
+                continue;
+            };
+            let spawned = finished as f64 - process as f64;
+            recorded.push(after(c.started_ms));
+            to_spawn.push(spawned - c.started_ms as f64);
+            extra.push(process as f64 - ACTION_MS as f64);
+            answers.push(after(finished));
+        }
+    }
+    anyhow::ensure!(!recorded.is_empty(), "no agent journal has run #{run} step {step}");
+    Ok(Split {
+        first_recorded: quantile(&recorded, 0.0),
+        last_recorded: quantile(&recorded, 1.0),
+        to_spawn_p50: quantile(&to_spawn, 0.5),
+        to_spawn_max: quantile(&to_spawn, 1.0),
+        process_extra_p50: quantile(&extra, 0.5),
+        process_extra_max: quantile(&extra, 1.0),
+        last_answer: quantile(&answers, 1.0),
+        line: ms(to - from),
+    })
+}
+
+/// Prints the median over the measured steps of each part of [`Split`].
+fn print_splits(n: usize, splits: &[Split]) {
+    let p50 = |f: fn(&Split) -> f64| quantile(&splits.iter().map(f).collect::<Vec<_>>(), 0.5);
+    println!(
+        "  where a step to {n} servers goes (median of {} steps; ms after the step's start): \
+         agents record the call {:.0} (first) to {:.0} (last); recorded -> executor started \
+         {:.1} median, {:.1} max; executor start -> exit beyond the 1 s action {:.1} median, \
+         {:.1} max; last answer recorded {:.0}; step line {:.0}",
+        splits.len(),
+        p50(|s| s.first_recorded),
+        p50(|s| s.last_recorded),
+        p50(|s| s.to_spawn_p50),
+        p50(|s| s.to_spawn_max),
+        p50(|s| s.process_extra_p50),
+        p50(|s| s.process_extra_max),
+        p50(|s| s.last_answer),
+        p50(|s| s.line),
+    );
+}
+
 /// Waits for a line of run `run` that ends it (success or a stop), and fails on a stop.
 fn wait_run_end(bot: &Baton, run: u32) -> anyhow::Result<()> {
     let done = format!("#{run} succeeded in");
@@ -129,6 +224,35 @@ fn rss(pid: u32) -> Rss {
     }
 }
 
+/// Resident memory of `pid` per mapping, from `/proc/<pid>/smaps`: KiB per file (or
+/// `[heap]`, `[stack]`, `anonymous`), largest first, with the part of each that is anonymous
+/// (pages written since mapped, e.g. relocated data).
+fn rss_by_mapping(pid: u32) -> Vec<(String, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by = std::collections::BTreeMap::<String, (u64, u64)>::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            // A mapping's header: address range, perms, offset, device, inode, [path].
+            let path = fields.nth(4).unwrap_or("anonymous");
+            current = path.rsplit('/').next().unwrap_or(path).to_string();
+        } else if first == "Rss:" || first == "Anonymous:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let e = by.entry(current.clone()).or_default();
+            if first == "Rss:" {
+                e.0 += kib;
+            } else {
+                e.1 += kib;
+            }
+        }
+    }
+    let mut v: Vec<(String, u64, u64)> = by.into_iter().map(|(k, (r, a))| (k, r, a)).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    v
+}
+
 /// Samples `pid`'s resident memory every 5 ms until `stop`, and returns the largest sample.
 fn sample_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Rss> {
     std::thread::spawn(move || {
@@ -152,6 +276,10 @@ struct Figures {
     peak: Rss,
     hwm_kib: u64,
     startup: Duration,
+    /// Resident KiB per mapping after the runs (see [`rss_by_mapping`]).
+    mappings: Vec<(String, u64, u64)>,
+    /// Where each measured fan-out step's time went (see [`Split`]).
+    splits: Vec<Split>,
     /// CPU time over all the runs: Baton's, and the agents' with their simulators'.
     bot_cpu_ms: f64,
     agents_cpu_ms: f64,
@@ -160,6 +288,8 @@ struct Figures {
 
 fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
     let started = Instant::now();
+    // The agents' journals keep wall-clock times; this pair turns them into instants.
+    let clock = (Instant::now(), wall_ms());
     let stack = Stack::start(StackOptions {
         sim_args: vec!["--delay-ms".into(), ACTION_MS.to_string()],
         pool2_servers: n,
@@ -178,6 +308,8 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
         steps: Vec::new(),
         prechecks: Vec::new(),
         overheads: Vec::new(),
+        splits: Vec::new(),
+        mappings: Vec::new(),
         idle,
         peak: Rss::default(),
         hwm_kib: 0,
@@ -207,6 +339,7 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
     figures.bot_cpu_ms = cpu_ms(pid) - bot_before;
     figures.agents_cpu_ms = agents_cpu() - agents_before;
     figures.hwm_kib = status_kib(pid, "VmHWM:");
+    figures.mappings = rss_by_mapping(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     figures.peak = sampler
         .join()
@@ -224,6 +357,9 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
         figures.prechecks.push(ms(s1 - running));
         figures.steps.push(ms(s2 - s1));
         figures.steps.push(ms(s7 - s6));
+        for (k, from, to) in [(2, s1, s2), (7, s6, s7)] {
+            figures.splits.push(split(&stack, clock, run, k, from, to)?);
+        }
         figures
             .overheads
             .push(ms(s8 - running) - critical_path_ms(&journal, run));
@@ -275,10 +411,11 @@ fn main() -> anyhow::Result<()> {
             f.bot_cpu_ms / f64::from(f.runs),
             f.agents_cpu_ms / f64::from(f.runs)
         );
-        memory.push((n, f.idle, f.peak, f.hwm_kib));
+        print_splits(n, &f.splits);
+        memory.push((n, f.idle, f.peak, f.hwm_kib, f.mappings));
     }
     let mib = |kib: u64| kib as f64 / 1024.0;
-    for (n, idle, peak, hwm) in memory {
+    for (n, idle, peak, hwm, mappings) in memory {
         println!(
             "baton resident memory with {n} servers: peak (VmHWM) {:.1} MiB; idle {:.1} MiB \
              (anonymous {:.1}, file-backed {:.1}, {} threads); largest sample during the runs {:.1} MiB \
@@ -292,6 +429,15 @@ fn main() -> anyhow::Result<()> {
             mib(peak.anon),
             mib(peak.file),
             peak.threads
+        );
+        println!(
+            "  resident after the runs, by mapping (KiB, of it anonymous): {}",
+            mappings
+                .iter()
+                .take(8)
+                .map(|(name, rss, anon)| format!("{name} {rss} ({anon})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();

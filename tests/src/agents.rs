@@ -518,6 +518,37 @@ impl Fleet {
             .collect())
     }
 
+    /// Every call `host`'s agent journal records, with its times: for benchmarks that split
+    /// where a step's time goes. Read straight from the SQLite file while the agent runs.
+    pub fn call_times(&self, host: &Fqdn) -> Result<Vec<CallTimes>> {
+        let path = self.agent(host)?.state_dir.join("journal.sqlite");
+        let conn = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut stmt = conn.prepare("SELECT key, started_ms, finished_ms, answer FROM calls")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (key, started_ms, finished_ms, answer) = row?;
+            let process_ms = answer
+                .and_then(|a| serde_json::from_str::<Value>(&a).ok())
+                .and_then(|a| a["elapsed_ms"].as_u64());
+            out.push(CallTimes {
+                key,
+                started_ms,
+                finished_ms,
+                process_ms,
+            });
+        }
+        Ok(out)
+    }
+
     /// The agent's log, for failure messages.
     pub fn log(&self, host: &Fqdn) -> String {
         self.agents
@@ -536,6 +567,17 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// One call as an agent's journal records it: when the agent recorded it as running and when
+/// it recorded the answer (wall-clock milliseconds since the epoch), and the executor's time
+/// from its start to its exit as the answer gives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallTimes {
+    pub key: String,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+    pub process_ms: Option<u64>,
 }
 
 /// One start of the simulator as it recorded it: the key, `started` / `ok` / `failed`, its

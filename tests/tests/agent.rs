@@ -695,6 +695,56 @@ fn a_key_executes_once_across_repeats_concurrent_calls_and_restarts() -> Result<
     Ok(())
 }
 
+/// How many connections `host`'s agent admitted, from its log (one line per connection).
+fn admitted(fleet: &Fleet, host: &Fqdn) -> usize {
+    fleet.log(host).matches("client admitted").count()
+}
+
+#[test]
+fn a_run_s_exchanges_share_one_kept_connection_and_a_restarted_agent_gets_a_new_one() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut fleet = Fleet::start_all(vec![AgentSpec::new("edge2a.contoso.com")])?;
+    let rt = runtime();
+    let before = admitted(&fleet, &edge2a);
+    let dispatcher = fleet.dispatcher()?;
+    // A precheck and three steps, one after the other: one connection carries them all.
+    rt.block_on(dispatcher.health(&edge2a))?;
+    let look = Action::ServicesStatus { host: edge2a.clone() };
+    for i in 1..=3 {
+        let report = rt.block_on(dispatcher.execute(request(
+            &format!("kept/s{i}/a1-edge2a/t1"),
+            look.clone(),
+            Duration::from_secs(10),
+        )));
+        assert!(report.outcome.is_ok(), "{:?}", report.outcome);
+    }
+    assert_eq!(admitted(&fleet, &edge2a) - before, 1, "{}", fleet.log(&edge2a));
+
+    // The agent restarts between two steps: the kept connection is dead; the next step opens a
+    // new one, runs once and is not reported unknown.
+    fleet.kill(&edge2a)?;
+    fleet.restart(&edge2a)?;
+    let after_restart = admitted(&fleet, &edge2a);
+    let report = rt.block_on(dispatcher.execute(request(
+        "kept/s4/a1-edge2a/t1",
+        stop("edge2a.contoso.com"),
+        Duration::from_secs(10),
+    )));
+    assert_eq!(report.outcome.text(), "5 services stopped");
+    assert_eq!(fleet.executions_of(&edge2a, "kept/s4/a1-edge2a/t1")?, 1);
+    assert_eq!(admitted(&fleet, &edge2a) - after_restart, 1);
+
+    // With keeping turned off, every exchange has a connection of its own.
+    let mut fresh = fleet.dispatcher_config();
+    fresh.keep_idle = Duration::ZERO;
+    let fresh = baton_actions::dispatcher::Dispatcher::new(fresh)?;
+    let before = admitted(&fleet, &edge2a);
+    rt.block_on(fresh.health(&edge2a))?;
+    rt.block_on(fresh.health(&edge2a))?;
+    assert_eq!(admitted(&fleet, &edge2a) - before, 2);
+    Ok(())
+}
+
 #[test]
 fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
     let edge2a = fqdn("edge2a.contoso.com");
@@ -886,6 +936,101 @@ fn slow_clients_are_cut_at_the_request_deadline() -> Result<()> {
     )));
     assert_eq!(report.outcome.text(), "5 services stopped");
     assert_eq!(fleet.executions(&edge2a)?.len(), 1);
+    Ok(())
+}
+
+/// Over one mutual-TLS connection: `GET /v1/health` answered in full, then the headers of a
+/// second request one byte every `every`. Returns the time from the first answer to the
+/// agent's close, or `None` if it never closed while 60 bytes went out.
+async fn slow_second_request(
+    address: std::net::SocketAddr,
+    host: Fqdn,
+    pki: baton_pki::PkiFiles,
+    every: Duration,
+) -> Result<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = rustls::ClientConfig::builder_with_provider(baton_tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(baton_tls::load_roots(&pki.ca_cert)?)
+        .with_client_auth_cert(
+            baton_tls::load_certs(&pki.bot_cert)?,
+            baton_tls::load_key(&pki.bot_key)?,
+        )?;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let mut tls = connector
+        .connect(rustls::pki_types::ServerName::try_from(host.as_str().to_string())?, tcp)
+        .await?;
+    tls.write_all(format!("GET /v1/health HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await?;
+    tls.flush().await?;
+    // The whole first answer: its head, then as many bytes as its Content-Length says.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "the agent closed before answering the first request");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+            anyhow::ensure!(!head.to_ascii_lowercase().contains("connection: close"), "{head}");
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                break Instant::now();
+            }
+        }
+    };
+    let second = format!(
+        "GET /v1/health HTTP/1.1\r\nHost: {host}\r\nX-Padding: {}\r\n\r\n",
+        "x".repeat(40)
+    );
+    let (mut rx, mut tx) = tokio::io::split(tls);
+    for byte in second.as_bytes().iter().take(60) {
+        tokio::select! {
+            read = rx.read(&mut buf) => match read {
+                Ok(_) | Err(_) => return Ok(Some(answered.elapsed())),
+            },
+            () = tokio::time::sleep(every) => {
+                if tx.write_all(std::slice::from_ref(byte)).await.is_err() || tx.flush().await.is_err() {
+                    return Ok(Some(answered.elapsed()));
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_kept_connection_s_next_request_has_a_deadline_of_its_own() -> Result<()> {
+    let edge2a = fqdn("edge2a.contoso.com");
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.request_timeout = Some("1s".into());
+    let fleet = Fleet::start_all(vec![spec])?;
+    let rt = runtime();
+    // Answered once, the connection stays open for the next request; one whose headers trickle
+    // in (one byte per 300 ms: 18 s in all) is closed at the 1 s deadline counted from the
+    // first answer.
+    let cut = rt
+        .block_on(slow_second_request(
+            fleet.address(&edge2a)?,
+            edge2a.clone(),
+            fleet.pki.clone(),
+            Duration::from_millis(300),
+        ))?
+        .expect("the agent closed the connection before the second request's headers were in");
+    assert!(
+        cut >= Duration::from_millis(800) && cut < Duration::from_secs(10),
+        "cut after {cut:?}"
+    );
     Ok(())
 }
 

@@ -1,8 +1,15 @@
-//! The agent's durable idempotency journal (SQLite, WAL, synchronous writes): a key is recorded
-//! as `running` before its action starts, with the process group (and boot) of its executor as
-//! soon as that exists, and with its answer after it ends. A key found `running` when the agent
-//! starts again is closed as interrupted and never run again; its process record lets the new
-//! agent end what the old one left behind before it answers.
+//! The agent's durable idempotency journal (SQLite, WAL): a key is recorded as `running` before
+//! its action starts, with the process group (and boot) of its executor as soon as that exists,
+//! and with its answer after it ends. A key found `running` when the agent starts again is
+//! closed as interrupted and never run again; its process record lets the new agent end what
+//! the old one left behind before it answers.
+//!
+//! One flush to disk per action, before it starts. Each write says how durable it must be
+//! ([`Durability`]): the writes that decide whether a key may ever run (a key claimed as
+//! `running`, a key retired) are flushed before the agent acts on them; the process record and
+//! the answer are only ordered (written to the log, which the operating system keeps, and
+//! flushed with the next flushed write). What that costs after a crash is argued at
+//! [`Durability::Ordered`]: never a second execution.
 //!
 //! Time is passed in (milliseconds since the epoch), and retention never trusts the wall clock
 //! alone: finished keys are forgotten only when they are both beyond the newest
@@ -91,6 +98,42 @@ pub struct Journal {
 /// One key's row: the action as recorded (JSON), its state, its answer once done, and when it
 /// started.
 type Row = (String, String, Option<String>, i64);
+
+/// How durable one write must be when it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// On disk (`synchronous = FULL`: the log is flushed at the commit). For the writes that
+    /// decide whether a key may run: a claim ([`Journal::begin`]), which must survive any crash
+    /// before the executor starts, or the restarted agent would not know the key ran and could
+    /// run it again; and a retirement ([`Journal::lookup`]), which must survive so that a late
+    /// copy of the call never runs after the bot has moved on.
+    Flushed,
+    /// In the log, in order, not yet flushed (`synchronous = NORMAL` in WAL mode). The write is
+    /// in the operating system's page cache when it returns: a crash of the agent process loses
+    /// nothing; only a crash of the operating system (or a power cut) can lose it, and then only
+    /// together with every later unflushed write, since WAL frames are written in order and the
+    /// next flushed commit flushes all of them. Used for:
+    /// - the executor's process record ([`Journal::record_process`]): it lets a restarted agent
+    ///   end what an agent process left behind. A crash that loses it is a crash of the
+    ///   operating system, which ends every process of that boot anyway (that is why the boot is
+    ///   recorded); the key itself is still `running` on disk, so the restarted agent closes it
+    ///   as interrupted and never runs it again.
+    /// - the answer ([`Journal::finish`]): if an operating-system crash loses it, the key is
+    ///   still `running` on disk and is closed as interrupted at the restart, not run again. The
+    ///   bot had the answer if the exchange completed (and journals it on its side); a bot that
+    ///   asks again after such a crash is told the outcome is unknown, never given a second run.
+    Ordered,
+}
+
+impl Durability {
+    fn apply(self, conn: &Connection) -> rusqlite::Result<()> {
+        let level = match self {
+            Durability::Flushed => "FULL",
+            Durability::Ordered => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)
+    }
+}
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -204,6 +247,7 @@ impl Journal {
     pub fn begin(&self, key: &IdempotencyKey, action: &Action, now: i64) -> Result<Begin, JournalError> {
         let wanted = serde_json::to_string(action).expect("an action is plain data and always serializes");
         let mut conn = self.conn.lock().expect("the journal lock is never held across a panic");
+        Durability::Flushed.apply(&conn)?;
         let tx = conn.transaction()?;
         let begin = match Self::row(&tx, key)? {
             None => {
@@ -249,6 +293,7 @@ impl Journal {
     pub fn lookup(&self, key: &IdempotencyKey, action: &Action, now: i64) -> Result<Lookup, JournalError> {
         let wanted = serde_json::to_string(action).expect("an action is plain data and always serializes");
         let mut conn = self.conn.lock().expect("the journal lock is never held across a panic");
+        Durability::Flushed.apply(&conn)?;
         let tx = conn.transaction()?;
         let lookup = match Self::row(&tx, key)? {
             None => {
@@ -282,9 +327,11 @@ impl Journal {
     }
 
     /// Records the executor process of a running key (its process group on Unix, with the boot
-    /// it runs in), so that a restarted agent can find it.
+    /// it runs in), so that a restarted agent can find it. Ordered, not flushed (see
+    /// [`Durability::Ordered`]).
     pub fn record_process(&self, key: &IdempotencyKey, process: i64, boot: Option<&str>) -> Result<(), JournalError> {
         let conn = self.conn.lock().expect("the journal lock is never held across a panic");
+        Durability::Ordered.apply(&conn)?;
         conn.execute(
             "UPDATE calls SET process = ?2, boot = ?3 WHERE key = ?1 AND state = 'running'",
             params![key.as_str(), process, boot],
@@ -292,9 +339,10 @@ impl Journal {
         Ok(())
     }
 
-    /// Records the final answer of a key.
+    /// Records the final answer of a key. Ordered, not flushed (see [`Durability::Ordered`]).
     pub fn finish(&self, key: &IdempotencyKey, answer: &ActionAnswer, now: i64) -> Result<(), JournalError> {
         let conn = self.conn.lock().expect("the journal lock is never held across a panic");
+        Durability::Ordered.apply(&conn)?;
         conn.execute(
             "UPDATE calls SET state = 'done', answer = ?2, finished_ms = ?3 WHERE key = ?1",
             params![key.as_str(), encoded(answer), now],
@@ -381,6 +429,41 @@ mod tests {
             Begin::Done(failed(&k1)),
             "finished keys survive a restart"
         );
+    }
+
+    /// The `synchronous` level the journal's connection holds now (2 FULL, 1 NORMAL).
+    fn synchronous(j: &Journal) -> i64 {
+        let conn = j.conn.lock().expect("not poisoned");
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("readable")
+    }
+
+    #[test]
+    fn claims_and_retirements_are_flushed_and_process_records_and_answers_only_ordered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.sqlite");
+        let (j, _) = open(&path, T0);
+        let (t1, t2) = (k("s/r1/s2/a1-edge2a/t1"), k("s/r1/s2/a1-edge2a/t2"));
+        assert_eq!(j.begin(&t1, &stop(), T0).expect("begin"), Begin::Fresh);
+        assert_eq!(
+            synchronous(&j),
+            2,
+            "a claim commits with FULL: on disk before the executor starts"
+        );
+        j.record_process(&t1, 4242, Some("boot-1")).expect("records");
+        assert_eq!(synchronous(&j), 1, "the process record is only ordered");
+        j.finish(&t1, &failed(&t1), T0 + 5).expect("finish");
+        assert_eq!(synchronous(&j), 1, "the answer is only ordered");
+        assert!(matches!(
+            j.lookup(&t2, &stop(), T0).expect("lookup"),
+            Lookup::Retired(_)
+        ));
+        assert_eq!(synchronous(&j), 2, "a retirement commits with FULL");
+        // Ordered writes are still there for the next agent process.
+        drop(j);
+        let (j, stale) = open(&path, T0 + 10);
+        assert!(stale.is_empty());
+        assert_eq!(j.begin(&t1, &stop(), T0 + 10).expect("begin"), Begin::Done(failed(&t1)));
     }
 
     #[test]

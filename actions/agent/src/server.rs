@@ -53,23 +53,48 @@ impl Drop for SlotGuard {
     }
 }
 
-/// What a connection's handler knows of its limits: when its request must be complete, and the
-/// flag it raises once it is (from then on the connection is never closed to make room).
+/// What a connection's handler knows of its limits: when the request it is receiving must be
+/// complete, the flag it raises once it is (while it is being answered the connection is never
+/// closed to make room), and whether it has answered a request before (kept open since, idle).
 #[derive(Clone)]
 struct Progress {
-    deadline: Instant,
+    /// Taken at accept for the first request (handshake, headers and body together), and when
+    /// the answer to the one before was handed over for each later request on the connection.
+    deadline: Arc<Mutex<Instant>>,
     answering: Arc<std::sync::atomic::AtomicBool>,
+    served: Arc<std::sync::atomic::AtomicBool>,
+    request_timeout: Duration,
 }
 
 impl Progress {
     fn remaining(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
+        self.deadline
+            .lock()
+            .expect("the deadline is never held across a panic")
+            .saturating_duration_since(Instant::now())
     }
 
     fn complete(&self) {
         self.answering.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+
+    /// The answer is handed to the connection: it waits, idle, for its next request, which
+    /// gets a deadline of its own; it may be closed to make room again.
+    fn answered(&self) {
+        *self.deadline.lock().expect("the deadline is never held across a panic") =
+            Instant::now() + self.request_timeout;
+        self.served.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.answering.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn served(&self) -> bool {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
+
+/// How long an idle connection told to close to make room may take to finish writing an answer
+/// it was handed.
+const EVICTED_GRACE: Duration = Duration::from_secs(1);
 
 /// Takes a slot for a new connection. At the cap, the oldest connection that has not completed
 /// its request is told to close and the new one takes its place; when every connection is being
@@ -319,56 +344,90 @@ fn admit(settings: &crate::config::TlsSettings, conn: &rustls::ServerConnection)
 }
 
 impl Inner {
-    /// Serves one connection until it ends, its request misses the deadline, or it is closed to
+    /// Serves one connection until it ends, a request misses its deadline, or it is closed to
     /// make room for a new one.
     async fn connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, guard: SlotGuard, slot: Slot) {
+        let request_timeout = self.config.limits.request_timeout;
         let progress = Progress {
-            deadline: Instant::now() + self.config.limits.request_timeout,
+            deadline: Arc::new(Mutex::new(Instant::now() + request_timeout)),
             answering: slot.answering.clone(),
+            served: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            request_timeout,
         };
-        tokio::select! {
-            () = self.serve_connection(stream, address, progress) => {}
-            () = slot.evict.notified() => {
-                warn!(peer = %address, "connection closed to make room: its request was the slowest at the connection cap");
-            }
-        }
+        self.serve_connection(stream, address, progress, slot.evict).await;
         drop(guard);
     }
 
-    async fn serve_connection(self: Arc<Self>, stream: TcpStream, address: SocketAddr, progress: Progress) {
+    async fn serve_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        address: SocketAddr,
+        progress: Progress,
+        evict: Arc<tokio::sync::Notify>,
+    ) {
+        let made_room = || {
+            warn!(peer = %address, "connection closed to make room: its request was the slowest at the connection cap");
+        };
         // Answers are small and written in pieces: do not let Nagle hold them for an ACK.
         let _ = stream.set_nodelay(true);
-        let tls = match tokio::time::timeout(progress.remaining(), self.acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                warn!(peer = %address, error = %e, "TLS handshake refused");
-                return;
-            }
-            Err(_) => {
-                warn!(peer = %address, "TLS handshake timed out");
-                return;
-            }
+        let accept = tokio::time::timeout(progress.remaining(), self.acceptor.accept(stream));
+        let tls = tokio::select! {
+            accepted = accept => match accepted {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    warn!(peer = %address, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    warn!(peer = %address, "TLS handshake timed out");
+                    return;
+                }
+            },
+            () = evict.notified() => return made_room(),
         };
         let peer = admit(&self.config.tls, tls.get_ref().1);
         match &peer {
-            Ok(p) => debug!(peer = %address, subject = %p.subject, "client admitted"),
+            Ok(p) => info!(peer = %address, subject = %p.subject, "client admitted"),
             Err(why) => warn!(peer = %address, why = %why, "client refused"),
         }
         let headers_by = progress.remaining();
-        let service = hyper::service::service_fn(move |req| {
-            let inner = self.clone();
-            let peer = peer.clone();
+        let service = {
             let progress = progress.clone();
-            async move { Ok::<_, Infallible>(inner.respond(peer, req, progress).await) }
-        });
-        // One request per connection (the dispatcher opens one per exchange), so the deadline
-        // taken at accept bounds the handshake, the headers and the body together.
-        let served = hyper::server::conn::http1::Builder::new()
+            hyper::service::service_fn(move |req| {
+                let inner = self.clone();
+                let peer = peer.clone();
+                let progress = progress.clone();
+                async move { Ok::<_, Infallible>(inner.respond(peer, req, progress).await) }
+            })
+        };
+        // Kept open between requests (the dispatcher sends a run's exchanges on the connection
+        // its precheck opened). The first request's deadline, taken at accept, bounds the
+        // handshake, headers and body together; each later request's headers must come within
+        // the same time of the connection going idle (hyper's header timer starts when it waits
+        // for the next request: that is also how long an idle connection stays open), and its
+        // body by the deadline taken when the answer before it was handed over.
+        let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .keep_alive(false)
+            .keep_alive(true)
             .header_read_timeout(headers_by)
-            .serve_connection(TokioIo::new(tls), service)
-            .await;
+            .serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(connection);
+        let served = tokio::select! {
+            served = connection.as_mut() => served,
+            () = evict.notified() => {
+                if !progress.served() {
+                    return made_room();
+                }
+                // Idle since its last answer (one being answered is never chosen): close it,
+                // after the answer it may still be writing.
+                debug!(peer = %address, "idle connection closed to make room");
+                connection.as_mut().graceful_shutdown();
+                match tokio::time::timeout(EVICTED_GRACE, connection.as_mut()).await {
+                    Ok(served) => served,
+                    Err(_) => return,
+                }
+            }
+        };
         if let Err(e) = served {
             debug!(peer = %address, error = %e, "connection ended with an error");
         }
@@ -380,10 +439,11 @@ impl Inner {
         req: Request<Incoming>,
         progress: Progress,
     ) -> Response<Full<Bytes>> {
-        let (status, body) = match self.route(peer, req, progress).await {
+        let (status, body) = match self.route(peer, req, progress.clone()).await {
             Ok(reply) => reply,
             Err(e) => (e.error.status(), e.encode()),
         };
+        progress.answered();
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() =
             hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
