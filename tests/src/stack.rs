@@ -381,7 +381,8 @@ attempts = 3
     pub fn journal(&self) -> Result<Vec<serde_json::Value>> {
         // Through the configuration: it names the journal's key.
         let config = self.config.to_str().context("the configuration path is UTF-8")?;
-        let (status, stdout, stderr) = crate::baton::run(&["audit", "all", "--config", config], Duration::from_secs(30))?;
+        let (status, stdout, stderr) =
+            crate::baton::run(&["audit", "all", "--config", config], Duration::from_secs(30))?;
         anyhow::ensure!(status.success(), "baton audit failed ({status}): {stderr}");
         let doc: serde_json::Value = serde_json::from_str(&stdout).context("baton audit prints JSON")?;
         doc["events"]
