@@ -80,6 +80,28 @@ pub fn group_failed(e: StoreError, n: usize) -> Vec<Result<Vec<Queued>, StoreErr
         .collect()
 }
 
+/// An outbox row from its stored columns (both stores keep the same ones). A row of schema 1
+/// has no structured body: its plain text stands in.
+pub(super) fn stored_row(
+    platform: &str,
+    room: String,
+    run: Option<i64>,
+    text: String,
+    card: Option<String>,
+    lane: &str,
+    body: Option<String>,
+) -> Row {
+    Row {
+        room: RoomRef::new(sqlite::platform_of(platform), room),
+        run: run.map(|x| RunId(x as u64)),
+        lane: crate::outbox::Lane::parse(lane).unwrap_or(crate::outbox::Lane::Line),
+        body: body
+            .and_then(|b| serde_json::from_str::<crate::chat::Rich>(&b).ok())
+            .unwrap_or_else(|| crate::chat::Rich::from(text)),
+        card: card.and_then(|c| serde_json::from_str(&c).ok()),
+    }
+}
+
 /// A run's row in the `runs` projection (for dashboards and `sqlite3` users; the engine itself
 /// rebuilds runs from the journal).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,9 +11,9 @@
 use super::chain::{Chain, ChainRow, FORGED, GENESIS, refuse_forged};
 use super::sqlite::{millis, new_store_id, platform_of};
 use super::{Adopted, Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
-use crate::chat::{MessageRef, Rich, RoomRef};
+use crate::chat::{MessageRef, RoomRef};
 use crate::event::{Event, Recorded};
-use crate::outbox::{Lane, Queued, Row};
+use crate::outbox::Queued;
 use crate::run::RunId;
 use chrono::{DateTime, Utc};
 use postgres::error::SqlState;
@@ -419,21 +419,8 @@ impl PostgresStore {
         Ok(rows
             .iter()
             .map(|r| {
-                let body: Option<String> = r.get(7);
-                let text: String = r.get(4);
-                let card: Option<String> = r.get(5);
-                let q = Queued {
-                    id: r.get(0),
-                    row: Row {
-                        room: RoomRef::new(platform_of(r.get(1)), r.get::<_, String>(2)),
-                        run: r.get::<_, Option<i64>>(3).map(|x| RunId(x as u64)),
-                        lane: Lane::parse(r.get(6)).unwrap_or(Lane::Line),
-                        body: body
-                            .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
-                            .unwrap_or_else(|| Rich::from(text)),
-                        card: card.and_then(|c| serde_json::from_str(&c).ok()),
-                    },
-                };
+                let row = super::stored_row(r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6), r.get(7));
+                let q = Queued { id: r.get(0), row };
                 (q, r.get::<_, Option<String>>(8))
             })
             .collect())

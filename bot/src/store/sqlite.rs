@@ -5,9 +5,9 @@
 
 use super::chain::{Chain, ChainKey, ChainRow, GENESIS};
 use super::{Adopted, Batch, ChainReport, Handled, JournalRow, RawEvent, Store, StoreError};
-use crate::chat::{MessageRef, Rich, RoomRef};
+use crate::chat::{MessageRef, RoomRef};
 use crate::event::{Event, Recorded};
-use crate::outbox::{Lane, Queued, Row};
+use crate::outbox::Queued;
 use crate::run::RunId;
 use baton_policies::Platform;
 use chrono::{DateTime, Utc};
@@ -427,17 +427,15 @@ impl SqliteStore {
             .map_err(self.err())?;
         let rows = stmt
             .query_map([], |r| {
-                let (text, body): (String, Option<String>) = (r.get(4)?, r.get(7)?);
-                let card: Option<String> = r.get(5)?;
-                let row = Row {
-                    room: RoomRef::new(platform_of(&r.get::<_, String>(1)?), r.get::<_, String>(2)?),
-                    run: r.get::<_, Option<i64>>(3)?.map(|x| RunId(x as u64)),
-                    lane: Lane::parse(&r.get::<_, String>(6)?).unwrap_or(Lane::Line),
-                    body: body
-                        .and_then(|b| serde_json::from_str::<Rich>(&b).ok())
-                        .unwrap_or_else(|| Rich::from(text)),
-                    card: card.and_then(|c| serde_json::from_str(&c).ok()),
-                };
+                let row = super::stored_row(
+                    &r.get::<_, String>(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    &r.get::<_, String>(6)?,
+                    r.get(7)?,
+                );
                 Ok((Queued { id: r.get(0)?, row }, r.get::<_, Option<String>>(8)?))
             })
             .map_err(self.err())?;
@@ -732,6 +730,8 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::Rich;
+    use crate::outbox::{Lane, Row};
 
     fn recorded(run: u64) -> Recorded {
         Recorded {
