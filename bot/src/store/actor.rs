@@ -40,6 +40,8 @@ impl StoreActor {
             let mut store = store;
             while let Ok(job) = rx.recv() {
                 job(store.as_mut());
+                // The job has answered: now what may follow its answer (the checkpoint).
+                store.settle();
             }
         })?;
         Ok((StoreActor { jobs, store_id }, StoreThread(Some(thread))))

@@ -154,13 +154,32 @@ struct Checkpoint {
 }
 
 /// A store's chain: its key, and where its checkpoint lives.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Chain {
     key: ChainKey,
     checkpoint: Option<PathBuf>,
     /// Whether a missing checkpoint is a problem (a SQLite file) or only a note (a replica's
     /// view of a PostgreSQL store, which another replica may have written alone).
     checkpoint_required: bool,
+    /// The head of the last commit, not yet in the checkpoint (see [`Chain::anchor_later`]).
+    pending: Option<Head>,
+}
+
+/// A committed head waiting to be written to the checkpoint.
+#[derive(Debug)]
+struct Head {
+    store_id: String,
+    seq: i64,
+    hash: String,
+    run_ended: bool,
+}
+
+/// A copy has the key and the checkpoint's place, never a head waiting to be written: only the
+/// store that committed it writes it, so no copy can put an older head back later.
+impl Clone for Chain {
+    fn clone(&self) -> Chain {
+        Chain::new(self.key.clone(), self.checkpoint.clone(), self.checkpoint_required)
+    }
 }
 
 impl Chain {
@@ -169,6 +188,7 @@ impl Chain {
             key,
             checkpoint,
             checkpoint_required,
+            pending: None,
         }
     }
 
@@ -272,11 +292,35 @@ impl Chain {
         })
     }
 
-    /// Records the head outside the store. A failure is logged, never fatal: the journal is
-    /// committed already, and the next commit writes the checkpoint again. When a run ended in
-    /// this commit the head is also logged, a second record outside the store (the log
-    /// collector's) to compare with what `baton audit` prints.
-    pub fn anchor(&self, store_id: &str, seq: i64, hash: &str, run_ended: bool) {
+    /// Notes the head of a commit for the checkpoint, which [`Chain::settle`] writes once the
+    /// commit's answer has gone back: the daemon acts on a commit as soon as it is in the
+    /// journal, and the checkpoint may lag the journal (never lead it) anyway. Heads noted
+    /// before a settle collapse into the last one.
+    pub fn anchor_later(&mut self, store_id: &str, seq: i64, hash: &str, run_ended: bool) {
+        let run_ended = run_ended || self.pending.as_ref().is_some_and(|h| h.run_ended);
+        self.pending = Some(Head {
+            store_id: store_id.to_string(),
+            seq,
+            hash: hash.to_string(),
+            run_ended,
+        });
+    }
+
+    /// Writes the head noted by [`Chain::anchor_later`], if any (the store's thread calls it
+    /// after each job, and a store being dropped calls it last).
+    pub fn settle(&mut self) {
+        if let Some(h) = self.pending.take() {
+            self.anchor(&h.store_id, h.seq, &h.hash, h.run_ended);
+        }
+    }
+
+    /// Records the head outside the store now (and forgets a head noted earlier, which is
+    /// older). A failure is logged, never fatal: the journal is committed already, and the
+    /// next commit writes the checkpoint again. When a run ended in this commit the head is
+    /// also logged, a second record outside the store (the log collector's) to compare with
+    /// what `baton audit` prints.
+    pub fn anchor(&mut self, store_id: &str, seq: i64, hash: &str, run_ended: bool) {
+        self.pending = None;
         if run_ended {
             tracing::info!(store = store_id, seq, mac = hash, key = self.key.id(), "journal head");
         }
@@ -633,7 +677,7 @@ mod tests {
     fn the_checkpoint_catches_a_journal_cut_short_and_a_rewritten_end() {
         let dir = tempfile::tempdir().expect("tempdir");
         let head = dir.path().join("b.sqlite.head");
-        let chain = Chain::new(key("a-key-of-thirty-two-characters!!"), Some(head.clone()), true);
+        let mut chain = Chain::new(key("a-key-of-thirty-two-characters!!"), Some(head.clone()), true);
         let all = rows(&chain, 5);
         let seal = chain.seal("s1", 0, GENESIS);
         chain.anchor("s1", 5, &all[4].5, false);

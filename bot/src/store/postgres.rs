@@ -474,7 +474,19 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store rows are plain data and always serialize")
 }
 
+/// A head committed last is written to the checkpoint before the store goes (a command that
+/// commits and exits, or the daemon's last job).
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.chain.settle();
+    }
+}
+
 impl Store for PostgresStore {
+    fn settle(&mut self) {
+        self.chain.settle();
+    }
+
     fn store_id(&self) -> &str {
         &self.store_id
     }
@@ -592,7 +604,7 @@ impl Store for PostgresStore {
         }
         tx.commit().map_err(err)?;
         if let Some((seq, hash)) = head {
-            self.chain.anchor(&self.store_id, seq, &hash, batch.ends_a_run());
+            self.chain.anchor_later(&self.store_id, seq, &hash, batch.ends_a_run());
         }
         Ok(queued)
     }

@@ -442,7 +442,8 @@ impl SqliteStore {
         rows.collect::<Result<Vec<_>, _>>().map_err(self.err())
     }
 
-    /// Writes a group of batches in one transaction, then records the head in the checkpoint.
+    /// Writes a group of batches in one transaction, then notes the head for the checkpoint
+    /// (written by [`Store::settle`], after the answer).
     fn write_all(&mut self, batches: &[Batch]) -> Result<Vec<Vec<Queued>>, StoreError> {
         let path = self.path.display().to_string();
         let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite {
@@ -466,7 +467,7 @@ impl SqliteStore {
         })?;
         if let Some((seq, hash)) = head {
             let ended = batches.iter().any(Batch::ends_a_run);
-            self.chain.anchor(&self.store_id, seq, &hash, ended);
+            self.chain.anchor_later(&self.store_id, seq, &hash, ended);
         }
         Ok(all)
     }
@@ -493,7 +494,19 @@ pub(super) fn millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A head committed last is written to the checkpoint before the store goes (a command that
+/// commits and exits, or the daemon's last job).
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.chain.settle();
+    }
+}
+
 impl Store for SqliteStore {
+    fn settle(&mut self) {
+        self.chain.settle();
+    }
+
     fn store_id(&self) -> &str {
         &self.store_id
     }
@@ -753,6 +766,49 @@ mod tests {
     }
 
     #[test]
+    fn the_checkpoint_is_written_after_the_commit_answers_and_when_the_store_goes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("baton.sqlite");
+        let mut store = SqliteStore::open(&path).expect("opens");
+        let commit = |store: &mut SqliteStore, n: u64| {
+            store
+                .commit(&Batch {
+                    events: vec![recorded(n)],
+                    ..Batch::default()
+                })
+                .expect("commits");
+            store.verify_chain().expect("verifies")
+        };
+        commit(&mut store, 1);
+        store.settle();
+        let settled = store.verify_chain().expect("verifies");
+        assert_eq!(settled.checkpoint_seq, Some(settled.head_seq));
+        // The next commit answers before its head is in the checkpoint, which lags the
+        // journal meanwhile (allowed: it may lag, never lead).
+        let answered = commit(&mut store, 2);
+        assert_eq!(answered.checkpoint_seq, Some(settled.head_seq));
+        assert!(
+            answered.head_seq > settled.head_seq && answered.intact(),
+            "{answered:?}"
+        );
+        store.settle();
+        assert_eq!(
+            store.verify_chain().expect("verifies").checkpoint_seq,
+            Some(answered.head_seq)
+        );
+        // Two commits before a settle: the later head is the one written, here when the store
+        // is dropped (a command that commits and exits).
+        commit(&mut store, 3);
+        let last = commit(&mut store, 4);
+        assert_eq!(last.checkpoint_seq, Some(answered.head_seq));
+        drop(store);
+        let mut store = SqliteStore::open(&path).expect("reopens");
+        let reopened = store.verify_chain().expect("verifies");
+        assert_eq!(reopened.checkpoint_seq, Some(last.head_seq));
+        assert!(reopened.intact(), "{:?}", reopened.problems);
+    }
+
+    #[test]
     fn a_group_of_batches_commits_in_order_in_one_transaction() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("baton.sqlite");
@@ -936,6 +992,7 @@ mod tests {
                 ..Default::default()
             })
             .expect("commits");
+        store.settle();
         let refused = store.conn.execute("UPDATE events SET body = '{}' WHERE seq = 2", []);
         assert!(refused.expect_err("append-only").to_string().contains("append-only"));
         store
