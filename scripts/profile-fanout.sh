@@ -12,7 +12,7 @@ runs="${1:-1}"
 hz=999
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-cargo bench -p baton-e2e --bench bot_fanout --no-run --locked 2>/dev/null
+cargo bench -p baton-e2e --bench bot_fanout --no-run --locked
 perf record -a -F "$hz" -o "$out/perf.data" -- \
     cargo bench -p baton-e2e --bench bot_fanout --locked -- "$runs" 2>&1 \
     | grep -E "^(fan-out|command|step to|  where|  \()"

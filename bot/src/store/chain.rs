@@ -182,6 +182,14 @@ impl Clone for Chain {
     }
 }
 
+/// A head committed last is written before the chain goes with its store (a command that
+/// commits and exits, or the daemon's last job). A copy has none to write.
+impl Drop for Chain {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
 impl Chain {
     pub fn new(key: ChainKey, checkpoint: Option<PathBuf>, checkpoint_required: bool) -> Chain {
         Chain {
@@ -307,7 +315,7 @@ impl Chain {
     }
 
     /// Writes the head noted by [`Chain::anchor_later`], if any (the store's thread calls it
-    /// after each job, and a store being dropped calls it last).
+    /// after each job, and dropping the chain with its store calls it last).
     pub fn settle(&mut self) {
         if let Some(h) = self.pending.take() {
             self.anchor(&h.store_id, h.seq, &h.hash, h.run_ended);

@@ -240,8 +240,8 @@ pub trait Store: Send {
     /// none, and writes the checkpoint. Refused when the rows do not verify.
     fn adopt(&mut self) -> Result<Adopted, StoreError>;
     /// Work that may follow a commit's answer rather than hold it: writing the checkpoint of
-    /// the last commit. The store's thread calls it after each job; a store also does it when
-    /// dropped.
+    /// the last commit. The store's thread calls it after each job; a store's chain also does
+    /// it when dropped.
     fn settle(&mut self) {}
 }
 

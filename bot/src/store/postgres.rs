@@ -474,14 +474,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("store rows are plain data and always serialize")
 }
 
-/// A head committed last is written to the checkpoint before the store goes (a command that
-/// commits and exits, or the daemon's last job).
-impl Drop for PostgresStore {
-    fn drop(&mut self) {
-        self.chain.settle();
-    }
-}
-
 impl Store for PostgresStore {
     fn settle(&mut self) {
         self.chain.settle();

@@ -494,14 +494,6 @@ pub(super) fn millis(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// A head committed last is written to the checkpoint before the store goes (a command that
-/// commits and exits, or the daemon's last job).
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        self.chain.settle();
-    }
-}
-
 impl Store for SqliteStore {
     fn settle(&mut self) {
         self.chain.settle();
