@@ -37,4 +37,48 @@ fn main() {
         .or_else(|| std::env::var("BATON_GIT_COMMIT").ok().filter(|c| plausible(c)))
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=BATON_GIT_COMMIT={commit}");
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("baton") {
+        link_layout();
+    }
+}
+
+/// The release `baton`'s code layout: the functions a run executes are linked first, side by
+/// side, so that the pages a run touches are few (see `symbol-order.txt` and
+/// `scripts/order-symbols.sh`, which writes it). Only where the linker is LLD (rustc's default
+/// linker for x86_64-unknown-linux-gnu since Rust 1.90); elsewhere the layout is the linker's
+/// own. Names the file lists that a build lacks are skipped. `BATON_LINK_MAP=<path>` also writes
+/// the linker's map there (the script reads the names of a build from it).
+fn link_layout() {
+    println!("cargo:rerun-if-env-changed=BATON_LINK_MAP");
+    println!("cargo:rerun-if-env-changed=BATON_NO_SYMBOL_ORDER");
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
+    let order = std::path::Path::new(&dir).join("symbol-order.txt");
+    println!("cargo:rerun-if-changed={}", order.display());
+    let release = std::env::var("PROFILE").as_deref() == Ok("release");
+    let lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu")
+        && rustc_minor().is_some_and(|minor| minor >= 90);
+    if !release || !lld {
+        return;
+    }
+    if let Ok(map) = std::env::var("BATON_LINK_MAP") {
+        println!("cargo:rustc-link-arg-bin=baton=-Wl,-Map={map}");
+    }
+    if order.is_file() && std::env::var_os("BATON_NO_SYMBOL_ORDER").is_none() {
+        println!(
+            "cargo:rustc-link-arg-bin=baton=-Wl,--symbol-ordering-file={}",
+            order.display()
+        );
+        println!("cargo:rustc-link-arg-bin=baton=-Wl,--no-warn-symbol-ordering");
+    }
+}
+
+/// The minor version of the compiler building this (`rustc 1.95.0 (...)` gives 95).
+fn rustc_minor() -> Option<u32> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let version = text.split_whitespace().nth(1)?;
+    let mut parts = version.split('.');
+    (parts.next()? == "1").then_some(())?;
+    parts.next()?.parse().ok()
 }
