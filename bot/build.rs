@@ -45,9 +45,10 @@ fn main() {
 /// The release `baton`'s code layout: the functions a run executes are linked first, side by
 /// side, so that the pages a run touches are few (see `symbol-order.txt` and
 /// `scripts/order-symbols.sh`, which writes it). Only where the linker is LLD (rustc's default
-/// linker for x86_64-unknown-linux-gnu since Rust 1.90); elsewhere the layout is the linker's
-/// own. Names the file lists that a build lacks are skipped. `BATON_LINK_MAP=<path>` also writes
-/// the linker's map there (the script reads the names of a build from it).
+/// linker for x86_64-unknown-linux-gnu since Rust 1.90, unless a build chooses its linker);
+/// elsewhere the layout is the linker's own. Names the file lists that a build lacks are
+/// skipped. `BATON_LINK_MAP=<path>` also writes the linker's map there (the script reads the
+/// names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links without the order.
 fn link_layout() {
     println!("cargo:rerun-if-env-changed=BATON_LINK_MAP");
     println!("cargo:rerun-if-env-changed=BATON_NO_SYMBOL_ORDER");
@@ -55,7 +56,13 @@ fn link_layout() {
     let order = std::path::Path::new(&dir).join("symbol-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
     let release = std::env::var("PROFILE").as_deref() == Ok("release");
+    // A linker chosen by hand (`-C linker`, `-C link-arg`, `-C linker-features`, or cargo's
+    // linker setting) may not be LLD: it links without the order.
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let chosen = std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"))
+        || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
     let lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu")
+        && !chosen
         && rustc_minor().is_some_and(|minor| minor >= 90);
     if !release || !lld {
         return;
