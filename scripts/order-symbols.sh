@@ -17,8 +17,9 @@
 #   3. merges the profiles (llvm-profdata, from `rustup component add llvm-tools`) and keeps
 #      every function with a counter above zero;
 #   4. builds the release `baton` with BATON_LINK_MAP set, for the names of its functions;
-#   5. keeps the functions of 4 that 3 found executed (scripts/order_symbols.py), hottest
-#      first.
+#   5. keeps the functions of 4 that 3 found executed (scripts/order_symbols.py): those by
+#      exact name, hottest first, then the other instances of what ran (by demangled name),
+#      then the standard library's own functions.
 # Then rebuild (`cargo build --release -p baton`) to link with the new order. Needs no root;
 # needs what bot_fanout needs (scripts/test.sh installs it) and about 45 minutes on
 # 2 cores.
@@ -80,4 +81,5 @@ echo "5/5 writing bot/symbol-order.txt"
 python3 scripts/order_symbols.py "$work/functions.txt" "$work/baton.map" > "$work/order.txt"
 mv "$work/order.txt" bot/symbol-order.txt
 wc -l bot/symbol-order.txt
+echo "the profiles and the link map stay in $work"
 echo "now: cargo build --release -p baton --bin baton (links with the new order)"
