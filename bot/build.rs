@@ -50,12 +50,14 @@ fn main() {
 /// skipped. `BATON_LINK_MAP=<path>` also writes the linker's map there (the script reads the
 /// names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links without the order.
 fn link_layout() {
+    if std::env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
     println!("cargo:rerun-if-env-changed=BATON_LINK_MAP");
     println!("cargo:rerun-if-env-changed=BATON_NO_SYMBOL_ORDER");
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     let order = std::path::Path::new(&dir).join("symbol-order.txt");
     println!("cargo:rerun-if-changed={}", order.display());
-    let release = std::env::var("PROFILE").as_deref() == Ok("release");
     // A linker chosen by hand (`-C linker`, `-C link-arg`, `-C linker-features`, or cargo's
     // linker setting) may not be LLD: it links without the order.
     println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
@@ -64,7 +66,7 @@ fn link_layout() {
     let lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu")
         && !chosen
         && rustc_minor().is_some_and(|minor| minor >= 90);
-    if !release || !lld {
+    if !lld {
         return;
     }
     if let Ok(map) = std::env::var("BATON_LINK_MAP") {
