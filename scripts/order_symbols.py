@@ -1,119 +1,147 @@
 #!/usr/bin/env python3
-"""Prints the symbol order for `baton` (bot/symbol-order.txt), one exact symbol per line,
-hottest first: the functions an instrumented run executed (then the standard library's) (`llvm-profdata show --all-functions
---counts`), as named in a release build's link map (LLD's `-Map`). Built with the same profile
-settings, the two builds give a function the same name, hash included: exact matches come
-first, then the release build's functions whose demangled name (`c++filt`, without the hash)
-is that of a function that ran (the release build merges identical copies under one name). Called by scripts/order-symbols.sh.
+"""Prints the symbol order for `baton` (bot/symbol-order.txt), one symbol per line, hottest
+first: every function of the release build that executed under callgrind, as that build's link
+map (LLD's `-Map`) names it. Called by scripts/order-symbols.sh.
 
-    order_symbols.py FUNCTIONS.txt BATON.map > bot/symbol-order.txt
+    order_symbols.py BATON.map BATON CALLGRIND.out... > bot/symbol-order.txt
+
+The callgrind files come from `valgrind --tool=callgrind --dump-instr=yes` runs of BATON, the
+very binary the map describes (its addresses are the map's); other objects in them (libc, the
+loader) are passed over. Each executed instruction is looked up
+in the map's `.text` input sections; a section that holds one is kept, with the instructions it
+executed as its heat. LLD orders sections by a symbol they hold: the section's own name gives it
+for Rust and C (`.text.<symbol>`, `.text.unlikely.<symbol>`); a plain `.text` section (assembly,
+or C built without function sections) is named by the first raw symbol the map lists in it.
 """
 
+import bisect
+import os
 import re
-import subprocess
 import sys
 
-
-def executed(path):
-    """{mangled name: largest counter} of every function with a counter above zero."""
-    counts = {}
-    name = None
-    for line in open(path, encoding="utf-8", errors="replace"):
-        m = re.match(r"^  (\S.*):$", line)
-        if m:
-            name = m.group(1)
-            # A local function is named "<file>;<symbol>".
-            name = name.rsplit(";", 1)[-1]
-            continue
-        if name is None:
-            continue
-        m = re.match(r"^\s+(?:Block counts|Function count): \[?([^\]]*)\]?$", line)
-        if m:
-            values = [int(v) for v in re.findall(r"\d+", m.group(1))]
-            top = max(values, default=0)
-            if top > 0:
-                counts[name] = max(counts.get(name, 0), top)
-    return counts
+ENTRY = re.compile(r"^\s*([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+( +)(.*)$")
+SECTION = re.compile(r"^(.*):\((\.text[^)]*)\)$")
+PREFIX = re.compile(r"^\.text\.((unlikely|hot|startup|exit|split)\.)?")
+OBJECT = re.compile(r"^c?ob=\((\d+)\)(?: (.*))?$")
 
 
-def text_symbols(path):
-    """Every function in the map's `.text` output section, in link order. LLD's map names each
-    input section (`file:(.text.<symbol>)`, one per function) and the symbols defined in it."""
-    names = []
-    seen = set()
+def text_sections(path):
+    """[(address, size, section name, [symbols listed in it])] of the `.text` output section.
+    LLD's map indents an output section by 1 space, an input section by 9, a symbol by 17."""
+    sections = []
     in_text = False
     for line in open(path, encoding="utf-8", errors="replace"):
-        # VMA, LMA, size, alignment, then the name: 1 space before an output section, more
-        # before an input section or a symbol.
-        m = re.match(r"^\s*[0-9a-f]+\s+[0-9a-f]+\s+[0-9a-f]+\s+\d+( +)(.*)$", line.rstrip("\n"))
+        m = ENTRY.match(line.rstrip("\n"))
         if not m:
             continue
-        depth = len(m.group(1))
-        what = m.group(2).strip()
-        if depth <= 1:
-            # An output section.
-            in_text = what == ".text"
+        indent = len(m.group(3))
+        if indent <= 1:
+            in_text = m.group(4).strip() == ".text"
             continue
         if not in_text:
             continue
-        m = re.search(r":\(\.text\.(.+)\)$", what)
-        if m:
-            # `.text.<symbol>`, or `.text.unlikely.<symbol>` for code the compiler deems cold.
-            symbol = re.sub(r"^(unlikely|hot|startup|exit|split)\.", "", m.group(1))
+        if indent > 9:
+            if sections:
+                sections[-1][3].append(m.group(4).strip())
+            continue
+        s = SECTION.search(m.group(4))
+        if s:
+            sections.append((int(m.group(1), 16), int(m.group(2), 16), s.group(2), []))
         else:
-            symbol = what if " " not in what and ":(" not in what else None
-        if symbol and symbol not in seen:
-            seen.add(symbol)
-            names.append(symbol)
-    return names
+            # Linker-made input (padding, PLT stubs): it closes the section before it.
+            sections.append((int(m.group(1), 16), int(m.group(2), 16), None, []))
+    sections.sort(key=lambda s: s[0])
+    return sections
 
 
-def demangle(names):
-    """Demangled names without the hash a legacy-mangled name ends with (`::h0123...`)."""
-    out = subprocess.run(
-        ["c++filt"], input="\n".join(names) + "\n", capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    if len(out) != len(names):
-        sys.exit(f"c++filt returned {len(out)} names for {len(names)}")
-    return [re.sub(r"::h[0-9a-f]{16}$", "", name) for name in out]
+def executed(path, binary):
+    """{address: instructions executed there} in the object whose path is `binary`,
+    from a callgrind output written with --dump-instr=yes (positions `instr line`)."""
+    names = {}
+    current = None
+    last = 0
+    after_calls = False
+    counts = {}
+    for line in open(path, encoding="utf-8", errors="replace"):
+        line = line.rstrip("\n")
+        if not line:
+            continue
+        first = line[0]
+        if first.isalpha():
+            o = OBJECT.match(line)
+            if o:
+                if o.group(2):
+                    names[o.group(1)] = o.group(2)
+                if line.startswith("ob="):
+                    current = names.get(o.group(1), "")
+            after_calls = line.startswith("calls=")
+            continue
+        if first not in "0123456789+-*":
+            continue
+        fields = line.split()
+        pos = fields[0]
+        if pos.startswith("0x"):
+            address = int(pos, 16)
+        elif pos[0] == "+":
+            address = last + int(pos[1:], 0)
+        elif pos[0] == "-":
+            address = last - int(pos[1:], 0)
+        else:
+            address = last
+        last = address
+        # The line after `calls=` is the call's site with the callee's inclusive cost.
+        cost = 0 if after_calls else int(fields[-1])
+        after_calls = False
+        if current == binary:
+            counts[address] = counts.get(address, 0) + cost + 1
+    return counts
+
+
+def symbol_of(section):
+    """The symbol LLD is to be given for this input section, or None."""
+    _, _, name, listed = section
+    if name is None:
+        return None
+    if name != ".text":
+        return PREFIX.sub("", name)
+    raw = [s for s in listed if "::" not in s and " " not in s]
+    return raw[0] if raw else None
 
 
 def main():
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    counts = executed(sys.argv[1])
-    if not counts:
-        sys.exit(f"{sys.argv[1]}: no function with a counter above zero")
-    symbols = text_symbols(sys.argv[2])
-    if not symbols:
-        sys.exit(f"{sys.argv[2]}: no .text symbols (is it LLD's -Map output?)")
-    # The instrumented build and the release build have the same profile settings, so the
-    # same names: those are taken exactly, hottest first. Then, by demangled name, the other
-    # instances of what ran: the release build merges functions whose code is identical (the
-    # same generic function instantiated in several crates) and keeps one name, maybe that of
-    # a copy that never ran, while the instrumented build, counters in every copy, merges none.
-    hot = {}
-    for name, plain in zip(counts, demangle(list(counts))):
-        hot[plain] = max(hot.get(plain, 0), counts[name])
-    exact = [(0, -counts[s], i, s) for i, s in enumerate(symbols) if s in counts]
-    named = {s for *_, s in exact}
-    alike = [
-        (1, -hot[plain], i, s)
-        for i, (s, plain) in enumerate(zip(symbols, demangle(symbols)))
-        if plain in hot and s not in named
-    ]
-    chosen = exact + alike
-    how = f"{len(exact)} by exact name, {len(alike)} by demangled name"
-    chosen.sort()
-    # Then the standard library's own functions (v0-mangled, `_R`): they come compiled, without
-    # counters, so the profile cannot tell which ran; there are few (0.4 MiB in all).
-    named = {s for *_, s in chosen}
-    std = [s for s in symbols if s.startswith("_R") and s not in named]
-    for symbol in [s for *_, s in chosen] + std:
-        print(symbol)
+    if len(sys.argv) < 4:
+        sys.exit("usage: order_symbols.py BATON.map BATON CALLGRIND.out... > bot/symbol-order.txt")
+    sections = text_sections(sys.argv[1])
+    if not sections:
+        sys.exit(f"{sys.argv[1]}: no .text input sections (is it LLD's -Map output?)")
+    starts = [s[0] for s in sections]
+    heat = {}
+    outside = 0
+    binary = os.path.abspath(sys.argv[2])
+    for path in sys.argv[3:]:
+        for address, count in executed(path, binary).items():
+            i = bisect.bisect_right(starts, address) - 1
+            if i >= 0 and address < sections[i][0] + sections[i][1]:
+                heat[i] = heat.get(i, 0) + count
+            else:
+                outside += count
+    if not heat:
+        sys.exit(f"no executed instruction of {binary} in the callgrind files")
+    names = []
+    seen = set()
+    unnamed = 0
+    for i in sorted(heat, key=lambda i: (-heat[i], sections[i][0])):
+        name = symbol_of(sections[i])
+        if name is None:
+            unnamed += sections[i][1]
+        elif name not in seen:
+            seen.add(name)
+            names.append(name)
+    print("\n".join(names))
+    size = sum(sections[i][1] for i in heat)
     print(
-        f"{len(counts)} functions executed; of the release build's {len(symbols)} functions "
-        f"{how}, then {len(std)} of the standard library",
+        f"{len(names)} symbols: {len(heat)} executed sections, {size / 2**20:.2f} MiB"
+        f" ({unnamed} bytes in sections without a symbol; {outside} instructions outside .text)",
         file=sys.stderr,
     )
 
