@@ -6,10 +6,22 @@
 
 use std::process::Command;
 
-fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok()?;
+/// What `program args` prints, trimmed, when it succeeds and prints something.
+fn stdout_of(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+fn git(args: &[&str]) -> Option<String> {
+    stdout_of("git", args)
+}
+
+/// The minor number of a version "<major>.<minor>[.…]" whose major is `major`.
+fn minor_of(version: &str, major: &str) -> Option<u32> {
+    let mut parts = version.split('.');
+    (parts.next()? == major).then_some(())?;
+    parts.next()?.parse().ok()
 }
 
 /// A commit name as it may appear in a version line: short, and nothing but [0-9A-Za-z._-].
@@ -79,15 +91,28 @@ fn link_layout() {
         );
         println!("cargo:rustc-link-arg-bin=baton=-Wl,--no-warn-symbol-ordering");
     }
+    // Relative relocations packed (DT_RELR): the loader then reads a few KiB of them instead of
+    // the 0.8 MiB `.rela.dyn` it reads whole at every start. The binary then needs glibc 2.36 or
+    // later, so only a build for the machine it runs on, whose glibc has it, packs them.
+    println!("cargo:rerun-if-env-changed=BATON_NO_PACKED_RELOCS");
+    let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
+    if native
+        && host_glibc_minor().is_some_and(|minor| minor >= 36)
+        && std::env::var_os("BATON_NO_PACKED_RELOCS").is_none()
+    {
+        println!("cargo:rustc-link-arg-bin=baton=-Wl,-z,pack-relative-relocs");
+    }
+}
+
+/// The minor version of the build machine's glibc (`getconf GNU_LIBC_VERSION`: "glibc 2.36").
+fn host_glibc_minor() -> Option<u32> {
+    let text = stdout_of("getconf", &["GNU_LIBC_VERSION"])?;
+    minor_of(text.strip_prefix("glibc ")?, "2")
 }
 
 /// The minor version of the compiler building this (`rustc 1.95.0 (...)` gives 95).
 fn rustc_minor() -> Option<u32> {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let out = Command::new(rustc).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let version = text.split_whitespace().nth(1)?;
-    let mut parts = version.split('.');
-    (parts.next()? == "1").then_some(())?;
-    parts.next()?.parse().ok()
+    let text = stdout_of(&rustc, &["--version"])?;
+    minor_of(text.split_whitespace().nth(1)?, "1")
 }
