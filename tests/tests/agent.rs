@@ -772,6 +772,44 @@ fn polling_waits_for_a_long_action_through_running_answers() -> Result<()> {
 }
 
 #[test]
+fn an_answer_longer_than_the_connection_s_read_buffer_arrives_whole() -> Result<()> {
+    // The dispatcher reads agents' answers through a 4 KiB buffer; a failure's output tails
+    // (2 KiB each, here every byte escaped in JSON) make a body well beyond it.
+    let edge2a = fqdn("edge2a.contoso.com");
+    let why = "\"\\".repeat(1500);
+    let mut spec = AgentSpec::new("edge2a.contoso.com");
+    spec.sim_args = vec!["--fail".into(), why.clone()];
+    let fleet = Fleet::start_all(vec![spec])?;
+    let dispatcher = fleet.dispatcher()?;
+    let rt = runtime();
+    let answer = rt.block_on(dispatcher.call(
+        &edge2a,
+        &key("long/1"),
+        &stop("edge2a.contoso.com"),
+        Duration::from_secs(30),
+    ))?;
+    let body = serde_json::to_vec(&answer)?.len();
+    assert!(body > 4096, "the answer is only {body} bytes: {answer:?}");
+    match &answer {
+        ActionAnswer::Failed {
+            stderr_tail,
+            replayed: false,
+            ..
+        } => {
+            let kept = stderr_tail.trim_end().trim_start_matches('…');
+            assert!(kept.len() >= 2000, "{} bytes of stderr kept", kept.len());
+            assert!(
+                why.ends_with(kept),
+                "the tail is not the end of the output: {stderr_tail:?}"
+            );
+        }
+        other => panic!("expected the injected failure, got {other:?}"),
+    }
+    assert_eq!(fleet.executions_of(&edge2a, "long/1")?, 1);
+    Ok(())
+}
+
+#[test]
 fn an_agent_down_fails_after_bounded_retries_naming_the_host_and_works_again_once_back() -> Result<()> {
     let edge2a = fqdn("edge2a.contoso.com");
     let edge2b = fqdn("edge2b.contoso.com");
