@@ -2,7 +2,8 @@
 //! `--version`, the build-info metric and the agents' health answers (baton-agent builds with this script too). The commit comes from
 //! `git rev-parse --short HEAD` when the sources are a git checkout, else from the
 //! `BATON_GIT_COMMIT` environment variable (the Dockerfile passes it: its build context has no
-//! `.git`), else it is "unknown".
+//! `.git`), else it is "unknown". For the release `baton` it also sets the link layout
+//! ([`link_layout`]: the symbol order and packed relocations).
 
 use std::process::Command;
 
@@ -60,7 +61,9 @@ fn main() {
 /// linker for x86_64-unknown-linux-gnu since Rust 1.90, unless a build chooses its linker);
 /// elsewhere the layout is the linker's own. Names the file lists that a build lacks are
 /// skipped. `BATON_LINK_MAP=<path>` also writes the linker's map there (the script reads the
-/// names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links without the order.
+/// names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links without the order. Packs the
+/// relative relocations too, where the binary runs on the glibc it is built with (2.36 or
+/// later); `BATON_NO_PACKED_RELOCS=1` leaves them unpacked.
 fn link_layout() {
     if std::env::var("PROFILE").as_deref() != Ok("release") {
         return;
