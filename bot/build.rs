@@ -40,8 +40,12 @@ fn main() {
         // Build again when HEAD moves: to another branch, or to a new commit on this one.
         let mut watched = vec!["HEAD".to_string(), "packed-refs".to_string()];
         watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+        // Only files that exist: cargo takes a missing one as changed, and would run this
+        // script and build the crate again every time (a repository without packed refs).
         for name in watched {
-            if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            if let Some(path) = git(&["rev-parse", "--git-path", &name])
+                && std::path::Path::new(&path).exists()
+            {
                 println!("cargo:rerun-if-changed={path}");
             }
         }
