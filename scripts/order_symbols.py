@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Prints the symbol order for `baton` (bot/symbol-order.txt), one symbol per line, hottest
-first: every function of the release build that executed under callgrind, as that build's link
-map (LLD's `-Map`) names it. Called by scripts/order-symbols.sh.
+"""Prints the symbol order for `baton` (bot/symbol-order.txt), one symbol per line: every
+function of the release build that executed under callgrind, as that build's link map (LLD's
+`-Map`) names it, grouped by the runs that executed it and hottest first within a group.
+Called by scripts/order-symbols.sh.
 
     order_symbols.py BATON.map BATON CALLGRIND.out... > bot/symbol-order.txt
+
+Each callgrind file belongs to a run, named by the file: `<run>.<pid>.out` or
+`<run>.<pid>.out.<n>` (`fanout-run.4242.out.3` is run `fanout-run`). The runs rank in the order
+their first file is given. A function the first run executed comes before any it did not; among
+those, one the second run executed comes first; and so on: the code of the first run is one
+block at the start, and each later run's code lies in as few blocks as the runs before it allow.
+Only what one run touches is resident in that run, so the run that matters most goes first
+(order-symbols.sh gives the bot's runs before the demo and the one-shot commands).
 
 The callgrind files come from `valgrind --tool=callgrind --dump-instr=yes` runs of BATON, the
 very binary the map describes (its addresses are the map's); other objects in them (libc, the
@@ -97,6 +106,13 @@ def executed(path, binary):
     return counts
 
 
+def run_of(path):
+    """The run a callgrind file belongs to: its name up to `.<pid>.out`."""
+    name = os.path.basename(path)
+    m = re.match(r"^(.*)\.\d+\.out(\.\d+)?$", name)
+    return m.group(1) if m else name
+
+
 def symbol_of(section):
     """The symbol LLD is to be given for this input section, or None."""
     _, _, name, listed = section
@@ -116,13 +132,20 @@ def main():
         sys.exit(f"{sys.argv[1]}: no .text input sections (is it LLD's -Map output?)")
     starts = [s[0] for s in sections]
     heat = {}
+    runs = []
+    ran = {}
     outside = 0
     binary = os.path.abspath(sys.argv[2])
-    for path in sys.argv[3:]:
+    for path in dict.fromkeys(sys.argv[3:]):
+        run = run_of(path)
+        if run not in runs:
+            runs.append(run)
+        rank = runs.index(run)
         for address, count in executed(path, binary).items():
             i = bisect.bisect_right(starts, address) - 1
             if i >= 0 and address < sections[i][0] + sections[i][1]:
                 heat[i] = heat.get(i, 0) + count
+                ran.setdefault(i, set()).add(rank)
             else:
                 outside += count
     if not heat:
@@ -130,7 +153,10 @@ def main():
     names = []
     seen = set()
     unnamed = 0
-    for i in sorted(heat, key=lambda i: (-heat[i], sections[i][0])):
+    def key(i):
+        return (tuple(r not in ran[i] for r in range(len(runs))), -heat[i], sections[i][0])
+
+    for i in sorted(heat, key=key):
         name = symbol_of(sections[i])
         if name is None:
             unnamed += sections[i][1]
@@ -144,6 +170,9 @@ def main():
         f" ({unnamed} bytes in sections without a symbol; {outside} instructions outside .text)",
         file=sys.stderr,
     )
+    for rank, run in enumerate(runs):
+        mine = sum(sections[i][1] for i in heat if rank in ran[i])
+        print(f"  run {run}: {mine / 2**20:.2f} MiB executed", file=sys.stderr)
 
 
 if __name__ == "__main__":
