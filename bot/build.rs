@@ -61,32 +61,58 @@ fn main() {
 
 /// The release `baton`'s code layout: the functions a run executes are linked first, side by
 /// side, so that the pages a run touches are few (see `symbol-order.txt` and
-/// `scripts/order-symbols.sh`, which writes it). Only where the linker is LLD (rustc's default
-/// linker for x86_64-unknown-linux-gnu since Rust 1.90, unless a build chooses its linker);
-/// elsewhere the layout is the linker's own. Names the file lists that a build lacks are
-/// skipped. `BATON_LINK_MAP=<path>` also writes the linker's map there (the script reads the
-/// names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links without the order. Packs the
-/// relative relocations too, where the binary runs on the glibc it is built with (2.36 or
-/// later); `BATON_NO_PACKED_RELOCS=1` leaves them unpacked.
+/// `scripts/order-symbols.sh`, which writes it). The order needs LLD:
+///
+/// - x86_64-unknown-linux-gnu: rustc's default linker since Rust 1.90; the order is
+///   `symbol-order.txt`;
+/// - x86_64-unknown-linux-musl (the static binary of the container image): rustc links it with
+///   `cc` and GNU ld, so the release `baton` is linked with rustc's own LLD instead (the
+///   `gcc-ld/ld.lld` of its sysroot, as rustc does for the gnu target); the order is
+///   `symbol-order.musl.txt`, since the two builds name their functions differently.
+///
+/// Elsewhere, or where a build chooses its linker, the layout is the linker's own. Names the
+/// file lists that a build lacks are skipped. `BATON_LINK_MAP=<path>` also writes the linker's
+/// map there (the script reads the names of a build from it); `BATON_NO_SYMBOL_ORDER=1` links
+/// without the order. Packs the relative relocations too, where the binary relocates itself
+/// (static musl) or runs on the glibc it is built with (2.36 or later);
+/// `BATON_NO_PACKED_RELOCS=1` leaves them unpacked.
 fn link_layout() {
     if std::env::var("PROFILE").as_deref() != Ok("release") {
         return;
     }
     println!("cargo:rerun-if-env-changed=BATON_LINK_MAP");
     println!("cargo:rerun-if-env-changed=BATON_NO_SYMBOL_ORDER");
+    println!("cargo:rerun-if-env-changed=BATON_NO_PACKED_RELOCS");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let (file, musl) = match target.as_str() {
+        "x86_64-unknown-linux-gnu" => ("symbol-order.txt", false),
+        "x86_64-unknown-linux-musl" => ("symbol-order.musl.txt", true),
+        _ => return,
+    };
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
-    let order = std::path::Path::new(&dir).join("symbol-order.txt");
-    println!("cargo:rerun-if-changed={}", order.display());
+    let order = std::path::Path::new(&dir).join(file);
+    // Without the file yet, its folder: cargo takes a missing file as changed every time.
+    let watched = if order.is_file() {
+        order.as_path()
+    } else {
+        std::path::Path::new(&dir)
+    };
+    println!("cargo:rerun-if-changed={}", watched.display());
     // A linker chosen by hand (`-C linker`, `-C link-arg`, `-C linker-features`, or cargo's
     // linker setting) may not be LLD: it links without the order.
-    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
+    let linker_var = format!("CARGO_TARGET_{}_LINKER", target.to_uppercase().replace('-', "_"));
+    println!("cargo:rerun-if-env-changed={linker_var}");
     let chosen = std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"))
-        || std::env::var_os("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER").is_some();
-    let lld = std::env::var("TARGET").as_deref() == Ok("x86_64-unknown-linux-gnu")
-        && !chosen
-        && rustc_minor().is_some_and(|minor| minor >= 90);
-    if !lld {
+        || std::env::var_os(&linker_var).is_some();
+    if chosen || !rustc_minor().is_some_and(|minor| minor >= 90) {
         return;
+    }
+    if musl {
+        let Some(gcc_ld) = rust_lld_dir() else {
+            return;
+        };
+        println!("cargo:rustc-link-arg-bin=baton=-B{}", gcc_ld.display());
+        println!("cargo:rustc-link-arg-bin=baton=-fuse-ld=lld");
     }
     if let Ok(map) = std::env::var("BATON_LINK_MAP") {
         println!("cargo:rustc-link-arg-bin=baton=-Wl,-Map={map}");
@@ -98,17 +124,29 @@ fn link_layout() {
         );
         println!("cargo:rustc-link-arg-bin=baton=-Wl,--no-warn-symbol-ordering");
     }
-    // Relative relocations packed (DT_RELR): the loader then reads a few KiB of them instead of
-    // the 0.8 MiB `.rela.dyn` it reads whole at every start. The binary then needs glibc 2.36 or
-    // later, so only a build for the machine it runs on, whose glibc has it, packs them.
-    println!("cargo:rerun-if-env-changed=BATON_NO_PACKED_RELOCS");
+    // Relative relocations packed (DT_RELR): the program is relocated from a few KiB of them
+    // instead of the 0.8 MiB `.rela.dyn` read whole at every start. A static musl binary
+    // relocates itself (musl 1.2.4 and later, which rustc has bundled since before 1.90). A
+    // dynamic glibc one needs glibc 2.36 or later where it runs, so only a build for the machine
+    // it runs on, whose glibc has it, packs them.
     let native = std::env::var("HOST").ok() == std::env::var("TARGET").ok();
-    if native
-        && host_glibc_minor().is_some_and(|minor| minor >= 36)
-        && std::env::var_os("BATON_NO_PACKED_RELOCS").is_none()
-    {
+    let packable = musl || (native && host_glibc_minor().is_some_and(|minor| minor >= 36));
+    if packable && std::env::var_os("BATON_NO_PACKED_RELOCS").is_none() {
         println!("cargo:rustc-link-arg-bin=baton=-Wl,-z,pack-relative-relocs");
     }
+}
+
+/// The folder of rustc's `ld.lld` for `cc -fuse-ld=lld` (`<sysroot>/lib/rustlib/<host>/bin/gcc-ld`,
+/// which runs the sysroot's `rust-lld`), if this toolchain has one.
+fn rust_lld_dir() -> Option<std::path::PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = stdout_of(&rustc, &["--print", "sysroot"])?;
+    let host = std::env::var("HOST").ok()?;
+    let dir = std::path::Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/gcc-ld");
+    dir.join("ld.lld").is_file().then_some(dir)
 }
 
 /// The minor version of the build machine's glibc (`getconf GNU_LIBC_VERSION`: "glibc 2.36").

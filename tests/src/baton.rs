@@ -10,8 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A binary of the workspace, built next to the test executable (`target/<profile>/<name>`).
-/// The test script builds them first (`cargo build --workspace --bins`).
+/// The test script builds them first (`cargo build --workspace --bins`). `BATON_BIN` names
+/// another `baton` to start instead (the benchmarks measure the static musl build with it).
 pub fn bin(name: &str) -> PathBuf {
+    // Another build of the bot, e.g. the static one the image ships:
+    // BATON_BIN=target/x86_64-unknown-linux-musl/release/baton cargo bench ...
+    if name == "baton"
+        && let Some(path) = std::env::var_os("BATON_BIN")
+    {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "BATON_BIN={} is not a file", path.display());
+        return path;
+    }
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/<profile>/deps/<test> -> target/<profile>/<name>
     let dir = exe
