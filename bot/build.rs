@@ -104,7 +104,7 @@ fn link_layout() {
     println!("cargo:rerun-if-env-changed={linker_var}");
     let chosen = std::env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"))
         || std::env::var_os(&linker_var).is_some();
-    if chosen || !rustc_minor().is_some_and(|minor| minor >= 90) {
+    if chosen || rustc_minor().is_none_or(|minor| minor < 90) {
         return;
     }
     if musl {
