@@ -6,6 +6,12 @@
 //! that line at the same moment) to the step's own line, as the harness reads Baton's stdout.
 //! Runs alternate between EdgePool2 (measured) and back to EdgePool1 (two servers).
 //!
+//! The floor, interleaved: after each pair of runs, an independent minimal client
+//! (`baton_e2e::fanout_floor`: tokio-rustls and hand-written HTTP/1.1, connections opened
+//! before its clock starts) sends the same two steps' calls (stop, then start, on all N servers)
+//! straight to the same agents and times the first write to the last answer. A step's ratio to
+//! the floor is what Baton adds to what the agents and their simulators take on this machine.
+//!
 //! Also: the run's overhead beyond its actions' critical path (from the "Running." line to the
 //! last step's line, minus the sum over the steps of the slowest action's time as the journal
 //! records it), and Baton's resident memory idle and at its peak (VmHWM) during the runs.
@@ -16,7 +22,10 @@
 //! ```
 
 use anyhow::{Context, bail};
+use baton_actions::protocol::ActionCall;
+use baton_actions::{Action, Fqdn, IdempotencyKey};
 use baton_e2e::baton::Baton;
+use baton_e2e::fanout_floor;
 use baton_e2e::stack::{Stack, StackOptions};
 use std::time::{Duration, Instant};
 
@@ -99,6 +108,7 @@ fn split(
         for c in stack.fleet.call_times(&host)? {
             let parts: Vec<&str> = c.key.split('/').collect();
             let ours = parts.len() == 5
+                && parts[0] != fanout_floor::KEY_STORE
                 && (parts[1] == run_segment || parts[1].starts_with(&format!("{run_segment}.")))
                 && parts[2] == step_segment;
             let (true, Some(finished), Some(process)) = (ours, c.finished_ms, c.process_ms) else {
@@ -270,6 +280,8 @@ fn sample_peak(pid: u32, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) ->
 
 struct Figures {
     steps: Vec<f64>,
+    /// The floor's time for the same steps, in the same order (see [`Floor`]).
+    floors: Vec<f64>,
     prechecks: Vec<f64>,
     overheads: Vec<f64>,
     idle: Rss,
@@ -284,6 +296,68 @@ struct Figures {
     bot_cpu_ms: f64,
     agents_cpu_ms: f64,
     runs: u32,
+}
+
+fn stop_action(host: Fqdn) -> Action {
+    Action::ServicesStop { host }
+}
+
+fn start_action(host: Fqdn) -> Action {
+    Action::ServicesStart { host }
+}
+
+/// The floor's client pointed at EdgePool2's agents, with the bot's certificate.
+struct Floor {
+    runtime: tokio::runtime::Runtime,
+    config: baton_actions::dispatcher::DispatcherConfig,
+    agents: Vec<(Fqdn, std::net::SocketAddr)>,
+}
+
+impl Floor {
+    fn new(stack: &Stack) -> anyhow::Result<Floor> {
+        let agents = stack
+            .pool2_hosts()
+            .iter()
+            .map(|h| {
+                let host = Fqdn::parse(h)?;
+                let address = stack.fleet.address(&host)?;
+                anyhow::Ok((host, address))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Floor {
+            runtime: tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+            config: stack.fleet.dispatcher_config(),
+            agents,
+        })
+    }
+
+    /// Step `step` (0-based, as in the keys) of `action` on every agent, after run `run`;
+    /// milliseconds from the first call written to the last answer read.
+    fn step(&self, run: u32, step: usize, action: fn(Fqdn) -> Action) -> anyhow::Result<f64> {
+        let calls = self
+            .agents
+            .iter()
+            .enumerate()
+            .map(|(i, (host, _))| {
+                let key = IdempotencyKey::new(fanout_floor::KEY_STORE, u64::from(run), step, i, "edge", 1);
+                ActionCall::new(
+                    key,
+                    action(host.clone()),
+                    Duration::from_secs(30),
+                    Duration::from_secs(10),
+                )
+            })
+            .collect();
+        let credentials = fanout_floor::Credentials {
+            ca: &self.config.ca,
+            cert: &self.config.cert,
+            key: &self.config.key,
+        };
+        let took = self
+            .runtime
+            .block_on(fanout_floor::call_all(&credentials, &self.agents, calls, WAIT))?;
+        Ok(ms(took))
+    }
 }
 
 fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
@@ -306,6 +380,7 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
     let sampler = sample_peak(pid, stop.clone());
     let mut figures = Figures {
         steps: Vec::new(),
+        floors: Vec::new(),
         prechecks: Vec::new(),
         overheads: Vec::new(),
         splits: Vec::new(),
@@ -324,20 +399,26 @@ fn bench(n: usize, runs: u32) -> anyhow::Result<Figures> {
         .filter_map(|h| stack.fleet.pid(&baton_actions::Fqdn::parse(h).ok()?))
         .collect();
     let agents_cpu = || agent_pids.iter().map(|p| cpu_ms(*p)).sum::<f64>();
-    let (bot_before, agents_before) = (cpu_ms(pid), agents_cpu());
+    let floor = Floor::new(&stack)?;
     let mut measured = Vec::new();
     for run in 1..=runs * 2 {
         let target = if run % 2 == 1 { "EdgePool2" } else { "EdgePool1" };
+        // CPU is counted over the bot's runs only, not the floor's calls between them.
+        let (bot_before, agents_before) = (cpu_ms(pid), agents_cpu());
         bot.send(&format!("alice> !failover xmpp {target} fan-out bench"))?;
         bot.wait_for(&format!("Run #{run} requested by"), WAIT)?;
         bot.send(&format!("bob> !approve {run}"))?;
         wait_run_end(&bot, run)?;
+        figures.bot_cpu_ms += cpu_ms(pid) - bot_before;
+        figures.agents_cpu_ms += agents_cpu() - agents_before;
         if target == "EdgePool2" {
             measured.push(run);
+        } else {
+            // The same two steps' calls from the floor's client, in the order of the run.
+            figures.floors.push(floor.step(run, 1, stop_action)?);
+            figures.floors.push(floor.step(run, 6, start_action)?);
         }
     }
-    figures.bot_cpu_ms = cpu_ms(pid) - bot_before;
-    figures.agents_cpu_ms = agents_cpu() - agents_before;
     figures.hwm_kib = status_kib(pid, "VmHWM:");
     figures.mappings = rss_by_mapping(pid);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -402,6 +483,21 @@ fn main() -> anyhow::Result<()> {
             &format!("step to {n} servers (1 s actions)"),
             &f.steps,
             Some(ACTION_MS as f64),
+        );
+        row(
+            &format!("floor: the same calls to {n}, direct"),
+            &f.floors,
+            Some(ACTION_MS as f64),
+        );
+        // Each step against the floor's same step of the same round.
+        let paired: Vec<f64> = f.steps.iter().zip(&f.floors).map(|(s, fl)| s / fl).collect();
+        println!(
+            "{:<40} {:>9} {:>9} {:>9} {:>6}",
+            format!("step to {n} / floor, paired by round"),
+            "-",
+            "-",
+            format!("{:.3}x", quantile(&paired, 0.5)),
+            paired.len()
         );
         row(&format!("precheck of {} hosts (health)", n + 1), &f.prechecks, None);
         row(&format!("8-step run overhead, {n} servers"), &f.overheads, None);

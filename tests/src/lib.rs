@@ -6,6 +6,7 @@ pub mod bind;
 pub mod discord;
 pub mod discord_bot;
 pub mod echo_bot;
+pub mod fanout_floor;
 pub mod measure;
 pub mod postgres;
 pub mod prometheus;

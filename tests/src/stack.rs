@@ -366,6 +366,11 @@ attempts = 3
         hosts(&self.options)
     }
 
+    /// EdgePool2's servers, in the order of the inventory.
+    pub fn pool2_hosts(&self) -> Vec<String> {
+        pool2_servers(&self.options)
+    }
+
     /// The A records of the federation host, as BIND answers them now.
     pub fn a_records(&self) -> Result<Vec<String>> {
         self.bind.records("xmpp.contoso.test", "A")
