@@ -20,9 +20,10 @@ const SCHEMA_VERSION: i64 = 3;
 
 /// The most SQLite keeps of the file in Baton's memory, in KiB (its default is about 2 MiB).
 /// The cache fills as the journal grows and never gives pages back, so without this bound a
-/// long-lived bot grows with every run until the default is reached (about 0.1 MiB per run of
-/// 100 servers). A commit touches a few dozen pages (the tables' and indexes' last leaves and
-/// their parents), which fit; anything older is read through the operating system's cache.
+/// long-lived bot grows with every run until the default is reached (0.15-0.4 MiB per run of
+/// 100 servers in `bot_fanout`). A commit touches a few dozen pages (the tables' and indexes'
+/// last leaves and their parents), which fit; anything older is read through the operating
+/// system's cache.
 const CACHE_KIB: i64 = 256;
 
 const SCHEMA: &str = "
@@ -807,8 +808,10 @@ mod tests {
         let file = std::fs::metadata(&path).expect("the store exists").len()
             + std::fs::metadata(path.with_extension("sqlite-wal")).map_or(0, |m| m.len());
         assert!(file > 4 * 1024 * 1024, "the journal grew to {file} bytes only");
-        // The bound, and a little for the cache's own bookkeeping per page.
-        let limit = CACHE_KIB * 1024 * 5 / 4;
+        // The bound, with room for the cache's bookkeeping per page and for pages a
+        // transaction holds beyond it (0.27-0.37 MB seen here, the larger when other tests
+        // share the process): far below the 2 MB it reaches without the bound.
+        let limit = CACHE_KIB * 1024 * 2;
         assert!(
             peak > CACHE_KIB * 1024 / 2 && peak <= limit,
             "page cache peaked at {peak} bytes; bound {limit}"
