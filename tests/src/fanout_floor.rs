@@ -1,6 +1,7 @@
 //! The floor of a fan-out, for the benchmarks: the least a client must do to run one action on
 //! N agents and hear every answer. It shares nothing with Baton's dispatcher but the wire format
-//! (`ActionCall`, `ActionAnswer`): tokio-rustls, and HTTP/1.1 written and read here by hand.
+//! (`ActionCall`, `ActionAnswer`) and the TLS settings (`baton_tls::client_config`):
+//! tokio-rustls, and HTTP/1.1 written and read here by hand.
 //! Each agent gets one connection, opened and through its TLS handshake before the clock
 //! starts (Baton's precheck does the same for a run's steps); then all N calls are written at
 //! once and the N answers read as they come. No retries, no journal, no idempotency bookkeeping,
@@ -10,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use baton_actions::{Fqdn, protocol::ActionAnswer, protocol::ActionCall};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -81,14 +81,9 @@ pub async fn call_all(
 }
 
 fn connector(c: &Credentials<'_>) -> Result<tokio_rustls::TlsConnector> {
-    let roots = baton_tls::load_roots(c.ca)?;
-    let certs = baton_tls::load_certs(c.cert)?;
-    let key = baton_tls::load_key(c.key)?;
-    let config = rustls::ClientConfig::builder_with_provider(baton_tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)?;
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(tokio_rustls::TlsConnector::from(baton_tls::client_config(
+        c.cert, c.key, c.ca,
+    )?))
 }
 
 /// One `POST /v1/actions` and its answer, framed by `Content-Length`.
